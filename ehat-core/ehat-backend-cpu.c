@@ -1,0 +1,419 @@
+/* The CPU backend: float32, GEMMs through OpenBLAS, OpenMP for the rest.
+ * It is the numerical reference of the project and the fallback when no
+ * GPU exists. */
+#include "ehat-cpu.h"
+
+#include <cblas.h>
+#include <omp.h>
+#include <stdlib.h>
+
+#define CPU(be) ((EhatCpuBackend *) (be))
+
+/* im2col bands of about this many floats keep the buffer in cache-friendly
+ * sizes while the GEMM still sees hundreds of rows. */
+#define BAND_FLOATS (1 << 20)
+
+static void
+cpu_destroy (EhatBackend *be)
+{
+  g_free (CPU (be)->description);
+  g_free (be);
+}
+
+static const char *
+cpu_describe (EhatBackend *be)
+{
+  return CPU (be)->description;
+}
+
+static float *
+cpu_alloc (EhatBackend *be, gsize n, GError **error)
+{
+  float *p;
+
+  if (n > G_MAXSIZE / sizeof (float) - 64) {
+    g_set_error (error, EHAT_ERROR, EHAT_ERROR_OUT_OF_MEMORY,
+        "allocation of %" G_GSIZE_FORMAT " floats overflows", n);
+    return NULL;
+  }
+  /* 64-byte alignment for the vector loops; a failed allocation is an
+   * error the caller reports (tiles shrink), not an abort. */
+  if (posix_memalign ((void **) &p, 64, MAX (n, 1) * sizeof (float)) != 0)
+    p = NULL;
+  if (!p)
+    g_set_error (error, EHAT_ERROR, EHAT_ERROR_OUT_OF_MEMORY,
+        "out of host memory allocating %" G_GSIZE_FORMAT " MiB",
+        n * sizeof (float) >> 20);
+  return p;
+}
+
+static void
+cpu_free (EhatBackend *be, float *p)
+{
+  free (p);
+}
+
+static float *
+cpu_upload (EhatBackend *be, const float *host, gsize n, GError **error)
+{
+  float *p = cpu_alloc (be, n, error);
+  if (p)
+    memcpy (p, host, n * sizeof (float));
+  return p;
+}
+
+/* [cout, cin, k, k] → [(ky·k + kx)·cin + ci][cout], the im2col order. */
+static float *
+cpu_upload_conv (EhatBackend *be, const float *w, int cout, int cin, int k,
+    GError **error)
+{
+  gsize kk = (gsize) k * k;
+  float *p = cpu_alloc (be, kk * cin * cout, error);
+  if (!p)
+    return NULL;
+  for (int co = 0; co < cout; co++)
+    for (int ci = 0; ci < cin; ci++)
+      for (gsize t = 0; t < kk; t++)
+        p[(t * cin + ci) * cout + co] = w[((gsize) co * cin + ci) * kk + t];
+  return p;
+}
+
+/* PyTorch 'reflect' padding, extended periodically for pads ≥ the size
+ * (EHAT-SPEC.md §1); a 1-pixel side replicates. */
+static inline int
+reflect (int i, int n)
+{
+  int p;
+  if (n == 1)
+    return 0;
+  p = 2 * (n - 1);
+  i %= p;
+  if (i < 0)
+    i += p;
+  return i < n ? i : p - i;
+}
+
+static void
+cpu_input (EhatBackend *be, const float *host, int n, int w, int h, int W,
+    int H, const float mean[3], float range, float *x)
+{
+#pragma omp parallel for collapse(2) num_threads(CPU (be)->n_threads)
+  for (int i = 0; i < n; i++) {
+    for (int y = 0; y < H; y++) {
+      const float *img = host + (gsize) i * 3 * h * w;
+      int sy = reflect (y, h);
+      float *row = x + ((gsize) i * H + y) * W * 3;
+      for (int xx = 0; xx < W; xx++) {
+        int sx = reflect (xx, w);
+        for (int c = 0; c < 3; c++)
+          row[xx * 3 + c] =
+              (img[((gsize) c * h + sy) * w + sx] - mean[c]) * range;
+      }
+    }
+  }
+}
+
+static void
+cpu_output (EhatBackend *be, const float *x, int n, int W, int H, int w,
+    int h, const float mean[3], float range, float *host)
+{
+#pragma omp parallel for collapse(2) num_threads(CPU (be)->n_threads)
+  for (int i = 0; i < n; i++) {
+    for (int y = 0; y < h; y++) {
+      const float *row = x + ((gsize) i * H + y) * W * 3;
+      float *img = host + (gsize) i * 3 * h * w;
+      for (int c = 0; c < 3; c++)
+        for (int xx = 0; xx < w; xx++)
+          img[((gsize) c * h + y) * w + xx] = row[xx * 3 + c] / range
+              + mean[c];
+    }
+  }
+}
+
+static inline float
+activate (float v, EhatAct act)
+{
+  switch (act) {
+    case EHAT_ACT_GELU:
+      return ehat_gelu (v);
+    case EHAT_ACT_RELU:
+      return v > 0.0f ? v : 0.0f;
+    case EHAT_ACT_LRELU:
+      return v > 0.0f ? v : 0.01f * v;
+    default:
+      return v;
+  }
+}
+
+/* y[r] = act(y[r] + b) + alpha·res[r] over rows of c. */
+EHAT_CLONES static void
+epilogue (int n_threads, float *y, gsize rows, int c, const float *b,
+    EhatAct act, const float *res, float alpha)
+{
+#pragma omp parallel for num_threads(n_threads) schedule(static)
+  for (gsize r = 0; r < rows; r++) {
+    float *yr = y + r * c;
+    const float *rr = res ? res + r * c : NULL;
+    if (act == EHAT_ACT_GELU) {
+#pragma omp simd
+      for (int j = 0; j < c; j++)
+        yr[j] = ehat_gelu (yr[j] + b[j]);
+    } else {
+      for (int j = 0; j < c; j++)
+        yr[j] = activate (yr[j] + b[j], act);
+    }
+    if (rr) {
+#pragma omp simd
+      for (int j = 0; j < c; j++)
+        yr[j] += alpha * rr[j];
+    }
+  }
+}
+
+/* Rows [y0, y1) of image x (h×w×cin) → col [(y−y0)·w + x][9·cin]. */
+static void
+im2col (int n_threads, const float *x, int h, int w, int cin, int k, int y0,
+    int y1, float *col)
+{
+  int r = k / 2;
+  gsize kc = (gsize) k * k * cin;
+
+#pragma omp parallel for collapse(2) num_threads(n_threads) schedule(static)
+  for (int y = y0; y < y1; y++) {
+    for (int xx = 0; xx < w; xx++) {
+      float *dst = col + ((gsize) (y - y0) * w + xx) * kc;
+      for (int ky = 0; ky < k; ky++) {
+        int sy = y + ky - r;
+        for (int kx = 0; kx < k; kx++) {
+          int sx = xx + kx - r;
+          float *d = dst + (ky * k + kx) * cin;
+          if (sy < 0 || sy >= h || sx < 0 || sx >= w)
+            memset (d, 0, cin * sizeof (float));
+          else
+            memcpy (d, x + ((gsize) sy * w + sx) * cin, cin * sizeof (float));
+        }
+      }
+    }
+  }
+}
+
+/* Scatter a band's conv output [rows of cout] pixel-shuffled by s into y
+ * (an image of (h·s)×(w·s)×(cout/s²)): out channel c·s²+i·s+j of pixel
+ * (y, x) goes to channel c of pixel (y·s+i, x·s+j). */
+static void
+shuffle_band (int n_threads, const float *band, int w, int y0, int y1,
+    int cout, int s, float *y)
+{
+  int co = cout / (s * s);
+  gsize ow = (gsize) w * s;
+
+#pragma omp parallel for collapse(2) num_threads(n_threads) schedule(static)
+  for (int yy = y0; yy < y1; yy++) {
+    for (int xx = 0; xx < w; xx++) {
+      const float *src = band + ((gsize) (yy - y0) * w + xx) * cout;
+      for (int i = 0; i < s; i++)
+        for (int j = 0; j < s; j++) {
+          float *dst = y + (((gsize) yy * s + i) * ow + (gsize) xx * s + j)
+              * co;
+          for (int c = 0; c < co; c++)
+            dst[c] = src[c * s * s + i * s + j];
+        }
+    }
+  }
+}
+
+static void
+cpu_conv (EhatBackend *be, const EhatConvW *cw, const float *x, int n, int h,
+    int w, float *y, EhatAct act, const float *res, float alpha, int shuffle)
+{
+  int nt = CPU (be)->n_threads;
+  gsize kc = (gsize) cw->k * cw->k * cw->cin;
+  gsize fit = BAND_FLOATS / (kc * w);
+  int band = (int) CLAMP (fit, 1, (gsize) h);
+  float *col = g_malloc (kc * w * band * sizeof (float));
+  float *tmp = shuffle > 1 ? g_malloc ((gsize) w * band * cw->cout
+      * sizeof (float)) : NULL;
+
+  for (int i = 0; i < n; i++) {
+    const float *xi = x + (gsize) i * h * w * cw->cin;
+    gsize out_px = (gsize) h * w * shuffle * shuffle;
+    float *yi = y + (gsize) i * out_px * (cw->cout / (shuffle * shuffle));
+    const float *ri = res ? res + (gsize) i * h * w * cw->cout : NULL;
+
+    for (int y0 = 0; y0 < h; y0 += band) {
+      int y1 = MIN (y0 + band, h);
+      gsize rows = (gsize) (y1 - y0) * w;
+      float *dst = tmp ? tmp : yi + (gsize) y0 * w * cw->cout;
+
+      /* A residual that is the output itself (in-place update) enters
+       * through the GEMM's beta; the epilogue would read it overwritten. */
+      gboolean in_place = ri && ri == yi && !tmp;
+
+      g_assert (!in_place || act == EHAT_ACT_NONE);
+      im2col (nt, xi, h, w, cw->cin, cw->k, y0, y1, col);
+      cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasNoTrans, (int) rows,
+          cw->cout, (int) kc, 1.0f, col, (int) kc, cw->w, cw->cout,
+          in_place ? alpha : 0.0f, dst, cw->cout);
+      epilogue (nt, dst, rows, cw->cout, cw->b, act,
+          ri && !in_place ? ri + (gsize) y0 * w * cw->cout : NULL, alpha);
+      if (tmp)
+        shuffle_band (nt, tmp, w, y0, y1, cw->cout, shuffle, yi);
+    }
+  }
+  g_free (col);
+  g_free (tmp);
+}
+
+static void
+cpu_linear (EhatBackend *be, const EhatLinearW *lw, const float *x,
+    gsize rows, float *y, EhatAct act, float beta)
+{
+  cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasTrans, (int) rows, lw->out,
+      lw->in, 1.0f, x, lw->in, lw->w, lw->in, beta, y, lw->out);
+  epilogue (CPU (be)->n_threads, y, rows, lw->out, lw->b, act, NULL, 0.0f);
+}
+
+EHAT_CLONES static void
+cpu_layernorm (EhatBackend *be, const EhatNormW *nw, const float *x,
+    gsize rows, int c, float *y)
+{
+#pragma omp parallel for num_threads(CPU (be)->n_threads) schedule(static)
+  for (gsize r = 0; r < rows; r++) {
+    const float *xr = x + r * c;
+    float *yr = y + r * c;
+    float mean = 0.0f, var = 0.0f, inv;
+#pragma omp simd reduction(+:mean)
+    for (int j = 0; j < c; j++)
+      mean += xr[j];
+    mean /= c;
+#pragma omp simd reduction(+:var)
+    for (int j = 0; j < c; j++)
+      var += (xr[j] - mean) * (xr[j] - mean);
+    inv = 1.0f / sqrtf (var / c + 1e-5f);
+#pragma omp simd
+    for (int j = 0; j < c; j++)
+      yr[j] = (xr[j] - mean) * inv * nw->w[j] + nw->b[j];
+  }
+}
+
+EHAT_CLONES static void
+cpu_axpby (EhatBackend *be, float *y, float a, const float *x, float b,
+    gsize n)
+{
+  if (b == 0.0f) {
+    /* y may be uninitialised: never read it (0·NaN would be NaN). */
+#pragma omp parallel for simd num_threads(CPU (be)->n_threads) schedule(static)
+    for (gsize i = 0; i < n; i++)
+      y[i] = a * x[i];
+  } else {
+#pragma omp parallel for simd num_threads(CPU (be)->n_threads) schedule(static)
+    for (gsize i = 0; i < n; i++)
+      y[i] = a * x[i] + b * y[i];
+  }
+}
+
+static void
+cpu_channel_attention (EhatBackend *be, const EhatLinearW *down,
+    const EhatLinearW *up, float *v, int n, gsize hw, int c)
+{
+  int nt = CPU (be)->n_threads;
+  g_autofree float *mean = g_new (float, c);
+  g_autofree float *mid = g_new (float, down->out);
+  g_autofree float *scale = g_new (float, c);
+
+  for (int i = 0; i < n; i++) {
+    float *vi = v + (gsize) i * hw * c;
+
+    /* Sums in double: the mean runs over up to millions of rows, and the
+     * reference computes it in higher precision than float. */
+    for (int j = 0; j < c; j++)
+      mean[j] = 0.0f;
+#pragma omp parallel num_threads(nt)
+    {
+      double *acc = g_new0 (double, c);
+#pragma omp for schedule(static) nowait
+      for (gsize r = 0; r < hw; r++)
+        for (int j = 0; j < c; j++)
+          acc[j] += vi[r * c + j];
+#pragma omp critical
+      for (int j = 0; j < c; j++)
+        mean[j] += (float) (acc[j] / hw);
+      g_free (acc);
+    }
+    for (int o = 0; o < down->out; o++) {
+      float s = down->b[o];
+      for (int j = 0; j < c; j++)
+        s += down->w[(gsize) o * c + j] * mean[j];
+      mid[o] = s > 0.0f ? s : 0.0f;
+    }
+    for (int o = 0; o < c; o++) {
+      float s = up->b[o];
+      for (int j = 0; j < down->out; j++)
+        s += up->w[(gsize) o * down->out + j] * mid[j];
+      scale[o] = 1.0f / (1.0f + expf (-s));
+    }
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (gsize r = 0; r < hw; r++)
+      for (int j = 0; j < c; j++)
+        vi[r * c + j] *= scale[j];
+  }
+}
+
+static gboolean
+cpu_sync (EhatBackend *be, GError **error)
+{
+  return TRUE;
+}
+
+EHAT_CLONES void
+ehat_cpu_exp_inplace (float *x, gsize n)
+{
+#pragma omp simd
+  for (gsize i = 0; i < n; i++)
+    x[i] = ehat_expf (x[i]);
+}
+
+EHAT_CLONES void
+ehat_cpu_gelu_inplace (float *x, gsize n)
+{
+#pragma omp simd
+  for (gsize i = 0; i < n; i++)
+    x[i] = ehat_gelu (x[i]);
+}
+
+static const EhatBackendOps cpu_ops = {
+  .destroy = cpu_destroy,
+  .describe = cpu_describe,
+  .alloc = cpu_alloc,
+  .free = cpu_free,
+  .upload = cpu_upload,
+  .upload_conv = cpu_upload_conv,
+  .input = cpu_input,
+  .output = cpu_output,
+  .conv = cpu_conv,
+  .linear = cpu_linear,
+  .layernorm = cpu_layernorm,
+  .axpby = cpu_axpby,
+  .window_attention = ehat_cpu_window_attention,
+  .overlap_attention = ehat_cpu_overlap_attention,
+  .channel_attention = cpu_channel_attention,
+  .sync = cpu_sync,
+};
+
+EhatBackend *
+ehat_backend_cpu_new (int n_threads, GError **error)
+{
+  EhatCpuBackend *cpu = g_new0 (EhatCpuBackend, 1);
+  const char *blas = openblas_get_config ();
+
+  if (n_threads <= 0)
+    n_threads = (int) g_get_num_processors ();
+  cpu->parent.ops = &cpu_ops;
+  cpu->parent.kind = EHAT_BACKEND_CPU;
+  cpu->n_threads = n_threads;
+  /* OpenBLAS keeps one global pool; the engine's count is the one used. */
+  openblas_set_num_threads (n_threads);
+  cpu->description = g_strdup_printf ("cpu (%d thread%s, %s, fp32)",
+      n_threads, n_threads == 1 ? "" : "s", blas ? blas : "cblas");
+  return &cpu->parent;
+}

@@ -1,0 +1,124 @@
+/* The backend-operations interface (internal).
+ *
+ * The network (ehat-network.c) is written once against these operations;
+ * each backend (CPU, CUDA) implements them.  Every `float *` handed to an
+ * operation is backend memory (host memory for the CPU, device memory for
+ * CUDA) obtained from the backend's own alloc/upload functions.
+ *
+ * Layout: feature maps are "tokens × channels" (NHWC): n images of h×w
+ * positions, each a row of c floats.  That keeps the linear layers, which
+ * are most of the work, as single large GEMMs, and lets the 3×3 convolutions
+ * run as GEMMs over im2col bands.
+ *
+ * Operations return nothing: a backend that runs asynchronously records its
+ * first failure and reports it from sync(), like CUDA itself does. */
+#ifndef EHAT_BACKEND_H
+#define EHAT_BACKEND_H
+
+#include "ehat.h"
+
+G_BEGIN_DECLS
+
+typedef enum
+{
+  EHAT_ACT_NONE,
+  EHAT_ACT_GELU,                /* exact, erf form */
+  EHAT_ACT_RELU,
+  EHAT_ACT_LRELU,               /* negative slope 0.01 */
+} EhatAct;
+
+/* A convolution, weights packed by the backend (zero padding k/2). */
+typedef struct
+{
+  float *w;
+  float *b;
+  int cin, cout, k;
+} EhatConvW;
+
+/* y = x·Wᵀ + b, W row-major [out, in] as in PyTorch. */
+typedef struct
+{
+  float *w;
+  float *b;
+  int in, out;
+} EhatLinearW;
+
+typedef struct
+{
+  float *w;
+  float *b;
+} EhatNormW;
+
+typedef struct _EhatBackend EhatBackend;
+typedef struct _EhatBackendOps EhatBackendOps;
+
+struct _EhatBackend
+{
+  const EhatBackendOps *ops;
+  EhatBackendKind kind;
+};
+
+struct _EhatBackendOps
+{
+  void (*destroy) (EhatBackend *be);
+  const char *(*describe) (EhatBackend *be);
+
+  /* Memory.  alloc'd buffers are uninitialised. */
+  float *(*alloc) (EhatBackend *be, gsize n_floats, GError **error);
+  void (*free) (EhatBackend *be, float *ptr);
+  float *(*upload) (EhatBackend *be, const float *host, gsize n_floats,
+      GError **error);
+  /* Uploads a PyTorch conv weight [cout, cin, k, k] in the backend's layout. */
+  float *(*upload_conv) (EhatBackend *be, const float *w, int cout, int cin,
+      int k, GError **error);
+
+  /* Host planar RGB n×3×h×w → backend NHWC n×H×W×3: reflect-padded
+   * bottom/right to H×W, then (x − mean)·range. */
+  void (*input) (EhatBackend *be, const float *host, int n, int w, int h,
+      int W, int H, const float mean[3], float range, float *x);
+  /* Backend NHWC n×H×W×3 → host planar n×3×h×w (crop): x/range + mean. */
+  void (*output) (EhatBackend *be, const float *x, int n, int W, int H,
+      int w, int h, const float mean[3], float range, float *host);
+
+  /* y = act(conv(x) + b) + res_alpha·res (res may be NULL, and may be y
+   * when act is NONE and shuffle 1: an in-place residual update; x never
+   * aliases y).  shuffle > 1 writes the
+   * output pixel-shuffled: y is then n×(h·s)×(w·s)×(cout/s²). */
+  void (*conv) (EhatBackend *be, const EhatConvW *cw, const float *x, int n,
+      int h, int w, float *y, EhatAct act, const float *res, float res_alpha,
+      int shuffle);
+  /* y = act(x·Wᵀ + b) + beta·y over rows; beta ≠ 0 only with act NONE. */
+  void (*linear) (EhatBackend *be, const EhatLinearW *lw, const float *x,
+      gsize rows, float *y, EhatAct act, float beta);
+  /* Per row over c channels, eps 1e-5, biased variance; y may be x. */
+  void (*layernorm) (EhatBackend *be, const EhatNormW *nw, const float *x,
+      gsize rows, int c, float *y);
+  /* y = a·x + b·y */
+  void (*axpby) (EhatBackend *be, float *y, float a, const float *x, float b,
+      gsize n);
+
+  /* Window self-attention of HAB on qkv (rows of 3c: q | k | v) of n maps
+   * h×w (multiples of ws); cyclic shift by `shift` (0 = none) with the
+   * −100 region mask; bias is dense [heads][ws²][ws²].  out: rows of c
+   * (heads concatenated, before proj), at the unshifted positions. */
+  void (*window_attention) (EhatBackend *be, const float *qkv, int n, int h,
+      int w, int c, int heads, int ws, int shift, const float *bias,
+      float *out);
+  /* OCAB: ws×ws query windows against wse×wse key/value squares centred on
+   * them (zero vectors outside the map); bias dense [heads][ws²][wse²]. */
+  void (*overlap_attention) (EhatBackend *be, const float *qkv, int n, int h,
+      int w, int c, int heads, int ws, int wse, const float *bias,
+      float *out);
+  /* v ·= sigmoid(up(ReLU(down(mean over each image's hw rows of v)))) */
+  void (*channel_attention) (EhatBackend *be, const EhatLinearW *down,
+      const EhatLinearW *up, float *v, int n, gsize hw, int c);
+
+  /* Waits for queued work; reports the first failure since the last sync. */
+  gboolean (*sync) (EhatBackend *be, GError **error);
+};
+
+EhatBackend *ehat_backend_cpu_new (int n_threads, GError **error);
+
+G_END_DECLS
+
+#endif /* EHAT_BACKEND_H */

@@ -1,0 +1,249 @@
+/* Fused window attention for the CPU backend (HAB's shifted-window
+ * self-attention and OCAB's overlapping cross-attention).
+ *
+ * One task = one (image, window, head).  Its q, k and v are gathered
+ * straight from the qkv rows of the feature map (the cyclic shift and the
+ * OCAB unfold are just index arithmetic, so no shifted or unfolded copy of
+ * the map ever exists), scores get the dense relative-position bias and the
+ * shift mask inside the softmax, and the result is scattered back to the
+ * token rows it came from. */
+#include "ehat-cpu.h"
+
+#include <omp.h>
+
+#define JB 16                   /* columns per register block */
+#define RB 4                    /* query rows per register block */
+
+static inline int
+round_up (int v, int m)
+{
+  return (v + m - 1) / m * m;
+}
+
+/* softmax(q·kᵀ + bias + mask)·v for nq queries (nq % RB == 0).
+ * q [nq][d] pre-scaled; kT [d][nkp] (columns ≥ nk are zero); v [nk][dp]
+ * (columns ≥ d zero); bias [nq][nk]; regq/regk: shift-mask regions or NULL;
+ * S: scratch [RB][nkp]; o [nq][dp]. */
+EHAT_CLONES static void
+attend (const float *q, int d, int nq, const float *kT, int nk, int nkp,
+    const float *v, int dp, const float *bias, const gint8 *regq,
+    const gint8 *regk, float *S, float *o)
+{
+  for (int i0 = 0; i0 < nq; i0 += RB) {
+    for (int j0 = 0; j0 < nkp; j0 += JB) {
+      float acc[RB][JB] = { { 0 } };
+      for (int c = 0; c < d; c++) {
+        const float *kr = kT + (gsize) c * nkp + j0;
+        for (int r = 0; r < RB; r++) {
+          float qv = q[(i0 + r) * d + c];
+          for (int jj = 0; jj < JB; jj++)
+            acc[r][jj] += qv * kr[jj];
+        }
+      }
+      for (int r = 0; r < RB; r++)
+        for (int jj = 0; jj < JB; jj++)
+          S[r * nkp + j0 + jj] = acc[r][jj];
+    }
+
+    for (int r = 0; r < RB; r++) {
+      float *s = S + r * nkp;
+      const float *b = bias + (gsize) (i0 + r) * nk;
+      float mx = -G_MAXFLOAT, sum = 0.0f, inv;
+
+#pragma omp simd
+      for (int j = 0; j < nk; j++)
+        s[j] += b[j];
+      if (regq) {
+        gint8 rq = regq[i0 + r];
+#pragma omp simd
+        for (int j = 0; j < nk; j++)
+          s[j] += regk[j] != rq ? -100.0f : 0.0f;
+      }
+#pragma omp simd reduction(max:mx)
+      for (int j = 0; j < nk; j++)
+        mx = s[j] > mx ? s[j] : mx;
+#pragma omp simd reduction(+:sum)
+      for (int j = 0; j < nk; j++) {
+        s[j] = ehat_expf (s[j] - mx);
+        sum += s[j];
+      }
+      inv = 1.0f / sum;
+#pragma omp simd
+      for (int j = 0; j < nk; j++)
+        s[j] *= inv;
+    }
+
+    for (int c0 = 0; c0 < dp; c0 += JB) {
+      float acc[RB][JB] = { { 0 } };
+      for (int j = 0; j < nk; j++) {
+        const float *vr = v + (gsize) j * dp + c0;
+        for (int r = 0; r < RB; r++) {
+          float p = S[r * nkp + j];
+          for (int jj = 0; jj < JB; jj++)
+            acc[r][jj] += p * vr[jj];
+        }
+      }
+      for (int r = 0; r < RB; r++)
+        for (int jj = 0; jj < JB; jj++)
+          o[(gsize) (i0 + r) * dp + c0 + jj] = acc[r][jj];
+    }
+  }
+}
+
+typedef struct
+{
+  float *q, *kT, *v, *S, *o;
+  gsize *qpos;                  /* row index of each query token */
+  gsize *kpos;                  /* row index of each key, or G_MAXSIZE */
+  gint8 *reg;
+} Scratch;
+
+static void
+scratch_init (Scratch *s, int nq, int nk, int d, int dp)
+{
+  int nkp = round_up (nk, JB);
+  s->q = g_new (float, (gsize) nq * d);
+  s->kT = g_new0 (float, (gsize) d * nkp);
+  s->v = g_new0 (float, (gsize) nk * dp);
+  s->S = g_new (float, (gsize) RB * nkp);
+  s->o = g_new (float, (gsize) nq * dp);
+  s->qpos = g_new (gsize, nq);
+  s->kpos = g_new (gsize, nk);
+  s->reg = g_new (gint8, nq);
+}
+
+static void
+scratch_clear (Scratch *s)
+{
+  g_free (s->q);
+  g_free (s->kT);
+  g_free (s->v);
+  g_free (s->S);
+  g_free (s->o);
+  g_free (s->qpos);
+  g_free (s->kpos);
+  g_free (s->reg);
+}
+
+/* Gathers head hd's q (scaled), k and v; keys at kpos G_MAXSIZE are the
+ * zero vectors of OCAB's padding (kT and v were zeroed for them). */
+static void
+gather (Scratch *s, const float *qkv, int c, int hd, int d, int dp, int nq,
+    int nk, int nkp, float scale)
+{
+  const gsize stride = 3 * (gsize) c;
+
+  for (int t = 0; t < nq; t++) {
+    const float *row = qkv + s->qpos[t] * stride + hd * d;
+    for (int e = 0; e < d; e++)
+      s->q[t * d + e] = row[e] * scale;
+  }
+  for (int t = 0; t < nk; t++) {
+    if (s->kpos[t] == G_MAXSIZE) {
+      for (int e = 0; e < d; e++) {
+        s->kT[(gsize) e * nkp + t] = 0.0f;
+        s->v[(gsize) t * dp + e] = 0.0f;
+      }
+      continue;
+    }
+    const float *row = qkv + s->kpos[t] * stride + c + hd * d;
+    for (int e = 0; e < d; e++) {
+      s->kT[(gsize) e * nkp + t] = row[e];
+      s->v[(gsize) t * dp + e] = row[c + e];
+    }
+  }
+}
+
+static void
+scatter (const Scratch *s, float *out, int c, int hd, int d, int dp, int nq)
+{
+  for (int t = 0; t < nq; t++)
+    memcpy (out + s->qpos[t] * c + hd * d, s->o + (gsize) t * dp,
+        d * sizeof (float));
+}
+
+/* Shift-mask region of a coordinate of the shifted map (EHAT-SPEC.md §4). */
+static inline gint8
+region (int p, int size, int ws, int shift)
+{
+  return p < size - ws ? 0 : (p < size - shift ? 1 : 2);
+}
+
+void
+ehat_cpu_window_attention (EhatBackend *be, const float *qkv, int n, int h,
+    int w, int c, int heads, int ws, int shift, const float *bias,
+    float *out)
+{
+  int d = c / heads, dp = round_up (d, JB), nq = ws * ws, nkp =
+      round_up (nq, JB);
+  int nwy = h / ws, nwx = w / ws;
+  gsize tasks = (gsize) n * nwy * nwx * heads;
+  float scale = (float) (1.0 / sqrt ((double) d));
+
+#pragma omp parallel num_threads(((EhatCpuBackend *) be)->n_threads)
+  {
+    Scratch s;
+    scratch_init (&s, nq, nq, d, dp);
+#pragma omp for schedule(static)
+    for (gsize task = 0; task < tasks; task++) {
+      int hd = task % heads;
+      gsize win = task / heads;
+      int wx = win % nwx, wy = (win / nwx) % nwy;
+      gsize img = win / ((gsize) nwx * nwy);
+
+      /* Token t of the shifted map's window sits at (py, px); the map was
+       * rolled by −shift, so it came from (py + shift, px + shift). */
+      for (int t = 0; t < nq; t++) {
+        int py = wy * ws + t / ws, px = wx * ws + t % ws;
+        int sy = (py + shift) % h, sx = (px + shift) % w;
+        s.qpos[t] = (img * h + sy) * w + sx;
+        s.kpos[t] = s.qpos[t];
+        s.reg[t] = shift ? region (py, h, ws, shift) * 3
+            + region (px, w, ws, shift) : 0;
+      }
+      gather (&s, qkv, c, hd, d, dp, nq, nq, nkp, scale);
+      attend (s.q, d, nq, s.kT, nq, nkp, s.v, dp,
+          bias + (gsize) hd * nq * nq, shift ? s.reg : NULL, s.reg, s.S,
+          s.o);
+      scatter (&s, out, c, hd, d, dp, nq);
+    }
+    scratch_clear (&s);
+  }
+}
+
+void
+ehat_cpu_overlap_attention (EhatBackend *be, const float *qkv, int n, int h,
+    int w, int c, int heads, int ws, int wse, const float *bias, float *out)
+{
+  int d = c / heads, dp = round_up (d, JB), nq = ws * ws, nk = wse * wse;
+  int nkp = round_up (nk, JB), pad = (wse - ws) / 2;
+  int nwy = h / ws, nwx = w / ws;
+  gsize tasks = (gsize) n * nwy * nwx * heads;
+  float scale = (float) (1.0 / sqrt ((double) d));
+
+#pragma omp parallel num_threads(((EhatCpuBackend *) be)->n_threads)
+  {
+    Scratch s;
+    scratch_init (&s, nq, nk, d, dp);
+#pragma omp for schedule(static)
+    for (gsize task = 0; task < tasks; task++) {
+      int hd = task % heads;
+      gsize win = task / heads;
+      int wx = win % nwx, wy = (win / nwx) % nwy;
+      gsize img = win / ((gsize) nwx * nwy);
+
+      for (int t = 0; t < nq; t++)
+        s.qpos[t] = (img * h + wy * ws + t / ws) * w + wx * ws + t % ws;
+      for (int t = 0; t < nk; t++) {
+        int ky = wy * ws - pad + t / wse, kx = wx * ws - pad + t % wse;
+        s.kpos[t] = (ky < 0 || ky >= h || kx < 0 || kx >= w) ? G_MAXSIZE
+            : (img * h + ky) * w + kx;
+      }
+      gather (&s, qkv, c, hd, d, dp, nq, nk, nkp, scale);
+      attend (s.q, d, nq, s.kT, nk, nkp, s.v, dp,
+          bias + (gsize) hd * nq * nk, NULL, NULL, s.S, s.o);
+      scatter (&s, out, c, hd, d, dp, nq);
+    }
+    scratch_clear (&s);
+  }
+}

@@ -1,0 +1,167 @@
+/* An engine = a model bound to a backend, with its weights uploaded once. */
+#include "ehat.h"
+
+#include "ehat-backend.h"
+#include "ehat-network.h"
+
+struct _EhatEngine
+{
+  EhatModel *model;
+  EhatBackend *be;
+  EhatNetwork *net;
+  EhatPrecision precision;
+  char *fallback_reason;
+  gsize peak_workspace;
+};
+
+#ifdef EHAT_HAVE_CUDA
+EhatBackend *ehat_backend_cuda_new (int device_id, EhatPrecision precision,
+    GError **error);
+#endif
+
+static EhatBackend *
+create_backend (const EhatEngineOptions *o, char **fallback, GError **error)
+{
+  g_autoptr (GError) cuda_error = NULL;
+
+  if (o->backend == EHAT_BACKEND_CUDA || o->backend == EHAT_BACKEND_AUTO) {
+#ifdef EHAT_HAVE_CUDA
+    EhatBackend *be = ehat_backend_cuda_new (o->device_id, o->precision,
+        &cuda_error);
+    if (be)
+      return be;
+#else
+    g_set_error (&cuda_error, EHAT_ERROR, EHAT_ERROR_UNSUPPORTED,
+        "this build of libehat has no CUDA backend");
+#endif
+    if (o->backend == EHAT_BACKEND_CUDA) {
+      g_propagate_error (error, g_steal_pointer (&cuda_error));
+      return NULL;
+    }
+    *fallback = g_strdup_printf ("CUDA unavailable (%s); using the CPU",
+        cuda_error->message);
+  }
+  return ehat_backend_cpu_new (o->n_threads, error);
+}
+
+EhatEngine *
+ehat_engine_new (EhatModel *model, const EhatEngineOptions *opts,
+    GError **error)
+{
+  EhatEngineOptions defaults = EHAT_ENGINE_OPTIONS_INIT;
+  EhatEngine *e;
+
+  g_return_val_if_fail (model != NULL, NULL);
+  if (!opts)
+    opts = &defaults;
+  if (opts->n_threads < 0 || opts->device_id < 0) {
+    g_set_error (error, EHAT_ERROR, EHAT_ERROR_INVALID_ARGUMENT,
+        "negative thread count or device id");
+    return NULL;
+  }
+
+  e = g_new0 (EhatEngine, 1);
+  e->model = ehat_model_ref (model);
+  e->be = create_backend (opts, &e->fallback_reason, error);
+  if (!e->be) {
+    ehat_engine_free (e);
+    return NULL;
+  }
+  if (e->be->kind == EHAT_BACKEND_CPU) {
+    /* The CPU backend is the float32 reference; reduced precisions on the
+     * CPU come with issue 11's bf16 path. */
+    if (opts->precision != EHAT_PRECISION_AUTO
+        && opts->precision != EHAT_PRECISION_FP32) {
+      g_set_error (error, EHAT_ERROR, EHAT_ERROR_UNSUPPORTED,
+          "the CPU backend runs in fp32 only");
+      ehat_engine_free (e);
+      return NULL;
+    }
+    e->precision = EHAT_PRECISION_FP32;
+  } else {
+    e->precision = opts->precision;
+  }
+  e->net = ehat_network_new (model, e->be, error);
+  if (!e->net) {
+    ehat_engine_free (e);
+    return NULL;
+  }
+  return e;
+}
+
+void
+ehat_engine_free (EhatEngine *e)
+{
+  if (!e)
+    return;
+  ehat_network_free (e->net);
+  if (e->be)
+    e->be->ops->destroy (e->be);
+  ehat_model_unref (e->model);
+  g_free (e->fallback_reason);
+  g_free (e);
+}
+
+EhatModel *
+ehat_engine_get_model (EhatEngine *e)
+{
+  return e->model;
+}
+
+EhatBackendKind
+ehat_engine_get_backend (EhatEngine *e)
+{
+  return e->be->kind;
+}
+
+EhatPrecision
+ehat_engine_get_precision (EhatEngine *e)
+{
+  return e->precision;
+}
+
+const char *
+ehat_engine_describe (EhatEngine *e)
+{
+  return e->be->ops->describe (e->be);
+}
+
+const char *
+ehat_engine_get_fallback_reason (EhatEngine *e)
+{
+  return e->fallback_reason;
+}
+
+gsize
+ehat_engine_get_peak_workspace (EhatEngine *e)
+{
+  return e->peak_workspace;
+}
+
+gboolean
+ehat_engine_process (EhatEngine *e, const float *in, int n, int width,
+    int height, float *out, GError **error)
+{
+  const EhatConfig *c;
+  gboolean ok;
+
+  g_return_val_if_fail (e != NULL, FALSE);
+  c = ehat_model_get_config (e->model);
+  if (!in || !out || n < 1 || width < 1 || height < 1) {
+    g_set_error (error, EHAT_ERROR, EHAT_ERROR_INVALID_ARGUMENT,
+        "invalid input: %d image(s) of %d×%d", n, width, height);
+    return FALSE;
+  }
+  /* Keep every index of the padded, upscaled batch within gint32 range of
+   * rows and far from gsize overflow. */
+  if ((gint64) width * c->upscale > 65536 || (gint64) height * c->upscale
+      > 65536 || (gint64) n * width * height > (G_GINT64_CONSTANT (1) << 28)) {
+    g_set_error (error, EHAT_ERROR, EHAT_ERROR_INVALID_ARGUMENT,
+        "input too large: %d image(s) of %d×%d (tile it)", n, width, height);
+    return FALSE;
+  }
+  ok = ehat_network_forward (e->net, in, n, width, height, out, error);
+  e->peak_workspace = MAX (e->peak_workspace,
+      ehat_network_get_workspace_bytes (e->net));
+  return ok;
+}

@@ -1,0 +1,3 @@
+#include "ehat.h"
+
+G_DEFINE_QUARK (ehat-error-quark, ehat_error)

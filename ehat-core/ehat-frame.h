@@ -1,0 +1,120 @@
+/* libehat — conversion between video frames and planar float RGB.
+ *
+ * The network sees planar float RGB in [0, 1] (ehat.h).  These functions
+ * convert 8- and 10-bit packed and planar RGB, YUV and grey frames to and
+ * from it.  The caller passes plane pointers and strides (bytes), in the
+ * plane order GStreamer uses for the same format (YV12: Y, V, U; NV12: Y,
+ * interleaved UV), and says which matrix, range and chroma siting the YUV
+ * data has.  Nothing here knows about GStreamer.
+ *
+ * Reading clamps the RGB result to [0, 1] (YUV can encode colours outside
+ * the RGB cube; the models were trained on [0, 1]).  Writing clamps and
+ * rounds to the nearest code.  RGB formats are taken as full range.
+ * Alpha never goes through the network: read it with
+ * ehat_frame_read_alpha(), upscale it with ehat_plane_resize_bilinear() and
+ * pass it to ehat_frame_write().
+ */
+#ifndef EHAT_FRAME_H
+#define EHAT_FRAME_H
+
+#include <glib.h>
+
+G_BEGIN_DECLS
+
+typedef enum
+{
+  EHAT_PIXEL_RGB,               /* packed 24-bit */
+  EHAT_PIXEL_BGR,
+  EHAT_PIXEL_RGBA,              /* packed 32-bit, byte order as named */
+  EHAT_PIXEL_BGRA,
+  EHAT_PIXEL_RGBx,
+  EHAT_PIXEL_BGRx,
+  EHAT_PIXEL_xRGB,
+  EHAT_PIXEL_xBGR,
+  EHAT_PIXEL_ARGB,
+  EHAT_PIXEL_ABGR,
+  EHAT_PIXEL_I420,              /* planar 4:2:0: Y, U, V */
+  EHAT_PIXEL_YV12,              /* planar 4:2:0: Y, V, U */
+  EHAT_PIXEL_NV12,              /* Y, interleaved UV */
+  EHAT_PIXEL_NV21,              /* Y, interleaved VU */
+  EHAT_PIXEL_Y444,              /* planar 4:4:4: Y, U, V */
+  EHAT_PIXEL_GRAY8,             /* luma only */
+  EHAT_PIXEL_I420_10LE,         /* I420, 16-bit LE words, 10 bits in the LSBs */
+  EHAT_PIXEL_P010_10LE,         /* NV12, 16-bit LE words, 10 bits in the MSBs */
+  EHAT_PIXEL_N_FORMATS
+} EhatPixelFormat;
+
+typedef enum
+{
+  EHAT_MATRIX_BT601,
+  EHAT_MATRIX_BT709,
+  EHAT_MATRIX_BT2020,
+} EhatColorMatrix;
+
+typedef enum
+{
+  EHAT_RANGE_LIMITED,           /* 8-bit Y 16–235, C 16–240 (×4 for 10-bit) */
+  EHAT_RANGE_FULL,              /* 0–255, C centred on 128 (×4 for 10-bit) */
+} EhatColorRange;
+
+/* Where 4:2:0 chroma samples sit relative to luma. */
+typedef enum
+{
+  EHAT_CHROMA_CENTER,           /* JPEG / MPEG-1: centre of each 2×2 block */
+  EHAT_CHROMA_LEFT,             /* MPEG-2 / H.264 default: co-sited with the
+                                 * left column, vertically centred */
+} EhatChromaSiting;
+
+typedef struct
+{
+  EhatColorMatrix matrix;
+  EhatColorRange range;
+  EhatChromaSiting siting;
+} EhatColorInfo;
+
+#define EHAT_COLOR_INFO_INIT { EHAT_MATRIX_BT709, EHAT_RANGE_LIMITED, \
+    EHAT_CHROMA_CENTER }
+
+typedef struct
+{
+  EhatPixelFormat format;
+  int width;
+  int height;
+  guint8 *data[3];              /* planes, GStreamer order */
+  int stride[3];                /* bytes per row of each plane */
+} EhatFrame;
+
+/* Format properties. */
+const char *ehat_pixel_format_to_string (EhatPixelFormat format);
+int ehat_pixel_format_n_planes (EhatPixelFormat format);
+gboolean ehat_pixel_format_is_yuv (EhatPixelFormat format);
+gboolean ehat_pixel_format_has_alpha (EhatPixelFormat format);
+int ehat_pixel_format_depth (EhatPixelFormat format);
+
+/* Minimum stride and height of plane `plane` for a frame of width×height
+ * (tests and callers that allocate their own frames). */
+gboolean ehat_frame_plane_size (EhatPixelFormat format, int width,
+    int height, int plane, int *min_stride, int *rows);
+
+/* frame → rgb: 3 planes of width×height floats in [0, 1]. */
+gboolean ehat_frame_read (const EhatFrame *frame, const EhatColorInfo *color,
+    float *rgb, GError **error);
+
+/* rgb (3 planes of width×height floats) → frame.  alpha: one plane of
+ * width×height floats in [0, 1] or NULL (opaque); ignored by formats
+ * without alpha. */
+gboolean ehat_frame_write (const float *rgb, const float *alpha,
+    const EhatColorInfo *color, EhatFrame *frame, GError **error);
+
+/* The alpha plane of a frame with alpha as width×height floats in [0, 1]. */
+gboolean ehat_frame_read_alpha (const EhatFrame *frame, float *alpha,
+    GError **error);
+
+/* Bilinear resize of one float plane (pixel centres aligned, edges
+ * clamped): cheap, good enough for alpha. */
+void ehat_plane_resize_bilinear (const float *in, int width, int height,
+    float *out, int out_width, int out_height);
+
+G_END_DECLS
+
+#endif /* EHAT_FRAME_H */

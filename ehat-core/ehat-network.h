@@ -1,0 +1,30 @@
+/* The HAT / EHAT network, defined once over the backend operations. */
+#ifndef EHAT_NETWORK_H
+#define EHAT_NETWORK_H
+
+#include "ehat-backend.h"
+
+G_BEGIN_DECLS
+
+typedef struct _EhatNetwork EhatNetwork;
+
+/* Uploads (and packs) every weight of the model to the backend. */
+EhatNetwork *ehat_network_new (EhatModel *model, EhatBackend *be,
+    GError **error);
+void ehat_network_free (EhatNetwork *net);
+
+/* The whole reference pipeline (pad, normalise, network, crop) on n host
+ * planar images; see ehat_engine_process(). */
+gboolean ehat_network_forward (EhatNetwork *net, const float *in, int n,
+    int width, int height, float *out, GError **error);
+
+/* Bytes of activation workspace the last forward held. */
+gsize ehat_network_get_workspace_bytes (EhatNetwork *net);
+
+/* Relative-position indices of EHAT-SPEC.md §4 (exposed for tests). */
+int ehat_rel_index_sa (int ws, int i, int j);
+int ehat_rel_index_oca (int ws, int wse, int i, int j);
+
+G_END_DECLS
+
+#endif /* EHAT_NETWORK_H */

@@ -1,0 +1,90 @@
+/* libehat — tiled upscaling on top of ehat_engine_process().
+ *
+ * Whole-frame inference is the reference; tiling bounds memory and lets
+ * equal-sized tiles run as one batch.  A frame is covered by a regular grid
+ * of T×T low-resolution tiles (T a multiple of the model's window size)
+ * whose origins are spread evenly so that neighbours overlap by at least O
+ * pixels.  Tile outputs are blended with separable raised-cosine weights:
+ * across each seam between two neighbours the left/top tile fades out while
+ * the right/bottom one fades in, over a band of `blend` LR pixels centred in
+ * the overlap.  What lies outside the band (the outer part of each overlap,
+ * i.e. the pixels nearest a tile's inner edge, which saw the least context)
+ * is discarded.  Frame borders never get a ramp.  The weights sum to one
+ * everywhere; the result is also normalised by the accumulated weight.
+ *
+ * Images are planar float RGB as in ehat.h.
+ */
+#ifndef EHAT_TILER_H
+#define EHAT_TILER_H
+
+#include "ehat.h"
+
+G_BEGIN_DECLS
+
+typedef struct
+{
+  /* Tile edge in LR pixels; rounded up to a multiple of the window size.
+   * 0 = automatic (see ehat_tile_auto_size()). */
+  int tile_size;
+  /* Minimum overlap of neighbouring tiles in LR pixels; < tile size. */
+  int overlap;
+  /* Tiles per ehat_engine_process() call; 0 = automatic (4). */
+  int max_batch;
+  /* Width of the cross-fade band in LR pixels, centred in each overlap;
+   * -1 = default (half the overlap, measured best: see ehat-tiler.c).
+   * 0 = hard seam in the middle of the overlap.  Clamped to the overlap. */
+  int blend;
+} EhatTileOptions;
+
+#define EHAT_TILE_OPTIONS_INIT { 0, 16, 0, -1 }
+
+typedef struct
+{
+  int tile_width;               /* LR size of every tile actually run */
+  int tile_height;
+  int tiles_x;                  /* grid */
+  int tiles_y;
+  int n_tiles;
+  int n_batches;                /* ehat_engine_process() calls */
+  int retries;                  /* out-of-memory retries with smaller tiles */
+} EhatTileStats;
+
+/* Processes n images of width×height (planar RGB, n×3×h×w floats) into
+ * n×3×(s·h)×(s·w) floats.  Same contract as ehat_engine_process(); used by
+ * ehat_upscale_tiled_custom() so that the tiler can be tested and reused
+ * without a network. */
+typedef gboolean (*EhatTileProcessFunc) (gpointer user_data, const float *in,
+    int n, int width, int height, float *out, GError **error);
+
+/* Upscales one frame (planar RGB width×height) into out (planar RGB
+ * s·width × s·height, s the model's scale), tile by tile.  Frames no larger
+ * than a tile are processed whole.  On EHAT_ERROR_OUT_OF_MEMORY from the
+ * engine the batch, then the tile size, is reduced and the frame retried.
+ * stats_out may be NULL. */
+gboolean ehat_upscale_tiled (EhatEngine *engine, const float *in, int width,
+    int height, float *out, const EhatTileOptions *opt,
+    EhatTileStats *stats_out, GError **error);
+
+/* The same with any processing function of scale `scale` whose input sizes
+ * must be multiples of `window_size` unless the whole frame is passed. */
+gboolean ehat_upscale_tiled_custom (EhatTileProcessFunc func,
+    gpointer user_data, int scale, int window_size, const float *in,
+    int width, int height, float *out, const EhatTileOptions *opt,
+    EhatTileStats *stats_out, GError **error);
+
+/* The automatic tile size: 0 (whole frame) when width·height ≤ 512·512,
+ * else 256 — a size whose activations stay well under 1 GiB for the
+ * shipped models on both backends.  Returned before window rounding. */
+int ehat_tile_auto_size (int width, int height);
+
+/* The 1-D layout along one axis of `length` LR pixels, for tests and
+ * tools: the number of tiles (returned), their origins and the blend
+ * weight of every output pixel of every tile.  origins: n ints;
+ * weights: n × (tile·scale) floats, may be NULL.  tile is the tile length
+ * actually used (min(T, length)).  Returns 0 on invalid arguments. */
+int ehat_tile_layout_1d (int length, int tile, int overlap, int blend,
+    int scale, int *origins, int max_tiles, float *weights);
+
+G_END_DECLS
+
+#endif /* EHAT_TILER_H */

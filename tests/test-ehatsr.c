@@ -1,0 +1,428 @@
+/* The ehatsr element: negotiation, properties, errors, timestamps, metas.
+ * Needs GST_PLUGIN_PATH to the built plugin and EHAT_GOLDEN_DIR. */
+#include <gst/gst.h>
+#include <gst/check/gstcheck.h>
+#include <gst/check/gstharness.h>
+#include <gst/video/video.h>
+
+#include <glib/gstdio.h>
+#include <string.h>
+#include <unistd.h>
+
+static const char *all_formats[] = {
+  "RGB", "BGR", "RGBA", "BGRA", "RGBx", "BGRx", "xRGB", "xBGR", "ARGB",
+  "ABGR", "I420", "YV12", "NV12", "NV21", "Y444", "GRAY8", "I420_10LE",
+  "P010_10LE",
+};
+
+/* golden case per scale */
+static const char *scale_cases[5] = { NULL, NULL, "hat-tiny-x2",
+  "hat-small-x3", "hat-small-x4"
+};
+
+static gchar *
+golden_model (int scale)
+{
+  const gchar *dir = g_getenv ("EHAT_GOLDEN_DIR");
+
+  fail_unless (dir != NULL, "EHAT_GOLDEN_DIR not set");
+  return g_build_filename (dir, scale_cases[scale], "model.safetensors",
+      NULL);
+}
+
+static GstHarness *
+harness_new_for_scale (int scale)
+{
+  gchar *model = golden_model (scale);
+  GstElement *e = gst_element_factory_make ("ehatsr", NULL);
+  GstHarness *hr;
+
+  /* properties before the harness starts the element */
+  g_object_set (e, "model", model, "backend", 2 /* cpu */ , NULL);
+  hr = gst_harness_new_with_element (e, "sink", "src");
+  gst_object_unref (e);
+  g_free (model);
+  return hr;
+}
+
+static GstHarness *
+harness_for (int scale, const char *format, int w, int h)
+{
+  GstHarness *hr = harness_new_for_scale (scale);
+  gchar *caps = g_strdup_printf ("video/x-raw,format=%s,width=%d,height=%d,"
+      "framerate=25/1,pixel-aspect-ratio=1/1", format, w, h);
+
+  gst_harness_set_src_caps_str (hr, caps);
+  g_free (caps);
+  return hr;
+}
+
+static GstBuffer *
+make_frame (const char *caps_str, guint8 fill)
+{
+  GstCaps *caps = gst_caps_from_string (caps_str);
+  GstVideoInfo info;
+  GstBuffer *buf;
+
+  fail_unless (gst_video_info_from_caps (&info, caps));
+  gst_caps_unref (caps);
+  buf = gst_buffer_new_allocate (NULL, GST_VIDEO_INFO_SIZE (&info), NULL);
+  gst_buffer_memset (buf, 0, fill, GST_VIDEO_INFO_SIZE (&info));
+  gst_buffer_add_video_meta_full (buf, GST_VIDEO_FRAME_FLAG_NONE,
+      GST_VIDEO_INFO_FORMAT (&info), info.width, info.height,
+      GST_VIDEO_INFO_N_PLANES (&info), info.offset, info.stride);
+  return buf;
+}
+
+static void
+check_negotiation (int scale, const char *format)
+{
+  int w = 13, h = 10;
+  GstHarness *hr = harness_for (scale, format, w, h);
+  gchar *caps_str = g_strdup_printf ("video/x-raw,format=%s,width=%d,"
+      "height=%d", format, w, h);
+  GstBuffer *in = make_frame (caps_str, 0x80), *out;
+  GstCaps *ocaps;
+  GstVideoInfo oinfo;
+  GstStructure *s;
+  gint ow, oh, n, d;
+
+  GST_BUFFER_PTS (in) = 40 * GST_MSECOND;
+  out = gst_harness_push_and_pull (hr, in);
+  fail_unless (out != NULL, "%s ×%d: no output", format, scale);
+  ocaps = gst_pad_get_current_caps (hr->sinkpad);
+  fail_unless (ocaps != NULL);
+  s = gst_caps_get_structure (ocaps, 0);
+  fail_unless (gst_structure_get_int (s, "width", &ow));
+  fail_unless (gst_structure_get_int (s, "height", &oh));
+  fail_unless_equals_int (ow, w * scale);
+  fail_unless_equals_int (oh, h * scale);
+  fail_unless_equals_string (gst_structure_get_string (s, "format"), format);
+  fail_unless (gst_structure_get_fraction (s, "framerate", &n, &d));
+  fail_unless (n == 25 && d == 1);
+  fail_unless (gst_structure_get_fraction (s, "pixel-aspect-ratio", &n, &d));
+  fail_unless (n == 1 && d == 1);
+  fail_unless (gst_video_info_from_caps (&oinfo, ocaps));
+  fail_unless (gst_buffer_get_size (out) >= GST_VIDEO_INFO_SIZE (&oinfo));
+
+  /* alpha goes around the network: constant in, constant out */
+  if (GST_VIDEO_INFO_HAS_ALPHA (&oinfo)) {
+    GstVideoFrame f;
+    int x, y, a = GST_VIDEO_INFO_COMP_OFFSET (&oinfo, 3);
+
+    fail_unless (gst_video_frame_map (&f, &oinfo, out, GST_MAP_READ));
+    for (y = 0; y < oh; y++)
+      for (x = 0; x < ow; x++)
+        fail_unless_equals_int (((guint8 *) GST_VIDEO_FRAME_PLANE_DATA (&f,
+                    0))[y * GST_VIDEO_FRAME_PLANE_STRIDE (&f, 0) + 4 * x + a],
+            0x80);
+    gst_video_frame_unmap (&f);
+  }
+  gst_caps_unref (ocaps);
+  gst_buffer_unref (out);
+  g_free (caps_str);
+  gst_harness_teardown (hr);
+}
+
+GST_START_TEST (test_negotiation_all_formats)
+{
+  guint i;
+  int scale;
+
+  for (scale = 2; scale <= 4; scale++)
+    for (i = 0; i < G_N_ELEMENTS (all_formats); i++)
+      check_negotiation (scale, all_formats[i]);
+}
+
+GST_END_TEST;
+
+static gboolean
+caps_match (GstCaps * caps, const gchar * str)
+{
+  GstCaps *other = gst_caps_from_string (str);
+  gboolean ret = gst_caps_can_intersect (caps, other);
+
+  gst_caps_unref (other);
+  return ret;
+}
+
+GST_START_TEST (test_caps_transform)
+{
+  GstHarness *hr = harness_new_for_scale (3);
+  GstCaps *caps;
+  GstStructure *s;
+  gint v;
+
+  /* downstream wants 90x60 → upstream is asked for 30x20 */
+  gst_harness_set_sink_caps_str (hr, "video/x-raw,format=I420,width=90,"
+      "height=60,framerate=30/1");
+  caps = gst_pad_peer_query_caps (hr->srcpad, NULL);
+  fail_unless_equals_int (gst_caps_get_size (caps), 1);
+  s = gst_caps_get_structure (caps, 0);
+  fail_unless (gst_structure_get_int (s, "width", &v));
+  fail_unless_equals_int (v, 30);
+  fail_unless (gst_structure_get_int (s, "height", &v));
+  fail_unless_equals_int (v, 20);
+  gst_caps_unref (caps);
+
+  /* 91 is not a multiple of 3: nothing upstream can produce it */
+  gst_harness_set_sink_caps_str (hr, "video/x-raw,format=I420,width=91,"
+      "height=60");
+  caps = gst_pad_peer_query_caps (hr->srcpad, NULL);
+  fail_unless (gst_caps_is_empty (caps));
+  gst_caps_unref (caps);
+
+  /* a range maps to a range */
+  gst_harness_set_sink_caps_str (hr, "video/x-raw,format=I420,"
+      "width=[10,100],height=[3,9]");
+  caps = gst_pad_peer_query_caps (hr->srcpad, NULL);
+  /* (basetransform also offers the downstream caps themselves first) */
+  fail_unless (caps_match (caps, ("video/x-raw,width=4,height=3")));
+  fail_unless (caps_match (caps, ("video/x-raw,width=33,height=1")));
+  fail_if (caps_match (caps, ("video/x-raw,width=34,height=3")));
+  fail_if (caps_match (caps, ("video/x-raw,width=4,height=4")));
+  gst_caps_unref (caps);
+
+  /* the read-only scale is that of the loaded model */
+  g_object_get (hr->element, "scale", &v, NULL);
+  fail_unless_equals_int (v, 3);
+  gst_harness_teardown (hr);
+}
+
+GST_END_TEST;
+
+GST_START_TEST (test_properties)
+{
+  GstElement *e = gst_element_factory_make ("ehatsr", NULL);
+  GObjectClass *klass = G_OBJECT_GET_CLASS (e);
+  GParamSpecInt *ip;
+  gchar *model;
+  gint backend, precision, tile, overlap, dev, scale;
+  GstStructure *stats;
+  guint64 frames;
+
+  fail_unless (e != NULL);
+  g_object_get (e, "model", &model, "backend", &backend, "precision",
+      &precision, "tile-size", &tile, "tile-overlap", &overlap, "device-id",
+      &dev, "scale", &scale, "stats", &stats, NULL);
+  fail_unless (g_str_has_suffix (model,
+          "ehatsr/models/ehat-fast-x2.safetensors"), "default model %s",
+      model);
+  fail_unless_equals_int (backend, 0);
+  fail_unless_equals_int (precision, 0);
+  fail_unless_equals_int (tile, 0);
+  fail_unless_equals_int (overlap, 16);
+  fail_unless_equals_int (dev, 0);
+  fail_unless_equals_int (scale, 0);
+  fail_unless (gst_structure_get_uint64 (stats, "frames", &frames));
+  fail_unless (frames == 0);
+  fail_unless (gst_structure_has_field (stats, "mean-ms"));
+  fail_unless (gst_structure_has_field (stats, "last-ms"));
+  fail_unless (gst_structure_has_field (stats, "tiles"));
+  gst_structure_free (stats);
+  g_free (model);
+
+  ip = G_PARAM_SPEC_INT (g_object_class_find_property (klass, "tile-size"));
+  fail_unless_equals_int (ip->minimum, 0);
+  fail_unless_equals_int (ip->default_value, 0);
+  fail_unless ((g_object_class_find_property (klass, "scale")->flags &
+          G_PARAM_WRITABLE) == 0);
+  fail_unless ((g_object_class_find_property (klass, "stats")->flags &
+          G_PARAM_WRITABLE) == 0);
+
+  g_object_set (e, "tile-size", 64, "tile-overlap", 8, NULL);
+  g_object_get (e, "tile-size", &tile, "tile-overlap", &overlap, NULL);
+  fail_unless_equals_int (tile, 64);
+  fail_unless_equals_int (overlap, 8);
+  gst_object_unref (e);
+}
+
+GST_END_TEST;
+
+static void
+expect_model_error (const gchar * path)
+{
+  GstElement *e = gst_element_factory_make ("ehatsr", NULL);
+  GstBus *bus = gst_bus_new ();
+  GstMessage *msg;
+  GError *err = NULL;
+
+  gst_element_set_bus (e, bus);
+  g_object_set (e, "model", path, NULL);
+  fail_unless_equals_int (gst_element_set_state (e, GST_STATE_PAUSED),
+      GST_STATE_CHANGE_FAILURE);
+  msg = gst_bus_pop_filtered (bus, GST_MESSAGE_ERROR);
+  fail_unless (msg != NULL, "no error message for %s", path);
+  gst_message_parse_error (msg, &err, NULL);
+  fail_unless (err->domain == GST_RESOURCE_ERROR);
+  fail_unless (strstr (err->message, path) != NULL, "message: %s",
+      err->message);
+  g_error_free (err);
+  gst_message_unref (msg);
+  gst_element_set_state (e, GST_STATE_NULL);
+  gst_element_set_bus (e, NULL);
+  gst_object_unref (bus);
+  gst_object_unref (e);
+}
+
+GST_START_TEST (test_missing_model)
+{
+  gchar *tmp, *garbage;
+  int fd;
+
+  expect_model_error ("/nonexistent/model.safetensors");
+
+  /* a corrupt file: error, not a crash */
+  fd = g_file_open_tmp ("ehatsr-XXXXXX.safetensors", &tmp, NULL);
+  fail_unless (fd >= 0);
+  close (fd);
+  garbage = g_strnfill (100, 'x');
+  fail_unless (g_file_set_contents (tmp, garbage, -1, NULL));
+  expect_model_error (tmp);
+  g_unlink (tmp);
+  g_free (tmp);
+  g_free (garbage);
+}
+
+GST_END_TEST;
+
+GST_START_TEST (test_timestamps_and_stats)
+{
+  GstHarness *hr = harness_for (2, "I420", 16, 12);
+  const char *caps = "video/x-raw,format=I420,width=16,height=12";
+  GstStructure *stats;
+  guint64 frames;
+  gint tiles;
+  int i;
+
+  for (i = 0; i < 3; i++) {
+    GstBuffer *in = make_frame (caps, 0x40 * i), *out;
+
+    GST_BUFFER_PTS (in) = (1 + i) * GST_SECOND;
+    GST_BUFFER_DTS (in) = i * GST_SECOND;
+    GST_BUFFER_DURATION (in) = 40 * GST_MSECOND;
+    GST_BUFFER_OFFSET (in) = i;
+    if (i == 1)
+      GST_BUFFER_FLAG_SET (in, GST_BUFFER_FLAG_DISCONT);
+    out = gst_harness_push_and_pull (hr, in);
+    fail_unless (out != NULL);
+    fail_unless_equals_uint64 (GST_BUFFER_PTS (out), (1 + i) * GST_SECOND);
+    fail_unless_equals_uint64 (GST_BUFFER_DTS (out), i * GST_SECOND);
+    fail_unless_equals_uint64 (GST_BUFFER_DURATION (out), 40 * GST_MSECOND);
+    fail_unless_equals_uint64 (GST_BUFFER_OFFSET (out), i);
+    fail_unless_equals_int (GST_BUFFER_FLAG_IS_SET (out,
+            GST_BUFFER_FLAG_DISCONT), i == 1);
+    gst_buffer_unref (out);
+  }
+  g_object_get (hr->element, "stats", &stats, NULL);
+  fail_unless (gst_structure_get_uint64 (stats, "frames", &frames));
+  fail_unless (frames == 3);
+  fail_unless (gst_structure_get_int (stats, "tiles", &tiles));
+  fail_unless_equals_int (tiles, 1);
+  gst_structure_free (stats);
+  gst_harness_teardown (hr);
+}
+
+GST_END_TEST;
+
+GST_START_TEST (test_roi_meta_scaled)
+{
+  GstHarness *hr = harness_for (4, "RGBx", 16, 12);
+  GstBuffer *in = make_frame ("video/x-raw,format=RGBx,width=16,height=12",
+      0), *out;
+  GstVideoRegionOfInterestMeta *roi;
+
+  gst_buffer_add_video_region_of_interest_meta (in, "face", 2, 3, 5, 4);
+  out = gst_harness_push_and_pull (hr, in);
+  fail_unless (out != NULL);
+  roi = gst_buffer_get_video_region_of_interest_meta (out);
+  fail_unless (roi != NULL);
+  fail_unless_equals_int (roi->x, 8);
+  fail_unless_equals_int (roi->y, 12);
+  fail_unless_equals_int (roi->w, 20);
+  fail_unless_equals_int (roi->h, 16);
+  gst_buffer_unref (out);
+  gst_harness_teardown (hr);
+}
+
+GST_END_TEST;
+
+GST_START_TEST (test_tiled_frame)
+{
+  /* larger than a tile: the tiler runs inside the element */
+  GstHarness *hr = harness_for (2, "NV12", 40, 24);
+  GstBuffer *in = make_frame ("video/x-raw,format=NV12,width=40,height=24",
+      0x60), *out;
+  GstStructure *stats;
+  gint tiles;
+
+  g_object_set (hr->element, "tile-size", 16, "tile-overlap", 4, NULL);
+  out = gst_harness_push_and_pull (hr, in);
+  fail_unless (out != NULL);
+  g_object_get (hr->element, "stats", &stats, NULL);
+  fail_unless (gst_structure_get_int (stats, "tiles", &tiles));
+  fail_unless (tiles > 1);
+  gst_structure_free (stats);
+  gst_buffer_unref (out);
+  gst_harness_teardown (hr);
+}
+
+GST_END_TEST;
+
+GST_START_TEST (test_model_change_renegotiates)
+{
+  GstHarness *hr = harness_for (2, "RGB", 12, 8);
+  const char *caps = "video/x-raw,format=RGB,width=12,height=8";
+  gchar *m3 = golden_model (3);
+  GstBuffer *out;
+  GstCaps *ocaps;
+  gint w;
+
+  out = gst_harness_push_and_pull (hr, make_frame (caps, 0x10));
+  fail_unless (out != NULL);
+  fail_unless_equals_int (gst_buffer_get_size (out), 24 * 16 * 3);
+  gst_buffer_unref (out);
+
+  g_object_set (hr->element, "model", m3, NULL);
+  out = gst_harness_push_and_pull (hr, make_frame (caps, 0x10));
+  fail_unless (out != NULL);
+  ocaps = gst_pad_get_current_caps (hr->sinkpad);
+  fail_unless (gst_structure_get_int (gst_caps_get_structure (ocaps, 0),
+          "width", &w));
+  fail_unless_equals_int (w, 36);
+  fail_unless_equals_int (gst_buffer_get_size (out), 36 * 24 * 3);
+  gst_caps_unref (ocaps);
+  gst_buffer_unref (out);
+  g_free (m3);
+  gst_harness_teardown (hr);
+}
+
+GST_END_TEST;
+
+static Suite *
+ehatsr_suite (void)
+{
+  Suite *s = suite_create ("ehatsr");
+  TCase *tc = tcase_create ("general");
+
+  tcase_set_timeout (tc, 300);
+  suite_add_tcase (s, tc);
+  tcase_add_test (tc, test_properties);
+  tcase_add_test (tc, test_missing_model);
+  tcase_add_test (tc, test_caps_transform);
+  tcase_add_test (tc, test_timestamps_and_stats);
+  tcase_add_test (tc, test_roi_meta_scaled);
+  tcase_add_test (tc, test_tiled_frame);
+  tcase_add_test (tc, test_model_change_renegotiates);
+  tcase_add_test (tc, test_negotiation_all_formats);
+  return s;
+}
+
+int
+main (int argc, char **argv)
+{
+  /* the default model property must be the installed path */
+  g_unsetenv ("EHATSR_MODEL");
+  gst_check_init (&argc, &argv);
+  return gst_check_run_suite (ehatsr_suite (), "ehatsr", __FILE__);
+}

@@ -1,0 +1,422 @@
+/* Frame ↔ planar float RGB conversion (ehat-frame). */
+#include "ehat.h"
+#include "ehat-frame.h"
+
+#include <math.h>
+#include <string.h>
+
+/* A frame with padded strides (to catch stride bugs) in one allocation per
+ * plane. */
+static void
+frame_alloc (EhatFrame *f, EhatPixelFormat format, int w, int h)
+{
+  int p;
+
+  memset (f, 0, sizeof (*f));
+  f->format = format;
+  f->width = w;
+  f->height = h;
+  for (p = 0; p < ehat_pixel_format_n_planes (format); p++) {
+    int stride, rows;
+    g_assert_true (ehat_frame_plane_size (format, w, h, p, &stride, &rows));
+    f->stride[p] = stride + 7;
+    f->data[p] = g_malloc0 ((gsize) f->stride[p] * rows);
+  }
+}
+
+static void
+frame_free (EhatFrame *f)
+{
+  int p;
+  for (p = 0; p < 3; p++)
+    g_free (f->data[p]);
+}
+
+/* Smooth colourful test image (chroma subsampling of noise is lossy by
+ * nature; of smooth content it is nearly lossless). */
+static float *
+smooth_image (int w, int h)
+{
+  float *img = g_new (float, (gsize) 3 * w * h);
+  gsize n = (gsize) w * h;
+  int x, y;
+
+  for (y = 0; y < h; y++)
+    for (x = 0; x < w; x++) {
+      /* fixed spatial frequency, so that small frames are as smooth */
+      double u = (x + 0.5) / 48.0, v = (y + 0.5) / 48.0;
+      gsize o = (gsize) y * w + x;
+      img[o] = (float) (0.5 + 0.4 * sin (2.0 * u + 1.0 * v));
+      img[n + o] = (float) (0.5 + 0.4 * cos (1.5 * u - 2.0 * v));
+      img[2 * n + o] = (float) (0.5 + 0.4 * sin (u * v + 0.5));
+    }
+  return img;
+}
+
+static void
+test_rgb_exact (void)
+{
+  static const EhatPixelFormat fmts[] = {
+    EHAT_PIXEL_RGB, EHAT_PIXEL_BGR, EHAT_PIXEL_RGBA, EHAT_PIXEL_BGRA,
+    EHAT_PIXEL_RGBx, EHAT_PIXEL_BGRx, EHAT_PIXEL_xRGB, EHAT_PIXEL_xBGR,
+    EHAT_PIXEL_ARGB, EHAT_PIXEL_ABGR,
+  };
+  GRand *r = g_rand_new_with_seed (7);
+  guint i;
+
+  for (i = 0; i < G_N_ELEMENTS (fmts); i++) {
+    int w = 13, h = 5, y, stride, rows;
+    EhatFrame a, b;
+    float *rgb = g_new (float, 3 * w * h), *alpha = g_new (float, w * h);
+    gboolean has_alpha = ehat_pixel_format_has_alpha (fmts[i]);
+    GError *err = NULL;
+
+    frame_alloc (&a, fmts[i], w, h);
+    frame_alloc (&b, fmts[i], w, h);
+    ehat_frame_plane_size (fmts[i], w, h, 0, &stride, &rows);
+    for (y = 0; y < h; y++) {
+      int x;
+      for (x = 0; x < stride; x++)
+        a.data[0][y * a.stride[0] + x] = g_rand_int_range (r, 0, 256);
+      /* padding bytes of x formats are written as 0xff */
+      if (!has_alpha && stride == 4 * w)
+        for (x = 0; x < w; x++) {
+          int pad = (fmts[i] == EHAT_PIXEL_xRGB
+              || fmts[i] == EHAT_PIXEL_xBGR) ? 0 : 3;
+          a.data[0][y * a.stride[0] + 4 * x + pad] = 0xff;
+        }
+    }
+    g_assert_true (ehat_frame_read (&a, NULL, rgb, &err));
+    g_assert_no_error (err);
+    if (has_alpha)
+      g_assert_true (ehat_frame_read_alpha (&a, alpha, &err));
+    else {
+      g_assert_false (ehat_frame_read_alpha (&a, alpha, &err));
+      g_clear_error (&err);
+    }
+    g_assert_true (ehat_frame_write (rgb, has_alpha ? alpha : NULL, NULL, &b,
+            &err));
+    g_assert_no_error (err);
+    for (y = 0; y < h; y++)
+      g_assert_cmpmem (a.data[0] + y * a.stride[0], stride,
+          b.data[0] + y * b.stride[0], stride);
+    frame_free (&a);
+    frame_free (&b);
+    g_free (rgb);
+    g_free (alpha);
+  }
+  g_rand_free (r);
+}
+
+static void
+test_rgb_channel_order (void)
+{
+  /* pure red in every packed layout */
+  static const struct
+  {
+    EhatPixelFormat f;
+    guint8 px[4];
+  } cases[] = {
+    {EHAT_PIXEL_RGB, {255, 0, 0}}, {EHAT_PIXEL_BGR, {0, 0, 255}},
+    {EHAT_PIXEL_RGBA, {255, 0, 0, 255}}, {EHAT_PIXEL_BGRA, {0, 0, 255, 255}},
+    {EHAT_PIXEL_RGBx, {255, 0, 0, 255}}, {EHAT_PIXEL_BGRx, {0, 0, 255, 255}},
+    {EHAT_PIXEL_xRGB, {255, 255, 0, 0}}, {EHAT_PIXEL_xBGR, {255, 0, 0, 255}},
+    {EHAT_PIXEL_ARGB, {255, 255, 0, 0}}, {EHAT_PIXEL_ABGR, {255, 0, 0, 255}},
+  };
+  float red[3] = { 1.0f, 0.0f, 0.0f };
+  guint i;
+
+  for (i = 0; i < G_N_ELEMENTS (cases); i++) {
+    guint8 buf[4] = { 1, 2, 3, 4 };
+    EhatFrame f = { cases[i].f, 1, 1, {buf}, {4} };
+    int bpp = cases[i].f == EHAT_PIXEL_RGB || cases[i].f == EHAT_PIXEL_BGR ?
+        3 : 4;
+
+    g_assert_true (ehat_frame_write (red, NULL, NULL, &f, NULL));
+    g_assert_cmpmem (buf, bpp, cases[i].px, bpp);
+  }
+}
+
+typedef struct
+{
+  EhatPixelFormat f;
+  double max_err;               /* max abs error of a smooth round trip */
+} YuvCase;
+
+static void
+test_yuv_round_trip (void)
+{
+  static const YuvCase cases[] = {
+    {EHAT_PIXEL_Y444, 0.012}, {EHAT_PIXEL_I420, 0.03},
+    {EHAT_PIXEL_YV12, 0.03}, {EHAT_PIXEL_NV12, 0.03},
+    {EHAT_PIXEL_NV21, 0.03}, {EHAT_PIXEL_I420_10LE, 0.02},
+    {EHAT_PIXEL_P010_10LE, 0.02},
+  };
+  static const int sizes[][2] = { {64, 48}, {7, 5}, {1, 1}, {1, 6}, {33, 2} };
+  guint i, s;
+  int m, r, site;
+
+  for (i = 0; i < G_N_ELEMENTS (cases); i++)
+    for (s = 0; s < G_N_ELEMENTS (sizes); s++)
+      for (m = EHAT_MATRIX_BT601; m <= EHAT_MATRIX_BT2020; m++)
+        for (r = EHAT_RANGE_LIMITED; r <= EHAT_RANGE_FULL; r++)
+          for (site = EHAT_CHROMA_CENTER; site <= EHAT_CHROMA_LEFT; site++) {
+            int w = sizes[s][0], h = sizes[s][1];
+            EhatColorInfo ci = { m, r, site };
+            EhatFrame f;
+            float *src = smooth_image (w, h), *back =
+                g_new (float, 3 * w * h);
+            double err = 0.0, sum = 0.0;
+            gsize k, n = (gsize) 3 * w * h;
+            GError *e = NULL;
+
+            frame_alloc (&f, cases[i].f, w, h);
+            g_assert_true (ehat_frame_write (src, NULL, &ci, &f, &e));
+            g_assert_no_error (e);
+            g_assert_true (ehat_frame_read (&f, &ci, back, &e));
+            g_assert_no_error (e);
+            for (k = 0; k < n; k++) {
+              double d = fabs (src[k] - back[k]);
+              err = MAX (err, d);
+              sum += d;
+            }
+            if (err > cases[i].max_err)
+              g_test_message ("%s %dx%d m%d r%d s%d: max %g mean %g",
+                  ehat_pixel_format_to_string (cases[i].f), w, h, m, r,
+                  site, err, sum / n);
+            g_assert_cmpfloat (err, <=, cases[i].max_err);
+            g_assert_cmpfloat (sum / n, <=, cases[i].max_err / 3);
+            frame_free (&f);
+            g_free (src);
+            g_free (back);
+          }
+}
+
+/* Known code values: white, black, red in BT.601/709 limited and full. */
+static void
+test_yuv_known_values (void)
+{
+  static const struct
+  {
+    EhatColorMatrix m;
+    EhatColorRange r;
+    float rgb[3];
+    int y, u, v;
+  } cases[] = {
+    {EHAT_MATRIX_BT709, EHAT_RANGE_LIMITED, {1, 1, 1}, 235, 128, 128},
+    {EHAT_MATRIX_BT709, EHAT_RANGE_LIMITED, {0, 0, 0}, 16, 128, 128},
+    {EHAT_MATRIX_BT709, EHAT_RANGE_FULL, {1, 1, 1}, 255, 128, 128},
+    {EHAT_MATRIX_BT709, EHAT_RANGE_LIMITED, {1, 0, 0}, 63, 102, 240},
+    {EHAT_MATRIX_BT601, EHAT_RANGE_LIMITED, {1, 0, 0}, 81, 90, 240},
+    {EHAT_MATRIX_BT601, EHAT_RANGE_FULL, {1, 0, 0}, 76, 85, 255},
+    {EHAT_MATRIX_BT2020, EHAT_RANGE_LIMITED, {0, 0, 1}, 29, 240, 119},
+  };
+  guint i;
+
+  for (i = 0; i < G_N_ELEMENTS (cases); i++) {
+    guint8 y[4], u[1], v[1];
+    float rgb[12], back[12];
+    EhatFrame f = { EHAT_PIXEL_I420, 2, 2, {y, u, v}, {2, 1, 1} };
+    EhatColorInfo ci = { cases[i].m, cases[i].r, EHAT_CHROMA_CENTER };
+    int k, c;
+
+    for (c = 0; c < 3; c++)
+      for (k = 0; k < 4; k++)
+        rgb[c * 4 + k] = cases[i].rgb[c];
+    g_assert_true (ehat_frame_write (rgb, NULL, &ci, &f, NULL));
+    g_assert_cmpint (y[0], ==, cases[i].y);
+    g_assert_cmpint (y[3], ==, cases[i].y);
+    g_assert_cmpint (u[0], ==, cases[i].u);
+    g_assert_cmpint (v[0], ==, cases[i].v);
+    g_assert_true (ehat_frame_read (&f, &ci, back, NULL));
+    for (k = 0; k < 12; k++)
+      g_assert_cmpfloat (fabs (back[k] - rgb[k]), <, 0.01);
+  }
+}
+
+static void
+test_10bit_layout (void)
+{
+  guint16 y[4], uv[2], y3[4], u3[1], v3[1];
+  float white[12];
+  EhatColorInfo ci = { EHAT_MATRIX_BT709, EHAT_RANGE_LIMITED,
+    EHAT_CHROMA_CENTER
+  };
+  EhatFrame p010 = { EHAT_PIXEL_P010_10LE, 2, 2, {(guint8 *) y,
+          (guint8 *) uv}, {4, 4} };
+  EhatFrame i420 = { EHAT_PIXEL_I420_10LE, 2, 2, {(guint8 *) y3,
+          (guint8 *) u3, (guint8 *) v3}, {4, 2, 2} };
+  int k;
+
+  for (k = 0; k < 12; k++)
+    white[k] = 1.0f;
+  g_assert_true (ehat_frame_write (white, NULL, &ci, &p010, NULL));
+  g_assert_cmpint (GUINT16_FROM_LE (y[0]), ==, 940 << 6);
+  g_assert_cmpint (GUINT16_FROM_LE (uv[0]), ==, 512 << 6);
+  g_assert_true (ehat_frame_write (white, NULL, &ci, &i420, NULL));
+  g_assert_cmpint (GUINT16_FROM_LE (y3[0]), ==, 940);
+  g_assert_cmpint (GUINT16_FROM_LE (u3[0]), ==, 512);
+  g_assert_cmpint (GUINT16_FROM_LE (v3[0]), ==, 512);
+}
+
+static void
+test_gray (void)
+{
+  int r, v;
+
+  for (r = EHAT_RANGE_LIMITED; r <= EHAT_RANGE_FULL; r++) {
+    EhatColorInfo ci = { EHAT_MATRIX_BT709, r, EHAT_CHROMA_CENTER };
+    guint8 buf[256], out[256];
+    float rgb[3 * 256];
+    EhatFrame a = { EHAT_PIXEL_GRAY8, 256, 1, {buf}, {256} };
+    EhatFrame b = { EHAT_PIXEL_GRAY8, 256, 1, {out}, {256} };
+
+    for (v = 0; v < 256; v++)
+      buf[v] = v;
+    g_assert_true (ehat_frame_read (&a, &ci, rgb, NULL));
+    for (v = 0; v < 256; v++) {
+      g_assert_cmpfloat (rgb[v], ==, rgb[256 + v]);
+      g_assert_cmpfloat (rgb[v], ==, rgb[512 + v]);
+    }
+    g_assert_true (ehat_frame_write (rgb, NULL, &ci, &b, NULL));
+    /* codes inside the range survive exactly; limited-range codes outside
+     * 16..235 clamp */
+    for (v = 0; v < 256; v++) {
+      int expect = r == EHAT_RANGE_FULL ? v : CLAMP (v, 16, 235);
+      g_assert_cmpint (out[v], ==, expect);
+    }
+  }
+}
+
+/* Chroma siting: a single chroma sample step must land where the siting
+ * says. */
+static void
+test_chroma_upsampling (void)
+{
+  /* 4×2 I420 frame, grey luma, chroma columns 0 and 1 different */
+  guint8 y[8], u[2], v[2];
+  float rgb[24];
+  EhatFrame f = { EHAT_PIXEL_I420, 4, 2, {y, u, v}, {4, 2, 2} };
+  EhatColorInfo ci = { EHAT_MATRIX_BT709, EHAT_RANGE_FULL,
+    EHAT_CHROMA_CENTER
+  };
+
+  memset (y, 128, sizeof (y));
+  u[0] = 128;
+  u[1] = 128;
+  v[0] = 128;
+  v[1] = 200;
+  g_assert_true (ehat_frame_read (&f, &ci, rgb, NULL));
+  /* centred: columns 0 (clamped) equal, 1 = 3/4·c0 + 1/4·c1 */
+  g_assert_cmpfloat (fabs (rgb[0] - 128 / 255.0), <, 1e-4);
+  g_assert_cmpfloat (rgb[1], >, rgb[0]);
+  g_assert_cmpfloat (rgb[2], >, rgb[1]);
+  g_assert_cmpfloat (fabs (rgb[3] - rgb[2] - (rgb[2] - rgb[1]) / 2), <,
+      1e-5);
+  ci.siting = EHAT_CHROMA_LEFT;
+  g_assert_true (ehat_frame_read (&f, &ci, rgb, NULL));
+  /* left: column 0 exactly sample 0, column 1 the midpoint, column 2
+   * exactly sample 1 */
+  g_assert_cmpfloat (fabs (rgb[0] - 128 / 255.0), <, 1e-4);
+  g_assert_cmpfloat (fabs (rgb[1] - (rgb[0] + rgb[2]) / 2), <, 1e-5);
+  g_assert_cmpfloat (rgb[3], ==, rgb[2]);
+}
+
+static void
+test_alpha_resize (void)
+{
+  float in[6] = { 0.5f, 0.5f, 0.5f, 0.5f, 0.5f, 0.5f }, out[6 * 16];
+  float ramp[4] = { 0.0f, 1.0f, 0.0f, 1.0f }, rout[16];
+  int k;
+
+  ehat_plane_resize_bilinear (in, 3, 2, out, 12, 8);
+  for (k = 0; k < 96; k++)
+    g_assert_cmpfloat (out[k], ==, 0.5f);
+  /* 2×2 → 4×2 of a horizontal step: clamped edges, midpoints between */
+  ehat_plane_resize_bilinear (ramp, 2, 2, rout, 4, 2);
+  g_assert_cmpfloat (rout[0], ==, 0.0f);
+  g_assert_cmpfloat (fabs (rout[1] - 0.25f), <, 1e-6);
+  g_assert_cmpfloat (fabs (rout[2] - 0.75f), <, 1e-6);
+  g_assert_cmpfloat (rout[3], ==, 1.0f);
+}
+
+static void
+test_clamp_round (void)
+{
+  float rgb[3] = { -0.5f, 1.7f, 0.5f / 255.0f + 1e-4f };
+  guint8 px[3];
+  EhatFrame f = { EHAT_PIXEL_RGB, 1, 1, {px}, {3} };
+
+  g_assert_true (ehat_frame_write (rgb, NULL, NULL, &f, NULL));
+  g_assert_cmpint (px[0], ==, 0);
+  g_assert_cmpint (px[1], ==, 255);
+  g_assert_cmpint (px[2], ==, 1);
+}
+
+static void
+test_invalid (void)
+{
+  guint8 buf[16];
+  float rgb[48];
+  EhatFrame f = { EHAT_PIXEL_RGB, 4, 1, {buf}, {3} };  /* stride too small */
+  EhatColorInfo bad = { 17, 0, 0 };
+  GError *err = NULL;
+
+  g_assert_false (ehat_frame_read (&f, NULL, rgb, &err));
+  g_assert_error (err, EHAT_ERROR, EHAT_ERROR_INVALID_ARGUMENT);
+  g_clear_error (&err);
+  f.stride[0] = 12;
+  f.width = 0;
+  g_assert_false (ehat_frame_write (rgb, NULL, NULL, &f, &err));
+  g_clear_error (&err);
+  f.width = 4;
+  f.format = 99;
+  g_assert_false (ehat_frame_read (&f, NULL, rgb, &err));
+  g_clear_error (&err);
+  f.format = EHAT_PIXEL_I420;
+  g_assert_false (ehat_frame_read (&f, NULL, rgb, &err));      /* no planes */
+  g_clear_error (&err);
+  f.format = EHAT_PIXEL_RGB;
+  g_assert_false (ehat_frame_read (&f, &bad, rgb, &err));
+  g_clear_error (&err);
+  g_assert_false (ehat_frame_read (NULL, NULL, rgb, &err));
+  g_clear_error (&err);
+}
+
+static void
+test_format_table (void)
+{
+  int f;
+
+  for (f = 0; f < EHAT_PIXEL_N_FORMATS; f++) {
+    g_assert_nonnull (ehat_pixel_format_to_string (f));
+    g_assert_cmpint (ehat_pixel_format_n_planes (f), >=, 1);
+    g_assert_true (ehat_pixel_format_depth (f) == 8
+        || ehat_pixel_format_depth (f) == 10);
+  }
+  g_assert_null (ehat_pixel_format_to_string (EHAT_PIXEL_N_FORMATS));
+  g_assert_cmpint (ehat_pixel_format_n_planes (EHAT_PIXEL_NV12), ==, 2);
+  g_assert_cmpint (ehat_pixel_format_n_planes (EHAT_PIXEL_YV12), ==, 3);
+  g_assert_true (ehat_pixel_format_has_alpha (EHAT_PIXEL_ABGR));
+  g_assert_false (ehat_pixel_format_has_alpha (EHAT_PIXEL_xBGR));
+  g_assert_true (ehat_pixel_format_is_yuv (EHAT_PIXEL_P010_10LE));
+  g_assert_false (ehat_pixel_format_is_yuv (EHAT_PIXEL_GRAY8));
+}
+
+int
+main (int argc, char **argv)
+{
+  g_test_init (&argc, &argv, NULL);
+  g_test_add_func ("/frame/format-table", test_format_table);
+  g_test_add_func ("/frame/rgb-exact", test_rgb_exact);
+  g_test_add_func ("/frame/rgb-channel-order", test_rgb_channel_order);
+  g_test_add_func ("/frame/yuv-round-trip", test_yuv_round_trip);
+  g_test_add_func ("/frame/yuv-known-values", test_yuv_known_values);
+  g_test_add_func ("/frame/10bit-layout", test_10bit_layout);
+  g_test_add_func ("/frame/gray", test_gray);
+  g_test_add_func ("/frame/chroma-upsampling", test_chroma_upsampling);
+  g_test_add_func ("/frame/alpha-resize", test_alpha_resize);
+  g_test_add_func ("/frame/clamp-round", test_clamp_round);
+  g_test_add_func ("/frame/invalid", test_invalid);
+  return g_test_run ();
+}

@@ -1,0 +1,438 @@
+/* Each CPU backend operation against a naive double-precision loop written
+ * straight from EHAT-SPEC.md, on random shapes including odd sizes. */
+#include "ehat-cpu.h"
+#include "ehat-network.h"
+
+#include <math.h>
+#include <string.h>
+
+static GRand *rng;
+static EhatBackend *be;
+
+static float *
+rnd (gsize n, double scale)
+{
+  float *p = g_new (float, n);
+  for (gsize i = 0; i < n; i++)
+    p[i] = (float) g_rand_double_range (rng, -scale, scale);
+  return p;
+}
+
+static void
+assert_close (const float *got, const double *want, gsize n, double tol)
+{
+  double m = 0.0;
+  gsize at = 0;
+  for (gsize i = 0; i < n; i++) {
+    double d = fabs (got[i] - want[i]);
+    if (!(d <= m)) {
+      m = isnan (d) ? INFINITY : d;
+      at = i;
+    }
+  }
+  if (m > tol)
+    g_error ("max abs error %.3g at %" G_GSIZE_FORMAT " (got %g want %g)", m,
+        at, got[at], want[at]);
+}
+
+static double
+gelu_ref (double x)
+{
+  return 0.5 * x * (1.0 + erf (x / sqrt (2.0)));
+}
+
+static void
+test_math (void)
+{
+  double worst_exp = 0.0, worst_gelu = 0.0;
+  for (double x = -87.0; x <= 88.0; x += 0.01234) {
+    float xf = (float) x;
+    double e = exp ((double) xf);
+    worst_exp = MAX (worst_exp, fabs (ehat_expf (xf) - e) / e);
+  }
+  for (double x = -10.0; x <= 10.0; x += 0.001) {
+    float xf = (float) x;
+    worst_gelu = MAX (worst_gelu, fabs (ehat_gelu (xf) - gelu_ref (xf)));
+  }
+  g_test_message ("exp rel err %.3g, gelu abs err %.3g", worst_exp,
+      worst_gelu);
+  g_assert_cmpfloat (worst_exp, <, 4e-7);
+  g_assert_cmpfloat (worst_gelu, <, 1e-6);
+  g_assert_cmpfloat (ehat_expf (-1000.0f), <, 1e-37);
+  g_assert_cmpfloat (ehat_gelu (-30.0f), ==, 0.0f);
+  g_assert_cmpfloat (ehat_gelu (30.0f), ==, 30.0f);
+}
+
+static void
+test_conv (void)
+{
+  static const int shapes[][5] = {
+    /* n, h, w, cin, cout */
+    {1, 5, 7, 3, 9}, {2, 8, 3, 13, 4}, {1, 1, 1, 5, 6}, {3, 9, 11, 6, 16},
+    {1, 33, 2, 64, 12},
+  };
+  for (guint si = 0; si < G_N_ELEMENTS (shapes); si++) {
+    for (int variant = 0; variant < 4; variant++) {
+      int n = shapes[si][0], h = shapes[si][1], w = shapes[si][2];
+      int cin = shapes[si][3], cout = shapes[si][4];
+      int shuffle = (variant == 3 && cout % 4 == 0) ? 2 : 1;
+      EhatAct act = variant == 1 ? EHAT_ACT_GELU : variant == 2
+          ? EHAT_ACT_LRELU : EHAT_ACT_NONE;
+      g_autofree float *x = rnd ((gsize) n * h * w * cin, 1.0);
+      g_autofree float *wt = rnd ((gsize) cout * cin * 9, 0.5);
+      g_autofree float *res = rnd ((gsize) n * h * w * cout, 1.0);
+      g_autofree float *y = g_new (float, (gsize) n * h * w * cout);
+      g_autofree double *ref = g_new (double, (gsize) n * h * w * cout);
+      EhatConvW cw = { NULL, rnd (cout, 0.5), cin, cout, 3 };
+      float alpha = variant == 0 ? 0.7f : 0.0f;
+      int co = cout / (shuffle * shuffle);
+
+      cw.w = be->ops->upload_conv (be, wt, cout, cin, 3, NULL);
+      if (variant == 0) {
+        /* in-place residual: y starts as the residual */
+        memcpy (y, res, (gsize) n * h * w * cout * sizeof (float));
+        be->ops->conv (be, &cw, x, n, h, w, y, act, y, alpha, shuffle);
+      } else {
+        be->ops->conv (be, &cw, x, n, h, w, y, act, NULL, 0.0f, shuffle);
+      }
+      for (int i = 0; i < n; i++)
+        for (int yy = 0; yy < h; yy++)
+          for (int xx = 0; xx < w; xx++)
+            for (int o = 0; o < cout; o++) {
+              double s = cw.b[o];
+              gsize p = ((gsize) i * h + yy) * w + xx, dst;
+              for (int ci = 0; ci < cin; ci++)
+                for (int ky = 0; ky < 3; ky++)
+                  for (int kx = 0; kx < 3; kx++) {
+                    int sy = yy + ky - 1, sx = xx + kx - 1;
+                    if (sy < 0 || sy >= h || sx < 0 || sx >= w)
+                      continue;
+                    s += (double) x[(((gsize) i * h + sy) * w + sx) * cin + ci]
+                        * wt[((o * cin + ci) * 3 + ky) * 3 + kx];
+                  }
+              if (act == EHAT_ACT_GELU)
+                s = gelu_ref (s);
+              else if (act == EHAT_ACT_LRELU)
+                s = s > 0 ? s : 0.01 * s;
+              s += alpha * (double) res[p * cout + o];
+              if (shuffle == 1) {
+                dst = p * cout + o;
+              } else {
+                int c = o / 4, si2 = (o / 2) % 2, sj = o % 2;
+                dst = ((((gsize) i * h * 2 + yy * 2 + si2) * w * 2)
+                    + xx * 2 + sj) * co + c;
+              }
+              ref[dst] = s;
+            }
+      assert_close (y, ref, (gsize) n * h * w * cout, 2e-5);
+      be->ops->free (be, cw.w);
+      g_free (cw.b);
+    }
+  }
+}
+
+static void
+test_linear_layernorm_axpby (void)
+{
+  int rows = 37, in = 19, out = 23;
+  g_autofree float *x = rnd ((gsize) rows * in, 1.0);
+  g_autofree float *w = rnd ((gsize) out * in, 0.5);
+  g_autofree float *b = rnd (out, 0.5);
+  g_autofree float *y = rnd ((gsize) rows * out, 1.0);
+  g_autofree float *y0 = g_memdup2 (y, (gsize) rows * out * sizeof (float));
+  g_autofree double *ref = g_new (double, (gsize) rows * MAX (out, in));
+  EhatLinearW lw = { w, b, in, out };
+  EhatNormW nw = { rnd (in, 1.0), rnd (in, 1.0) };
+
+  for (int beta = 0; beta < 2; beta++) {
+    EhatAct act = beta ? EHAT_ACT_NONE : EHAT_ACT_GELU;
+    memcpy (y, y0, (gsize) rows * out * sizeof (float));
+    be->ops->linear (be, &lw, x, rows, y, act, beta ? 0.3f : 0.0f);
+    for (int r = 0; r < rows; r++)
+      for (int o = 0; o < out; o++) {
+        double s = b[o];
+        for (int k = 0; k < in; k++)
+          s += (double) x[r * in + k] * w[o * in + k];
+        ref[r * out + o] = beta ? s + 0.3 * y0[r * out + o] : gelu_ref (s);
+      }
+    assert_close (y, ref, (gsize) rows * out, 1e-5);
+  }
+
+  /* LayerNorm in place, against a double two-pass reference. */
+  for (int r = 0; r < rows; r++) {
+    double mean = 0, var = 0;
+    for (int k = 0; k < in; k++)
+      mean += x[r * in + k];
+    mean /= in;
+    for (int k = 0; k < in; k++)
+      var += (x[r * in + k] - mean) * (x[r * in + k] - mean);
+    var /= in;
+    for (int k = 0; k < in; k++)
+      ref[r * in + k] = (x[r * in + k] - mean) / sqrt (var + 1e-5)
+          * nw.w[k] + nw.b[k];
+  }
+  be->ops->layernorm (be, &nw, x, rows, in, x);
+  assert_close (x, ref, (gsize) rows * in, 2e-5);
+
+  /* axpby, including b = 0 over a NaN-filled y */
+  for (int i = 0; i < out; i++) {
+    y[i] = NAN;
+    ref[i] = 2.0 * b[i];
+  }
+  be->ops->axpby (be, y, 2.0f, b, 0.0f, out);
+  assert_close (y, ref, out, 0.0);
+  g_free (nw.w);
+  g_free (nw.b);
+}
+
+/* Naive HAB attention: explicit roll, window partition, mask from the
+ * label image, bias table lookup, softmax, reverse (EHAT-SPEC.md §4). */
+static void
+naive_window_attention (const float *qkv, int h, int w, int c, int heads,
+    int ws, int shift, const float *table, double *out)
+{
+  int d = c / heads, nt = ws * ws;
+  double scale = 1.0 / sqrt ((double) d);
+  g_autofree double *sc = g_new (double, nt);
+  g_autofree int *label = g_new (int, (gsize) h * w);
+
+  for (int y = 0; y < h; y++)
+    for (int x = 0; x < w; x++) {
+      int ly = y < h - ws ? 0 : y < h - shift ? 1 : 2;
+      int lx = x < w - ws ? 0 : x < w - shift ? 1 : 2;
+      label[y * w + x] = 3 * ly + lx;
+    }
+  for (int wy = 0; wy < h / ws; wy++)
+    for (int wx = 0; wx < w / ws; wx++)
+      for (int hd = 0; hd < heads; hd++)
+        for (int i = 0; i < nt; i++) {
+          int py = wy * ws + i / ws, px = wx * ws + i % ws;
+          /* shifted[p] = original[(p + shift) mod size] */
+          int oy = (py + shift) % h, ox = (px + shift) % w;
+          const float *qi = qkv + ((gsize) oy * w + ox) * 3 * c + hd * d;
+          double mx = -INFINITY, sum = 0;
+          for (int j = 0; j < nt; j++) {
+            int qy = wy * ws + j / ws, qx = wx * ws + j % ws;
+            int jy = (qy + shift) % h, jx = (qx + shift) % w;
+            const float *kj = qkv + ((gsize) jy * w + jx) * 3 * c + c + hd * d;
+            double s = 0;
+            for (int e = 0; e < d; e++)
+              s += qi[e] * scale * kj[e];
+            s += table[ehat_rel_index_sa (ws, i, j) * heads + hd];
+            if (shift && label[py * w + px] != label[qy * w + qx])
+              s += -100.0;
+            sc[j] = s;
+            mx = MAX (mx, s);
+          }
+          for (int j = 0; j < nt; j++)
+            sum += (sc[j] = exp (sc[j] - mx));
+          for (int e = 0; e < d; e++) {
+            double o = 0;
+            for (int j = 0; j < nt; j++) {
+              int qy = wy * ws + j / ws, qx = wx * ws + j % ws;
+              int jy = (qy + shift) % h, jx = (qx + shift) % w;
+              o += sc[j] / sum * qkv[((gsize) jy * w + jx) * 3 * c + 2 * c
+                  + hd * d + e];
+            }
+            out[((gsize) oy * w + ox) * c + hd * d + e] = o;
+          }
+        }
+}
+
+static float *
+dense_bias (const float *table, int heads, int ws, int wse, gboolean overlap)
+{
+  int nq = ws * ws, nk = overlap ? wse * wse : nq;
+  float *d = g_new (float, (gsize) heads * nq * nk);
+  for (int hd = 0; hd < heads; hd++)
+    for (int i = 0; i < nq; i++)
+      for (int j = 0; j < nk; j++)
+        d[((gsize) hd * nq + i) * nk + j] = table[(overlap
+                ? ehat_rel_index_oca (ws, wse, i, j)
+                : ehat_rel_index_sa (ws, i, j)) * heads + hd];
+  return d;
+}
+
+static void
+test_window_attention (void)
+{
+  static const int cases[][5] = {
+    /* h, w, c, heads, ws */
+    {8, 8, 12, 3, 4}, {16, 24, 20, 4, 8}, {12, 6, 6, 2, 6}, {8, 16, 35, 5, 8},
+  };
+  for (guint ci = 0; ci < G_N_ELEMENTS (cases); ci++) {
+    int h = cases[ci][0], w = cases[ci][1], c = cases[ci][2];
+    int heads = cases[ci][3], ws = cases[ci][4];
+    int nl = (2 * ws - 1) * (2 * ws - 1);
+    g_autofree float *qkv = rnd ((gsize) h * w * 3 * c, 2.0);
+    g_autofree float *table = rnd ((gsize) nl * heads, 1.0);
+    g_autofree float *bias = dense_bias (table, heads, ws, 0, FALSE);
+    g_autofree float *out = g_new (float, (gsize) h * w * c);
+    g_autofree double *ref = g_new (double, (gsize) h * w * c);
+
+    for (int shift = 0; shift <= ws / 2; shift += ws / 2) {
+      naive_window_attention (qkv, h, w, c, heads, ws, shift, table, ref);
+      be->ops->window_attention (be, qkv, 1, h, w, c, heads, ws, shift, bias,
+          out);
+      assert_close (out, ref, (gsize) h * w * c, 2e-5);
+    }
+  }
+}
+
+/* Naive OCAB: unfold with zero padding, bias index with negative values
+ * wrapping around the table (EHAT-SPEC.md §4). */
+static void
+test_overlap_attention (void)
+{
+  static const int cases[][5] = {
+    {8, 8, 12, 3, 4}, {16, 24, 20, 4, 8}, {12, 18, 6, 2, 6},
+  };
+  for (guint ci = 0; ci < G_N_ELEMENTS (cases); ci++) {
+    int h = cases[ci][0], w = cases[ci][1], c = cases[ci][2];
+    int heads = cases[ci][3], ws = cases[ci][4], wse = ws + ws / 2;
+    int d = c / heads, side = ws + wse - 1, L = side * side;
+    int p = (wse - ws) / 2, nq = ws * ws, nk = wse * wse;
+    double scale = 1.0 / sqrt ((double) d);
+    g_autofree float *qkv = rnd ((gsize) h * w * 3 * c, 2.0);
+    g_autofree float *table = rnd ((gsize) L * heads, 1.0);
+    g_autofree float *bias = dense_bias (table, heads, ws, wse, TRUE);
+    g_autofree float *out = g_new (float, (gsize) h * w * c);
+    g_autofree double *ref = g_new (double, (gsize) h * w * c);
+    g_autofree double *sc = g_new (double, nk);
+
+    for (int wy = 0; wy < h / ws; wy++)
+      for (int wx = 0; wx < w / ws; wx++)
+        for (int hd = 0; hd < heads; hd++)
+          for (int i = 0; i < nq; i++) {
+            int yi = i / ws, xi = i % ws;
+            gsize qp = (gsize) (wy * ws + yi) * w + wx * ws + xi;
+            double mx = -INFINITY, sum = 0;
+            for (int j = 0; j < nk; j++) {
+              int yj = j / wse, xj = j % wse;
+              int ky = wy * ws - p + yj, kx = wx * ws - p + xj;
+              int idx = (yj - yi + ws - wse + 1) * side + (xj - xi + ws - wse
+                  + 1);
+              double s = 0;
+              if (ky >= 0 && ky < h && kx >= 0 && kx < w)
+                for (int e = 0; e < d; e++)
+                  s += qkv[qp * 3 * c + hd * d + e] * scale
+                      * qkv[((gsize) ky * w + kx) * 3 * c + c + hd * d + e];
+              if (idx < 0)
+                idx += L;
+              sc[j] = s + table[idx * heads + hd];
+              mx = MAX (mx, sc[j]);
+            }
+            for (int j = 0; j < nk; j++)
+              sum += (sc[j] = exp (sc[j] - mx));
+            for (int e = 0; e < d; e++) {
+              double o = 0;
+              for (int j = 0; j < nk; j++) {
+                int ky = wy * ws - p + j / wse, kx = wx * ws - p + j % wse;
+                if (ky >= 0 && ky < h && kx >= 0 && kx < w)
+                  o += sc[j] / sum * qkv[((gsize) ky * w + kx) * 3 * c + 2 * c
+                      + hd * d + e];
+              }
+              ref[qp * c + hd * d + e] = o;
+            }
+          }
+    be->ops->overlap_attention (be, qkv, 1, h, w, c, heads, ws, wse, bias,
+        out);
+    assert_close (out, ref, (gsize) h * w * c, 2e-5);
+  }
+}
+
+static void
+test_channel_attention (void)
+{
+  int n = 2, hw = 37, c = 12, sq = 3;
+  g_autofree float *v = rnd ((gsize) n * hw * c, 1.0);
+  g_autofree double *ref = g_new (double, (gsize) n * hw * c);
+  EhatLinearW down = { rnd ((gsize) sq * c, 1.0), rnd (sq, 1.0), c, sq };
+  EhatLinearW up = { rnd ((gsize) c * sq, 1.0), rnd (c, 1.0), sq, c };
+
+  for (int i = 0; i < n; i++) {
+    double mean[12] = { 0 }, mid[3], sc[12];
+    for (int r = 0; r < hw; r++)
+      for (int j = 0; j < c; j++)
+        mean[j] += v[((gsize) i * hw + r) * c + j] / (double) hw;
+    for (int o = 0; o < sq; o++) {
+      double s = down.b[o];
+      for (int j = 0; j < c; j++)
+        s += down.w[o * c + j] * mean[j];
+      mid[o] = s > 0 ? s : 0;
+    }
+    for (int o = 0; o < c; o++) {
+      double s = up.b[o];
+      for (int j = 0; j < sq; j++)
+        s += up.w[o * sq + j] * mid[j];
+      sc[o] = 1.0 / (1.0 + exp (-s));
+    }
+    for (int r = 0; r < hw; r++)
+      for (int j = 0; j < c; j++)
+        ref[((gsize) i * hw + r) * c + j] =
+            v[((gsize) i * hw + r) * c + j] * sc[j];
+  }
+  be->ops->channel_attention (be, &down, &up, v, n, hw, c);
+  assert_close (v, ref, (gsize) n * hw * c, 1e-5);
+  g_free (down.w);
+  g_free (down.b);
+  g_free (up.w);
+  g_free (up.b);
+}
+
+/* Reflect padding beyond the size (periodic mirror), 1-pixel sides, and
+ * the normalisation; then the output crop inverts it. */
+static void
+test_input_output (void)
+{
+  int w = 3, h = 1, W = 8, H = 4;
+  float in[9] = { 0.1f, 0.2f, 0.3f, 0.4f, 0.5f, 0.6f, 0.7f, 0.8f, 0.9f };
+  float mean[3] = { 0.5f, 0.25f, 0.0f };
+  float x[4 * 8 * 3], back[9];
+  /* columns of the mirror with period 4: 0 1 2 1 0 1 2 1 */
+  static const int col[8] = { 0, 1, 2, 1, 0, 1, 2, 1 };
+
+  be->ops->input (be, in, 1, w, h, W, H, mean, 2.0f, x);
+  for (int y = 0; y < H; y++)
+    for (int xx = 0; xx < W; xx++)
+      for (int c = 0; c < 3; c++)
+        g_assert_cmpfloat_with_epsilon (x[(y * W + xx) * 3 + c],
+            (in[c * 3 + col[xx]] - mean[c]) * 2.0f, 1e-7);
+  be->ops->output (be, x, 1, W, H, w, h, mean, 2.0f, back);
+  for (int i = 0; i < 9; i++)
+    g_assert_cmpfloat_with_epsilon (back[i], in[i], 1e-6);
+}
+
+static void
+test_rel_index (void)
+{
+  /* The OCA index must reproduce PyTorch's negative indexing: spot values
+   * computed by hand for ws 4, wse 6 (side 9, L 81). */
+  g_assert_cmpint (ehat_rel_index_oca (4, 6, 0, 0), ==, (-1 * 9 + -1) + 81);
+  g_assert_cmpint (ehat_rel_index_oca (4, 6, 15, 35), ==,
+      (5 - 3 - 1) * 9 + (5 - 3 - 1));
+  g_assert_cmpint (ehat_rel_index_sa (4, 0, 15), ==, (0 - 3 + 3) * 7 + 0);
+  g_assert_cmpint (ehat_rel_index_sa (4, 15, 0), ==, 6 * 7 + 6);
+}
+
+int
+main (int argc, char **argv)
+{
+  int rc;
+
+  g_test_init (&argc, &argv, NULL);
+  rng = g_rand_new_with_seed (1234);
+  be = ehat_backend_cpu_new (2, NULL);
+  g_test_add_func ("/ops/math", test_math);
+  g_test_add_func ("/ops/conv", test_conv);
+  g_test_add_func ("/ops/linear-layernorm-axpby", test_linear_layernorm_axpby);
+  g_test_add_func ("/ops/window-attention", test_window_attention);
+  g_test_add_func ("/ops/overlap-attention", test_overlap_attention);
+  g_test_add_func ("/ops/channel-attention", test_channel_attention);
+  g_test_add_func ("/ops/input-output", test_input_output);
+  g_test_add_func ("/ops/rel-index", test_rel_index);
+  rc = g_test_run ();
+  be->ops->destroy (be);
+  g_rand_free (rng);
+  return rc;
+}

@@ -1,0 +1,465 @@
+/* Tiled vs whole-frame upscaling (ehat-tiler). */
+#include "ehat.h"
+#include "ehat-tiler.h"
+#include "ehat-png.h"
+
+#include <math.h>
+#include <string.h>
+
+/* ---- a context-free stand-in for the network ---------------------------
+ * Each output pixel depends only on its own input pixel, so any correct
+ * tiling with weights summing to one reproduces the whole-frame result
+ * (up to float rounding). */
+typedef struct
+{
+  int scale;
+  int calls;
+  int max_n;
+  int last_w, last_h;
+} FakeNet;
+
+static gboolean
+fake_process (gpointer user_data, const float *in, int n, int width,
+    int height, float *out, GError **error)
+{
+  FakeNet *net = user_data;
+  int s = net->scale, b, c, y, x;
+
+  net->calls++;
+  net->max_n = MAX (net->max_n, n);
+  net->last_w = width;
+  net->last_h = height;
+  for (b = 0; b < n; b++)
+    for (c = 0; c < 3; c++)
+      for (y = 0; y < height * s; y++)
+        for (x = 0; x < width * s; x++) {
+          float v = in[(((gsize) b * 3 + c) * height + y / s) * width + x / s];
+          out[(((gsize) b * 3 + c) * height * s + y) * width * s + x] =
+              v * 2.0f - 0.25f + 0.01f * (x % s) + 0.02f * (y % s);
+        }
+  return TRUE;
+}
+
+static float *
+make_image (int w, int h, guint32 seed)
+{
+  GRand *r = g_rand_new_with_seed (seed);
+  float *img = g_new (float, (gsize) 3 * w * h);
+  gsize i;
+
+  for (i = 0; i < (gsize) 3 * w * h; i++)
+    img[i] = (float) g_rand_double (r);
+  g_rand_free (r);
+  return img;
+}
+
+static double
+max_abs_diff (const float *a, const float *b, gsize n)
+{
+  double m = 0.0;
+  gsize i;
+
+  for (i = 0; i < n; i++)
+    m = MAX (m, fabs ((double) a[i] - b[i]));
+  return m;
+}
+
+/* PSNR with peak 1.0; clamp: compare what a viewer sees (outputs clamped
+ * to [0, 1]) rather than the raw network output. */
+static double
+psnr (const float *a, const float *b, gsize n, gboolean clamp)
+{
+  double se = 0.0;
+  gsize i;
+
+  for (i = 0; i < n; i++) {
+    double x = a[i], y = b[i], d;
+    if (clamp) {
+      x = CLAMP (x, 0.0, 1.0);
+      y = CLAMP (y, 0.0, 1.0);
+    }
+    d = x - y;
+    se += d * d;
+  }
+  if (se == 0.0)
+    return 200.0;
+  return 10.0 * log10 ((double) n / se);
+}
+
+static void
+check_fake (int w, int h, int scale, int ws, int tile, int overlap,
+    int blend, int batch)
+{
+  FakeNet net = { scale, 0, 0, 0, 0 };
+  EhatTileOptions opt = { tile, overlap, batch, blend };
+  EhatTileStats st;
+  float *in = make_image (w, h, w * 1000 + h);
+  gsize n_out = (gsize) 3 * w * h * scale * scale;
+  float *whole = g_new (float, n_out), *tiled = g_new (float, n_out);
+  GError *err = NULL;
+
+  g_assert_true (fake_process (&net, in, 1, w, h, whole, NULL));
+  net.calls = 0;
+  g_assert_true (ehat_upscale_tiled_custom (fake_process, &net, scale, ws,
+          in, w, h, tiled, &opt, &st, &err));
+  g_assert_no_error (err);
+  g_assert_cmpfloat (max_abs_diff (whole, tiled, n_out), <, 2e-6);
+  g_assert_cmpint (st.n_tiles, ==, st.tiles_x * st.tiles_y);
+  g_assert_cmpint (st.n_batches, ==, net.calls);
+  if (batch > 0)
+    g_assert_cmpint (net.max_n, <=, batch);
+  g_assert_cmpint (st.tile_width, <=, w);
+  g_assert_cmpint (st.tile_height, <=, h);
+  /* tiles are multiples of the window size unless they span the frame */
+  if (st.tile_width != w)
+    g_assert_cmpint (st.tile_width % ws, ==, 0);
+  if (st.tile_height != h)
+    g_assert_cmpint (st.tile_height % ws, ==, 0);
+  g_free (in);
+  g_free (whole);
+  g_free (tiled);
+}
+
+static void
+test_fake_sizes (void)
+{
+  static const int sizes[][2] = {
+    {1, 1}, {1, 7}, {7, 1}, {1, 200}, {200, 1}, {5, 3}, {63, 64},
+    {64, 64}, {65, 64}, {100, 37}, {129, 131}, {200, 120}, {17, 300},
+  };
+  guint i;
+  int s;
+
+  for (s = 2; s <= 4; s++)
+    for (i = 0; i < G_N_ELEMENTS (sizes); i++) {
+      check_fake (sizes[i][0], sizes[i][1], s, 8, 64, 16, -1, 0);
+      check_fake (sizes[i][0], sizes[i][1], s, 8, 32, 8, 0, 3);
+      check_fake (sizes[i][0], sizes[i][1], s, 8, 16, 15, 4, 1);
+      check_fake (sizes[i][0], sizes[i][1], s, 8, 24, 0, -1, 2);
+      /* tile size rounded up to the window (20 → 24) */
+      check_fake (sizes[i][0], sizes[i][1], s, 8, 20, 6, 100, 0);
+      /* automatic */
+      check_fake (sizes[i][0], sizes[i][1], s, 8, 0, 16, -1, 0);
+    }
+}
+
+static void
+test_whole_frame_when_small (void)
+{
+  FakeNet net = { 2, 0, 0, 0, 0 };
+  EhatTileOptions opt = { 64, 16, 0, -1 };
+  EhatTileStats st;
+  float *in = make_image (50, 33, 1), *out = g_new (float, 3 * 100 * 66);
+
+  g_assert_true (ehat_upscale_tiled_custom (fake_process, &net, 2, 8, in, 50,
+          33, out, &opt, &st, NULL));
+  g_assert_cmpint (net.calls, ==, 1);
+  g_assert_cmpint (net.last_w, ==, 50);
+  g_assert_cmpint (net.last_h, ==, 33);
+  g_assert_cmpint (st.n_tiles, ==, 1);
+
+  /* auto: whole frame up to 512×512 */
+  opt.tile_size = 0;
+  net.calls = 0;
+  g_assert_true (ehat_upscale_tiled_custom (fake_process, &net, 2, 8, in, 50,
+          33, out, &opt, &st, NULL));
+  g_assert_cmpint (net.calls, ==, 1);
+  g_assert_cmpint (ehat_tile_auto_size (512, 512), ==, 0);
+  g_assert_cmpint (ehat_tile_auto_size (1920, 1080), ==, 256);
+  g_free (in);
+  g_free (out);
+}
+
+static void
+test_layout_weights (void)
+{
+  int length, tile, overlap, blend, scale;
+
+  for (length = 1; length <= 300; length += 7)
+    for (tile = 8; tile <= 64; tile += 8)
+      for (overlap = 0; overlap < tile; overlap += 5)
+        for (blend = -1; blend <= overlap + 2; blend += 3)
+          for (scale = 2; scale <= 4; scale++) {
+            int origins[400], n, i, t = MIN (tile, length), p;
+            float *w, *sum;
+
+            n = ehat_tile_layout_1d (length, tile, overlap, blend, scale,
+                origins, 400, NULL);
+            g_assert_cmpint (n, >=, 1);
+            w = g_new (float, (gsize) n * t * scale);
+            sum = g_new0 (float, length * scale);
+            g_assert_cmpint (ehat_tile_layout_1d (length, tile, overlap,
+                    blend, scale, origins, 400, w), ==, n);
+            g_assert_cmpint (origins[0], ==, 0);
+            g_assert_cmpint (origins[n - 1] + t, ==, length);
+            for (i = 0; i + 1 < n; i++) {
+              /* neighbours overlap by at least the requested amount */
+              g_assert_cmpint (origins[i] + t - origins[i + 1], >=, overlap);
+              g_assert_cmpint (origins[i + 1], >, origins[i]);
+            }
+            for (i = 0; i < n; i++)
+              for (p = 0; p < t * scale; p++) {
+                float v = w[(gsize) i * t * scale + p];
+                g_assert_cmpfloat (v, >=, 0.0f);
+                g_assert_cmpfloat (v, <=, 1.0f);
+                sum[origins[i] * scale + p] += v;
+              }
+            /* frame borders: weight 1, no ramp */
+            g_assert_cmpfloat (w[0], ==, 1.0f);
+            g_assert_cmpfloat (w[(gsize) n * t * scale - 1], ==, 1.0f);
+            for (p = 0; p < length * scale; p++)
+              g_assert_cmpfloat (fabs (sum[p] - 1.0f), <, 1e-6);
+            g_free (w);
+            g_free (sum);
+          }
+}
+
+static void
+test_invalid (void)
+{
+  FakeNet net = { 2, 0, 0, 0, 0 };
+  EhatTileOptions opt = { 16, 16, 0, -1 };
+  float *in = make_image (40, 40, 2), *out = g_new (float, 3 * 80 * 80);
+  GError *err = NULL;
+
+  /* overlap ≥ tile */
+  g_assert_false (ehat_upscale_tiled_custom (fake_process, &net, 2, 8, in,
+          40, 40, out, &opt, NULL, &err));
+  g_assert_error (err, EHAT_ERROR, EHAT_ERROR_INVALID_ARGUMENT);
+  g_clear_error (&err);
+  opt.overlap = -1;
+  g_assert_false (ehat_upscale_tiled_custom (fake_process, &net, 2, 8, in,
+          40, 40, out, &opt, NULL, &err));
+  g_assert_error (err, EHAT_ERROR, EHAT_ERROR_INVALID_ARGUMENT);
+  g_clear_error (&err);
+  opt.overlap = 4;
+  opt.tile_size = -8;
+  g_assert_false (ehat_upscale_tiled_custom (fake_process, &net, 2, 8, in,
+          40, 40, out, &opt, NULL, &err));
+  g_clear_error (&err);
+  opt.tile_size = 16;
+  g_assert_false (ehat_upscale_tiled_custom (fake_process, &net, 2, 8, in,
+          0, 40, out, &opt, NULL, &err));
+  g_clear_error (&err);
+  g_assert_false (ehat_upscale_tiled_custom (fake_process, &net, 2, 8, NULL,
+          40, 40, out, &opt, NULL, &err));
+  g_clear_error (&err);
+  g_assert_false (ehat_upscale_tiled (NULL, in, 40, 40, out, &opt, NULL,
+          &err));
+  g_assert_error (err, EHAT_ERROR, EHAT_ERROR_INVALID_ARGUMENT);
+  g_clear_error (&err);
+  g_free (in);
+  g_free (out);
+}
+
+/* An engine that runs out of memory above a tile size: the tiler shrinks
+ * the tile and retries. */
+static gboolean
+oom_process (gpointer user_data, const float *in, int n, int width,
+    int height, float *out, GError **error)
+{
+  if (width * height * n > 32 * 32) {
+    g_set_error (error, EHAT_ERROR, EHAT_ERROR_OUT_OF_MEMORY, "fake OOM");
+    return FALSE;
+  }
+  return fake_process (user_data, in, n, width, height, out, error);
+}
+
+static void
+test_oom_error_passes_through (void)
+{
+  FakeNet net = { 2, 0, 0, 0, 0 };
+  EhatTileOptions opt = { 64, 8, 0, -1 };
+  float *in = make_image (100, 100, 3), *out = g_new (float, 3 * 200 * 200);
+  GError *err = NULL;
+
+  /* the custom entry point reports the error; only ehat_upscale_tiled
+   * (which knows the engine) retries */
+  g_assert_false (ehat_upscale_tiled_custom (oom_process, &net, 2, 8, in,
+          100, 100, out, &opt, NULL, &err));
+  g_assert_error (err, EHAT_ERROR, EHAT_ERROR_OUT_OF_MEMORY);
+  g_clear_error (&err);
+  g_free (in);
+  g_free (out);
+}
+
+/* ---- the real network with the golden random-weight models ------------ */
+
+static char *
+golden_model (const char *name)
+{
+  const char *dir = g_getenv ("EHAT_GOLDEN_DIR");
+  char *path;
+
+  if (!dir)
+    return NULL;
+  path = g_build_filename (dir, name, "model.safetensors", NULL);
+  if (!g_file_test (path, G_FILE_TEST_EXISTS)) {
+    g_free (path);
+    return NULL;
+  }
+  return path;
+}
+
+static float *
+load_image (const char *rel, int *w, int *h)
+{
+  const char *dir = g_getenv ("EHAT_SHARED_DATA");
+  char *path;
+  guint8 *rgb = NULL;
+  float *img;
+  GError *err = NULL;
+
+  if (!dir)
+    return NULL;
+  path = g_build_filename (dir, rel, NULL);
+  if (!ehat_png_read (path, &rgb, w, h, &err)) {
+    g_test_message ("%s: %s", path, err->message);
+    g_clear_error (&err);
+    g_free (path);
+    return NULL;
+  }
+  g_free (path);
+  img = ehat_rgb8_to_planar (rgb, *w, *h);
+  g_free (rgb);
+  return img;
+}
+
+static void
+test_golden_psnr (gconstpointer data)
+{
+  const char *name = data;
+  static const char *images[] = {
+    "eval/Set5/LR_bicubic/X2/butterflyx2.png",
+    "eval/Set5/LR_bicubic/X2/womanx2.png",
+  };
+  char *path = golden_model (name);
+  EhatModel *model;
+  EhatEngine *engine;
+  EhatEngineOptions eo = EHAT_ENGINE_OPTIONS_INIT;
+  GError *err = NULL;
+  guint i;
+
+  if (!path) {
+    g_test_skip ("EHAT_GOLDEN_DIR not set or model missing");
+    return;
+  }
+  model = ehat_model_load (path, &err);
+  g_assert_no_error (err);
+  eo.backend = EHAT_BACKEND_CPU;
+  engine = ehat_engine_new (model, &eo, &err);
+  g_assert_no_error (err);
+
+  for (i = 0; i < G_N_ELEMENTS (images); i++) {
+    int w, h, s = ehat_model_get_config (model)->upscale;
+    float *in = load_image (images[i], &w, &h), *whole, *tiled;
+    EhatTileOptions opt = { 64, 16, 0, -1 };
+    EhatTileStats st;
+    gsize n;
+    double p_raw, p_clamped;
+
+    if (!in) {
+      g_test_skip ("EHAT_SHARED_DATA not set or image missing");
+      break;
+    }
+    n = (gsize) 3 * w * h * s * s;
+    whole = g_new (float, n);
+    tiled = g_new (float, n);
+    g_assert_true (ehat_engine_process (engine, in, 1, w, h, whole, &err));
+    g_assert_no_error (err);
+    g_assert_true (ehat_upscale_tiled (engine, in, w, h, tiled, &opt, &st,
+            &err));
+    g_assert_no_error (err);
+    g_assert_cmpint (st.n_tiles, >, 1);
+    p_raw = psnr (whole, tiled, n, FALSE);
+    p_clamped = psnr (whole, tiled, n, TRUE);
+    g_test_message ("%s %s %d×%d ×%d: %d tiles, PSNR tiled vs whole: "
+        "raw %.2f dB, clamped %.2f dB", name, images[i], w, h, s,
+        st.n_tiles, p_raw, p_clamped);
+    g_printerr ("# %s %s: raw %.2f dB clamped %.2f dB\n", name, images[i],
+        p_raw, p_clamped);
+    g_assert_cmpfloat (p_raw, >=, 38.0);
+    g_free (in);
+    g_free (whole);
+    g_free (tiled);
+  }
+  ehat_engine_free (engine);
+  ehat_model_unref (model);
+  g_free (path);
+}
+
+/* Tiny and odd frames through the real network: tiling must give exactly
+ * the whole-frame result when the frame fits one tile, and a sane output
+ * otherwise. */
+static void
+test_golden_small (void)
+{
+  static const int sizes[][2] = { {1, 1}, {1, 9}, {9, 1}, {7, 5}, {13, 70},
+    {70, 13}
+  };
+  char *path = golden_model ("hat-tiny-x2");
+  EhatModel *model;
+  EhatEngine *engine;
+  EhatEngineOptions eo = EHAT_ENGINE_OPTIONS_INIT;
+  GError *err = NULL;
+  guint i;
+
+  if (!path) {
+    g_test_skip ("EHAT_GOLDEN_DIR not set or model missing");
+    return;
+  }
+  model = ehat_model_load (path, &err);
+  g_assert_no_error (err);
+  eo.backend = EHAT_BACKEND_CPU;
+  engine = ehat_engine_new (model, &eo, &err);
+  g_assert_no_error (err);
+
+  for (i = 0; i < G_N_ELEMENTS (sizes); i++) {
+    int w = sizes[i][0], h = sizes[i][1];
+    float *in = make_image (w, h, i);
+    gsize n = (gsize) 3 * w * h * 4;
+    float *whole = g_new (float, n), *tiled = g_new (float, n);
+    EhatTileOptions opt = { 32, 8, 0, -1 };
+    gsize k;
+
+    g_assert_true (ehat_engine_process (engine, in, 1, w, h, whole, &err));
+    g_assert_no_error (err);
+    g_assert_true (ehat_upscale_tiled (engine, in, w, h, tiled, &opt, NULL,
+            &err));
+    g_assert_no_error (err);
+    for (k = 0; k < n; k++)
+      g_assert_true (isfinite (tiled[k]));
+    if (w <= 32 && h <= 32)
+      g_assert_cmpfloat (max_abs_diff (whole, tiled, n), ==, 0.0);
+    g_free (in);
+    g_free (whole);
+    g_free (tiled);
+  }
+  ehat_engine_free (engine);
+  ehat_model_unref (model);
+  g_free (path);
+}
+
+int
+main (int argc, char **argv)
+{
+  static const char *cases[] = { "hat-tiny-x2", "ehat-tiny-x2",
+    "hat-small-x3", "hat-small-x4", "ehat-small-x4"
+  };
+  guint i;
+
+  g_test_init (&argc, &argv, NULL);
+  g_test_add_func ("/tiler/layout-weights", test_layout_weights);
+  g_test_add_func ("/tiler/fake-sizes", test_fake_sizes);
+  g_test_add_func ("/tiler/whole-frame-when-small",
+      test_whole_frame_when_small);
+  g_test_add_func ("/tiler/invalid", test_invalid);
+  g_test_add_func ("/tiler/oom-error", test_oom_error_passes_through);
+  g_test_add_func ("/tiler/golden/small", test_golden_small);
+  for (i = 0; i < G_N_ELEMENTS (cases); i++) {
+    char *p = g_strdup_printf ("/tiler/golden/psnr/%s", cases[i]);
+    g_test_add_data_func (p, cases[i], test_golden_psnr);
+    g_free (p);
+  }
+  return g_test_run ();
+}

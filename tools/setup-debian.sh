@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs everything gst-ehatsr needs to build, test and run on Debian 12.
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+SUDO=""
+[ "$(id -u)" = 0 ] || SUDO=sudo
+pkgs=(
+  meson ninja-build pkg-config gcc
+  libglib2.0-dev libjson-glib-dev libpng-dev
+  libopenblas-dev libopenblas0-pthread
+  libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev
+  gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
+  python3 python3-numpy python3-pytest python3-torch
+  valgrind
+)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
