@@ -145,12 +145,11 @@ activate (float v, EhatAct act)
   }
 }
 
-/* y[r] = act(y[r] + b) + alpha·res[r] over rows of c. */
+/* y[r] = act(y[r] + b) + alpha·res[r] over rows of c (one thread's part). */
 EHAT_CLONES static void
-epilogue (int n_threads, float *y, gsize rows, int c, const float *b,
-    EhatAct act, const float *res, float alpha)
+epilogue (float *y, gsize rows, int c, const float *b, EhatAct act,
+    const float *res, float alpha)
 {
-#pragma omp parallel for num_threads(n_threads) schedule(static)
   for (gsize r = 0; r < rows; r++) {
     float *yr = y + r * c;
     const float *rr = res ? res + r * c : NULL;
@@ -158,6 +157,10 @@ epilogue (int n_threads, float *y, gsize rows, int c, const float *b,
 #pragma omp simd
       for (int j = 0; j < c; j++)
         yr[j] = ehat_gelu (yr[j] + b[j]);
+    } else if (act == EHAT_ACT_NONE) {
+#pragma omp simd
+      for (int j = 0; j < c; j++)
+        yr[j] += b[j];
     } else {
       for (int j = 0; j < c; j++)
         yr[j] = activate (yr[j] + b[j], act);
@@ -172,13 +175,12 @@ epilogue (int n_threads, float *y, gsize rows, int c, const float *b,
 
 /* Rows [y0, y1) of image x (h×w×cin) → col [(y−y0)·w + x][9·cin]. */
 static void
-im2col (int n_threads, const float *x, int h, int w, int cin, int k, int y0,
-    int y1, float *col)
+im2col (const float *x, int h, int w, int cin, int k, int y0, int y1,
+    float *col)
 {
   int r = k / 2;
   gsize kc = (gsize) k * k * cin;
 
-#pragma omp parallel for collapse(2) num_threads(n_threads) schedule(static)
   for (int y = y0; y < y1; y++) {
     for (int xx = 0; xx < w; xx++) {
       float *dst = col + ((gsize) (y - y0) * w + xx) * kc;
@@ -201,13 +203,12 @@ im2col (int n_threads, const float *x, int h, int w, int cin, int k, int y0,
  * (an image of (h·s)×(w·s)×(cout/s²)): out channel c·s²+i·s+j of pixel
  * (y, x) goes to channel c of pixel (y·s+i, x·s+j). */
 static void
-shuffle_band (int n_threads, const float *band, int w, int y0, int y1,
-    int cout, int s, float *y)
+shuffle_band (const float *band, int w, int y0, int y1, int cout, int s,
+    float *y)
 {
   int co = cout / (s * s);
   gsize ow = (gsize) w * s;
 
-#pragma omp parallel for collapse(2) num_threads(n_threads) schedule(static)
   for (int yy = y0; yy < y1; yy++) {
     for (int xx = 0; xx < w; xx++) {
       const float *src = band + ((gsize) (yy - y0) * w + xx) * cout;
@@ -222,6 +223,9 @@ shuffle_band (int n_threads, const float *band, int w, int y0, int y1,
   }
 }
 
+/* Threads take whole bands (im2col, GEMM, epilogue, shuffle): OpenBLAS runs
+ * single-threaded inside each, so one OpenMP pool does all the work and no
+ * BLAS thread pool spins against it. */
 static void
 cpu_conv (EhatBackend *be, const EhatConvW *cw, const float *x, int n, int h,
     int w, float *y, EhatAct act, const float *res, float alpha, int shuffle)
@@ -229,48 +233,64 @@ cpu_conv (EhatBackend *be, const EhatConvW *cw, const float *x, int n, int h,
   int nt = CPU (be)->n_threads;
   gsize kc = (gsize) cw->k * cw->k * cw->cin;
   gsize fit = BAND_FLOATS / (kc * w);
-  int band = (int) CLAMP (fit, 1, (gsize) h);
-  float *col = g_malloc (kc * w * band * sizeof (float));
-  float *tmp = shuffle > 1 ? g_malloc ((gsize) w * band * cw->cout
-      * sizeof (float)) : NULL;
+  /* at least one band per thread, so small maps still use every core */
+  int band = (int) CLAMP (fit, 1, (gsize) MAX (1, h / nt));
+  int bands = (h + band - 1) / band;
+  int co = cw->cout / (shuffle * shuffle);
 
-  for (int i = 0; i < n; i++) {
-    const float *xi = x + (gsize) i * h * w * cw->cin;
-    gsize out_px = (gsize) h * w * shuffle * shuffle;
-    float *yi = y + (gsize) i * out_px * (cw->cout / (shuffle * shuffle));
-    const float *ri = res ? res + (gsize) i * h * w * cw->cout : NULL;
+#pragma omp parallel num_threads(nt)
+  {
+    float *col = g_malloc (kc * w * band * sizeof (float));
+    float *tmp = shuffle > 1 ? g_malloc ((gsize) w * band * cw->cout
+        * sizeof (float)) : NULL;
 
-    for (int y0 = 0; y0 < h; y0 += band) {
-      int y1 = MIN (y0 + band, h);
-      gsize rows = (gsize) (y1 - y0) * w;
-      float *dst = tmp ? tmp : yi + (gsize) y0 * w * cw->cout;
+#pragma omp for schedule(dynamic, 1) collapse(2)
+    for (int i = 0; i < n; i++) {
+      for (int bi = 0; bi < bands; bi++) {
+        const float *xi = x + (gsize) i * h * w * cw->cin;
+        gsize out_px = (gsize) h * w * shuffle * shuffle;
+        float *yi = y + (gsize) i * out_px * co;
+        const float *ri = res ? res + (gsize) i * h * w * cw->cout : NULL;
+        int y0 = bi * band, y1 = MIN (y0 + band, h);
+        gsize rows = (gsize) (y1 - y0) * w;
+        float *dst = tmp ? tmp : yi + (gsize) y0 * w * cw->cout;
+        /* A residual that is the output itself (in-place update) enters
+         * through the GEMM's beta; the epilogue would read it overwritten. */
+        gboolean in_place = ri && ri == yi && !tmp;
 
-      /* A residual that is the output itself (in-place update) enters
-       * through the GEMM's beta; the epilogue would read it overwritten. */
-      gboolean in_place = ri && ri == yi && !tmp;
-
-      g_assert (!in_place || act == EHAT_ACT_NONE);
-      im2col (nt, xi, h, w, cw->cin, cw->k, y0, y1, col);
-      cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasNoTrans, (int) rows,
-          cw->cout, (int) kc, 1.0f, col, (int) kc, cw->w, cw->cout,
-          in_place ? alpha : 0.0f, dst, cw->cout);
-      epilogue (nt, dst, rows, cw->cout, cw->b, act,
-          ri && !in_place ? ri + (gsize) y0 * w * cw->cout : NULL, alpha);
-      if (tmp)
-        shuffle_band (nt, tmp, w, y0, y1, cw->cout, shuffle, yi);
+        im2col (xi, h, w, cw->cin, cw->k, y0, y1, col);
+        cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasNoTrans, (int) rows,
+            cw->cout, (int) kc, 1.0f, col, (int) kc, cw->w, cw->cout,
+            in_place ? alpha : 0.0f, dst, cw->cout);
+        epilogue (dst, rows, cw->cout, cw->b, act,
+            ri && !in_place ? ri + (gsize) y0 * w * cw->cout : NULL, alpha);
+        if (tmp)
+          shuffle_band (tmp, w, y0, y1, cw->cout, shuffle, yi);
+      }
     }
+    g_free (col);
+    g_free (tmp);
   }
-  g_free (col);
-  g_free (tmp);
 }
 
+/* Rows split evenly over the threads, each a single-threaded GEMM plus its
+ * epilogue while the rows are still in cache. */
 static void
 cpu_linear (EhatBackend *be, const EhatLinearW *lw, const float *x,
     gsize rows, float *y, EhatAct act, float beta)
 {
-  cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasTrans, (int) rows, lw->out,
-      lw->in, 1.0f, x, lw->in, lw->w, lw->in, beta, y, lw->out);
-  epilogue (CPU (be)->n_threads, y, rows, lw->out, lw->b, act, NULL, 0.0f);
+  int nt = CPU (be)->n_threads;
+  gsize chunk = MAX ((rows + nt - 1) / nt, 64);
+  gsize nchunks = (rows + chunk - 1) / chunk;
+
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (gsize ci = 0; ci < nchunks; ci++) {
+    gsize r0 = ci * chunk, nr = MIN (chunk, rows - r0);
+    cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasTrans, (int) nr, lw->out,
+        lw->in, 1.0f, x + r0 * lw->in, lw->in, lw->w, lw->in, beta,
+        y + r0 * lw->out, lw->out);
+    epilogue (y + r0 * lw->out, nr, lw->out, lw->b, act, NULL, 0.0f);
+  }
 }
 
 EHAT_CLONES static void
@@ -411,8 +431,10 @@ ehat_backend_cpu_new (int n_threads, GError **error)
   cpu->parent.ops = &cpu_ops;
   cpu->parent.kind = EHAT_BACKEND_CPU;
   cpu->n_threads = n_threads;
-  /* OpenBLAS keeps one global pool; the engine's count is the one used. */
-  openblas_set_num_threads (n_threads);
+  /* Parallelism comes from our OpenMP regions, each calling OpenBLAS
+   * single-threaded (OpenBLAS's documented mode for threaded callers); its
+   * own pool would spin against ours on every call. */
+  openblas_set_num_threads (1);
   cpu->description = g_strdup_printf ("cpu (%d thread%s, %s, fp32)",
       n_threads, n_threads == 1 ? "" : "s", blas ? blas : "cblas");
   return &cpu->parent;

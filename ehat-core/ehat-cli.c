@@ -142,7 +142,7 @@ cmd_info (int argc, char **argv, GError **error)
   heads = int_list (c->num_heads, c->n_groups);
   g_print ("architecture     %s%s\n",
       c->arch == EHAT_ARCH_EHAT ? "EHAT" : "HAT", c->danet ? " + DANet" : "");
-  g_print ("upscale          ×%d\n", c->upscale);
+  g_print ("upscale          x%d\n", c->upscale);
   g_print ("embed_dim        %d\n", c->embed_dim);
   g_print ("depths           %s\n", depths);
   g_print ("num_heads        %s\n", heads);
@@ -158,7 +158,7 @@ cmd_info (int argc, char **argv, GError **error)
   g_print ("parameters       %" G_GUINT64_FORMAT " (%.2f M)\n",
       ehat_model_get_n_params (model),
       ehat_model_get_n_params (model) / 1e6);
-  g_print ("multiply-adds    %.2f M per LR pixel (256×256 input)\n",
+  g_print ("multiply-adds    %.2f M per LR pixel (256x256 input)\n",
       ehat_model_get_macs_per_pixel (model, 256, 256) / 1e6);
   keys = ehat_model_list_metadata (model);
   g_print ("metadata\n");
@@ -415,7 +415,7 @@ cmd_bench (int argc, char **argv, GError **error)
     g_print ("%s\n", text);
   } else {
     g_print ("backend     %s\n", ehat_engine_describe (engine));
-    g_print ("input       %d × %d×%d → ×%d\n", batch, w, h, s);
+    g_print ("input       %d x %dx%d -> x%d\n", batch, w, h, s);
     g_print ("median      %.2f ms (min %.2f, max %.2f, %d runs)\n", median,
         times[0], times[repeat - 1], repeat);
     g_print ("throughput  %.4f MP/s (LR), %.1f GFLOP/s\n", mp, gflops);

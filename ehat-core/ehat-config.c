@@ -157,7 +157,8 @@ ehat_config_from_metadata (GHashTable *md, EhatConfig *cfg, GError **error)
   static const char *const resis[] = { "1conv", NULL };
   static const char *const bools[] = { "false", "true", NULL };
   EhatConfig c = { 0 };
-  double depths[EHAT_MAX_GROUPS], heads[EHAT_MAX_GROUPS], mean[3];
+  double depths[EHAT_MAX_GROUPS], heads[EHAT_MAX_GROUPS];
+  double mean[EHAT_MAX_GROUPS];
   double d;
   const char *format;
   int n_heads, n_mean, arch, danet = 0;
@@ -198,7 +199,10 @@ ehat_config_from_metadata (GHashTable *md, EhatConfig *cfg, GError **error)
     if (c.depths[l] < 1 || c.depths[l] > MAX_DEPTH)
       return bad_value ("depths", g_hash_table_lookup (md, "depths"),
           "every group needs 1 to 1024 blocks", error);
-    if (c.num_heads[l] < 1 || c.embed_dim % c.num_heads[l] != 0) {
+    if (c.num_heads[l] < 1)
+      return bad_value ("num_heads", g_hash_table_lookup (md, "num_heads"),
+          "every group needs at least one head", error);
+    if (c.embed_dim % c.num_heads[l] != 0) {
       g_autofree char *why = g_strdup_printf ("embed_dim %d is not a "
           "multiple of %d heads", c.embed_dim, c.num_heads[l]);
       return bad_value ("num_heads", g_hash_table_lookup (md, "num_heads"),
@@ -244,7 +248,7 @@ ehat_config_from_metadata (GHashTable *md, EhatConfig *cfg, GError **error)
   if ((c.overlap_window - c.window_size) % 2 != 0)
     return bad_value ("overlap_ratio",
         g_hash_table_lookup (md, "overlap_ratio"),
-        "window_size × overlap_ratio must truncate to an even number",
+        "window_size * overlap_ratio must truncate to an even number",
         error);
 
   if (!get_double (md, "mlp_ratio", &d, error))
@@ -252,7 +256,7 @@ ehat_config_from_metadata (GHashTable *md, EhatConfig *cfg, GError **error)
   if (d <= 0.0 || d * c.embed_dim >= MAX_HIDDEN + 1
       || (int) (c.embed_dim * d) < 1)
     return bad_value ("mlp_ratio", g_hash_table_lookup (md, "mlp_ratio"),
-        "hidden width embed_dim × mlp_ratio out of range", error);
+        "hidden width embed_dim * mlp_ratio out of range", error);
   c.mlp_ratio = (float) d;
   c.mlp_hidden = (int) (c.embed_dim * d);
 
@@ -263,7 +267,7 @@ ehat_config_from_metadata (GHashTable *md, EhatConfig *cfg, GError **error)
         "must be positive", error);
   c.img_range = (float) d;
 
-  if (!get_list (md, "rgb_mean", FALSE, 3, mean, &n_mean, error))
+  if (!get_list (md, "rgb_mean", FALSE, EHAT_MAX_GROUPS, mean, &n_mean, error))
     return FALSE;
   if (n_mean != 3)
     return bad_value ("rgb_mean", g_hash_table_lookup (md, "rgb_mean"),
@@ -281,7 +285,7 @@ ehat_config_from_metadata (GHashTable *md, EhatConfig *cfg, GError **error)
   c.danet = danet != 0;
   if (c.danet && c.embed_dim < 8)
     return bad_value ("danet", "true",
-        "DANet needs embed_dim ≥ 8 (its query width is embed_dim/8)", error);
+        "DANet needs embed_dim >= 8 (its query width is embed_dim/8)", error);
 
   /* set by the model loader from the tensors */
   c.ape = FALSE;

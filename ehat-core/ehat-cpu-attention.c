@@ -11,8 +11,13 @@
 
 #include <omp.h>
 
-#define JB 16                   /* columns per register block */
-#define RB 4                    /* query rows per register block */
+/* GCC/Clang vector extensions: one 16-float vector is a zmm register in the
+ * AVX-512 clone, two ymm in the AVX2 one, four xmm in the baseline, so the
+ * micro-kernels below keep their accumulators in registers everywhere. */
+typedef float v16 __attribute__ ((vector_size (64), aligned (4)));
+
+#define JB 16                   /* columns per vector */
+#define RB 8                    /* query rows per register block */
 
 static inline int
 round_up (int v, int m)
@@ -20,32 +25,47 @@ round_up (int v, int m)
   return (v + m - 1) / m * m;
 }
 
-/* softmax(q·kᵀ + bias + mask)·v for nq queries (nq % RB == 0).
- * q [nq][d] pre-scaled; kT [d][nkp] (columns ≥ nk are zero); v [nk][dp]
- * (columns ≥ d zero); bias [nq][nk]; regq/regk: shift-mask regions or NULL;
- * S: scratch [RB][nkp]; o [nq][dp]. */
+static inline v16
+load16 (const float *p)
+{
+  v16 v;
+  memcpy (&v, p, sizeof v);
+  return v;
+}
+
+static inline void
+store16 (float *p, v16 v)
+{
+  memcpy (p, &v, sizeof v);
+}
+
+/* softmax(q·kᵀ + bias + mask)·v for nqp queries (nqp % RB == 0; rows past
+ * the real ones are zero and their output ignored).
+ * q [nqp][d] pre-scaled; kT [d][nkp] (columns ≥ nk zero); v [nk][dp]
+ * (columns ≥ d zero, dp % JB == 0); bias [nq][nk] (rows ≥ nq not read);
+ * regq/regk: shift-mask regions or NULL; S: scratch [RB][nkp]; o [nqp][dp]. */
 EHAT_CLONES static void
-attend (const float *q, int d, int nq, const float *kT, int nk, int nkp,
-    const float *v, int dp, const float *bias, const gint8 *regq,
+attend (const float *q, int d, int nq, int nqp, const float *kT, int nk,
+    int nkp, const float *v, int dp, const float *bias, const gint8 *regq,
     const gint8 *regk, float *S, float *o)
 {
-  for (int i0 = 0; i0 < nq; i0 += RB) {
+  for (int i0 = 0; i0 < nqp; i0 += RB) {
+    int rows = MIN (RB, nq - i0);
+
     for (int j0 = 0; j0 < nkp; j0 += JB) {
-      float acc[RB][JB] = { { 0 } };
+      v16 acc[RB];
+      for (int r = 0; r < RB; r++)
+        acc[r] = (v16) { 0 };
       for (int c = 0; c < d; c++) {
-        const float *kr = kT + (gsize) c * nkp + j0;
-        for (int r = 0; r < RB; r++) {
-          float qv = q[(i0 + r) * d + c];
-          for (int jj = 0; jj < JB; jj++)
-            acc[r][jj] += qv * kr[jj];
-        }
+        v16 kv = load16 (kT + (gsize) c * nkp + j0);
+        for (int r = 0; r < RB; r++)
+          acc[r] += q[(i0 + r) * d + c] * kv;
       }
       for (int r = 0; r < RB; r++)
-        for (int jj = 0; jj < JB; jj++)
-          S[r * nkp + j0 + jj] = acc[r][jj];
+        store16 (S + r * nkp + j0, acc[r]);
     }
 
-    for (int r = 0; r < RB; r++) {
+    for (int r = 0; r < rows; r++) {
       float *s = S + r * nkp;
       const float *b = bias + (gsize) (i0 + r) * nk;
       float mx = -G_MAXFLOAT, sum = 0.0f, inv;
@@ -72,20 +92,29 @@ attend (const float *q, int d, int nq, const float *kT, int nk, int nkp,
       for (int j = 0; j < nk; j++)
         s[j] *= inv;
     }
+    for (int r = rows; r < RB; r++)
+      memset (S + r * nkp, 0, nk * sizeof (float));
 
-    for (int c0 = 0; c0 < dp; c0 += JB) {
-      float acc[RB][JB] = { { 0 } };
+    /* Two vectors of output columns at a time: 16 accumulators. */
+    for (int c0 = 0; c0 < dp; c0 += 2 * JB) {
+      gboolean two = c0 + JB < dp;
+      v16 a0[RB], a1[RB];
+      for (int r = 0; r < RB; r++)
+        a0[r] = a1[r] = (v16) { 0 };
       for (int j = 0; j < nk; j++) {
         const float *vr = v + (gsize) j * dp + c0;
+        v16 v0 = load16 (vr), v1 = two ? load16 (vr + JB) : (v16) { 0 };
         for (int r = 0; r < RB; r++) {
           float p = S[r * nkp + j];
-          for (int jj = 0; jj < JB; jj++)
-            acc[r][jj] += p * vr[jj];
+          a0[r] += p * v0;
+          a1[r] += p * v1;
         }
       }
-      for (int r = 0; r < RB; r++)
-        for (int jj = 0; jj < JB; jj++)
-          o[(gsize) (i0 + r) * dp + c0 + jj] = acc[r][jj];
+      for (int r = 0; r < RB; r++) {
+        store16 (o + (gsize) (i0 + r) * dp + c0, a0[r]);
+        if (two)
+          store16 (o + (gsize) (i0 + r) * dp + c0 + JB, a1[r]);
+      }
     }
   }
 }
@@ -101,12 +130,13 @@ typedef struct
 static void
 scratch_init (Scratch *s, int nq, int nk, int d, int dp)
 {
-  int nkp = round_up (nk, JB);
-  s->q = g_new (float, (gsize) nq * d);
+  int nkp = round_up (nk, JB), nqp = round_up (nq, RB);
+  /* rows past nq stay zero */
+  s->q = g_new0 (float, (gsize) nqp * d);
   s->kT = g_new0 (float, (gsize) d * nkp);
   s->v = g_new0 (float, (gsize) nk * dp);
   s->S = g_new (float, (gsize) RB * nkp);
-  s->o = g_new (float, (gsize) nq * dp);
+  s->o = g_new (float, (gsize) nqp * dp);
   s->qpos = g_new (gsize, nq);
   s->kpos = g_new (gsize, nk);
   s->reg = g_new (gint8, nq);
@@ -202,7 +232,7 @@ ehat_cpu_window_attention (EhatBackend *be, const float *qkv, int n, int h,
             + region (px, w, ws, shift) : 0;
       }
       gather (&s, qkv, c, hd, d, dp, nq, nq, nkp, scale);
-      attend (s.q, d, nq, s.kT, nq, nkp, s.v, dp,
+      attend (s.q, d, nq, round_up (nq, RB), s.kT, nq, nkp, s.v, dp,
           bias + (gsize) hd * nq * nq, shift ? s.reg : NULL, s.reg, s.S,
           s.o);
       scatter (&s, out, c, hd, d, dp, nq);
@@ -240,7 +270,7 @@ ehat_cpu_overlap_attention (EhatBackend *be, const float *qkv, int n, int h,
             : (img * h + ky) * w + kx;
       }
       gather (&s, qkv, c, hd, d, dp, nq, nk, nkp, scale);
-      attend (s.q, d, nq, s.kT, nk, nkp, s.v, dp,
+      attend (s.q, d, nq, round_up (nq, RB), s.kT, nk, nkp, s.v, dp,
           bias + (gsize) hd * nq * nk, NULL, NULL, s.S, s.o);
       scatter (&s, out, c, hd, d, dp, nq);
     }

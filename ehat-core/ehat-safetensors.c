@@ -271,8 +271,8 @@ parse_tensor (EhatSafetensors *st, const char *name, JsonNode *node,
   if ((guint64) (end - begin) != nbytes) {
     g_set_error (error, EHAT_ERROR, EHAT_ERROR_FORMAT,
         "%s: tensor '%s': data_offsets span %" G_GINT64_FORMAT
-        " bytes, but %s × %" G_GUINT64_FORMAT " elements need %"
-        G_GUINT64_FORMAT, st->name, name, end - begin, dt->name, numel,
+        " bytes, but %" G_GUINT64_FORMAT " elements of %s need %"
+        G_GUINT64_FORMAT, st->name, name, end - begin, numel, dt->name,
         nbytes);
     return FALSE;
   }
@@ -307,8 +307,9 @@ parse (EhatSafetensors *st, const guint8 *buf, gsize size, GError **error)
     hlen = (hlen << 8) | buf[i];
   if (hlen > size - 8 || hlen > MAX_HEADER_BYTES) {
     g_set_error (error, EHAT_ERROR, EHAT_ERROR_FORMAT,
-        "%s: header length %" G_GUINT64_FORMAT " exceeds the file size (%"
-        G_GSIZE_FORMAT " bytes) or the %u-byte limit", st->name, hlen, size,
+        "%s: header length %" G_GUINT64_FORMAT " does not fit the file (%"
+        G_GSIZE_FORMAT " bytes) or exceeds the %u-byte limit", st->name, hlen,
+        size,
         MAX_HEADER_BYTES);
     return FALSE;
   }

@@ -66,7 +66,8 @@ typedef struct
 typedef struct _EhatModel EhatModel;
 
 EhatModel *ehat_model_load (const char *path, GError **error);
-/* Same, from bytes in memory (kept referenced while the model lives). */
+/* Same, from bytes in memory (weights are copied: the bytes are not needed
+ * after the call). */
 EhatModel *ehat_model_load_from_bytes (GBytes *bytes, GError **error);
 EhatModel *ehat_model_ref (EhatModel *model);
 void ehat_model_unref (EhatModel *model);
