@@ -16,6 +16,7 @@
 static void
 cpu_destroy (EhatBackend *be)
 {
+  g_free (CPU (be)->dense_bias);
   g_free (CPU (be)->description);
   g_free (be);
 }
@@ -48,7 +49,7 @@ cpu_alloc (EhatBackend *be, gsize n, GError **error)
 }
 
 static void
-cpu_free (EhatBackend *be, float *p)
+cpu_free (EhatBackend *be, void *p)
 {
   free (p);
 }
@@ -60,6 +61,24 @@ cpu_upload (EhatBackend *be, const float *host, gsize n, GError **error)
   if (p)
     memcpy (p, host, n * sizeof (float));
   return p;
+}
+
+static float *
+cpu_borrow (EhatBackend *be, const float *host, gsize n, GError **error)
+{
+  return (float *) host;
+}
+
+static void
+cpu_unborrow (EhatBackend *be, float *p)
+{
+}
+
+static gint32 *
+cpu_upload_index (EhatBackend *be, const gint32 *host, gsize n,
+    GError **error)
+{
+  return (gint32 *) cpu_upload (be, (const float *) host, n, error);
 }
 
 /* [cout, cin, k, k] → [(ky·k + kx)·cin + ci][cout], the im2col order. */
@@ -407,6 +426,9 @@ static const EhatBackendOps cpu_ops = {
   .alloc = cpu_alloc,
   .free = cpu_free,
   .upload = cpu_upload,
+  .borrow = cpu_borrow,
+  .unborrow = cpu_unborrow,
+  .upload_index = cpu_upload_index,
   .upload_conv = cpu_upload_conv,
   .input = cpu_input,
   .output = cpu_output,

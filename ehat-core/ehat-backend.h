@@ -65,8 +65,16 @@ struct _EhatBackendOps
 
   /* Memory.  alloc'd buffers are uninitialised. */
   float *(*alloc) (EhatBackend *be, gsize n_floats, GError **error);
-  void (*free) (EhatBackend *be, float *ptr);
+  void (*free) (EhatBackend *be, void *ptr);
   float *(*upload) (EhatBackend *be, const float *host, gsize n_floats,
+      GError **error);
+  /* Weights used as they are: the CPU backend reads the model's own copy
+   * (the network keeps the model alive), others upload.  Undo with
+   * unborrow(). */
+  float *(*borrow) (EhatBackend *be, const float *host, gsize n_floats,
+      GError **error);
+  void (*unborrow) (EhatBackend *be, float *ptr);
+  gint32 *(*upload_index) (EhatBackend *be, const gint32 *host, gsize n,
       GError **error);
   /* Uploads a PyTorch conv weight [cout, cin, k, k] in the backend's layout. */
   float *(*upload_conv) (EhatBackend *be, const float *w, int cout, int cin,
@@ -99,16 +107,18 @@ struct _EhatBackendOps
 
   /* Window self-attention of HAB on qkv (rows of 3c: q | k | v) of n maps
    * h×w (multiples of ws); cyclic shift by `shift` (0 = none) with the
-   * −100 region mask; bias is dense [heads][ws²][ws²].  out: rows of c
-   * (heads concatenated, before proj), at the unshifted positions. */
+   * −100 region mask.  The relative-position bias of query i and key j for
+   * head hd is table[index[i·ws² + j]·heads + hd].  out: rows of c (heads
+   * concatenated, before proj), at the unshifted positions. */
   void (*window_attention) (EhatBackend *be, const float *qkv, int n, int h,
-      int w, int c, int heads, int ws, int shift, const float *bias,
-      float *out);
+      int w, int c, int heads, int ws, int shift, const float *table,
+      const gint32 *index, float *out);
   /* OCAB: ws×ws query windows against wse×wse key/value squares centred on
-   * them (zero vectors outside the map); bias dense [heads][ws²][wse²]. */
+   * them (zero vectors outside the map); bias as above with index
+   * [ws²·wse²]. */
   void (*overlap_attention) (EhatBackend *be, const float *qkv, int n, int h,
-      int w, int c, int heads, int ws, int wse, const float *bias,
-      float *out);
+      int w, int c, int heads, int ws, int wse, const float *table,
+      const gint32 *index, float *out);
   /* v ·= sigmoid(up(ReLU(down(mean over each image's hw rows of v)))) */
   void (*channel_attention) (EhatBackend *be, const EhatLinearW *down,
       const EhatLinearW *up, float *v, int n, gsize hw, int c);

@@ -192,6 +192,28 @@ scatter (const Scratch *s, float *out, int c, int hd, int d, int dp, int nq)
         d * sizeof (float));
 }
 
+/* [L][heads] table → [heads][nq][nk], reused across the backend's calls. */
+static const float *
+expand_bias (EhatBackend *be, const float *table, const gint32 *index,
+    int heads, int nq, int nk)
+{
+  EhatCpuBackend *cpu = (EhatCpuBackend *) be;
+  gsize n = (gsize) heads * nq * nk;
+
+  if (cpu->dense_bias_len < n) {
+    g_free (cpu->dense_bias);
+    cpu->dense_bias = g_new (float, n);
+    cpu->dense_bias_len = n;
+  }
+#pragma omp parallel for num_threads(cpu->n_threads) schedule(static)
+  for (int hd = 0; hd < heads; hd++) {
+    float *d = cpu->dense_bias + (gsize) hd * nq * nk;
+    for (gsize ij = 0; ij < (gsize) nq * nk; ij++)
+      d[ij] = table[index[ij] * heads + hd];
+  }
+  return cpu->dense_bias;
+}
+
 /* Shift-mask region of a coordinate of the shifted map (EHAT-SPEC.md §4). */
 static inline gint8
 region (int p, int size, int ws, int shift)
@@ -201,14 +223,15 @@ region (int p, int size, int ws, int shift)
 
 void
 ehat_cpu_window_attention (EhatBackend *be, const float *qkv, int n, int h,
-    int w, int c, int heads, int ws, int shift, const float *bias,
-    float *out)
+    int w, int c, int heads, int ws, int shift, const float *table,
+    const gint32 *index, float *out)
 {
   int d = c / heads, dp = round_up (d, JB), nq = ws * ws, nkp =
       round_up (nq, JB);
   int nwy = h / ws, nwx = w / ws;
   gsize tasks = (gsize) n * nwy * nwx * heads;
   float scale = (float) (1.0 / sqrt ((double) d));
+  const float *bias = expand_bias (be, table, index, heads, nq, nq);
 
 #pragma omp parallel num_threads(((EhatCpuBackend *) be)->n_threads)
   {
@@ -243,13 +266,15 @@ ehat_cpu_window_attention (EhatBackend *be, const float *qkv, int n, int h,
 
 void
 ehat_cpu_overlap_attention (EhatBackend *be, const float *qkv, int n, int h,
-    int w, int c, int heads, int ws, int wse, const float *bias, float *out)
+    int w, int c, int heads, int ws, int wse, const float *table,
+    const gint32 *index, float *out)
 {
   int d = c / heads, dp = round_up (d, JB), nq = ws * ws, nk = wse * wse;
   int nkp = round_up (nk, JB), pad = (wse - ws) / 2;
   int nwy = h / ws, nwx = w / ws;
   gsize tasks = (gsize) n * nwy * nwx * heads;
   float scale = (float) (1.0 / sqrt ((double) d));
+  const float *bias = expand_bias (be, table, index, heads, nq, nk);
 
 #pragma omp parallel num_threads(((EhatCpuBackend *) be)->n_threads)
   {

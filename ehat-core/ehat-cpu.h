@@ -26,6 +26,10 @@ typedef struct
   EhatBackend parent;
   int n_threads;
   char *description;
+  /* relative-position bias of the current attention layer, expanded to
+   * [heads][queries][keys] once per call and shared by all windows */
+  float *dense_bias;
+  gsize dense_bias_len;
 } EhatCpuBackend;
 
 /* e^x for x ≤ 88.7, relative error ≈ 2 ulp; written so that loops over it
@@ -91,11 +95,11 @@ void ehat_cpu_exp_inplace (float *x, gsize n);
 void ehat_cpu_gelu_inplace (float *x, gsize n);
 
 void ehat_cpu_window_attention (EhatBackend *be, const float *qkv, int n,
-    int h, int w, int c, int heads, int ws, int shift, const float *bias,
-    float *out);
+    int h, int w, int c, int heads, int ws, int shift, const float *table,
+    const gint32 *index, float *out);
 void ehat_cpu_overlap_attention (EhatBackend *be, const float *qkv, int n,
-    int h, int w, int c, int heads, int ws, int wse, const float *bias,
-    float *out);
+    int h, int w, int c, int heads, int ws, int wse, const float *table,
+    const gint32 *index, float *out);
 
 G_END_DECLS
 

@@ -15,7 +15,7 @@ typedef struct
 {
   EhatNormW norm1, norm2;
   EhatLinearW qkv, proj, fc1, fc2;
-  float *bias;                  /* dense relative-position bias */
+  float *bias_table;            /* relative_position_bias_table [L][heads] */
   /* HAB only */
   EhatConvW cab0, cab2;
   EhatLinearW ca_down, ca_up;
@@ -45,8 +45,12 @@ struct _EhatNetwork
 
   const float *w0, *w1;         /* branch weights (host), NULL for HAT */
 
-  /* Every backend allocation, freed together. */
+  /* query×key → bias-table row, shared by all blocks of a kind */
+  gint32 *sa_index, *oca_index;
+
+  /* Every backend allocation, freed together; borrowed weights apart. */
   GPtrArray *allocs;
+  GPtrArray *borrowed;
 
   /* Activation arena for the current (n, H, W). */
   float *arena;
@@ -94,7 +98,9 @@ up_vec (EhatNetwork *net, float **dst, const char *name, gsize n,
         "internal: tensor '%s' not loaded", name);
     return FALSE;
   }
-  *dst = track (net, net->be->ops->upload (net->be, host, n, error));
+  *dst = net->be->ops->borrow (net->be, host, n, error);
+  if (*dst)
+    g_ptr_array_add (net->borrowed, *dst);
   return *dst != NULL;
 }
 
@@ -142,33 +148,33 @@ up_norm (EhatNetwork *net, EhatNormW *nw, const char *prefix, int c,
       && up_vec (net, &nw->b, bn, c, error);
 }
 
-/* Expands a relative-position table [L, heads] to [heads][nq][nk]. */
 static gboolean
 up_bias (EhatNetwork *net, EhatBlockW *bw, const char *prefix, int heads,
     int ws, int wse, gboolean overlap, GError **error)
 {
   g_autofree char *tn =
       g_strdup_printf ("%s.relative_position_bias_table", prefix);
-  const float *table = ehat_model_get_f32 (net->model, tn);
-  int nq = ws * ws, nk = overlap ? wse * wse : ws * ws;
-  gsize n = (gsize) heads * nq * nk;
-  g_autofree float *dense = g_new (float, n);
+  int side = overlap ? ws + wse - 1 : 2 * ws - 1;
+  return up_vec (net, &bw->bias_table, tn, (gsize) side * side * heads,
+      error);
+}
 
-  if (!table) {
-    g_set_error (error, EHAT_ERROR, EHAT_ERROR_TENSOR,
-        "internal: tensor '%s' not loaded", tn);
-    return FALSE;
-  }
-  for (int i = 0; i < nq; i++) {
-    for (int j = 0; j < nk; j++) {
-      int idx = overlap ? ehat_rel_index_oca (ws, wse, i, j)
+/* The relative-position indices of EHAT-SPEC.md §4, once per network. */
+static gint32 *
+up_index (EhatNetwork *net, int ws, int wse, gboolean overlap, GError **error)
+{
+  int nq = ws * ws, nk = overlap ? wse * wse : nq;
+  g_autofree gint32 *idx = g_new (gint32, (gsize) nq * nk);
+  gint32 *dev;
+
+  for (int i = 0; i < nq; i++)
+    for (int j = 0; j < nk; j++)
+      idx[(gsize) i * nk + j] = overlap ? ehat_rel_index_oca (ws, wse, i, j)
           : ehat_rel_index_sa (ws, i, j);
-      for (int h = 0; h < heads; h++)
-        dense[((gsize) h * nq + i) * nk + j] = table[idx * heads + h];
-    }
-  }
-  bw->bias = track (net, net->be->ops->upload (net->be, dense, n, error));
-  return bw->bias != NULL;
+  dev = net->be->ops->upload_index (net->be, idx, (gsize) nq * nk, error);
+  if (dev)
+    g_ptr_array_add (net->allocs, dev);
+  return dev;
 }
 
 static gboolean
@@ -227,6 +233,7 @@ ehat_network_new (EhatModel *model, EhatBackend *be, GError **error)
   net->be = be;
   net->cfg = *c;
   net->allocs = g_ptr_array_new ();
+  net->borrowed = g_ptr_array_new ();
 
   if (c->danet) {
     g_set_error (error, EHAT_ERROR, EHAT_ERROR_UNSUPPORTED,
@@ -236,7 +243,10 @@ ehat_network_new (EhatModel *model, EhatBackend *be, GError **error)
     return NULL;
   }
 
-  ok = up_conv (net, &net->conv_first, "conv_first", 3, C, 3, error)
+  ok = (net->sa_index = up_index (net, c->window_size, 0, FALSE, error))
+      && (net->oca_index = up_index (net, c->window_size, c->overlap_window,
+          TRUE, error))
+      && up_conv (net, &net->conv_first, "conv_first", 3, C, 3, error)
       && up_norm (net, &net->patch_norm, "patch_embed.norm", C, error)
       && up_norm (net, &net->norm, "norm", C, error)
       && up_conv (net, &net->conv_after_body, "conv_after_body", C, C, 3,
@@ -306,6 +316,9 @@ ehat_network_free (EhatNetwork *net)
   for (guint i = 0; i < net->allocs->len; i++)
     net->be->ops->free (net->be, g_ptr_array_index (net->allocs, i));
   g_ptr_array_free (net->allocs, TRUE);
+  for (guint i = 0; i < net->borrowed->len; i++)
+    net->be->ops->unborrow (net->be, g_ptr_array_index (net->borrowed, i));
+  g_ptr_array_free (net->borrowed, TRUE);
   if (net->groups) {
     for (int l = 0; l < net->cfg.n_groups; l++)
       g_free (net->groups[l].blocks);
@@ -434,7 +447,7 @@ hab (EhatNetwork *net, const EhatBlockW *bw, EhatSlots *s, int nimg, int H,
   be->ops->axpby (be, s->t, c->conv_scale, s->a, w1, m * C);
   be->ops->linear (be, &bw->qkv, s->n, m, s->big, EHAT_ACT_NONE, 0.0f);
   be->ops->window_attention (be, s->big, nimg, H, W, C, heads,
-      c->window_size, shift, bw->bias, s->a);
+      c->window_size, shift, bw->bias_table, net->sa_index, s->a);
   be->ops->linear (be, &bw->proj, s->a, m, s->t, EHAT_ACT_NONE, 1.0f);
 
   attention_mlp_tail (net, bw, s, m, next_w1 (br));
@@ -452,7 +465,8 @@ ocab (EhatNetwork *net, const EhatBlockW *bw, EhatSlots *s, int nimg, int H,
   be->ops->layernorm (be, &bw->norm1, s->t, m, C, s->n);
   be->ops->linear (be, &bw->qkv, s->n, m, s->big, EHAT_ACT_NONE, 0.0f);
   be->ops->overlap_attention (be, s->big, nimg, H, W, C, heads,
-      c->window_size, c->overlap_window, bw->bias, s->a);
+      c->window_size, c->overlap_window, bw->bias_table, net->oca_index,
+      s->a);
   be->ops->linear (be, &bw->proj, s->a, m, s->t, EHAT_ACT_NONE, 1.0f);
   attention_mlp_tail (net, bw, s, m, 1.0f);
 }

@@ -3,8 +3,8 @@
  * Whole-frame inference is the reference; tiling bounds memory and lets
  * equal-sized tiles run as one batch.  A frame is covered by a regular grid
  * of T×T low-resolution tiles (T a multiple of the model's window size)
- * whose origins are spread evenly so that neighbours overlap by at least O
- * pixels.  Tile outputs are blended with separable raised-cosine weights:
+ * whose origins are spread evenly, on the window grid, so that neighbours
+ * overlap by at least O pixels.  Tile outputs are blended with separable raised-cosine weights:
  * across each seam between two neighbours the left/top tile fades out while
  * the right/bottom one fades in, over a band of `blend` LR pixels centred in
  * the overlap.  What lies outside the band (the outer part of each overlap,
@@ -26,12 +26,14 @@ typedef struct
   /* Tile edge in LR pixels; rounded up to a multiple of the window size.
    * 0 = automatic (see ehat_tile_auto_size()). */
   int tile_size;
-  /* Minimum overlap of neighbouring tiles in LR pixels; < tile size. */
+  /* Minimum overlap of neighbouring tiles in LR pixels; at most the tile
+   * size minus the window size (origins move by whole windows). */
   int overlap;
   /* Tiles per ehat_engine_process() call; 0 = automatic (4). */
   int max_batch;
   /* Width of the cross-fade band in LR pixels, centred in each overlap;
-   * -1 = default (half the overlap, measured best: see ehat-tiler.c).
+   * -1 = default (half the requested overlap, measured best: see
+   * ehat-tiler.c).
    * 0 = hard seam in the middle of the overlap.  Clamped to the overlap. */
   int blend;
 } EhatTileOptions;
@@ -78,12 +80,17 @@ gboolean ehat_upscale_tiled_custom (EhatTileProcessFunc func,
 int ehat_tile_auto_size (int width, int height);
 
 /* The 1-D layout along one axis of `length` LR pixels, for tests and
- * tools: the number of tiles (returned), their origins and the blend
- * weight of every output pixel of every tile.  origins: n ints;
- * weights: n × (tile·scale) floats, may be NULL.  tile is the tile length
- * actually used (min(T, length)).  Returns 0 on invalid arguments. */
+ * tools.  Along an axis no longer than the tile there is one tile, the
+ * whole axis.  Otherwise tile must be a multiple of window_size and
+ * overlap ≤ tile − window_size; origins are multiples of window_size and
+ * the last tile ends at length rounded up to the window size (the frame is
+ * reflect-padded there, as the reference pads it).  Returns the number of
+ * tiles (0 on invalid arguments or more than max_tiles) and, when origins
+ * is not NULL, their origins and, when weights is not NULL, the blend
+ * weight of every output pixel of every tile: n × (t·scale) floats, t the
+ * tile length used (min (tile, length)). */
 int ehat_tile_layout_1d (int length, int tile, int overlap, int blend,
-    int scale, int *origins, int max_tiles, float *weights);
+    int window_size, int scale, int *origins, int max_tiles, float *weights);
 
 G_END_DECLS
 

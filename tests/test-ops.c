@@ -239,18 +239,16 @@ naive_window_attention (const float *qkv, int h, int w, int c, int heads,
         }
 }
 
-static float *
-dense_bias (const float *table, int heads, int ws, int wse, gboolean overlap)
+static gint32 *
+rel_index (int ws, int wse, gboolean overlap)
 {
   int nq = ws * ws, nk = overlap ? wse * wse : nq;
-  float *d = g_new (float, (gsize) heads * nq * nk);
-  for (int hd = 0; hd < heads; hd++)
-    for (int i = 0; i < nq; i++)
-      for (int j = 0; j < nk; j++)
-        d[((gsize) hd * nq + i) * nk + j] = table[(overlap
-                ? ehat_rel_index_oca (ws, wse, i, j)
-                : ehat_rel_index_sa (ws, i, j)) * heads + hd];
-  return d;
+  gint32 *idx = g_new (gint32, (gsize) nq * nk);
+  for (int i = 0; i < nq; i++)
+    for (int j = 0; j < nk; j++)
+      idx[(gsize) i * nk + j] = overlap ? ehat_rel_index_oca (ws, wse, i, j)
+          : ehat_rel_index_sa (ws, i, j);
+  return idx;
 }
 
 static void
@@ -266,14 +264,14 @@ test_window_attention (void)
     int nl = (2 * ws - 1) * (2 * ws - 1);
     g_autofree float *qkv = rnd ((gsize) h * w * 3 * c, 2.0);
     g_autofree float *table = rnd ((gsize) nl * heads, 1.0);
-    g_autofree float *bias = dense_bias (table, heads, ws, 0, FALSE);
+    g_autofree gint32 *index = rel_index (ws, 0, FALSE);
     g_autofree float *out = g_new (float, (gsize) h * w * c);
     g_autofree double *ref = g_new (double, (gsize) h * w * c);
 
     for (int shift = 0; shift <= ws / 2; shift += ws / 2) {
       naive_window_attention (qkv, h, w, c, heads, ws, shift, table, ref);
-      be->ops->window_attention (be, qkv, 1, h, w, c, heads, ws, shift, bias,
-          out);
+      be->ops->window_attention (be, qkv, 1, h, w, c, heads, ws, shift, table,
+          index, out);
       assert_close (out, ref, (gsize) h * w * c, 2e-5);
     }
   }
@@ -295,7 +293,7 @@ test_overlap_attention (void)
     double scale = 1.0 / sqrt ((double) d);
     g_autofree float *qkv = rnd ((gsize) h * w * 3 * c, 2.0);
     g_autofree float *table = rnd ((gsize) L * heads, 1.0);
-    g_autofree float *bias = dense_bias (table, heads, ws, wse, TRUE);
+    g_autofree gint32 *index = rel_index (ws, wse, TRUE);
     g_autofree float *out = g_new (float, (gsize) h * w * c);
     g_autofree double *ref = g_new (double, (gsize) h * w * c);
     g_autofree double *sc = g_new (double, nk);
@@ -335,8 +333,8 @@ test_overlap_attention (void)
               ref[qp * c + hd * d + e] = o;
             }
           }
-    be->ops->overlap_attention (be, qkv, 1, h, w, c, heads, ws, wse, bias,
-        out);
+    be->ops->overlap_attention (be, qkv, 1, h, w, c, heads, ws, wse, table,
+        index, out);
     assert_close (out, ref, (gsize) h * w * c, 2e-5);
   }
 }

@@ -134,7 +134,7 @@ test_fake_sizes (void)
     for (i = 0; i < G_N_ELEMENTS (sizes); i++) {
       check_fake (sizes[i][0], sizes[i][1], s, 8, 64, 16, -1, 0);
       check_fake (sizes[i][0], sizes[i][1], s, 8, 32, 8, 0, 3);
-      check_fake (sizes[i][0], sizes[i][1], s, 8, 16, 15, 4, 1);
+      check_fake (sizes[i][0], sizes[i][1], s, 8, 16, 8, 4, 1);
       check_fake (sizes[i][0], sizes[i][1], s, 8, 24, 0, -1, 2);
       /* tile size rounded up to the window (20 → 24) */
       check_fake (sizes[i][0], sizes[i][1], s, 8, 20, 6, 100, 0);
@@ -173,25 +173,34 @@ test_whole_frame_when_small (void)
 static void
 test_layout_weights (void)
 {
-  int length, tile, overlap, blend, scale;
+  int length, tile, overlap, blend, scale, ws = 8;
 
   for (length = 1; length <= 300; length += 7)
     for (tile = 8; tile <= 64; tile += 8)
-      for (overlap = 0; overlap < tile; overlap += 5)
+      for (overlap = 0; overlap <= tile - ws; overlap += 5)
         for (blend = -1; blend <= overlap + 2; blend += 3)
           for (scale = 2; scale <= 4; scale++) {
             int origins[400], n, i, t = MIN (tile, length), p;
             float *w, *sum;
 
-            n = ehat_tile_layout_1d (length, tile, overlap, blend, scale,
-                origins, 400, NULL);
+            n = ehat_tile_layout_1d (length, tile, overlap, blend, ws, scale,
+                NULL, 0, NULL);
             g_assert_cmpint (n, >=, 1);
             w = g_new (float, (gsize) n * t * scale);
-            sum = g_new0 (float, length * scale);
+            sum = g_new0 (float, (length + ws) * scale);
             g_assert_cmpint (ehat_tile_layout_1d (length, tile, overlap,
-                    blend, scale, origins, 400, w), ==, n);
+                    blend, ws, scale, origins, 400, w), ==, n);
             g_assert_cmpint (origins[0], ==, 0);
-            g_assert_cmpint (origins[n - 1] + t, ==, length);
+            if (n == 1) {
+              g_assert_cmpint (t, ==, length);
+            } else {
+              /* on the window grid, ending where the reference pads to */
+              g_assert_cmpint (origins[n - 1] + t, ==,
+                  (length + ws - 1) / ws * ws);
+              g_assert_cmpint (origins[n - 1], <, length);
+            }
+            for (i = 0; i < n; i++)
+              g_assert_cmpint (origins[i] % ws, ==, 0);
             for (i = 0; i + 1 < n; i++) {
               /* neighbours overlap by at least the requested amount */
               g_assert_cmpint (origins[i] + t - origins[i + 1], >=, overlap);
@@ -212,6 +221,9 @@ test_layout_weights (void)
             g_free (w);
             g_free (sum);
           }
+  /* invalid: overlap leaves no whole window to step by */
+  g_assert_cmpint (ehat_tile_layout_1d (100, 16, 9, -1, 8, 2, NULL, 0, NULL),
+      ==, 0);
 }
 
 static void
@@ -373,11 +385,9 @@ test_golden_psnr (gconstpointer data)
     g_assert_cmpint (st.n_tiles, >, 1);
     p_raw = psnr (whole, tiled, n, FALSE);
     p_clamped = psnr (whole, tiled, n, TRUE);
-    g_test_message ("%s %s %d×%d ×%d: %d tiles, PSNR tiled vs whole: "
+    g_test_message ("%s %s %dx%d x%d: %d tiles, PSNR tiled vs whole: "
         "raw %.2f dB, clamped %.2f dB", name, images[i], w, h, s,
         st.n_tiles, p_raw, p_clamped);
-    g_printerr ("# %s %s: raw %.2f dB clamped %.2f dB\n", name, images[i],
-        p_raw, p_clamped);
     g_assert_cmpfloat (p_raw, >=, 38.0);
     g_free (in);
     g_free (whole);

@@ -424,11 +424,10 @@ class WindowAttention(nn.Module):
         q, k, v = qkv[0], qkv[1], qkv[2]
         attn = (q * self.scale) @ k.transpose(-2, -1)  # [B·nW, nH, n, n]
         bias = self.relative_position_bias_table[self.rpi.reshape(-1)].view(n, n, -1).permute(2, 0, 1)
-        attn = attn + bias.unsqueeze(0)
+        attn.add_(bias.unsqueeze(0))  # in place: the scores are the largest tensors here
         if mask is not None:
             nw = mask.shape[0]
-            attn = attn.view(-1, nw, self.heads, n, n) + mask.unsqueeze(1).unsqueeze(0)
-            attn = attn.view(-1, self.heads, n, n)
+            attn.view(-1, nw, self.heads, n, n).add_(mask.unsqueeze(1).unsqueeze(0))
         attn = torch.softmax(attn, dim=-1)
         out = (attn @ v).transpose(1, 2).reshape(bn, n, c)
         return self.proj(out)
@@ -508,7 +507,7 @@ class OCAB(nn.Module):
         vh = v.reshape(bn, nk, nh, d).transpose(1, 2)
         attn = (qh * self.scale) @ kh.transpose(-2, -1)  # [B·nW, nH, ws², wse²]
         bias = self.relative_position_bias_table[self.rpi.reshape(-1)].view(nq, nk, -1).permute(2, 0, 1)
-        attn = torch.softmax(attn + bias.unsqueeze(0), dim=-1)
+        attn = torch.softmax(attn.add_(bias.unsqueeze(0)), dim=-1)
         o = (attn @ vh).transpose(1, 2).reshape(bn, nq, c)
         o = window_reverse(o, ws, h, w).reshape(b, n, c)
         t = self.proj(o) + t
