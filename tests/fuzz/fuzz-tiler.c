@@ -1,6 +1,7 @@
 /* libFuzzer target: tiler geometry (ehat_upscale_tiled_custom()).
  *
- * The input bytes choose a frame size (1..300 × 1..300), scale (2..4),
+ * The input bytes choose a frame size (1..48 × 1..48, or up to 300 × 300
+ * when asked for: large frames cost ~10-40 ms per run), scale (2..4),
  * window size, tile size, overlap, batch and blend width; the "network" is
  * a nearest-neighbour upscaler, so no model runs and the exact expected
  * output is known: with weights that sum to one and a normalisation by the
@@ -26,6 +27,7 @@ int LLVMFuzzerInitialize (int *argc, char ***argv);
 int LLVMFuzzerTestOneInput (const uint8_t * data, size_t size);
 
 #define MAX_SIDE 300
+#define SMALL_SIDE 48
 
 typedef struct
 {
@@ -93,7 +95,7 @@ u8 (const uint8_t * d, size_t size, size_t i)
 }
 
 /* Input layout (missing bytes read as 0):
- *   0-1  width  (1 + u16 % 300)      2-3  height (1 + u16 % 300)
+ *   0-1  width  (1 + u16 % 48)       2-3  height (1 + u16 % 48)
  *   4    scale  (2 + b % 3)          5    window (1, 2, 4, 8, 16 or 7)
  *   6    tile   (0 = auto; else b)   7    overlap (b % 64)
  *   8    max_batch (b % 9)           9    blend (b % 40 − 1)
@@ -101,16 +103,18 @@ u8 (const uint8_t * d, size_t size, size_t i)
  *        bytes 11-14 (negative values allowed); bit 1 → window from byte 15
  *        raw (0 allowed); bit 2 → scale 1 + (b4 % 6) (1..6, 5 and 6 are
  *        valid for the tiler too); bit 3 → huge tile size;
- *        bit 4 → oversized frame (must be refused before any read). */
+ *        bit 4 → oversized frame (must be refused before any read);
+ *        bit 5 → large frame: sides 1 + u16 % 300. */
 static void
 decode (const uint8_t * d, size_t size, Case *c)
 {
   static const int windows[] = { 1, 2, 4, 8, 16, 7 };
   int flags = u8 (d, size, 10);
+  int side = flags & 32 ? MAX_SIDE : SMALL_SIDE;
 
   memset (c, 0, sizeof *c);
-  c->width = 1 + (u8 (d, size, 0) | u8 (d, size, 1) << 8) % MAX_SIDE;
-  c->height = 1 + (u8 (d, size, 2) | u8 (d, size, 3) << 8) % MAX_SIDE;
+  c->width = 1 + (u8 (d, size, 0) | u8 (d, size, 1) << 8) % side;
+  c->height = 1 + (u8 (d, size, 2) | u8 (d, size, 3) << 8) % side;
   c->scale = 2 + u8 (d, size, 4) % 3;
   c->window = windows[u8 (d, size, 5) % 6];
   c->opt.tile_size = u8 (d, size, 6);
@@ -157,14 +161,14 @@ oversized (Case *c)
    * the 1-float buffers are never large enough */
   float in[3] = { 0 }, out[3] = { 0 };
   g_autoptr (GError) err = NULL;
-  int big = G_MAXINT / c->scale + 1;
+  int scale = MAX (c->scale, 2), big = G_MAXINT / scale + 1;
 
-  if (ehat_upscale_tiled_custom (nn_process, c, c->scale, c->window > 0
+  if (ehat_upscale_tiled_custom (nn_process, c, scale, c->window > 0
           ? c->window : 1, in, big, 1, out, &c->opt, NULL, &err)
       || !g_error_matches (err, EHAT_ERROR, EHAT_ERROR_INVALID_ARGUMENT))
     abort ();
   g_clear_error (&err);
-  if (ehat_upscale_tiled_custom (nn_process, c, c->scale, c->window > 0
+  if (ehat_upscale_tiled_custom (nn_process, c, scale, c->window > 0
           ? c->window : 1, in, 1, big, out, &c->opt, NULL, &err)
       || !g_error_matches (err, EHAT_ERROR, EHAT_ERROR_INVALID_ARGUMENT))
     abort ();

@@ -1,0 +1,144 @@
+/* The `ehat` command-line tool as a user runs it: info, upscale, bench,
+ * and clear errors (exit status, message) for bad input. */
+#include "ehat.h"
+#include "ehat-png.h"
+
+#include <glib/gstdio.h>
+#include <json-glib/json-glib.h>
+#include <string.h>
+
+static const char *
+golden_model (const char *name)
+{
+  static char path[4096];
+  g_snprintf (path, sizeof path, "%s/%s/model.safetensors",
+      g_getenv ("EHAT_GOLDEN_DIR"), name);
+  return path;
+}
+
+/* Runs the CLI; returns its exit status, stdout and stderr. */
+static int
+run_cli (char **out, char **err, ...)
+{
+  g_autoptr (GPtrArray) argv = g_ptr_array_new ();
+  g_autoptr (GError) error = NULL;
+  va_list ap;
+  const char *a;
+  int status;
+
+  g_ptr_array_add (argv, (gpointer) g_getenv ("EHAT_CLI"));
+  va_start (ap, err);
+  while ((a = va_arg (ap, const char *)))
+    g_ptr_array_add (argv, (gpointer) a);
+  va_end (ap);
+  g_ptr_array_add (argv, NULL);
+  g_assert_true (g_spawn_sync (NULL, (char **) argv->pdata, NULL,
+          G_SPAWN_DEFAULT, NULL, NULL, out, err, &status, &error));
+  g_assert_no_error (error);
+  return WIFEXITED (status) ? WEXITSTATUS (status) : -1;
+}
+
+static void
+test_info (void)
+{
+  g_autofree char *out = NULL, *err = NULL;
+  int rc = run_cli (&out, &err, "info", golden_model ("ehat-small-x4"), NULL);
+
+  g_assert_cmpint (rc, ==, 0);
+  g_assert_nonnull (strstr (out, "EHAT"));
+  g_assert_nonnull (strstr (out, "542591"));    /* info.json "params" */
+  g_assert_nonnull (strstr (out, "x4"));
+}
+
+static void
+test_upscale_png (void)
+{
+  g_autofree char *tmp = g_dir_make_tmp ("ehat-cli-XXXXXX", NULL);
+  g_autofree char *in = g_build_filename (tmp, "in.png", NULL);
+  g_autofree char *outp = g_build_filename (tmp, "out.png", NULL);
+  g_autofree char *out = NULL, *err = NULL;
+  g_autoptr (GError) error = NULL;
+  g_autofree guint8 *rgb = g_new (guint8, 3 * 21 * 13);
+  guint8 *res = NULL;
+  int w, h, rc;
+
+  for (int i = 0; i < 3 * 21 * 13; i++)
+    rgb[i] = (guint8) (i * 37 % 251);
+  g_assert_true (ehat_png_write (in, rgb, 21, 13, &error));
+  rc = run_cli (&out, &err, "upscale", "--model", golden_model ("hat-tiny-x2"),
+      "--backend", "cpu", in, outp, NULL);
+  g_assert_cmpint (rc, ==, 0);
+  g_assert_true (ehat_png_read (outp, &res, &w, &h, &error));
+  g_assert_cmpint (w, ==, 42);
+  g_assert_cmpint (h, ==, 26);
+  g_free (res);
+  g_unlink (in);
+  g_unlink (outp);
+  g_rmdir (tmp);
+}
+
+static void
+test_bench_json (void)
+{
+  g_autofree char *out = NULL, *err = NULL;
+  g_autoptr (JsonParser) parser = json_parser_new ();
+  g_autoptr (GError) error = NULL;
+  JsonObject *o;
+  int rc = run_cli (&out, &err, "bench", "--model",
+      golden_model ("hat-tiny-x2"), "--size", "24x16", "--repeat", "2",
+      "--backend", "cpu", "--json", NULL);
+
+  g_assert_cmpint (rc, ==, 0);
+  g_assert_true (json_parser_load_from_data (parser, out, -1, &error));
+  o = json_node_get_object (json_parser_get_root (parser));
+  g_assert_cmpfloat (json_object_get_double_member (o, "median_ms"), >, 0.0);
+  g_assert_cmpfloat (json_object_get_double_member (o, "gflops"), >, 0.0);
+  g_assert_cmpint (json_object_get_int_member (o, "peak_rss_bytes"), >, 0);
+  g_assert_cmpint (json_object_get_int_member (o, "width"), ==, 24);
+}
+
+static void
+test_errors (void)
+{
+  g_autofree char *tmp = g_dir_make_tmp ("ehat-cli-XXXXXX", NULL);
+  g_autofree char *bad = g_build_filename (tmp, "bad.safetensors", NULL);
+  struct
+  {
+    const char *args[8];
+    const char *needle;
+  } cases[] = {
+    {{"info", "/nonexistent/model.safetensors"}, "nonexistent"},
+    {{"info", bad}, "bad.safetensors"},
+    {{"run", "--model", golden_model ("hat-tiny-x2")}, "--input"},
+    {{"bench", "--model", golden_model ("hat-tiny-x2"), "--size", "0x5"},
+        "--size"},
+    {{"bench", "--model", golden_model ("hat-tiny-x2"), "--backend",
+            "quantum"}, "quantum"},
+    {{"frobnicate"}, "usage"},
+  };
+
+  g_assert_true (g_file_set_contents (bad, "\x10\0\0\0\0\0\0\0{\"a\":", 13,
+          NULL));
+  for (guint i = 0; i < G_N_ELEMENTS (cases); i++) {
+    g_autofree char *out = NULL, *err = NULL;
+    const char **a = cases[i].args;
+    int rc = run_cli (&out, &err, a[0], a[1], a[2], a[3], a[4], a[5], NULL);
+    g_assert_cmpint (rc, !=, 0);
+    g_assert_cmpint (rc, <, 128);       /* an exit, not a signal */
+    if (!strstr (err, cases[i].needle))
+      g_error ("case %u: '%s' not in: %s", i, cases[i].needle, err);
+  }
+  g_unlink (bad);
+  g_rmdir (tmp);
+}
+
+int
+main (int argc, char **argv)
+{
+  g_test_init (&argc, &argv, NULL);
+  g_test_add_func ("/cli/info", test_info);
+  g_test_add_func ("/cli/upscale-png", test_upscale_png);
+  g_test_add_func ("/cli/bench-json", test_bench_json);
+  g_test_add_func ("/cli/errors", test_errors);
+  return g_test_run ();
+}
