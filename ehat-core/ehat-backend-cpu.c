@@ -439,6 +439,8 @@ static const EhatBackendOps cpu_ops = {
   .window_attention = ehat_cpu_window_attention,
   .overlap_attention = ehat_cpu_overlap_attention,
   .channel_attention = cpu_channel_attention,
+  .position_attention = ehat_cpu_position_attention,
+  .channel_gram_attention = ehat_cpu_channel_gram_attention,
   .sync = cpu_sync,
 };
 

@@ -123,6 +123,17 @@ struct _EhatBackendOps
   void (*channel_attention) (EhatBackend *be, const EhatLinearW *down,
       const EhatLinearW *up, float *v, int n, gsize hw, int c);
 
+  /* DANet (EHAT-SPEC.md §6), per image of hw tokens:
+   * out += gamma · softmax_j(q_i·k_j)·v_j over all positions j (q, k rows
+   * of dq, v rows of c); streamed, never materialising the hw×hw scores. */
+  void (*position_attention) (EhatBackend *be, const float *q, const float *k,
+      const float *v, int n, gsize hw, int dq, int c, float gamma,
+      float *out);
+  /* out += gamma · CAM(f): E = FᵀF (c×c over the hw tokens),
+   * A = softmax_row(max_row(E) − E), out_token = A·f_token. */
+  void (*channel_gram_attention) (EhatBackend *be, const float *f, int n,
+      gsize hw, int c, float gamma, float *out);
+
   /* Waits for queued work; reports the first failure since the last sync. */
   gboolean (*sync) (EhatBackend *be, GError **error);
 };

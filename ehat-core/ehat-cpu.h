@@ -101,6 +101,12 @@ void ehat_cpu_overlap_attention (EhatBackend *be, const float *qkv, int n,
     int h, int w, int c, int heads, int ws, int wse, const float *table,
     const gint32 *index, float *out);
 
+void ehat_cpu_position_attention (EhatBackend *be, const float *q,
+    const float *k, const float *v, int n, gsize hw, int dq, int c,
+    float gamma, float *out);
+void ehat_cpu_channel_gram_attention (EhatBackend *be, const float *f, int n,
+    gsize hw, int c, float gamma, float *out);
+
 G_END_DECLS
 
 #endif /* EHAT_CPU_H */

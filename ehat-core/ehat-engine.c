@@ -138,6 +138,16 @@ ehat_engine_get_peak_workspace (EhatEngine *e)
   return e->peak_workspace;
 }
 
+gsize
+ehat_engine_estimate_bytes (EhatEngine *e, int n, int width, int height)
+{
+  g_return_val_if_fail (e != NULL, 0);
+  if (n < 1 || width < 1 || height < 1)
+    return 0;
+  return ehat_network_estimate_floats (e->net, n, width, height)
+      * sizeof (float);
+}
+
 gboolean
 ehat_engine_process (EhatEngine *e, const float *in, int n, int width,
     int height, float *out, GError **error)

@@ -45,6 +45,11 @@ struct _EhatNetwork
 
   const float *w0, *w1;         /* branch weights (host), NULL for HAT */
 
+  /* DANet (optional) */
+  gboolean danet;
+  EhatLinearW pam_q, pam_k, pam_v;
+  float gamma_p, gamma_c;
+
   /* query×key → bias-table row, shared by all blocks of a kind */
   gint32 *sa_index, *oca_index;
 
@@ -235,14 +240,6 @@ ehat_network_new (EhatModel *model, EhatBackend *be, GError **error)
   net->allocs = g_ptr_array_new ();
   net->borrowed = g_ptr_array_new ();
 
-  if (c->danet) {
-    g_set_error (error, EHAT_ERROR, EHAT_ERROR_UNSUPPORTED,
-        "model has a DANet block, which this version of libehat cannot "
-        "run yet");
-    ehat_network_free (net);
-    return NULL;
-  }
-
   ok = (net->sa_index = up_index (net, c->window_size, 0, FALSE, error))
       && (net->oca_index = up_index (net, c->window_size, c->overlap_window,
           TRUE, error))
@@ -257,6 +254,23 @@ ehat_network_new (EhatModel *model, EhatBackend *be, GError **error)
   if (ok && c->ape)
     ok = up_vec (net, &net->ape, "absolute_pos_embed",
         (gsize) c->ape_tokens * C, error);
+  if (ok && c->danet) {
+    const float *gp = ehat_model_get_f32 (model, "danet.pam.gamma");
+    const float *gc = ehat_model_get_f32 (model, "danet.cam.gamma");
+    net->danet = TRUE;
+    if (!gp || !gc)
+      g_set_error (error, EHAT_ERROR, EHAT_ERROR_TENSOR,
+          "internal: DANet gammas not loaded");
+    ok = gp && gc
+        && up_linear (net, &net->pam_q, "danet.pam.query_conv", C, C / 8,
+        error)
+        && up_linear (net, &net->pam_k, "danet.pam.key_conv", C, C / 8, error)
+        && up_linear (net, &net->pam_v, "danet.pam.value_conv", C, C, error);
+    if (ok) {
+      net->gamma_p = gp[0];
+      net->gamma_c = gc[0];
+    }
+  }
 
   if (ok) {
     if (c->upscale == 4) {
@@ -382,6 +396,19 @@ plan_arena (const EhatNetwork *net, gsize m, EhatSlots *s, float *base)
     s->out = b;
 #undef SLOT
   return MAX (body, tail);
+}
+
+/* Floats of activation arena a forward pass on n images of width×height
+ * needs (what ehat_network_forward() would allocate). */
+gsize
+ehat_network_estimate_floats (const EhatNetwork *net, int n, int width,
+    int height)
+{
+  int ws = net->cfg.window_size;
+  gsize H = (gsize) (height + ws - 1) / ws * ws;
+  gsize W = (gsize) (width + ws - 1) / ws * ws;
+
+  return plan_arena (net, (gsize) n * H * W, NULL, NULL);
 }
 
 /* ---- forward ---- */
@@ -522,6 +549,32 @@ features (EhatNetwork *net, EhatSlots *s, int nimg, int H, int W,
   be->ops->layernorm (be, &net->norm, s->t, m, C, s->t);
 }
 
+/* f + γp·PAM(f) + γc·CAM(f), written to n and swapped in.  q, k (C/8
+ * wide) and v (C wide) fit in big, which is at least 3C wide. */
+static void
+danet (EhatNetwork *net, EhatSlots *s, int nimg, int H, int W)
+{
+  EhatBackend *be = net->be;
+  int C = net->cfg.embed_dim, cq = C / 8;
+  gsize hw = (gsize) H * W, m = nimg * hw;
+  float *q = s->big, *k = q + m * cq, *v = k + m * cq, *tmp;
+
+  be->ops->axpby (be, s->n, 1.0f, s->t, 0.0f, m * C);
+  if (net->gamma_p != 0.0f) {
+    be->ops->linear (be, &net->pam_q, s->t, m, q, EHAT_ACT_NONE, 0.0f);
+    be->ops->linear (be, &net->pam_k, s->t, m, k, EHAT_ACT_NONE, 0.0f);
+    be->ops->linear (be, &net->pam_v, s->t, m, v, EHAT_ACT_NONE, 0.0f);
+    be->ops->position_attention (be, q, k, v, nimg, hw, cq, C, net->gamma_p,
+        s->n);
+  }
+  if (net->gamma_c != 0.0f)
+    be->ops->channel_gram_attention (be, s->t, nimg, hw, C, net->gamma_c,
+        s->n);
+  tmp = s->t;
+  s->t = s->n;
+  s->n = tmp;
+}
+
 gboolean
 ehat_network_forward (EhatNetwork *net, const float *in, int nimg, int width,
     int height, float *out, GError **error)
@@ -560,6 +613,8 @@ ehat_network_forward (EhatNetwork *net, const float *in, int nimg, int width,
   be->ops->conv (be, &net->conv_first, s.t, nimg, H, W, s.x0, EHAT_ACT_NONE,
       NULL, 0.0f, 1);
   features (net, &s, nimg, H, W, &br);
+  if (net->danet)
+    danet (net, &s, nimg, H, W);
 
   /* b = conv_after_body(f) + w1·x0, in place over x0 */
   be->ops->conv (be, &net->conv_after_body, s.t, nimg, H, W, s.x0,

@@ -21,6 +21,11 @@ gboolean ehat_network_forward (EhatNetwork *net, const float *in, int n,
 /* Bytes of activation workspace the last forward held. */
 gsize ehat_network_get_workspace_bytes (EhatNetwork *net);
 
+/* Floats of activation workspace a forward on n images of width×height
+ * needs (the arena plan, before anything is allocated). */
+gsize ehat_network_estimate_floats (const EhatNetwork *net, int n, int width,
+    int height);
+
 /* Relative-position indices of EHAT-SPEC.md §4 (exposed for tests). */
 int ehat_rel_index_sa (int ws, int i, int j);
 int ehat_rel_index_oca (int ws, int wse, int i, int j);

@@ -42,6 +42,81 @@ round_up (int v, int m)
   return (v + m - 1) / m * m;
 }
 
+#define EHAT_TILE_AUTO_MAX_BYTES ((gsize) 2 << 30)
+#define EHAT_TILE_AUTO_MAX_TILE 512
+
+gsize
+ehat_tile_auto_budget (void)
+{
+  const char *env = g_getenv ("EHAT_MEMORY_BUDGET_MB");
+  gchar *text = NULL;
+  gsize budget = EHAT_TILE_AUTO_MAX_BYTES;
+
+  if (env && *env) {
+    guint64 mb = g_ascii_strtoull (env, NULL, 10);
+
+    if (mb > 0)
+      return (gsize) MIN (mb, (guint64) G_MAXSIZE >> 20) << 20;
+  }
+  if (g_file_get_contents ("/proc/meminfo", &text, NULL, NULL)) {
+    const char *p = strstr (text, "MemAvailable:");
+
+    if (p) {
+      guint64 kb = g_ascii_strtoull (p + strlen ("MemAvailable:"), NULL, 10);
+
+      if (kb > 0)
+        budget = MIN (budget, (gsize) MIN (kb / 4, (guint64) G_MAXSIZE >> 10)
+            << 10);
+    }
+    g_free (text);
+  }
+  return budget;
+}
+
+/* Bytes of a pass over n tiles of w×h: the network's workspace, the
+ * batch's input and output, and (whole frame) nothing else. */
+static gsize
+pass_bytes (EhatEngine *engine, int n, int w, int h, int scale)
+{
+  gsize net = ehat_engine_estimate_bytes (engine, n, w, h);
+  gsize io = (gsize) n * 3 * w * h * (1 + scale * scale) * sizeof (float);
+
+  return net + io;
+}
+
+int
+ehat_tile_auto_size_for_engine (EhatEngine *engine, int width, int height,
+    int overlap, int max_batch, gsize budget)
+{
+  const EhatConfig *cfg;
+  int ws, scale, batch, t, min_t;
+
+  g_return_val_if_fail (engine != NULL, 0);
+  if (width < 1 || height < 1)
+    return 0;
+  cfg = ehat_model_get_config (ehat_engine_get_model (engine));
+  ws = cfg->window_size;
+  scale = cfg->upscale;
+  if (budget == 0)
+    budget = ehat_tile_auto_budget ();
+  /* one pass over the whole frame is the reference and has no overlap to
+   * recompute: take it whenever it fits */
+  if ((gint64) width * scale <= 65536 && (gint64) height * scale <= 65536
+      && (gint64) width * height <= (G_GINT64_CONSTANT (1) << 28)
+      && pass_bytes (engine, 1, width, height, scale) <= budget)
+    return 0;
+  batch = max_batch > 0 ? max_batch : EHAT_TILE_DEFAULT_BATCH;
+  min_t = round_up (MAX (overlap, 0) + 2 * ws, ws);
+  for (t = round_up (EHAT_TILE_AUTO_MAX_TILE, ws); t > min_t; t -= ws) {
+    /* a frame smaller than the tile along one axis runs shorter tiles */
+    int tw = MIN (t, width), th = MIN (t, height);
+
+    if (pass_bytes (engine, batch, tw, th, scale) <= budget)
+      break;
+  }
+  return t;
+}
+
 /* Tile origins are multiples of the window size: window attention cuts
  * the map into ws×ws windows from its origin (and the shifted windows and
  * the overlapping cross-attention from the same grid), so a tile whose
@@ -428,6 +503,19 @@ ehat_upscale_tiled (EhatEngine *engine, const float *in, int width,
   cfg = ehat_model_get_config (ehat_engine_get_model (engine));
   if (opt)
     o = *opt;
+  if (width < 1 || height < 1) {
+    g_set_error (error, EHAT_ERROR, EHAT_ERROR_INVALID_ARGUMENT,
+        "tiler: invalid size %d×%d", width, height);
+    return FALSE;
+  }
+  if (o.tile_size == 0) {
+    /* resolve the automatic size here so that the retries below start
+     * from it; a tile covering the frame means the whole frame */
+    o.tile_size = ehat_tile_auto_size_for_engine (engine, width, height,
+        o.overlap, o.max_batch, 0);
+    if (o.tile_size == 0)
+      o.tile_size = MAX (width, height);
+  }
 
   for (;;) {
     GError *err = NULL;
@@ -448,10 +536,7 @@ ehat_upscale_tiled (EhatEngine *engine, const float *in, int width,
     /* Out of memory: first give up batching, then halve the tile while it
      * stays at least two windows wide.  stats holds nothing useful here,
      * so recompute what was attempted. */
-    tile = o.tile_size ? o.tile_size : ehat_tile_auto_size (width, height);
-    if (tile == 0)
-      tile = MAX (width, height);
-    tile = round_up (tile, cfg->window_size);
+    tile = round_up (o.tile_size, cfg->window_size);
     if (o.max_batch != 1 && (tile < width || tile < height)) {
       o.max_batch = 1;
       o.tile_size = tile;

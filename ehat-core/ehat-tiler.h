@@ -24,7 +24,8 @@ G_BEGIN_DECLS
 typedef struct
 {
   /* Tile edge in LR pixels; rounded up to a multiple of the window size.
-   * 0 = automatic (see ehat_tile_auto_size()). */
+   * 0 = automatic: ehat_tile_auto_size_for_engine() in
+   * ehat_upscale_tiled(), ehat_tile_auto_size() in the custom variant. */
   int tile_size;
   /* Minimum overlap of neighbouring tiles in LR pixels; at most the tile
    * size minus the window size (origins move by whole windows). */
@@ -74,10 +75,27 @@ gboolean ehat_upscale_tiled_custom (EhatTileProcessFunc func,
     int width, int height, float *out, const EhatTileOptions *opt,
     EhatTileStats *stats_out, GError **error);
 
-/* The automatic tile size: 0 (whole frame) when width·height ≤ 512·512,
- * else 256 — a size whose activations stay well under 1 GiB for the
- * shipped models on both backends.  Returned before window rounding. */
+/* The automatic tile size without an engine (ehat_upscale_tiled_custom()):
+ * 0 (whole frame) when width·height ≤ 512·512, else 256.  Returned before
+ * window rounding. */
 int ehat_tile_auto_size (int width, int height);
+
+/* Bytes of activation memory the automatic tile size may plan for: a
+ * quarter of the host's available memory (MemAvailable of /proc/meminfo),
+ * at most 2 GiB, so that a CPU run does not take the machine; the
+ * environment variable EHAT_MEMORY_BUDGET_MB overrides both. */
+gsize ehat_tile_auto_budget (void);
+
+/* The automatic tile size of ehat_upscale_tiled() (tile_size 0) for
+ * engine: 0 (the whole frame, no seams) when one whole-frame pass fits in
+ * budget bytes (ehat_engine_estimate_bytes() plus the frame's input and
+ * output), else the largest multiple of the window size, at most 512,
+ * whose batch of max_batch tiles (0 = default) with its tile buffers fits,
+ * and never less than overlap + 2 windows.  budget 0 =
+ * ehat_tile_auto_budget().  See docs/tiling.md for the measurements behind
+ * it. */
+int ehat_tile_auto_size_for_engine (EhatEngine *engine, int width,
+    int height, int overlap, int max_batch, gsize budget);
 
 /* The 1-D layout along one axis of `length` LR pixels, for tests and
  * tools.  Along an axis no longer than the tile there is one tile, the

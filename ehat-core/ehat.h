@@ -127,6 +127,14 @@ const char *ehat_engine_get_fallback_reason (EhatEngine *engine);
 /* Peak bytes of activation memory used by the last forward passes. */
 gsize ehat_engine_get_peak_workspace (EhatEngine *engine);
 
+/* Bytes of activation workspace ehat_engine_process() will need for n
+ * images of width×height (computed from the network's arena plan, nothing
+ * is allocated; 0 on invalid sizes).  Backend scratch that does not grow
+ * with the image (per-thread attention and im2col buffers) is not
+ * included. */
+gsize ehat_engine_estimate_bytes (EhatEngine *engine, int n, int width,
+    int height);
+
 /* The reference pipeline of the original code on a batch of n images of
  * width×height: reflect-pad bottom/right to a multiple of the window size,
  * (x − mean)·range, network, /range + mean, crop.  Raw output, no clamping.

@@ -24,6 +24,7 @@
 #endif
 
 #include "gstehatsr.h"
+#include "ehat-resample.h"
 
 #include <string.h>
 
@@ -39,6 +40,8 @@ GST_DEBUG_CATEGORY_STATIC (gst_ehat_sr_debug);
 #define DEFAULT_PRECISION GST_EHAT_SR_PRECISION_AUTO
 #define DEFAULT_TILE_SIZE 0
 #define DEFAULT_TILE_OVERLAP 16
+#define DEFAULT_QOS_FALLBACK GST_EHAT_SR_QOS_FALLBACK_DROP
+#define DEFAULT_POST_MESSAGES FALSE
 
 enum
 {
@@ -51,6 +54,8 @@ enum
   PROP_TILE_OVERLAP,
   PROP_SCALE,
   PROP_STATS,
+  PROP_QOS_FALLBACK,
+  PROP_POST_MESSAGES,
 };
 
 /* Formats of ours and GStreamer's, in the same order. */
@@ -125,6 +130,24 @@ gst_ehat_sr_precision_get_type (void)
 
   if (g_once_init_enter (&type)) {
     GType t = g_enum_register_static ("GstEhatSrPrecision", values);
+    g_once_init_leave (&type, t);
+  }
+  return type;
+}
+
+GType
+gst_ehat_sr_qos_fallback_get_type (void)
+{
+  static GType type = 0;
+  static const GEnumValue values[] = {
+    {GST_EHAT_SR_QOS_FALLBACK_DROP, "Drop late frames", "drop"},
+    {GST_EHAT_SR_QOS_FALLBACK_BICUBIC,
+        "Upscale late frames by plain bicubic interpolation", "bicubic"},
+    {0, NULL, NULL},
+  };
+
+  if (g_once_init_enter (&type)) {
+    GType t = g_enum_register_static ("GstEhatSrQosFallback", values);
     g_once_init_leave (&type, t);
   }
   return type;
@@ -270,63 +293,120 @@ gst_ehat_sr_create_engine (GstEhatSr * self, EhatModel * model,
   return engine;
 }
 
-/* Loads the model and creates the engine; posts an element error and
- * returns FALSE on failure.  engine_lock held. */
+/* Loads the model at path and creates its engine, without holding
+ * engine_lock (a load takes a while and frames keep flowing meanwhile).
+ * On failure posts nothing: the caller decides between error and warning. */
 static gboolean
-gst_ehat_sr_setup_engine (GstEhatSr * self)
+gst_ehat_sr_build_engine (GstEhatSr * self, const gchar * path,
+    EhatModel ** model_out, EhatEngine ** engine_out, GError ** error)
 {
-  GError *err = NULL;
-  gchar *path = NULL;
   EhatModel *model;
   EhatEngine *engine;
 
-  model = gst_ehat_sr_load_model (self, &path, &err);
-  if (!model) {
-    gst_ehat_sr_post_model_error (self, path, err);
-    g_clear_error (&err);
-    g_free (path);
+  if (!path || !*path) {
+    g_set_error (error, EHAT_ERROR, EHAT_ERROR_IO, "no model set");
     return FALSE;
   }
-  engine = gst_ehat_sr_create_engine (self, model, &err);
+  GST_DEBUG_OBJECT (self, "loading model %s", path);
+  model = ehat_model_load (path, error);
+  if (!model)
+    return FALSE;
+  engine = gst_ehat_sr_create_engine (self, model, error);
   if (!engine) {
+    ehat_model_unref (model);
+    return FALSE;
+  }
+  *model_out = model;
+  *engine_out = engine;
+  return TRUE;
+}
+
+static void
+gst_ehat_sr_post_setup_error (GstEhatSr * self, const gchar * path,
+    const GError * err)
+{
+  if (err->domain == EHAT_ERROR && (err->code == EHAT_ERROR_IO
+          || err->code == EHAT_ERROR_FORMAT || err->code == EHAT_ERROR_CONFIG
+          || err->code == EHAT_ERROR_TENSOR))
+    gst_ehat_sr_post_model_error (self, path, err);
+  else
     GST_ELEMENT_ERROR (self, LIBRARY, INIT,
         ("Could not create the inference engine for \"%s\": %s", path,
             err->message), (NULL));
-    g_clear_error (&err);
-    ehat_model_unref (model);
-    g_free (path);
-    return FALSE;
-  }
-  g_free (path);
+}
 
-  if (self->engine)
-    ehat_engine_free (self->engine);
-  if (self->model)
-    ehat_model_unref (self->model);
+/* Puts model and engine in place (taking them) and returns the previous
+ * scale.  The old ones are freed after engine_lock is released. */
+static gint
+gst_ehat_sr_swap_engine (GstEhatSr * self, EhatModel * model,
+    EhatEngine * engine)
+{
+  EhatModel *old_model;
+  EhatEngine *old_engine;
+  gint old_scale;
+
+  g_mutex_lock (&self->engine_lock);
+  old_model = self->model;
+  old_engine = self->engine;
+  old_scale = g_atomic_int_get (&self->scale);
   self->model = model;
   self->engine = engine;
-  g_atomic_int_set (&self->scale, ehat_model_get_config (model)->upscale);
-  return TRUE;
+  g_atomic_int_set (&self->scale, model ?
+      ehat_model_get_config (model)->upscale : 0);
+  g_mutex_unlock (&self->engine_lock);
+
+  if (old_engine)
+    ehat_engine_free (old_engine);
+  if (old_model)
+    ehat_model_unref (old_model);
+  return old_scale;
+}
+
+static void
+gst_ehat_sr_reset_qos (GstEhatSr * self)
+{
+  GST_OBJECT_LOCK (self);
+  self->earliest_time = GST_CLOCK_TIME_NONE;
+  self->proportion = 1.0;
+  self->discont_pending = FALSE;
+  GST_OBJECT_UNLOCK (self);
 }
 
 static gboolean
 gst_ehat_sr_start (GstBaseTransform * trans)
 {
   GstEhatSr *self = GST_EHAT_SR (trans);
-  gboolean ok;
+  EhatModel *model = NULL;
+  EhatEngine *engine = NULL;
+  GError *err = NULL;
+  gchar *path;
 
-  g_mutex_lock (&self->engine_lock);
-  /* reload: the file may have changed since a caps query loaded it */
-  ok = gst_ehat_sr_setup_engine (self);
-  self->started = ok;
-  g_mutex_unlock (&self->engine_lock);
-
+  g_mutex_lock (&self->setup_lock);
   GST_OBJECT_LOCK (self);
-  self->frames = 0;
+  path = g_strdup (self->model_path);
+  GST_OBJECT_UNLOCK (self);
+  /* (re)load: the file may have changed since a caps query loaded it */
+  if (!gst_ehat_sr_build_engine (self, path, &model, &engine, &err)) {
+    gst_ehat_sr_post_setup_error (self, path, err);
+    g_clear_error (&err);
+    g_free (path);
+    g_mutex_unlock (&self->setup_lock);
+    return FALSE;
+  }
+  g_free (path);
+  gst_ehat_sr_swap_engine (self, model, engine);
+  g_mutex_lock (&self->engine_lock);
+  self->started = TRUE;
+  g_mutex_unlock (&self->engine_lock);
+  g_mutex_unlock (&self->setup_lock);
+
+  gst_ehat_sr_reset_qos (self);
+  GST_OBJECT_LOCK (self);
+  self->frames = self->degraded = self->dropped = 0;
   self->total_ms = self->last_ms = 0.0;
   self->last_tiles = 0;
   GST_OBJECT_UNLOCK (self);
-  return ok;
+  return TRUE;
 }
 
 static gboolean
@@ -334,12 +414,12 @@ gst_ehat_sr_stop (GstBaseTransform * trans)
 {
   GstEhatSr *self = GST_EHAT_SR (trans);
 
+  g_mutex_lock (&self->setup_lock);
   g_mutex_lock (&self->engine_lock);
   self->started = FALSE;
-  g_clear_pointer (&self->engine, ehat_engine_free);
-  g_clear_pointer (&self->model, ehat_model_unref);
-  g_atomic_int_set (&self->scale, 0);
   g_mutex_unlock (&self->engine_lock);
+  gst_ehat_sr_swap_engine (self, NULL, NULL);
+  g_mutex_unlock (&self->setup_lock);
   gst_ehat_sr_free_buffers (self);
   return TRUE;
 }
@@ -626,6 +706,65 @@ gst_ehat_sr_wrap_frame (GstVideoFrame * vf, EhatPixelFormat format,
   }
 }
 
+/* QoS.  GstBaseTransform can only drop late frames, so the element does
+ * QoS itself: QOS events are recorded here and not given to the base class
+ * (which therefore never drops), and a frame is late by the base class's
+ * test — running time ≤ the earliest time of the last QOS event
+ * (timestamp + jitter).  Drop mode drops it before it is mapped
+ * (submit_input_buffer), bicubic mode upscales it without the network
+ * (transform_frame); both post a QoS message.  The `qos` property of the
+ * base class switches all of it off. */
+static gboolean
+gst_ehat_sr_frame_is_late (GstEhatSr * self, GstBuffer * buf,
+    GstEhatSrQosFallback mode, GstClockTime * running_time,
+    GstClockTime * earliest, gdouble * proportion)
+{
+  GstBaseTransform *trans = GST_BASE_TRANSFORM (self);
+  gboolean late;
+
+  if (!gst_base_transform_is_qos_enabled (trans)
+      || trans->segment.format != GST_FORMAT_TIME
+      || !GST_BUFFER_PTS_IS_VALID (buf))
+    return FALSE;
+  *running_time = gst_segment_to_running_time (&trans->segment,
+      GST_FORMAT_TIME, GST_BUFFER_PTS (buf));
+  if (!GST_CLOCK_TIME_IS_VALID (*running_time))
+    return FALSE;
+  GST_OBJECT_LOCK (self);
+  *earliest = self->earliest_time;
+  *proportion = self->proportion;
+  late = self->qos_fallback == mode && GST_CLOCK_TIME_IS_VALID (*earliest)
+      && *running_time <= *earliest;
+  GST_OBJECT_UNLOCK (self);
+  return late;
+}
+
+/* A QoS message for a frame dropped (quality 1000000, as the base class
+ * posts) or upscaled by the fallback (the processing changed for QoS
+ * reasons; quality 0: no network at all). */
+static void
+gst_ehat_sr_post_qos (GstEhatSr * self, GstBuffer * buf,
+    GstClockTime running_time, GstClockTime earliest, gdouble proportion,
+    gint quality)
+{
+  GstBaseTransform *trans = GST_BASE_TRANSFORM (self);
+  GstMessage *msg;
+  guint64 processed, dropped;
+
+  GST_OBJECT_LOCK (self);
+  processed = self->frames + self->degraded;
+  dropped = self->dropped;
+  GST_OBJECT_UNLOCK (self);
+  msg = gst_message_new_qos (GST_OBJECT_CAST (self), FALSE, running_time,
+      gst_segment_to_stream_time (&trans->segment, GST_FORMAT_TIME,
+          GST_BUFFER_PTS (buf)), GST_BUFFER_PTS (buf),
+      GST_BUFFER_DURATION (buf));
+  gst_message_set_qos_values (msg, GST_CLOCK_DIFF (running_time, earliest),
+      proportion, quality);
+  gst_message_set_qos_stats (msg, GST_FORMAT_BUFFERS, processed, dropped);
+  gst_element_post_message (GST_ELEMENT_CAST (self), msg);
+}
+
 static GstFlowReturn
 gst_ehat_sr_transform_frame (GstVideoFilter * filter, GstVideoFrame * in,
     GstVideoFrame * out)
@@ -635,6 +774,11 @@ gst_ehat_sr_transform_frame (GstVideoFilter * filter, GstVideoFrame * in,
   EhatTileStats stats = { 0, };
   EhatFrame fin, fout;
   GError *err = NULL;
+  GstClockTime running_time = GST_CLOCK_TIME_NONE, earliest = 0;
+  gdouble proportion = 1.0;
+  gboolean late, post;
+  const gchar *backend;
+  guint64 index;
   gint64 t0;
   gdouble ms;
   gint w = GST_VIDEO_FRAME_WIDTH (in), h = GST_VIDEO_FRAME_HEIGHT (in);
@@ -643,7 +787,11 @@ gst_ehat_sr_transform_frame (GstVideoFilter * filter, GstVideoFrame * in,
   GST_OBJECT_LOCK (self);
   opt.tile_size = self->tile_size;
   opt.overlap = self->tile_overlap;
+  post = self->post_messages;
   GST_OBJECT_UNLOCK (self);
+  late = gst_ehat_sr_frame_is_late (self, in->buffer,
+      GST_EHAT_SR_QOS_FALLBACK_BICUBIC, &running_time, &earliest,
+      &proportion);
 
   gst_ehat_sr_wrap_frame (in, self->in_format, &fin);
   gst_ehat_sr_wrap_frame (out, self->out_format, &fout);
@@ -662,13 +810,25 @@ gst_ehat_sr_transform_frame (GstVideoFilter * filter, GstVideoFrame * in,
     gst_base_transform_reconfigure_src (GST_BASE_TRANSFORM (self));
     return GST_BASE_TRANSFORM_FLOW_DROPPED;
   }
+  backend = ehat_engine_get_backend (self->engine) == EHAT_BACKEND_CUDA ?
+      "cuda" : "cpu";
 
   t0 = g_get_monotonic_time ();
   if (!ehat_frame_read (&fin, &self->in_color, self->in_rgb, &err))
     goto failed;
-  if (!ehat_upscale_tiled (self->engine, self->in_rgb, w, h, self->out_rgb,
-          &opt, &stats, &err))
+  if (late) {
+    GST_DEBUG_OBJECT (self, "frame at %" GST_TIME_FORMAT " is late by %"
+        GST_STIME_FORMAT ": bicubic", GST_TIME_ARGS (running_time),
+        GST_STIME_ARGS (GST_CLOCK_DIFF (running_time, earliest)));
+    if (!ehat_resize_bicubic (self->in_rgb, 3, w, h, self->out_rgb, ow, oh)) {
+      g_set_error (&err, EHAT_ERROR, EHAT_ERROR_OUT_OF_MEMORY,
+          "bicubic resample of %dx%d failed", w, h);
+      goto failed;
+    }
+  } else if (!ehat_upscale_tiled (self->engine, self->in_rgb, w, h,
+          self->out_rgb, &opt, &stats, &err)) {
     goto failed;
+  }
   if (self->has_alpha) {
     if (!ehat_frame_read_alpha (&fin, self->in_alpha, &err))
       goto failed;
@@ -681,14 +841,44 @@ gst_ehat_sr_transform_frame (GstVideoFilter * filter, GstVideoFrame * in,
   g_mutex_unlock (&self->engine_lock);
 
   ms = (g_get_monotonic_time () - t0) / 1000.0;
-  GST_LOG_OBJECT (self, "frame %dx%d: %.1f ms, %d tiles of %dx%d", w, h, ms,
-      stats.n_tiles, stats.tile_width, stats.tile_height);
+  GST_LOG_OBJECT (self, "frame %dx%d: %.1f ms, %s, %d tiles of %dx%d", w, h,
+      ms, late ? "bicubic" : "network", stats.n_tiles, stats.tile_width,
+      stats.tile_height);
   GST_OBJECT_LOCK (self);
-  self->frames++;
-  self->total_ms += ms;
-  self->last_ms = ms;
-  self->last_tiles = stats.n_tiles;
+  index = self->frames + self->degraded;
+  if (late) {
+    self->degraded++;
+  } else {
+    self->frames++;
+    self->total_ms += ms;
+    self->last_ms = ms;
+    self->last_tiles = stats.n_tiles;
+  }
   GST_OBJECT_UNLOCK (self);
+
+  if (late)
+    gst_ehat_sr_post_qos (self, in->buffer, running_time, earliest,
+        proportion, 0);
+  if (post) {
+    GstBaseTransform *trans = GST_BASE_TRANSFORM (self);
+    GstClockTime pts = GST_BUFFER_PTS (in->buffer);
+
+    gst_element_post_message (GST_ELEMENT_CAST (self),
+        gst_message_new_element (GST_OBJECT_CAST (self),
+            gst_structure_new ("ehatsr-stats",
+                "frame", G_TYPE_UINT64, index,
+                "pts", G_TYPE_UINT64, pts,
+                "running-time", G_TYPE_UINT64,
+                trans->segment.format == GST_FORMAT_TIME ?
+                gst_segment_to_running_time (&trans->segment,
+                    GST_FORMAT_TIME, pts) : GST_CLOCK_TIME_NONE,
+                "ms", G_TYPE_DOUBLE, ms,
+                "method", G_TYPE_STRING, late ? "bicubic" : "network",
+                "tiles", G_TYPE_INT, late ? 0 : stats.n_tiles,
+                "tile-width", G_TYPE_INT, stats.tile_width,
+                "tile-height", G_TYPE_INT, stats.tile_height,
+                "backend", G_TYPE_STRING, backend, NULL)));
+  }
   return GST_FLOW_OK;
 
 failed:
@@ -702,6 +892,89 @@ failed:
   g_clear_error (&err);
   return GST_FLOW_ERROR;
 }
+
+static gboolean
+gst_ehat_sr_src_event (GstBaseTransform * trans, GstEvent * event)
+{
+  GstEhatSr *self = GST_EHAT_SR (trans);
+
+  if (GST_EVENT_TYPE (event) == GST_EVENT_QOS) {
+    GstClockTimeDiff diff;
+    GstClockTime timestamp;
+    gdouble proportion;
+
+    gst_event_parse_qos (event, NULL, &proportion, &diff, &timestamp);
+    GST_OBJECT_LOCK (self);
+    self->proportion = proportion;
+    self->earliest_time = GST_CLOCK_TIME_IS_VALID (timestamp) ?
+        (GstClockTime) MAX ((GstClockTimeDiff) timestamp + diff, 0) :
+        GST_CLOCK_TIME_NONE;
+    GST_OBJECT_UNLOCK (self);
+    GST_DEBUG_OBJECT (self, "QoS: proportion %.3f, earliest %"
+        GST_TIME_FORMAT, proportion, GST_TIME_ARGS (self->earliest_time));
+    /* not to the base class (it would drop frames itself): upstream */
+    return gst_pad_push_event (GST_BASE_TRANSFORM_SINK_PAD (trans), event);
+  }
+  return GST_BASE_TRANSFORM_CLASS (parent_class)->src_event (trans, event);
+}
+
+static gboolean
+gst_ehat_sr_sink_event (GstBaseTransform * trans, GstEvent * event)
+{
+  GstEhatSr *self = GST_EHAT_SR (trans);
+
+  if (GST_EVENT_TYPE (event) == GST_EVENT_FLUSH_STOP) {
+    gst_ehat_sr_reset_qos (self);
+    GST_OBJECT_LOCK (self);
+    self->discont_pending = FALSE;
+    GST_OBJECT_UNLOCK (self);
+  }
+  return GST_BASE_TRANSFORM_CLASS (parent_class)->sink_event (trans, event);
+}
+
+/* Drop mode: late frames are dropped here, before anything is mapped, and
+ * the next frame sent is marked DISCONT (as GstBaseTransform does). */
+static GstFlowReturn
+gst_ehat_sr_submit_input_buffer (GstBaseTransform * trans,
+    gboolean is_discont, GstBuffer * input)
+{
+  GstEhatSr *self = GST_EHAT_SR (trans);
+  GstClockTime running_time, earliest;
+  gdouble proportion;
+  gboolean discont;
+
+  if (gst_ehat_sr_frame_is_late (self, input, GST_EHAT_SR_QOS_FALLBACK_DROP,
+          &running_time, &earliest, &proportion)) {
+    GST_DEBUG_OBJECT (self, "dropping frame at %" GST_TIME_FORMAT
+        ", late by %" GST_STIME_FORMAT, GST_TIME_ARGS (running_time),
+        GST_STIME_ARGS (GST_CLOCK_DIFF (running_time, earliest)));
+    GST_OBJECT_LOCK (self);
+    self->dropped++;
+    self->discont_pending = TRUE;
+    GST_OBJECT_UNLOCK (self);
+    gst_ehat_sr_post_qos (self, input, running_time, earliest, proportion,
+        1000000);
+    gst_buffer_unref (input);
+    return GST_BASE_TRANSFORM_FLOW_DROPPED;
+  }
+  GST_OBJECT_LOCK (self);
+  discont = self->discont_pending;
+  self->discont_pending = FALSE;
+  GST_OBJECT_UNLOCK (self);
+  if (discont && !GST_BUFFER_FLAG_IS_SET (input, GST_BUFFER_FLAG_DISCONT)) {
+    input = gst_buffer_make_writable (input);
+    GST_BUFFER_FLAG_SET (input, GST_BUFFER_FLAG_DISCONT);
+  }
+  return GST_BASE_TRANSFORM_CLASS (parent_class)->submit_input_buffer (trans,
+      is_discont, input);
+}
+
+/* Latency: nothing to add.  The element is synchronous — each output
+ * buffer is pushed before the next input is accepted, no frame is held
+ * back — so, like videoscale and videoconvert, it lets GstBaseTransform
+ * forward the LATENCY query upstream unchanged.  Its processing time is
+ * not latency in GStreamer's sense (that is the sinks'
+ * processing-deadline); see docs/element.md, "Latency". */
 
 /* Metas: copy those that do not depend on the frame size, scale those
  * that can be scaled (regions of interest), drop the rest. */
@@ -740,40 +1013,79 @@ gst_ehat_sr_transform_meta (GstBaseTransform * trans, GstBuffer * outbuf,
   return TRUE;
 }
 
+/* A new `model`.  Stopped: just remember it (loaded on demand).  Running:
+ * load it beside the running one and swap; if it cannot be loaded, keep
+ * the running model (and the property's old value, so that what the
+ * property says is what runs and a restart does not fail) and post a
+ * warning — see docs/element.md for why not an error. */
 static void
 gst_ehat_sr_set_model (GstEhatSr * self, const gchar * path)
 {
-  gint old_scale;
+  EhatModel *model = NULL;
+  EhatEngine *engine = NULL;
+  GError *err = NULL;
+  gchar *new_path = g_strdup (path ? path : gst_ehat_sr_default_model ());
+  gchar *old_path;
+  gboolean started;
+  gint old_scale, new_scale;
 
+  g_mutex_lock (&self->setup_lock);
   GST_OBJECT_LOCK (self);
-  g_free (self->model_path);
-  self->model_path = g_strdup (path ? path : gst_ehat_sr_default_model ());
+  old_path = self->model_path;
+  self->model_path = g_strdup (new_path);
   GST_OBJECT_UNLOCK (self);
 
   g_mutex_lock (&self->engine_lock);
-  old_scale = g_atomic_int_get (&self->scale);
-  if (self->started) {
-    /* running: swap in the new model now; on failure keep the old one
-     * running and say so */
-    if (gst_ehat_sr_setup_engine (self) && self->scale != old_scale) {
-      g_mutex_unlock (&self->engine_lock);
-      GST_INFO_OBJECT (self, "scale %d → %d, renegotiating", old_scale,
-          self->scale);
-      gst_base_transform_reconfigure_src (GST_BASE_TRANSFORM (self));
-      return;
-    }
-  } else {
+  started = self->started;
+  if (!started) {
     /* loaded again (with the then current settings) on demand */
     g_clear_pointer (&self->model, ehat_model_unref);
     g_atomic_int_set (&self->scale, 0);
   }
   g_mutex_unlock (&self->engine_lock);
+
+  if (!started)
+    goto done;
+
+  if (!gst_ehat_sr_build_engine (self, new_path, &model, &engine, &err)) {
+    GST_ELEMENT_WARNING (self, RESOURCE, OPEN_READ,
+        ("Could not switch to model \"%s\", keeping \"%s\": %s", new_path,
+            old_path, err->message), (NULL));
+    g_clear_error (&err);
+    GST_OBJECT_LOCK (self);
+    if (g_strcmp0 (self->model_path, new_path) == 0) {
+      g_free (self->model_path);
+      self->model_path = g_steal_pointer (&old_path);
+    }
+    GST_OBJECT_UNLOCK (self);
+    goto done;
+  }
+  new_scale = ehat_model_get_config (model)->upscale;
+  old_scale = gst_ehat_sr_swap_engine (self, model, engine);
+  GST_INFO_OBJECT (self, "now running %s", new_path);
+  if (new_scale != old_scale) {
+    GST_INFO_OBJECT (self, "scale %d → %d, renegotiating", old_scale,
+        new_scale);
+    gst_base_transform_reconfigure_src (GST_BASE_TRANSFORM (self));
+  }
+
+done:
+  g_mutex_unlock (&self->setup_lock);
+  g_free (old_path);
+  g_free (new_path);
 }
 
 static GstStructure *
 gst_ehat_sr_get_stats (GstEhatSr * self)
 {
   GstStructure *s;
+  const gchar *backend = "none";
+
+  g_mutex_lock (&self->engine_lock);
+  if (self->engine)
+    backend = ehat_engine_get_backend (self->engine) == EHAT_BACKEND_CUDA ?
+        "cuda" : "cpu";
+  g_mutex_unlock (&self->engine_lock);
 
   GST_OBJECT_LOCK (self);
   s = gst_structure_new ("ehatsr-stats",
@@ -781,7 +1093,10 @@ gst_ehat_sr_get_stats (GstEhatSr * self)
       "mean-ms", G_TYPE_DOUBLE,
       self->frames ? self->total_ms / self->frames : 0.0,
       "last-ms", G_TYPE_DOUBLE, self->last_ms,
-      "tiles", G_TYPE_INT, self->last_tiles, NULL);
+      "tiles", G_TYPE_INT, self->last_tiles,
+      "degraded", G_TYPE_UINT64, self->degraded,
+      "dropped", G_TYPE_UINT64, self->dropped,
+      "backend", G_TYPE_STRING, backend, NULL);
   GST_OBJECT_UNLOCK (self);
   return s;
 }
@@ -819,6 +1134,16 @@ gst_ehat_sr_set_property (GObject * object, guint prop_id,
     case PROP_TILE_OVERLAP:
       GST_OBJECT_LOCK (self);
       self->tile_overlap = g_value_get_int (value);
+      GST_OBJECT_UNLOCK (self);
+      break;
+    case PROP_QOS_FALLBACK:
+      GST_OBJECT_LOCK (self);
+      self->qos_fallback = g_value_get_enum (value);
+      GST_OBJECT_UNLOCK (self);
+      break;
+    case PROP_POST_MESSAGES:
+      GST_OBJECT_LOCK (self);
+      self->post_messages = g_value_get_boolean (value);
       GST_OBJECT_UNLOCK (self);
       break;
     default:
@@ -867,6 +1192,16 @@ gst_ehat_sr_get_property (GObject * object, guint prop_id, GValue * value,
     case PROP_SCALE:
       g_value_set_int (value, g_atomic_int_get (&self->scale));
       break;
+    case PROP_QOS_FALLBACK:
+      GST_OBJECT_LOCK (self);
+      g_value_set_enum (value, self->qos_fallback);
+      GST_OBJECT_UNLOCK (self);
+      break;
+    case PROP_POST_MESSAGES:
+      GST_OBJECT_LOCK (self);
+      g_value_set_boolean (value, self->post_messages);
+      GST_OBJECT_UNLOCK (self);
+      break;
     case PROP_STATS:
       g_value_take_boxed (value, gst_ehat_sr_get_stats (self));
       break;
@@ -886,6 +1221,7 @@ gst_ehat_sr_finalize (GObject * object)
   gst_ehat_sr_free_buffers (self);
   g_free (self->model_path);
   g_mutex_clear (&self->engine_lock);
+  g_mutex_clear (&self->setup_lock);
   G_OBJECT_CLASS (parent_class)->finalize (object);
 }
 
@@ -904,8 +1240,10 @@ gst_ehat_sr_class_init (GstEhatSrClass * klass)
   g_object_class_install_property (gobject_class, PROP_MODEL,
       g_param_spec_string ("model", "Model",
           "Model file (safetensors); default: $EHATSR_MODEL, else the "
-          "installed default model. Can be changed while playing "
-          "(renegotiates when the scale changes)",
+          "installed default model. Can be changed while playing: the new "
+          "model is loaded beside the running one and swapped in (caps are "
+          "renegotiated when the scale changes); if it cannot be loaded the "
+          "running model stays and a warning is posted",
           gst_ehat_sr_default_model (),
           G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
           GST_PARAM_MUTABLE_PLAYING));
@@ -915,7 +1253,8 @@ gst_ehat_sr_class_init (GstEhatSrClass * klass)
           G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
           GST_PARAM_MUTABLE_READY));
   g_object_class_install_property (gobject_class, PROP_DEVICE_ID,
-      g_param_spec_int ("device-id", "Device ID", "CUDA device index",
+      g_param_spec_int ("device-id", "Device ID",
+          "CUDA device index (backend cuda or auto)",
           0, 1023, DEFAULT_DEVICE_ID,
           G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
           GST_PARAM_MUTABLE_READY));
@@ -927,14 +1266,31 @@ gst_ehat_sr_class_init (GstEhatSrClass * klass)
   g_object_class_install_property (gobject_class, PROP_TILE_SIZE,
       g_param_spec_int ("tile-size", "Tile size",
           "Tile edge in input pixels, rounded up to a multiple of the model's "
-          "window size (0 = automatic: whole frame up to 512x512, else 256)",
+          "window size (0 = automatic: the whole frame when its workspace "
+          "fits in min(MemAvailable/4, 2 GiB), else the largest tile up to "
+          "512 that fits; $EHAT_MEMORY_BUDGET_MB overrides the budget)",
           0, 8192, DEFAULT_TILE_SIZE,
           G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
           GST_PARAM_MUTABLE_PLAYING));
   g_object_class_install_property (gobject_class, PROP_TILE_OVERLAP,
       g_param_spec_int ("tile-overlap", "Tile overlap",
-          "Minimum overlap of neighbouring tiles in input pixels (must be "
-          "smaller than the tile size)", 0, 1024, DEFAULT_TILE_OVERLAP,
+          "Minimum overlap of neighbouring tiles in input pixels (at most "
+          "the tile size minus the window size); outputs are cross-faded "
+          "over half of it", 0, 1024, DEFAULT_TILE_OVERLAP,
+          G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
+          GST_PARAM_MUTABLE_PLAYING));
+  g_object_class_install_property (gobject_class, PROP_QOS_FALLBACK,
+      g_param_spec_enum ("qos-fallback", "QoS fallback",
+          "What to do with a frame that is already late (needs qos=true): "
+          "drop it, or upscale it by plain bicubic interpolation to keep "
+          "every frame", GST_TYPE_EHAT_SR_QOS_FALLBACK, DEFAULT_QOS_FALLBACK,
+          G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
+          GST_PARAM_MUTABLE_PLAYING));
+  g_object_class_install_property (gobject_class, PROP_POST_MESSAGES,
+      g_param_spec_boolean ("post-messages", "Post messages",
+          "Post an element message \"ehatsr-stats\" for every frame "
+          "(frame, pts, running-time, ms, method, tiles, tile-width, "
+          "tile-height, backend)", DEFAULT_POST_MESSAGES,
           G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
           GST_PARAM_MUTABLE_PLAYING));
   g_object_class_install_property (gobject_class, PROP_SCALE,
@@ -943,8 +1299,11 @@ gst_ehat_sr_class_init (GstEhatSrClass * klass)
           0, 4, 0, G_PARAM_READABLE | G_PARAM_STATIC_STRINGS));
   g_object_class_install_property (gobject_class, PROP_STATS,
       g_param_spec_boxed ("stats", "Statistics",
-          "frames (guint64), mean-ms and last-ms (gdouble, per frame), "
-          "tiles (gint, of the last frame)", GST_TYPE_STRUCTURE,
+          "Since the last start: frames (guint64, upscaled by the network), "
+          "mean-ms and last-ms (gdouble, per network frame), tiles (gint, of "
+          "the last network frame), degraded (guint64, upscaled by the "
+          "bicubic QoS fallback), dropped (guint64, dropped for QoS), "
+          "backend (string: cpu, cuda or none)", GST_TYPE_STRUCTURE,
           G_PARAM_READABLE | G_PARAM_STATIC_STRINGS));
 
   gst_element_class_set_static_metadata (element_class,
@@ -961,6 +1320,10 @@ gst_ehat_sr_class_init (GstEhatSrClass * klass)
   trans_class->fixate_caps = GST_DEBUG_FUNCPTR (gst_ehat_sr_fixate_caps);
   trans_class->transform_meta =
       GST_DEBUG_FUNCPTR (gst_ehat_sr_transform_meta);
+  trans_class->src_event = GST_DEBUG_FUNCPTR (gst_ehat_sr_src_event);
+  trans_class->sink_event = GST_DEBUG_FUNCPTR (gst_ehat_sr_sink_event);
+  trans_class->submit_input_buffer =
+      GST_DEBUG_FUNCPTR (gst_ehat_sr_submit_input_buffer);
   trans_class->passthrough_on_same_caps = FALSE;
   filter_class->set_info = GST_DEBUG_FUNCPTR (gst_ehat_sr_set_info);
   filter_class->transform_frame =
@@ -968,16 +1331,24 @@ gst_ehat_sr_class_init (GstEhatSrClass * klass)
 
   gst_type_mark_as_plugin_api (GST_TYPE_EHAT_SR_BACKEND, 0);
   gst_type_mark_as_plugin_api (GST_TYPE_EHAT_SR_PRECISION, 0);
+  gst_type_mark_as_plugin_api (GST_TYPE_EHAT_SR_QOS_FALLBACK, 0);
 }
 
 static void
 gst_ehat_sr_init (GstEhatSr * self)
 {
   g_mutex_init (&self->engine_lock);
+  g_mutex_init (&self->setup_lock);
   self->model_path = g_strdup (gst_ehat_sr_default_model ());
   self->backend = DEFAULT_BACKEND;
   self->device_id = DEFAULT_DEVICE_ID;
   self->precision = DEFAULT_PRECISION;
   self->tile_size = DEFAULT_TILE_SIZE;
   self->tile_overlap = DEFAULT_TILE_OVERLAP;
+  self->qos_fallback = DEFAULT_QOS_FALLBACK;
+  self->post_messages = DEFAULT_POST_MESSAGES;
+  self->earliest_time = GST_CLOCK_TIME_NONE;
+  self->proportion = 1.0;
+  /* late frames are worth skipping: a network pass is expensive */
+  gst_base_transform_set_qos_enabled (GST_BASE_TRANSFORM (self), TRUE);
 }

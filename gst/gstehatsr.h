@@ -30,10 +30,18 @@ typedef enum
   GST_EHAT_SR_PRECISION_BF16,
 } GstEhatSrPrecision;
 
+typedef enum
+{
+  GST_EHAT_SR_QOS_FALLBACK_DROP,
+  GST_EHAT_SR_QOS_FALLBACK_BICUBIC,
+} GstEhatSrQosFallback;
+
 #define GST_TYPE_EHAT_SR_BACKEND (gst_ehat_sr_backend_get_type ())
 GType gst_ehat_sr_backend_get_type (void);
 #define GST_TYPE_EHAT_SR_PRECISION (gst_ehat_sr_precision_get_type ())
 GType gst_ehat_sr_precision_get_type (void);
+#define GST_TYPE_EHAT_SR_QOS_FALLBACK (gst_ehat_sr_qos_fallback_get_type ())
+GType gst_ehat_sr_qos_fallback_get_type (void);
 
 struct _GstEhatSr
 {
@@ -46,6 +54,17 @@ struct _GstEhatSr
   GstEhatSrPrecision precision;
   gint tile_size;
   gint tile_overlap;
+  GstEhatSrQosFallback qos_fallback;
+  gboolean post_messages;
+
+  /* serialises model (re)loads: start, stop and a change of `model` */
+  GMutex setup_lock;
+
+  /* QoS as the last QOS event said (object lock); the element does QoS
+   * itself (see gst_ehat_sr_frame_is_late) */
+  GstClockTime earliest_time;
+  gdouble proportion;
+  gboolean discont_pending;     /* a frame was dropped: mark the next */
 
   /* the model and the engine, under engine_lock (taken before the object
    * lock when both are needed) */
@@ -64,7 +83,9 @@ struct _GstEhatSr
   float *in_rgb, *out_rgb, *in_alpha, *out_alpha;
 
   /* statistics, under the object lock */
-  guint64 frames;
+  guint64 frames;               /* by the network */
+  guint64 degraded;             /* by the bicubic QoS fallback */
+  guint64 dropped;              /* dropped for QoS */
   gdouble total_ms;
   gdouble last_ms;
   gint last_tiles;

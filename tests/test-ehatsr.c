@@ -225,6 +225,18 @@ GST_START_TEST (test_properties)
   ip = G_PARAM_SPEC_INT (g_object_class_find_property (klass, "tile-size"));
   fail_unless_equals_int (ip->minimum, 0);
   fail_unless_equals_int (ip->default_value, 0);
+  {
+    gint fallback;
+    gboolean post, qos;
+
+    g_object_get (e, "qos-fallback", &fallback, "post-messages", &post,
+        "qos", &qos, NULL);
+    fail_unless_equals_int (fallback, 0);
+    fail_if (post);
+    fail_unless (qos);
+    fail_unless (g_object_class_find_property (klass, "qos-fallback")->flags
+        & GST_PARAM_MUTABLE_PLAYING);
+  }
   fail_unless ((g_object_class_find_property (klass, "scale")->flags &
           G_PARAM_WRITABLE) == 0);
   fail_unless ((g_object_class_find_property (klass, "stats")->flags &
@@ -399,6 +411,326 @@ GST_START_TEST (test_model_change_renegotiates)
 
 GST_END_TEST;
 
+/* A bus on the harnessed element, to see its messages. */
+static GstBus *
+harness_bus (GstHarness * hr)
+{
+  GstBus *bus = gst_bus_new ();
+
+  gst_element_set_bus (hr->element, bus);
+  return bus;
+}
+
+static GstBuffer *
+timed_frame (const char *caps, guint8 fill, GstClockTime pts)
+{
+  GstBuffer *buf = make_frame (caps, fill);
+
+  GST_BUFFER_PTS (buf) = pts;
+  GST_BUFFER_DURATION (buf) = 40 * GST_MSECOND;
+  return buf;
+}
+
+/* A QOS event as a sink 0.5 s behind would send: frames up to running time
+ * 1.5 s are late. */
+static void
+send_late_qos (GstHarness * hr)
+{
+  fail_unless (gst_harness_push_upstream_event (hr,
+          gst_event_new_qos (GST_QOS_TYPE_UNDERFLOW, 1.5, 500 * GST_MSECOND,
+              1 * GST_SECOND)));
+}
+
+static gboolean
+buffer_is_constant (GstBuffer * buf, guint8 value)
+{
+  GstMapInfo map;
+  gboolean same = TRUE;
+  gsize i;
+
+  fail_unless (gst_buffer_map (buf, &map, GST_MAP_READ));
+  for (i = 0; i < map.size && same; i++)
+    same = map.data[i] == value;
+  gst_buffer_unmap (buf, &map);
+  return same;
+}
+
+GST_START_TEST (test_qos_drop)
+{
+  GstHarness *hr = harness_for (2, "RGB", 12, 8);
+  const char *caps = "video/x-raw,format=RGB,width=12,height=8";
+  GstBus *bus = harness_bus (hr);
+  GstMessage *msg;
+  GstStructure *stats;
+  GstBuffer *out;
+  GstFormat fmt;
+  guint64 processed, dropped, frames, degraded;
+  gboolean qos;
+
+  g_object_get (hr->element, "qos", &qos, NULL);
+  fail_unless (qos, "qos must be on by default");
+
+  send_late_qos (hr);
+  /* late: dropped, a QoS message says so; then one in time goes through */
+  fail_unless_equals_int (gst_harness_push (hr, timed_frame (caps, 0x80,
+              1 * GST_SECOND)), GST_FLOW_OK);
+  fail_unless_equals_int (gst_harness_buffers_received (hr), 0);
+  out = gst_harness_push_and_pull (hr, timed_frame (caps, 0x80,
+          2 * GST_SECOND));
+  fail_unless (out != NULL);
+  fail_unless_equals_int (gst_harness_buffers_received (hr), 1);
+  /* the frame after a gap is marked */
+  fail_unless (GST_BUFFER_FLAG_IS_SET (out, GST_BUFFER_FLAG_DISCONT));
+  gst_buffer_unref (out);
+
+  msg = gst_bus_pop_filtered (bus, GST_MESSAGE_QOS);
+  fail_unless (msg != NULL, "no QoS message for the dropped frame");
+  gst_message_parse_qos_stats (msg, &fmt, &processed, &dropped);
+  fail_unless_equals_int (fmt, GST_FORMAT_BUFFERS);
+  fail_unless_equals_uint64 (dropped, 1);
+  gst_message_unref (msg);
+
+  g_object_get (hr->element, "stats", &stats, NULL);
+  fail_unless (gst_structure_get_uint64 (stats, "frames", &frames));
+  fail_unless (gst_structure_get_uint64 (stats, "dropped", &dropped));
+  fail_unless (gst_structure_get_uint64 (stats, "degraded", &degraded));
+  fail_unless_equals_uint64 (frames, 1);
+  fail_unless_equals_uint64 (dropped, 1);
+  fail_unless_equals_uint64 (degraded, 0);
+  gst_structure_free (stats);
+
+  /* a flush forgets the lateness */
+  send_late_qos (hr);
+  fail_unless (gst_harness_push_event (hr, gst_event_new_flush_start ()));
+  fail_unless (gst_harness_push_event (hr, gst_event_new_flush_stop (TRUE)));
+  gst_harness_set_src_caps_str (hr, "video/x-raw,format=RGB,width=12,"
+      "height=8,framerate=25/1,pixel-aspect-ratio=1/1");
+  fail_unless_equals_int (gst_harness_push (hr, timed_frame (caps, 0x80,
+              1 * GST_SECOND)), GST_FLOW_OK);
+  fail_unless_equals_int (gst_harness_buffers_received (hr), 2);
+
+  /* qos=false: late frames are processed */
+  g_object_set (hr->element, "qos", FALSE, NULL);
+  send_late_qos (hr);
+  fail_unless_equals_int (gst_harness_push (hr, timed_frame (caps, 0x80,
+              1 * GST_SECOND)), GST_FLOW_OK);
+  fail_unless_equals_int (gst_harness_buffers_received (hr), 3);
+
+  gst_element_set_bus (hr->element, NULL);
+  gst_object_unref (bus);
+  gst_harness_teardown (hr);
+}
+
+GST_END_TEST;
+
+GST_START_TEST (test_qos_bicubic)
+{
+  GstHarness *hr = harness_for (2, "RGB", 12, 8);
+  const char *caps = "video/x-raw,format=RGB,width=12,height=8";
+  GstBus *bus = harness_bus (hr);
+  GstMessage *msg;
+  GstStructure *stats;
+  GstBuffer *out;
+  GstFormat fmt;
+  guint64 processed, dropped, frames, degraded;
+  gint64 jitter;
+  gdouble proportion;
+  gint quality;
+
+  g_object_set (hr->element, "qos-fallback", 1 /* bicubic */ , NULL);
+  send_late_qos (hr);
+
+  /* late: upscaled by bicubic — a flat frame stays exactly flat, which
+   * the (random-weight) network would not do */
+  out = gst_harness_push_and_pull (hr, timed_frame (caps, 0x80,
+          1 * GST_SECOND));
+  fail_unless (out != NULL, "late frame dropped in bicubic mode");
+  fail_unless_equals_int (gst_buffer_get_size (out), 24 * 16 * 3);
+  fail_unless (buffer_is_constant (out, 0x80));
+  fail_unless_equals_uint64 (GST_BUFFER_PTS (out), 1 * GST_SECOND);
+  gst_buffer_unref (out);
+
+  /* in time: the network */
+  out = gst_harness_push_and_pull (hr, timed_frame (caps, 0x80,
+          2 * GST_SECOND));
+  fail_unless (out != NULL);
+  fail_if (buffer_is_constant (out, 0x80));
+  gst_buffer_unref (out);
+
+  msg = gst_bus_pop_filtered (bus, GST_MESSAGE_QOS);
+  fail_unless (msg != NULL, "no QoS message for the degraded frame");
+  gst_message_parse_qos_values (msg, &jitter, &proportion, &quality);
+  fail_unless_equals_int (quality, 0);
+  fail_unless_equals_int64 (jitter, 500 * GST_MSECOND);
+  gst_message_parse_qos_stats (msg, &fmt, &processed, &dropped);
+  fail_unless_equals_uint64 (dropped, 0);
+  gst_message_unref (msg);
+  fail_unless (gst_bus_pop_filtered (bus, GST_MESSAGE_QOS) == NULL);
+
+  g_object_get (hr->element, "stats", &stats, NULL);
+  fail_unless (gst_structure_get_uint64 (stats, "frames", &frames));
+  fail_unless (gst_structure_get_uint64 (stats, "degraded", &degraded));
+  fail_unless (gst_structure_get_uint64 (stats, "dropped", &dropped));
+  fail_unless_equals_uint64 (frames, 1);
+  fail_unless_equals_uint64 (degraded, 1);
+  fail_unless_equals_uint64 (dropped, 0);
+  gst_structure_free (stats);
+
+  /* back to drop while late frames are announced: dropped again */
+  g_object_set (hr->element, "qos-fallback", 0 /* drop */ , NULL);
+  fail_unless_equals_int (gst_harness_push (hr, timed_frame (caps, 0x80,
+              1200 * GST_MSECOND)), GST_FLOW_OK);
+  fail_unless_equals_int (gst_harness_buffers_received (hr), 2);
+
+  gst_element_set_bus (hr->element, NULL);
+  gst_object_unref (bus);
+  gst_harness_teardown (hr);
+}
+
+GST_END_TEST;
+
+GST_START_TEST (test_latency_query)
+{
+  GstHarness *hr = harness_for (2, "I420", 16, 12);
+  GstQuery *q = gst_query_new_latency ();
+  GstClockTime min, max;
+  gboolean live;
+
+  /* synchronous: upstream's latency passes through unchanged */
+  gst_harness_set_upstream_latency (hr, 40 * GST_MSECOND);
+  fail_unless_equals_uint64 (gst_harness_query_latency (hr),
+      40 * GST_MSECOND);
+  fail_unless (gst_pad_peer_query (hr->sinkpad, q));
+  gst_query_parse_latency (q, &live, &min, &max);
+  fail_unless (live);
+  fail_unless_equals_uint64 (min, 40 * GST_MSECOND);
+  gst_query_unref (q);
+  gst_harness_teardown (hr);
+}
+
+GST_END_TEST;
+
+GST_START_TEST (test_post_messages)
+{
+  GstHarness *hr = harness_for (2, "NV12", 16, 12);
+  const char *caps = "video/x-raw,format=NV12,width=16,height=12";
+  GstBus *bus = harness_bus (hr);
+  GstMessage *msg;
+  gboolean post;
+  guint64 v;
+  int i;
+
+  g_object_get (hr->element, "post-messages", &post, NULL);
+  fail_if (post);
+  gst_buffer_unref (gst_harness_push_and_pull (hr, timed_frame (caps, 0x30,
+              0)));
+  fail_unless (gst_bus_pop_filtered (bus, GST_MESSAGE_ELEMENT) == NULL);
+
+  g_object_set (hr->element, "post-messages", TRUE, NULL);
+  for (i = 0; i < 2; i++)
+    gst_buffer_unref (gst_harness_push_and_pull (hr, timed_frame (caps, 0x30,
+                (1 + i) * 40 * GST_MSECOND)));
+  for (i = 0; i < 2; i++) {
+    const GstStructure *s;
+    gdouble ms;
+    gint tiles;
+
+    msg = gst_bus_pop_filtered (bus, GST_MESSAGE_ELEMENT);
+    fail_unless (msg != NULL, "no stats message %d", i);
+    fail_unless (GST_MESSAGE_SRC (msg) == GST_OBJECT (hr->element));
+    s = gst_message_get_structure (msg);
+    fail_unless (gst_structure_has_name (s, "ehatsr-stats"));
+    fail_unless (gst_structure_get_uint64 (s, "frame", &v));
+    fail_unless_equals_uint64 (v, 1 + i);
+    fail_unless (gst_structure_get_uint64 (s, "pts", &v));
+    fail_unless_equals_uint64 (v, (1 + i) * 40 * GST_MSECOND);
+    fail_unless (gst_structure_get_uint64 (s, "running-time", &v));
+    fail_unless_equals_uint64 (v, (1 + i) * 40 * GST_MSECOND);
+    fail_unless (gst_structure_get_double (s, "ms", &ms));
+    fail_unless (ms > 0.0);
+    fail_unless (gst_structure_get_int (s, "tiles", &tiles));
+    fail_unless_equals_int (tiles, 1);
+    fail_unless_equals_string (gst_structure_get_string (s, "backend"),
+        "cpu");
+    fail_unless_equals_string (gst_structure_get_string (s, "method"),
+        "network");
+    gst_message_unref (msg);
+  }
+  fail_unless (gst_bus_pop_filtered (bus, GST_MESSAGE_ELEMENT) == NULL);
+  gst_element_set_bus (hr->element, NULL);
+  gst_object_unref (bus);
+  gst_harness_teardown (hr);
+}
+
+GST_END_TEST;
+
+/* A model change that fails while playing keeps the running model and
+ * warns; the stream goes on. */
+static void
+swap_to_bad_model (GstHarness * hr, GstBus * bus, const gchar * bad,
+    const gchar * good)
+{
+  const char *caps = "video/x-raw,format=RGB,width=12,height=8";
+  GstMessage *msg;
+  GError *err = NULL;
+  GstBuffer *out;
+  gchar *model;
+  gint scale;
+
+  g_object_set (hr->element, "model", bad, NULL);
+  msg = gst_bus_pop_filtered (bus, GST_MESSAGE_WARNING);
+  fail_unless (msg != NULL, "no warning for %s", bad);
+  gst_message_parse_warning (msg, &err, NULL);
+  fail_unless (strstr (err->message, bad) != NULL, "%s", err->message);
+  g_error_free (err);
+  gst_message_unref (msg);
+  fail_unless (gst_bus_pop_filtered (bus, GST_MESSAGE_ERROR) == NULL);
+
+  g_object_get (hr->element, "model", &model, "scale", &scale, NULL);
+  fail_unless_equals_string (model, good);
+  fail_unless_equals_int (scale, 2);
+  g_free (model);
+
+  out = gst_harness_push_and_pull (hr, make_frame (caps, 0x10));
+  fail_unless (out != NULL);
+  fail_unless_equals_int (gst_buffer_get_size (out), 24 * 16 * 3);
+  gst_buffer_unref (out);
+}
+
+GST_START_TEST (test_model_swap_failure)
+{
+  GstHarness *hr = harness_for (2, "RGB", 12, 8);
+  const char *caps = "video/x-raw,format=RGB,width=12,height=8";
+  GstBus *bus = harness_bus (hr);
+  gchar *good = golden_model (2), *tmp;
+  int fd;
+
+  gst_buffer_unref (gst_harness_push_and_pull (hr, make_frame (caps, 0x10)));
+
+  swap_to_bad_model (hr, bus, "/nonexistent/model.safetensors", good);
+
+  fd = g_file_open_tmp ("ehatsr-XXXXXX.safetensors", &tmp, NULL);
+  fail_unless (fd >= 0);
+  fail_unless (write (fd, "\x08\0\0\0\0\0\0\0{garbage", 17) == 17);
+  close (fd);
+  swap_to_bad_model (hr, bus, tmp, good);
+  g_unlink (tmp);
+  g_free (tmp);
+
+  /* and the element still stops and starts cleanly */
+  fail_unless_equals_int (gst_element_set_state (hr->element,
+          GST_STATE_NULL), GST_STATE_CHANGE_SUCCESS);
+  fail_unless_equals_int (gst_element_set_state (hr->element,
+          GST_STATE_PLAYING), GST_STATE_CHANGE_SUCCESS);
+
+  gst_element_set_bus (hr->element, NULL);
+  gst_object_unref (bus);
+  g_free (good);
+  gst_harness_teardown (hr);
+}
+
+GST_END_TEST;
+
 static Suite *
 ehatsr_suite (void)
 {
@@ -414,6 +746,11 @@ ehatsr_suite (void)
   tcase_add_test (tc, test_roi_meta_scaled);
   tcase_add_test (tc, test_tiled_frame);
   tcase_add_test (tc, test_model_change_renegotiates);
+  tcase_add_test (tc, test_qos_drop);
+  tcase_add_test (tc, test_qos_bicubic);
+  tcase_add_test (tc, test_latency_query);
+  tcase_add_test (tc, test_post_messages);
+  tcase_add_test (tc, test_model_swap_failure);
   tcase_add_test (tc, test_negotiation_all_formats);
   return s;
 }

@@ -450,6 +450,76 @@ test_golden_small (void)
   g_free (path);
 }
 
+/* The workspace estimate is the arena the network then allocates, and the
+ * automatic tile size follows the memory budget. */
+static void
+test_auto_size_from_memory (void)
+{
+  char *path = golden_model ("hat-tiny-x2");
+  EhatModel *model;
+  EhatEngine *engine;
+  EhatEngineOptions eo = EHAT_ENGINE_OPTIONS_INIT;
+  GError *err = NULL;
+  int w = 40, h = 24, ws = 8, t;
+  float *in, *out;
+  gsize whole, per_tile, budget;
+
+  if (!path) {
+    g_test_skip ("EHAT_GOLDEN_DIR not set or model missing");
+    return;
+  }
+  model = ehat_model_load (path, &err);
+  g_assert_no_error (err);
+  eo.backend = EHAT_BACKEND_CPU;
+  engine = ehat_engine_new (model, &eo, &err);
+  g_assert_no_error (err);
+
+  /* estimate == what a forward pass then holds (sizes padded to 8) */
+  in = make_image (w, h, 1);
+  out = g_new (float, (gsize) 3 * w * h * 4);
+  g_assert_true (ehat_engine_process (engine, in, 1, w, h, out, &err));
+  g_assert_no_error (err);
+  whole = ehat_engine_estimate_bytes (engine, 1, w, h);
+  g_assert_cmpuint (whole, ==, ehat_engine_get_peak_workspace (engine));
+  g_assert_cmpuint (ehat_engine_estimate_bytes (engine, 1, 33, 17), ==,
+      ehat_engine_estimate_bytes (engine, 1, 40, 24));
+  g_assert_cmpuint (ehat_engine_estimate_bytes (engine, 2, w, h), >, whole);
+  g_assert_cmpuint (ehat_engine_estimate_bytes (engine, 0, w, h), ==, 0);
+
+  /* a budget the whole frame fits in: no tiling */
+  g_assert_cmpint (ehat_tile_auto_size_for_engine (engine, w, h, 16, 0,
+          (gsize) 1 << 30), ==, 0);
+  /* none at all: the smallest legal tile (overlap + 2 windows) */
+  g_assert_cmpint (ehat_tile_auto_size_for_engine (engine, 2000, 2000, 16, 1,
+          1), ==, 32);
+  /* in between: the largest tile whose batch fits */
+  per_tile = ehat_engine_estimate_bytes (engine, 2, 128, 128)
+      + (gsize) 2 * 3 * 128 * 128 * 5 * sizeof (float);
+  budget = per_tile + 1000;
+  t = ehat_tile_auto_size_for_engine (engine, 2000, 2000, 16, 2, budget);
+  g_assert_cmpint (t, ==, 128);
+  t = ehat_tile_auto_size_for_engine (engine, 2000, 2000, 16, 2,
+      budget - 2000);
+  g_assert_cmpint (t, ==, 128 - ws);
+  /* never above 512 */
+  g_assert_cmpint (ehat_tile_auto_size_for_engine (engine, 100000, 100000,
+          16, 0, G_MAXSIZE / 2), ==, 512);
+
+  /* the environment overrides the budget */
+  g_setenv ("EHAT_MEMORY_BUDGET_MB", "3", TRUE);
+  g_assert_cmpuint (ehat_tile_auto_budget (), ==, (gsize) 3 << 20);
+  g_unsetenv ("EHAT_MEMORY_BUDGET_MB");
+  budget = ehat_tile_auto_budget ();
+  g_assert_cmpuint (budget, >, 0);
+  g_assert_cmpuint (budget, <=, (gsize) 2 << 30);
+
+  g_free (in);
+  g_free (out);
+  ehat_engine_free (engine);
+  ehat_model_unref (model);
+  g_free (path);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -466,6 +536,8 @@ main (int argc, char **argv)
   g_test_add_func ("/tiler/invalid", test_invalid);
   g_test_add_func ("/tiler/oom-error", test_oom_error_passes_through);
   g_test_add_func ("/tiler/golden/small", test_golden_small);
+  g_test_add_func ("/tiler/auto-size-from-memory",
+      test_auto_size_from_memory);
   for (i = 0; i < G_N_ELEMENTS (cases); i++) {
     char *p = g_strdup_printf ("/tiler/golden/psnr/%s", cases[i]);
     g_test_add_data_func (p, cases[i], test_golden_psnr);

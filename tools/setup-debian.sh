@@ -10,7 +10,7 @@ pkgs=(
   libopenblas-dev libopenblas0-pthread
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
-  python3 python3-numpy python3-pytest python3-torch
+  python3 python3-numpy python3-pytest python3-torch python3-pil
   valgrind
 )
 missing=()

@@ -1,0 +1,180 @@
+#!/usr/bin/env bash
+# Hardening checks (docs/reliability.md), called from .ci/run:
+#   (a) ASan + UBSan build (gcc) running the unit suite (and the gst suite
+#       when there is one), failing on any sanitizer report;
+#   (b) test-loader (and test-ehatsr when built) under valgrind memcheck;
+#   (c) with clang-14 and libFuzzer: fuzz-loader and fuzz-tiler, each for
+#       FUZZ_SECONDS on a copy of its seed corpus, failing on any crash.
+# Budget: ~15 min on 2 cores.  Environment knobs:
+#   HARDENING_DIR   build dirs and logs          (build-hardening)
+#   FUZZ_SECONDS    time per fuzz target         (60)
+#   FUZZ_CC         clang for the fuzzers        (clang-14)
+#   SKIP_ASAN=1 SKIP_VALGRIND=1 SKIP_FUZZ=1   leave a part out
+set -uo pipefail
+cd "$(dirname "$0")/.."
+src=$PWD
+out=${HARDENING_DIR:-build-hardening}
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+fuzz_seconds=${FUZZ_SECONDS:-60}
+fuzz_cc=${FUZZ_CC:-clang-14}
+jobs=${HARDENING_JOBS:-2}
+
+declare -a summary=()
+status=0
+note() { summary+=("$1"); echo "== $1"; }
+fail() { status=1; note "FAIL: $1"; }
+
+# Sanitizer settings shared by (a) and (c).  LSan stays on; the suppressions
+# cover one-time GLib/GObject/GStreamer type and plugin registrations only.
+lsan_supp=$src/tests/lsan.supp
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1:detect_stack_use_after_return=1:check_initialization_order=1
+export LSAN_OPTIONS=suppressions=$lsan_supp:print_suppressions=0
+export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+export OMP_WAIT_POLICY=passive
+
+setup() {     # setup DIR ARGS...: configure (or reconfigure) a build dir
+  local dir=$1; shift
+  if [ -f "$dir/build.ninja" ]; then
+    meson setup --reconfigure "$dir" "$@" >"$dir.setup.log" 2>&1
+  else
+    rm -rf "$dir"
+    meson setup "$dir" "$@" >"$dir.setup.log" 2>&1
+  fi || { tail -20 "$dir.setup.log"; return 1; }
+}
+
+# ---------------------------------------------------------------- (a) ASan
+if [ "${SKIP_ASAN:-0}" != 1 ]; then
+  t0=$SECONDS
+  asan=$out/asan
+  if CC=${ASAN_CC:-gcc} setup "$asan" -Db_sanitize=address,undefined \
+        -Db_lundef=false -Dbuildtype=debugoptimized -Dcuda=disabled \
+        -Dfuzzing=false \
+      && ninja -C "$asan" -j"$jobs" >"$asan.build.log" 2>&1; then
+    suites=(unit)
+    # the gst suite, when the tree has one
+    if meson test -C "$asan" --list 2>/dev/null | grep -q '^gst\|:gst'; then
+      suites+=(gst)
+    fi
+    for s in "${suites[@]}"; do
+      # GStreamer's plugin scanner is a separate, uninstrumented process
+      if meson test -C "$asan" --suite "$s" --print-errorlogs \
+          --num-processes "$jobs" --timeout-multiplier 3 \
+          >"$asan.test-$s.log" 2>&1 \
+          && ! grep -qE 'ERROR: (Address|Leak)Sanitizer|runtime error:' \
+                "$asan/meson-logs/testlog.txt"; then
+        n=$(grep -cE '^ *[0-9]+/[0-9]+ .* OK ' "$asan.test-$s.log")
+        note "asan+ubsan: suite $s: $n tests passed, no reports"
+      else
+        tail -60 "$asan.test-$s.log"
+        grep -E -A12 'ERROR: (Address|Leak)Sanitizer|runtime error:' \
+            "$asan/meson-logs/testlog.txt" | head -80
+        fail "asan+ubsan: suite $s (log: $asan.test-$s.log)"
+      fi
+    done
+  else
+    tail -30 "$asan.build.log" 2>/dev/null
+    fail "asan+ubsan: build"
+  fi
+  note "asan+ubsan: $((SECONDS - t0)) s"
+fi
+
+# ------------------------------------------------------------ (b) valgrind
+if [ "${SKIP_VALGRIND:-0}" != 1 ]; then
+  t0=$SECONDS
+  if ! command -v valgrind >/dev/null; then
+    fail "valgrind: not installed (tools/setup-debian.sh installs it)"
+  else
+    vg=$out/plain
+    # valgrind and ASan exclude each other: a plain debug build
+    if setup "$vg" -Dbuildtype=debugoptimized -Dcuda=disabled -Dfuzzing=false \
+        && ninja -C "$vg" -j"$jobs" tests/test-loader >"$vg.build.log" 2>&1; then
+      supp=(--suppressions=$src/tests/valgrind.supp)
+      for f in /usr/share/glib-2.0/valgrind/glib.supp \
+               /usr/share/gstreamer-1.0/validate/gst.supp \
+               /usr/lib/x86_64-linux-gnu/valgrind/debian.supp; do
+        [ -f "$f" ] && supp+=("--suppressions=$f")
+      done
+      targets=(test-loader)
+      if ninja -C "$vg" -t targets all 2>/dev/null | grep -q '^tests/test-ehatsr:'; then
+        ninja -C "$vg" -j"$jobs" tests/test-ehatsr >>"$vg.build.log" 2>&1 \
+          && targets+=(test-ehatsr)
+      fi
+      for t in "${targets[@]}"; do
+        log=$out/valgrind-$t.log
+        # the environment meson gives the tests (golden dir, plugin path...)
+        if env G_SLICE=always-malloc G_DEBUG=gc-friendly \
+              EHAT_GOLDEN_DIR="$src/../shared/golden" \
+              EHAT_SHARED_DATA="$src/../shared/data" \
+              GST_PLUGIN_PATH="$vg/gst" GST_REGISTRY="$out/registry-vg.bin" \
+              GST_REGISTRY_FORK=no OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 \
+            timeout 900 valgrind --tool=memcheck --error-exitcode=1 \
+              --leak-check=full --errors-for-leak-kinds=definite \
+              --show-leak-kinds=definite --num-callers=30 \
+              --gen-suppressions=all "${supp[@]}" \
+              "$vg/tests/$t" >"$log" 2>&1; then
+          note "valgrind: $t: $(grep -m1 'ERROR SUMMARY' "$log" | sed 's/^==[0-9]*== //')"
+        else
+          grep -E -B2 -A25 'Invalid|uninitialised|definitely lost|Mismatched' \
+              "$log" | head -80
+          tail -15 "$log"
+          fail "valgrind: $t (log: $log)"
+        fi
+      done
+    else
+      tail -30 "$vg.build.log" 2>/dev/null
+      fail "valgrind: build"
+    fi
+  fi
+  note "valgrind: $((SECONDS - t0)) s"
+fi
+
+# -------------------------------------------------------------- (c) fuzzing
+if [ "${SKIP_FUZZ:-0}" != 1 ]; then
+  t0=$SECONDS
+  if ! command -v "$fuzz_cc" >/dev/null; then
+    note "fuzz: skipped ($fuzz_cc not installed)"
+  else
+    fz=$out/fuzz
+    if CC=$fuzz_cc setup "$fz" -Dfuzzing=true -Dgst=disabled -Dcuda=disabled \
+          -Db_sanitize=address,undefined -Db_lundef=false \
+          -Dbuildtype=debugoptimized -Dc_args=-fsanitize=fuzzer-no-link \
+        && ninja -C "$fz" -j"$jobs" tests/fuzz/fuzz-loader tests/fuzz/fuzz-tiler \
+          >"$fz.build.log" 2>&1; then
+      for t in loader tiler; do
+        corpus=$out/corpus-$t
+        rm -rf "$corpus" "$out/crashes-$t"
+        mkdir -p "$corpus" "$out/crashes-$t"
+        cp "$src/tests/fuzz/corpus/$t/"* "$corpus/"
+        log=$out/fuzz-$t.log
+        # one process, so a crash ends the run with a non-zero status;
+        # loader seeds include ~300 KiB valid models
+        ASAN_OPTIONS=$ASAN_OPTIONS:detect_stack_use_after_return=0 \
+          "$fz/tests/fuzz/fuzz-$t" -max_total_time="$fuzz_seconds" \
+            -rss_limit_mb=2048 -timeout=25 -max_len=400000 -print_final_stats=1 \
+            -artifact_prefix="$out/crashes-$t/" "$corpus" >"$log" 2>&1
+        rc=$?
+        runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
+        cov=$(grep -oE 'cov: [0-9]+' "$log" | tail -1)
+        crashes=$(find "$out/crashes-$t" -type f | wc -l)
+        if [ "$rc" = 0 ] && [ "$crashes" = 0 ]; then
+          note "fuzz-$t: ${runs:-?} executions in ${fuzz_seconds} s, ${cov:-cov ?}, 0 crashes"
+        else
+          grep -E -A30 'ERROR: |runtime error:|==ERROR|deadly signal|Test unit written' \
+              "$log" | head -80
+          fail "fuzz-$t: exit $rc, ${runs:-?} executions, $crashes crash file(s) in $out/crashes-$t"
+        fi
+      done
+    else
+      tail -30 "$fz.build.log" "$fz.setup.log" 2>/dev/null
+      fail "fuzz: build"
+    fi
+  fi
+  note "fuzz: $((SECONDS - t0)) s"
+fi
+
+echo
+echo "hardening summary:"
+for l in "${summary[@]}"; do echo "  $l"; done
+[ "$status" = 0 ] && echo "hardening: PASS" || echo "hardening: FAIL"
+exit $status
