@@ -378,6 +378,75 @@ test_channel_attention (void)
   g_free (up.b);
 }
 
+/* DANet: position attention (streamed in blocks; 300 tokens cross the key
+ * block size) and channel attention against materialised softmaxes. */
+static void
+test_danet (void)
+{
+  int n = 2, c = 24, dq = 3;
+  gsize hw = 300;
+  g_autofree float *q = rnd (n * hw * dq, 1.5);
+  g_autofree float *k = rnd (n * hw * dq, 1.5);
+  g_autofree float *v = rnd (n * hw * c, 1.0);
+  g_autofree float *out = rnd (n * hw * c, 1.0);
+  g_autofree double *ref = g_new (double, n * hw * c);
+  g_autofree double *sc = g_new (double, hw);
+
+  for (gsize i = 0; i < n * hw * c; i++)
+    ref[i] = out[i];
+  for (int b = 0; b < n; b++)
+    for (gsize i = 0; i < hw; i++) {
+      double mx = -INFINITY, sum = 0;
+      for (gsize j = 0; j < hw; j++) {
+        double d = 0;
+        for (int e = 0; e < dq; e++)
+          d += (double) q[(b * hw + i) * dq + e] * k[(b * hw + j) * dq + e];
+        sc[j] = d;
+        mx = MAX (mx, d);
+      }
+      for (gsize j = 0; j < hw; j++)
+        sum += (sc[j] = exp (sc[j] - mx));
+      for (int e = 0; e < c; e++) {
+        double o = 0;
+        for (gsize j = 0; j < hw; j++)
+          o += sc[j] / sum * v[(b * hw + j) * c + e];
+        ref[(b * hw + i) * c + e] += 0.7 * o;
+      }
+    }
+  be->ops->position_attention (be, q, k, v, n, hw, dq, c, 0.7f, out);
+  assert_close (out, ref, n * hw * c, 2e-5);
+
+  /* CAM on v, accumulated into out */
+  for (int b = 0; b < n; b++) {
+    double E[24][24], A[24][24];
+    const float *f = v + b * hw * c;
+    for (int c1 = 0; c1 < c; c1++) {
+      double mx = -INFINITY, mx2 = -INFINITY, sum = 0;
+      for (int c2 = 0; c2 < c; c2++) {
+        E[c1][c2] = 0;
+        for (gsize t = 0; t < hw; t++)
+          E[c1][c2] += (double) f[t * c + c1] * f[t * c + c2];
+        mx = MAX (mx, E[c1][c2]);
+      }
+      for (int c2 = 0; c2 < c; c2++)
+        mx2 = MAX (mx2, A[c1][c2] = mx - E[c1][c2]);
+      for (int c2 = 0; c2 < c; c2++)
+        sum += (A[c1][c2] = exp (A[c1][c2] - mx2));
+      for (int c2 = 0; c2 < c; c2++)
+        A[c1][c2] /= sum;
+    }
+    for (gsize t = 0; t < hw; t++)
+      for (int c1 = 0; c1 < c; c1++) {
+        double o = 0;
+        for (int c2 = 0; c2 < c; c2++)
+          o += A[c1][c2] * f[t * c + c2];
+        ref[(b * hw + t) * c + c1] += -0.4 * o;
+      }
+  }
+  be->ops->channel_gram_attention (be, v, n, hw, c, -0.4f, out);
+  assert_close (out, ref, n * hw * c, 2e-5);
+}
+
 /* Reflect padding beyond the size (periodic mirror), 1-pixel sides, and
  * the normalisation; then the output crop inverts it. */
 static void
@@ -427,6 +496,7 @@ main (int argc, char **argv)
   g_test_add_func ("/ops/window-attention", test_window_attention);
   g_test_add_func ("/ops/overlap-attention", test_overlap_attention);
   g_test_add_func ("/ops/channel-attention", test_channel_attention);
+  g_test_add_func ("/ops/danet", test_danet);
   g_test_add_func ("/ops/input-output", test_input_output);
   g_test_add_func ("/ops/rel-index", test_rel_index);
   rc = g_test_run ();
