@@ -11,7 +11,7 @@ pkgs=(
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
   python3 python3-numpy python3-pytest python3-torch python3-pil
-  valgrind
+  valgrind clang-14 libclang-rt-14-dev libomp-14-dev
 )
 missing=()
 for p in "${pkgs[@]}"; do
