@@ -43,7 +43,6 @@ round_up (int v, int m)
 }
 
 #define EHAT_TILE_AUTO_MAX_BYTES ((gsize) 2 << 30)
-#define EHAT_TILE_AUTO_MAX_TILE 512
 
 gsize
 ehat_tile_auto_budget (void)
@@ -84,37 +83,104 @@ pass_bytes (EhatEngine *engine, int n, int w, int h, int scale)
   return net + io;
 }
 
-int
+static int n_tiles_1d (int padded, int tile, int overlap, int ws);
+
+/* The useful tile lengths along one axis: for every tile count, the
+ * shortest length (a multiple of ws, ≥ min_t) giving it — a longer one
+ * with the same count only computes more — and the whole axis. */
+typedef struct
+{
+  int t;                        /* tile length (≤ the axis) */
+  int n;                        /* tiles */
+  gint64 work;                  /* LR pixels computed: n · padded tile */
+} AxisChoice;
+
+static GArray *
+axis_choices (int length, int min_t, int max_t, int overlap, int ws)
+{
+  GArray *a = g_array_new (FALSE, FALSE, sizeof (AxisChoice));
+  int padded = round_up (length, ws), last_n = 0, t;
+
+  for (t = min_t; t < length && t <= max_t; t += ws) {
+    int n = n_tiles_1d (padded, t, overlap, ws);
+
+    if (n != last_n) {
+      AxisChoice c = { t, n, (gint64) n * t };
+      g_array_append_val (a, c);
+      last_n = n;
+    }
+  }
+  if (length <= max_t) {
+    AxisChoice c = { length, 1, padded };
+    g_array_append_val (a, c);
+  }
+  return a;
+}
+
+void
 ehat_tile_auto_size_for_engine (EhatEngine *engine, int width, int height,
-    int overlap, int max_batch, gsize budget)
+    int overlap, int max_batch, gsize budget, int *tile_width,
+    int *tile_height)
 {
   const EhatConfig *cfg;
-  int ws, scale, batch, t, min_t;
+  int ws, scale, batch, min_t, max_t, best_n = G_MAXINT;
+  gint64 best_work = G_MAXINT64, chosen_work = G_MAXINT64;
+  GArray *cx, *cy;
 
-  g_return_val_if_fail (engine != NULL, 0);
+  g_return_if_fail (engine != NULL && tile_width && tile_height);
+  *tile_width = *tile_height = 0;
   if (width < 1 || height < 1)
-    return 0;
+    return;
   cfg = ehat_model_get_config (ehat_engine_get_model (engine));
   ws = cfg->window_size;
   scale = cfg->upscale;
   if (budget == 0)
     budget = ehat_tile_auto_budget ();
-  /* one pass over the whole frame is the reference and has no overlap to
-   * recompute: take it whenever it fits */
+  /* one pass over the whole frame is the reference and recomputes no
+   * overlap: take it whenever it fits */
   if ((gint64) width * scale <= 65536 && (gint64) height * scale <= 65536
       && (gint64) width * height <= (G_GINT64_CONSTANT (1) << 28)
       && pass_bytes (engine, 1, width, height, scale) <= budget)
-    return 0;
+    return;
   batch = max_batch > 0 ? max_batch : EHAT_TILE_DEFAULT_BATCH;
   min_t = round_up (MAX (overlap, 0) + 2 * ws, ws);
-  for (t = round_up (EHAT_TILE_AUTO_MAX_TILE, ws); t > min_t; t -= ws) {
-    /* a frame smaller than the tile along one axis runs shorter tiles */
-    int tw = MIN (t, width), th = MIN (t, height);
+  max_t = 65536 / scale / ws * ws;
+  cx = axis_choices (width, min_t, max_t, overlap, ws);
+  cy = axis_choices (height, min_t, max_t, overlap, ws);
 
-    if (pass_bytes (engine, batch, tw, th, scale) <= budget)
-      break;
+  /* The work of a tiling is the LR area of all its tiles (measured: CPU
+   * time follows it, docs/tiling.md).  Among the geometries whose batch
+   * fits, take the one with the fewest tiles (fewest seams, least context
+   * lost at tile edges) whose work is within 5 % of the least. */
+  for (int pass = 0; pass < 2; pass++)
+    for (guint i = 0; i < cx->len; i++)
+      for (guint j = 0; j < cy->len; j++) {
+        const AxisChoice *x = &g_array_index (cx, AxisChoice, i);
+        const AxisChoice *y = &g_array_index (cy, AxisChoice, j);
+        gint64 work = x->work * y->work, n = (gint64) x->n * y->n;
+        int nb = (int) MIN ((gint64) batch, n);
+
+        if ((gint64) nb * x->t * y->t > (G_GINT64_CONSTANT (1) << 28)
+            || pass_bytes (engine, nb, x->t, y->t, scale) > budget)
+          continue;
+        if (pass == 0) {
+          best_work = MIN (best_work, work);
+        } else if (work <= best_work + best_work / 20 && (n < best_n
+                || (n == best_n && work < chosen_work))) {
+          best_n = (int) n;
+          chosen_work = work;
+          *tile_width = x->t;
+          *tile_height = y->t;
+        }
+      }
+  if (*tile_width == 0) {
+    /* nothing fits: the smallest tiles (the out-of-memory retries of
+     * ehat_upscale_tiled() take it from there) */
+    *tile_width = MIN (min_t, width);
+    *tile_height = MIN (min_t, height);
   }
-  return t;
+  g_array_free (cx, TRUE);
+  g_array_free (cy, TRUE);
 }
 
 /* Tile origins are multiples of the window size: window attention cuts
@@ -298,9 +364,10 @@ ehat_upscale_tiled_custom (EhatTileProcessFunc func, gpointer user_data,
         opt->blend);
     return FALSE;
   }
-  if (opt->tile_size > G_MAXINT / 2) {
+  if (opt->tile_size > G_MAXINT / 2 || opt->tile_height < 0
+      || opt->tile_height > G_MAXINT / 2) {
     g_set_error (error, EHAT_ERROR, EHAT_ERROR_INVALID_ARGUMENT,
-        "tiler: tile size %d too large", opt->tile_size);
+        "tiler: tile size %d×%d invalid", opt->tile_size, opt->tile_height);
     return FALSE;
   }
 
@@ -310,17 +377,22 @@ ehat_upscale_tiled_custom (EhatTileProcessFunc func, gpointer user_data,
     tw = width;
     th = height;
   } else {
+    int tile_h = round_up (opt->tile_size && opt->tile_height ?
+        opt->tile_height : tile, window_size);
+
     tile = round_up (tile, window_size);
     /* origins step by whole windows, so at least one window must remain
      * between the overlaps */
-    if (opt->overlap > tile - window_size && (width > tile || height > tile)) {
+    if ((width > tile && opt->overlap > tile - window_size)
+        || (height > tile_h && opt->overlap > tile_h - window_size)) {
       g_set_error (error, EHAT_ERROR, EHAT_ERROR_INVALID_ARGUMENT,
-          "tiler: overlap %d too large for tile size %d (at most the tile "
-          "size minus the window size %d)", opt->overlap, tile, window_size);
+          "tiler: overlap %d too large for tile size %d×%d (at most the "
+          "tile size minus the window size %d)", opt->overlap, tile, tile_h,
+          window_size);
       return FALSE;
     }
     tw = MIN (tile, width);
-    th = MIN (tile, height);
+    th = MIN (tile_h, height);
   }
 
   ow = width * scale;
@@ -508,19 +580,24 @@ ehat_upscale_tiled (EhatEngine *engine, const float *in, int width,
         "tiler: invalid size %d×%d", width, height);
     return FALSE;
   }
+  /* On the CPU a batch is one longer token matrix: no faster, only more
+   * memory (which the automatic size would rather spend on larger tiles,
+   * computing less overlap).  Batches are for the GPU. */
+  if (o.max_batch == 0 && ehat_engine_get_backend (engine) == EHAT_BACKEND_CPU)
+    o.max_batch = 1;
   if (o.tile_size == 0) {
     /* resolve the automatic size here so that the retries below start
      * from it; a tile covering the frame means the whole frame */
-    o.tile_size = ehat_tile_auto_size_for_engine (engine, width, height,
-        o.overlap, o.max_batch, 0);
+    ehat_tile_auto_size_for_engine (engine, width, height, o.overlap,
+        o.max_batch, 0, &o.tile_size, &o.tile_height);
     if (o.tile_size == 0)
-      o.tile_size = MAX (width, height);
+      o.tile_size = o.tile_height = MAX (width, height);
   }
 
   for (;;) {
     GError *err = NULL;
     EhatTileStats stats;
-    int tile;
+    int tile, tile_h;
 
     if (ehat_upscale_tiled_custom (engine_process, engine, cfg->upscale,
             cfg->window_size, in, width, height, out, &o, &stats, &err)) {
@@ -537,12 +614,18 @@ ehat_upscale_tiled (EhatEngine *engine, const float *in, int width,
      * stays at least two windows wide.  stats holds nothing useful here,
      * so recompute what was attempted. */
     tile = round_up (o.tile_size, cfg->window_size);
-    if (o.max_batch != 1 && (tile < width || tile < height)) {
+    tile_h = round_up (o.tile_height ? o.tile_height : o.tile_size,
+        cfg->window_size);
+    if (o.max_batch != 1 && (tile < width || tile_h < height)) {
       o.max_batch = 1;
       o.tile_size = tile;
-    } else if (tile >= 4 * cfg->window_size) {
-      o.tile_size = round_up (tile / 2, cfg->window_size);
-      o.overlap = MIN (o.overlap, o.tile_size / 2);
+      o.tile_height = tile_h;
+    } else if (MAX (tile, tile_h) >= 4 * cfg->window_size) {
+      o.tile_size = round_up (MAX (tile / 2, 2 * cfg->window_size),
+          cfg->window_size);
+      o.tile_height = round_up (MAX (tile_h / 2, 2 * cfg->window_size),
+          cfg->window_size);
+      o.overlap = MIN (o.overlap, MIN (o.tile_size, o.tile_height) / 2);
     } else {
       g_propagate_prefixed_error (error, err,
           "out of memory even at tile size %d: ", tile);

@@ -30,16 +30,21 @@ typedef struct
   /* Minimum overlap of neighbouring tiles in LR pixels; at most the tile
    * size minus the window size (origins move by whole windows). */
   int overlap;
-  /* Tiles per ehat_engine_process() call; 0 = automatic (4). */
+  /* Tiles per ehat_engine_process() call; 0 = automatic: in
+   * ehat_upscale_tiled() 1 on the CPU (where a batch saves no time, only
+   * adds memory), else 4. */
   int max_batch;
   /* Width of the cross-fade band in LR pixels, centred in each overlap;
    * -1 = default (half the requested overlap, measured best: see
    * ehat-tiler.c).
    * 0 = hard seam in the middle of the overlap.  Clamped to the overlap. */
   int blend;
+  /* Tile height when different from tile_size (only with tile_size > 0);
+   * 0 = square tiles.  Rounded up to a multiple of the window size. */
+  int tile_height;
 } EhatTileOptions;
 
-#define EHAT_TILE_OPTIONS_INIT { 0, 16, 0, -1 }
+#define EHAT_TILE_OPTIONS_INIT { 0, 16, 0, -1, 0 }
 
 typedef struct
 {
@@ -86,16 +91,19 @@ int ehat_tile_auto_size (int width, int height);
  * environment variable EHAT_MEMORY_BUDGET_MB overrides both. */
 gsize ehat_tile_auto_budget (void);
 
-/* The automatic tile size of ehat_upscale_tiled() (tile_size 0) for
- * engine: 0 (the whole frame, no seams) when one whole-frame pass fits in
- * budget bytes (ehat_engine_estimate_bytes() plus the frame's input and
- * output), else the largest multiple of the window size, at most 512,
- * whose batch of max_batch tiles (0 = default) with its tile buffers fits,
- * and never less than overlap + 2 windows.  budget 0 =
- * ehat_tile_auto_budget().  See docs/tiling.md for the measurements behind
- * it. */
-int ehat_tile_auto_size_for_engine (EhatEngine *engine, int width,
-    int height, int overlap, int max_batch, gsize budget);
+/* The automatic tile geometry of ehat_upscale_tiled() (tile_size 0) for
+ * engine: 0×0 (the whole frame, no seams) when one whole-frame pass fits
+ * in budget bytes (ehat_engine_estimate_bytes() plus the frame's input and
+ * output).  Otherwise tiles of tile_width×tile_height (multiples of the
+ * window size, from overlap + 2 windows up to the frame): of the
+ * geometries whose batch of max_batch tiles (0 = default) fits with its
+ * buffers, the one with the fewest tiles among those computing at most
+ * 5 % more than the least (the work is the LR area of all tiles); the
+ * smallest tiles when none fits.  budget 0 = ehat_tile_auto_budget().  See
+ * docs/tiling.md. */
+void ehat_tile_auto_size_for_engine (EhatEngine *engine, int width,
+    int height, int overlap, int max_batch, gsize budget, int *tile_width,
+    int *tile_height);
 
 /* The 1-D layout along one axis of `length` LR pixels, for tests and
  * tools.  Along an axis no longer than the tile there is one tile, the

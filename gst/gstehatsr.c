@@ -1267,8 +1267,9 @@ gst_ehat_sr_class_init (GstEhatSrClass * klass)
       g_param_spec_int ("tile-size", "Tile size",
           "Tile edge in input pixels, rounded up to a multiple of the model's "
           "window size (0 = automatic: the whole frame when its workspace "
-          "fits in min(MemAvailable/4, 2 GiB), else the largest tile up to "
-          "512 that fits; $EHAT_MEMORY_BUDGET_MB overrides the budget)",
+          "fits in min(MemAvailable/4, 2 GiB), else the fewest tiles that "
+          "fit and recompute little overlap; $EHAT_MEMORY_BUDGET_MB "
+          "overrides the budget)",
           0, 8192, DEFAULT_TILE_SIZE,
           G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
           GST_PARAM_MUTABLE_PLAYING));

@@ -731,6 +731,33 @@ GST_START_TEST (test_model_swap_failure)
 
 GST_END_TEST;
 
+/* tile-size 0: the whole frame while it fits the memory budget, tiles
+ * when it does not */
+GST_START_TEST (test_auto_tiles_from_memory)
+{
+  GstHarness *hr = harness_for (2, "RGBx", 64, 48);
+  const char *caps = "video/x-raw,format=RGBx,width=64,height=48";
+  GstStructure *stats;
+  gint tiles;
+
+  gst_buffer_unref (gst_harness_push_and_pull (hr, make_frame (caps, 0x20)));
+  g_object_get (hr->element, "stats", &stats, NULL);
+  fail_unless (gst_structure_get_int (stats, "tiles", &tiles));
+  fail_unless_equals_int (tiles, 1);
+  gst_structure_free (stats);
+
+  g_setenv ("EHAT_MEMORY_BUDGET_MB", "1", TRUE);
+  gst_buffer_unref (gst_harness_push_and_pull (hr, make_frame (caps, 0x20)));
+  g_unsetenv ("EHAT_MEMORY_BUDGET_MB");
+  g_object_get (hr->element, "stats", &stats, NULL);
+  fail_unless (gst_structure_get_int (stats, "tiles", &tiles));
+  fail_unless (tiles > 1, "%d tiles", tiles);
+  gst_structure_free (stats);
+  gst_harness_teardown (hr);
+}
+
+GST_END_TEST;
+
 static Suite *
 ehatsr_suite (void)
 {
@@ -751,6 +778,7 @@ ehatsr_suite (void)
   tcase_add_test (tc, test_latency_query);
   tcase_add_test (tc, test_post_messages);
   tcase_add_test (tc, test_model_swap_failure);
+  tcase_add_test (tc, test_auto_tiles_from_memory);
   tcase_add_test (tc, test_negotiation_all_formats);
   return s;
 }

@@ -91,7 +91,7 @@ check_fake (int w, int h, int scale, int ws, int tile, int overlap,
     int blend, int batch)
 {
   FakeNet net = { scale, 0, 0, 0, 0 };
-  EhatTileOptions opt = { tile, overlap, batch, blend };
+  EhatTileOptions opt = { tile, overlap, batch, blend, 0 };
   EhatTileStats st;
   float *in = make_image (w, h, w * 1000 + h);
   gsize n_out = (gsize) 3 * w * h * scale * scale;
@@ -147,7 +147,7 @@ static void
 test_whole_frame_when_small (void)
 {
   FakeNet net = { 2, 0, 0, 0, 0 };
-  EhatTileOptions opt = { 64, 16, 0, -1 };
+  EhatTileOptions opt = { 64, 16, 0, -1, 0 };
   EhatTileStats st;
   float *in = make_image (50, 33, 1), *out = g_new (float, 3 * 100 * 66);
 
@@ -230,7 +230,7 @@ static void
 test_invalid (void)
 {
   FakeNet net = { 2, 0, 0, 0, 0 };
-  EhatTileOptions opt = { 16, 16, 0, -1 };
+  EhatTileOptions opt = { 16, 16, 0, -1, 0 };
   float *in = make_image (40, 40, 2), *out = g_new (float, 3 * 80 * 80);
   GError *err = NULL;
 
@@ -281,7 +281,7 @@ static void
 test_oom_error_passes_through (void)
 {
   FakeNet net = { 2, 0, 0, 0, 0 };
-  EhatTileOptions opt = { 64, 8, 0, -1 };
+  EhatTileOptions opt = { 64, 8, 0, -1, 0 };
   float *in = make_image (100, 100, 3), *out = g_new (float, 3 * 200 * 200);
   GError *err = NULL;
 
@@ -365,7 +365,7 @@ test_golden_psnr (gconstpointer data)
   for (i = 0; i < G_N_ELEMENTS (images); i++) {
     int w, h, s = ehat_model_get_config (model)->upscale;
     float *in = load_image (images[i], &w, &h), *whole, *tiled;
-    EhatTileOptions opt = { 64, 16, 0, -1 };
+    EhatTileOptions opt = { 64, 16, 0, -1, 0 };
     EhatTileStats st;
     gsize n;
     double p_raw, p_clamped;
@@ -429,7 +429,7 @@ test_golden_small (void)
     float *in = make_image (w, h, i);
     gsize n = (gsize) 3 * w * h * 4;
     float *whole = g_new (float, n), *tiled = g_new (float, n);
-    EhatTileOptions opt = { 32, 8, 0, -1 };
+    EhatTileOptions opt = { 32, 8, 0, -1, 0 };
     gsize k;
 
     g_assert_true (ehat_engine_process (engine, in, 1, w, h, whole, &err));
@@ -460,7 +460,7 @@ test_auto_size_from_memory (void)
   EhatEngine *engine;
   EhatEngineOptions eo = EHAT_ENGINE_OPTIONS_INIT;
   GError *err = NULL;
-  int w = 40, h = 24, ws = 8, t;
+  int w = 40, h = 24, ws = 8, t, th;
   float *in, *out;
   gsize whole, per_tile, budget;
 
@@ -487,23 +487,64 @@ test_auto_size_from_memory (void)
   g_assert_cmpuint (ehat_engine_estimate_bytes (engine, 0, w, h), ==, 0);
 
   /* a budget the whole frame fits in: no tiling */
-  g_assert_cmpint (ehat_tile_auto_size_for_engine (engine, w, h, 16, 0,
-          (gsize) 1 << 30), ==, 0);
+  ehat_tile_auto_size_for_engine (engine, w, h, 16, 0, (gsize) 1 << 30, &t,
+      &th);
+  g_assert_cmpint (t, ==, 0);
+  g_assert_cmpint (th, ==, 0);
   /* none at all: the smallest legal tile (overlap + 2 windows) */
-  g_assert_cmpint (ehat_tile_auto_size_for_engine (engine, 2000, 2000, 16, 1,
-          1), ==, 32);
-  /* in between: the largest tile whose batch fits */
+  ehat_tile_auto_size_for_engine (engine, 2000, 2000, 16, 1, 1, &t, &th);
+  g_assert_cmpint (t, ==, 32);
+  g_assert_cmpint (th, ==, 32);
+  /* in between: tiles whose batch fits */
   per_tile = ehat_engine_estimate_bytes (engine, 2, 128, 128)
       + (gsize) 2 * 3 * 128 * 128 * 5 * sizeof (float);
   budget = per_tile + 1000;
-  t = ehat_tile_auto_size_for_engine (engine, 2000, 2000, 16, 2, budget);
-  g_assert_cmpint (t, ==, 128);
-  t = ehat_tile_auto_size_for_engine (engine, 2000, 2000, 16, 2,
-      budget - 2000);
-  g_assert_cmpint (t, ==, 128 - ws);
-  /* never above 512 */
-  g_assert_cmpint (ehat_tile_auto_size_for_engine (engine, 100000, 100000,
-          16, 0, G_MAXSIZE / 2), ==, 512);
+  ehat_tile_auto_size_for_engine (engine, 2000, 2000, 16, 2, budget, &t, &th);
+  g_assert_cmpint (t % ws, ==, 0);
+  g_assert_cmpint (th % ws, ==, 0);
+  g_assert_cmpint (t * th, >=, 96 * 96);
+  g_assert_cmpuint (ehat_engine_estimate_bytes (engine, 2, t, th)
+      + (gsize) 2 * 3 * t * th * 5 * sizeof (float), <=, budget);
+  /* a wide frame whose half fits: two tiles as high as the frame, not
+   * eight squares */
+  budget = ehat_engine_estimate_bytes (engine, 1, 976, 1080)
+      + (gsize) 3 * 976 * 1080 * 5 * sizeof (float);
+  ehat_tile_auto_size_for_engine (engine, 1920, 1080, 16, 1, budget, &t,
+      &th);
+  g_assert_cmpint (th, ==, 1080);
+  g_assert_cmpint (t, >=, 968);
+  g_assert_cmpint (t, <=, 976);
+  /* and the tiler runs that geometry (whole frame of 1 row) */
+  /* memory for everything: the whole frame */
+  ehat_tile_auto_size_for_engine (engine, 1920, 1080, 16, 1,
+      (gsize) 64 << 30, &t, &th);
+  g_assert_cmpint (t, ==, 0);
+  /* frames too large for one pass get tiles even with memory to spare */
+  ehat_tile_auto_size_for_engine (engine, 40000, 30, 16, 1, G_MAXSIZE / 2,
+      &t, &th);
+  g_assert_cmpint (t, >, 0);
+  g_assert_cmpint (t * 2, <=, 65536);
+  g_assert_cmpint (th, ==, 30);
+
+  /* rectangular tiles through the tiler: same result as square ones of
+   * the same grid where the frame is one tile high */
+  {
+    float *a = g_new (float, (gsize) 3 * w * h * 4);
+    EhatTileOptions o1 = { 16, 8, 0, -1, 0 }, o2 = { 16, 8, 0, -1, 24 };
+    EhatTileStats st;
+
+    g_assert_true (ehat_upscale_tiled (engine, in, w, h, a, &o2, &st, &err));
+    g_assert_no_error (err);
+    g_assert_cmpint (st.tile_width, ==, 16);
+    g_assert_cmpint (st.tile_height, ==, 24);
+    g_assert_cmpint (st.tiles_y, ==, 1);
+    o1.tile_size = 16;
+    o1.tile_height = 0;
+    g_assert_true (ehat_upscale_tiled (engine, in, w, h, out, &o1, &st,
+            &err));
+    g_assert_cmpint (st.tiles_y, >, 1);
+    g_free (a);
+  }
 
   /* the environment overrides the budget */
   g_setenv ("EHAT_MEMORY_BUDGET_MB", "3", TRUE);
