@@ -27,7 +27,7 @@ need_golden (void)
 {
   const char *d = golden_dir ();
   if (!d || !g_file_test (d, G_FILE_TEST_IS_DIR)) {
-    g_test_skip ("EHAT_GOLDEN_DIR not set or missing");
+    g_test_fail_printf ("golden data missing: EHAT_GOLDEN_DIR=%s (the tests need ../shared/golden beside the project)", d ? d : "(unset)");
     return FALSE;
   }
   return TRUE;
