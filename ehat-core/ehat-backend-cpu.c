@@ -2,6 +2,7 @@
  * It is the numerical reference of the project and the fallback when no
  * GPU exists. */
 #include "ehat-cpu.h"
+#include "ehat-fault.h"
 
 #include <cblas.h>
 #include <omp.h>
@@ -37,6 +38,8 @@ cpu_alloc (EhatBackend *be, gsize n, GError **error)
         "allocation of %" G_GSIZE_FORMAT " floats overflows", n);
     return NULL;
   }
+  if (ehat_fault_alloc_fails (n * sizeof (float), error))
+    return NULL;
   /* 64-byte alignment for the vector loops; a failed allocation is an
    * error the caller reports (tiles shrink), not an abort. */
   if (posix_memalign ((void **) &p, 64, MAX (n, 1) * sizeof (float)) != 0)

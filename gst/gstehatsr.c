@@ -776,7 +776,7 @@ gst_ehat_sr_transform_frame (GstVideoFilter * filter, GstVideoFrame * in,
   GError *err = NULL;
   GstClockTime running_time = GST_CLOCK_TIME_NONE, earliest = 0;
   gdouble proportion = 1.0;
-  gboolean late, post;
+  gboolean late, bicubic, post;
   const gchar *backend;
   guint64 index;
   gint64 t0;
@@ -792,6 +792,7 @@ gst_ehat_sr_transform_frame (GstVideoFilter * filter, GstVideoFrame * in,
   late = gst_ehat_sr_frame_is_late (self, in->buffer,
       GST_EHAT_SR_QOS_FALLBACK_BICUBIC, &running_time, &earliest,
       &proportion);
+  bicubic = late;
 
   gst_ehat_sr_wrap_frame (in, self->in_format, &fin);
   gst_ehat_sr_wrap_frame (out, self->out_format, &fout);
@@ -803,12 +804,13 @@ gst_ehat_sr_transform_frame (GstVideoFilter * filter, GstVideoFrame * in,
     return GST_FLOW_NOT_NEGOTIATED;
   }
   if (ow != w * self->scale || oh != h * self->scale) {
-    /* the model (and its scale) changed under us: renegotiate, drop this
-     * frame rather than write a wrongly sized one */
-    g_mutex_unlock (&self->engine_lock);
+    /* The model (and its scale) changed between negotiation and this
+     * frame, whose output buffer has the old size.  Fill it by bicubic
+     * (counted as degraded) rather than lose the frame, and renegotiate
+     * for the next one. */
     GST_INFO_OBJECT (self, "scale changed, renegotiating");
     gst_base_transform_reconfigure_src (GST_BASE_TRANSFORM (self));
-    return GST_BASE_TRANSFORM_FLOW_DROPPED;
+    bicubic = TRUE;
   }
   backend = ehat_engine_get_backend (self->engine) == EHAT_BACKEND_CUDA ?
       "cuda" : "cpu";
@@ -816,10 +818,9 @@ gst_ehat_sr_transform_frame (GstVideoFilter * filter, GstVideoFrame * in,
   t0 = g_get_monotonic_time ();
   if (!ehat_frame_read (&fin, &self->in_color, self->in_rgb, &err))
     goto failed;
-  if (late) {
-    GST_DEBUG_OBJECT (self, "frame at %" GST_TIME_FORMAT " is late by %"
-        GST_STIME_FORMAT ": bicubic", GST_TIME_ARGS (running_time),
-        GST_STIME_ARGS (GST_CLOCK_DIFF (running_time, earliest)));
+  if (bicubic) {
+    GST_DEBUG_OBJECT (self, "frame at %" GST_TIME_FORMAT ": bicubic (%s)",
+        GST_TIME_ARGS (running_time), late ? "late" : "scale changed");
     if (!ehat_resize_bicubic (self->in_rgb, 3, w, h, self->out_rgb, ow, oh)) {
       g_set_error (&err, EHAT_ERROR, EHAT_ERROR_OUT_OF_MEMORY,
           "bicubic resample of %dx%d failed", w, h);
@@ -842,11 +843,11 @@ gst_ehat_sr_transform_frame (GstVideoFilter * filter, GstVideoFrame * in,
 
   ms = (g_get_monotonic_time () - t0) / 1000.0;
   GST_LOG_OBJECT (self, "frame %dx%d: %.1f ms, %s, %d tiles of %dx%d", w, h,
-      ms, late ? "bicubic" : "network", stats.n_tiles, stats.tile_width,
+      ms, bicubic ? "bicubic" : "network", stats.n_tiles, stats.tile_width,
       stats.tile_height);
   GST_OBJECT_LOCK (self);
   index = self->frames + self->degraded;
-  if (late) {
+  if (bicubic) {
     self->degraded++;
   } else {
     self->frames++;
@@ -873,8 +874,8 @@ gst_ehat_sr_transform_frame (GstVideoFilter * filter, GstVideoFrame * in,
                 gst_segment_to_running_time (&trans->segment,
                     GST_FORMAT_TIME, pts) : GST_CLOCK_TIME_NONE,
                 "ms", G_TYPE_DOUBLE, ms,
-                "method", G_TYPE_STRING, late ? "bicubic" : "network",
-                "tiles", G_TYPE_INT, late ? 0 : stats.n_tiles,
+                "method", G_TYPE_STRING, bicubic ? "bicubic" : "network",
+                "tiles", G_TYPE_INT, bicubic ? 0 : stats.n_tiles,
                 "tile-width", G_TYPE_INT, stats.tile_width,
                 "tile-height", G_TYPE_INT, stats.tile_height,
                 "backend", G_TYPE_STRING, backend, NULL)));
