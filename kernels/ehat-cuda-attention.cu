@@ -1,0 +1,236 @@
+/* Fused window attention of the CUDA backend: HAB's shifted-window
+ * self-attention and OCAB's overlapping cross-attention.
+ *
+ * One block per (image, window, head) and chunk of up to 256 queries, one
+ * thread per query.  q (pre-scaled) and the output accumulator live in the
+ * thread's registers; keys and values stream through shared memory in
+ * tiles of KT, gathered straight from the qkv rows (the cyclic shift and
+ * the OCAB unfold are index arithmetic, no shifted or unfolded copy
+ * exists), with an online softmax (running max and sum) so any key count
+ * fits.  The relative-position bias comes pre-expanded per call as
+ * [head][key][query] (coalesced over the queries of a warp); the shift mask
+ * is computed from the region labels.  fp32 reference version: tensor-core
+ * tiles (mma) and reduced precisions are the next step. */
+#include "ehat-cuda-common.cuh"
+
+/* keys per shared-memory tile: the score loop is unrolled over KT·DMAX,
+ * so the widest heads take shorter tiles (build time, registers) */
+#define KT_FOR(DMAX) ((DMAX) >= 64 ? 8 : 16)
+#define MAXQ 256                /* queries (threads) per block */
+
+__global__ void
+expand_bias_kernel (const float *table, const int32_t *index, int heads,
+    int nq, int nk, float *dense)
+{
+  size_t total = (size_t) heads * nk * nq;
+  GRID_STRIDE (o, total) {
+    int i = (int) (o % nq);
+    size_t r = o / nq;
+    int j = (int) (r % nk);
+    int hd = (int) (r / nk);
+    dense[o] = table[(size_t) index[(size_t) i * nk + j] * heads + hd];
+  }
+}
+
+extern "C" cudaError_t
+ehat_cuda_expand_bias (cudaStream_t s, const float *table,
+    const int32_t *index, int heads, int nq, int nk, float *dense)
+{
+  size_t total = (size_t) heads * nk * nq;
+  expand_bias_kernel <<< ehat_blocks (total), EHAT_THREADS, 0, s >>> (table,
+      index, heads, nq, nk, dense);
+  return cudaGetLastError ();
+}
+
+/* Shift-mask region of a coordinate of the shifted map (EHAT-SPEC.md §4). */
+__device__ __forceinline__ int
+region (int p, int size, int ws, int shift)
+{
+  return p < size - ws ? 0 : (p < size - shift ? 1 : 2);
+}
+
+/* OVERLAP false: HAB (param = shift); true: OCAB (param = wse). */
+template <int DMAX, bool OVERLAP>
+__global__ void __launch_bounds__ (MAXQ)
+attention_kernel (const float *__restrict__ qkv, int h, int w, int c,
+    int heads, int ws, int param, int nq, int nk, int nwy, int nwx,
+    const float *__restrict__ bias, float scale, float *__restrict__ out)
+{
+  constexpr int KT = KT_FOR (DMAX);
+  __shared__ float ks[KT][DMAX];
+  __shared__ float vs[KT][DMAX];
+  __shared__ long long krow[KT];        /* key's token row, −1: zero vector */
+  __shared__ int kreg[KT];
+
+  const int d = c / heads;
+  const size_t stride = 3 * (size_t) c;
+  const int task = blockIdx.x;
+  const int hd = task % heads;
+  const int win = task / heads;
+  const int wx = win % nwx, wy = (win / nwx) % nwy;
+  const size_t img = (size_t) (win / (nwx * nwy));
+  const int i = blockIdx.y * blockDim.x + threadIdx.x;
+  const bool active = i < nq;
+  const int ii = active ? i : nq - 1;
+  const int shift = OVERLAP ? 0 : param;
+  const int wse = OVERLAP ? param : ws;
+  const int pad = OVERLAP ? (wse - ws) / 2 : 0;
+
+  /* this thread's query */
+  int py = wy * ws + ii / ws, px = wx * ws + ii % ws;
+  size_t qrow;
+  int qreg = 0;
+  if (OVERLAP) {
+    qrow = (img * h + py) * w + px;
+  } else {
+    int sy = (py + shift) % h, sx = (px + shift) % w;
+    qrow = (img * h + sy) * w + sx;
+    if (shift)
+      qreg = region (py, h, ws, shift) * 3 + region (px, w, ws, shift);
+  }
+  float q[DMAX], o[DMAX];
+  {
+    const float *qp = qkv + qrow * stride + (size_t) hd * d;
+#pragma unroll
+    for (int e = 0; e < DMAX; e++) {
+      q[e] = e < d ? qp[e] * scale : 0.0f;
+      o[e] = 0.0f;
+    }
+  }
+  float m = -INFINITY, l = 0.0f;
+  const float *brow = bias + (size_t) hd * nk * nq + ii;
+
+  for (int j0 = 0; j0 < nk; j0 += KT) {
+    const int cnt = min (KT, nk - j0);
+
+    __syncthreads ();           /* previous tile consumed */
+    for (int t = threadIdx.x; t < KT; t += blockDim.x) {
+      int j = j0 + t;
+      long long row = -1;
+      int reg = 0;
+      if (t < cnt) {
+        if (OVERLAP) {
+          int ky = wy * ws - pad + j / wse, kx = wx * ws - pad + j % wse;
+          if (ky >= 0 && ky < h && kx >= 0 && kx < w)
+            row = (long long) ((img * h + ky) * w + kx);
+        } else {
+          int ky = wy * ws + j / ws, kx = wx * ws + j % ws;
+          int sy = (ky + shift) % h, sx = (kx + shift) % w;
+          row = (long long) ((img * h + sy) * w + sx);
+          if (shift)
+            reg = region (ky, h, ws, shift) * 3 + region (kx, w, ws, shift);
+        }
+      }
+      krow[t] = row;
+      kreg[t] = reg;
+    }
+    __syncthreads ();
+    for (int t = threadIdx.x; t < KT * DMAX; t += blockDim.x) {
+      int jj = t / DMAX, e = t % DMAX;
+      long long row = krow[jj];
+      float kv = 0.0f, vv = 0.0f;
+      if (row >= 0 && e < d) {
+        const float *kp = qkv + (size_t) row * stride + c + (size_t) hd * d;
+        kv = kp[e];
+        vv = kp[c + e];
+      }
+      ks[jj][e] = kv;
+      vs[jj][e] = vv;
+    }
+    __syncthreads ();
+
+    float sc[KT];
+    float mt = -INFINITY;
+#pragma unroll
+    for (int jj = 0; jj < KT; jj++) {
+      float s = 0.0f;
+#pragma unroll
+      for (int e = 0; e < DMAX; e++)
+        s += q[e] * ks[jj][e];
+      if (jj < cnt) {
+        s += brow[(size_t) (j0 + jj) * nq];
+        if (!OVERLAP && shift && kreg[jj] != qreg)
+          s += -100.0f;
+      } else {
+        s = -INFINITY;
+      }
+      sc[jj] = s;
+      mt = fmaxf (mt, s);
+    }
+    float mn = fmaxf (m, mt);
+    float corr = expf (m - mn); /* 0 on the first tile (m = −∞) */
+    l *= corr;
+#pragma unroll
+    for (int e = 0; e < DMAX; e++)
+      o[e] *= corr;
+#pragma unroll
+    for (int jj = 0; jj < KT; jj++) {
+      float p = expf (sc[jj] - mn);
+      l += p;
+#pragma unroll
+      for (int e = 0; e < DMAX; e++)
+        o[e] += p * vs[jj][e];
+    }
+    m = mn;
+  }
+
+  if (active) {
+    float inv = 1.0f / l;
+    float *op = out + qrow * (size_t) c + (size_t) hd * d;
+#pragma unroll
+    for (int e = 0; e < DMAX; e++)
+      if (e < d)
+        op[e] = o[e] * inv;
+  }
+}
+
+template <bool OVERLAP>
+static cudaError_t
+launch (cudaStream_t s, const float *qkv, int n, int h, int w, int c,
+    int heads, int ws, int param, int nk, const float *bias, float *out)
+{
+  int d = c / heads, nq = ws * ws;
+  int nwy = h / ws, nwx = w / ws;
+  size_t tasks = (size_t) n * nwy * nwx * heads;
+  int threads = nq < MAXQ ? (nq + 31) / 32 * 32 : MAXQ;
+  int chunks = (nq + threads - 1) / threads;
+  float scale = (float) (1.0 / sqrt ((double) d));
+
+  if (tasks == 0)
+    return cudaSuccess;
+  if (d < 1 || heads * d != c || tasks > 0x7fffffffu || chunks > 65535)
+    return cudaErrorInvalidValue;
+  dim3 grid ((unsigned) tasks, chunks);
+#define LAUNCH(D) attention_kernel<D, OVERLAP> <<< grid, threads, 0, s >>> \
+      (qkv, h, w, c, heads, ws, param, nq, nk, nwy, nwx, bias, scale, out)
+  /* three register-tile sizes keep the build short (HAT's head dims are
+   * 24 and 30); add 16 if small-head models matter */
+  if (d <= 8)
+    LAUNCH (8);
+  else if (d <= 32)
+    LAUNCH (32);
+  else if (d <= 64)
+    LAUNCH (64);
+  else
+    return cudaErrorInvalidValue;
+#undef LAUNCH
+  return cudaGetLastError ();
+}
+
+extern "C" cudaError_t
+ehat_cuda_window_attention (cudaStream_t s, const float *qkv, int n, int h,
+    int w, int c, int heads, int ws, int shift, const float *dense_bias,
+    float *out)
+{
+  return launch<false> (s, qkv, n, h, w, c, heads, ws, shift, ws * ws,
+      dense_bias, out);
+}
+
+extern "C" cudaError_t
+ehat_cuda_overlap_attention (cudaStream_t s, const float *qkv, int n, int h,
+    int w, int c, int heads, int ws, int wse, const float *dense_bias,
+    float *out)
+{
+  return launch<true> (s, qkv, n, h, w, c, heads, ws, wse, wse * wse,
+      dense_bias, out);
+}
