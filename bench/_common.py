@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -51,39 +52,77 @@ def _vm_rss(pid):
     return 0
 
 
+def _children(pid):
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(c) for c in f.read().split()]
+    except OSError:
+        return []
+
+
+# A small launcher between this process and the measured command. Linux carries the peak RSS of
+# the address space a process execs from into its ru_maxrss (and a forked child's address space is
+# a copy of this, possibly large, Python process — with torch imported, hundreds of MiB), so the
+# command is forked from a fresh `python -I -S` (≈ 7 MiB) which reports its child's ru_maxrss.
+_LAUNCHER = r"""
+import os, signal, sys
+pid = os.fork()
+if pid == 0:
+    try:
+        os.execvp(sys.argv[2], sys.argv[2:])
+    except OSError as e:
+        sys.stderr.write("%s: %s\n" % (sys.argv[2], e))
+    os._exit(127)
+_, st, ru = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as f:
+    f.write(str(ru.ru_maxrss * 1024))
+if os.WIFSIGNALED(st):
+    signal.signal(os.WTERMSIG(st), signal.SIG_DFL)
+    os.kill(os.getpid(), os.WTERMSIG(st))
+sys.exit(os.waitstatus_to_exitcode(st))
+"""
+
+
 def run_measured(cmd, env=None, timeout=None, rss_limit=None):
     """Run ``cmd``; return (returncode, stdout, stderr, peak_rss_bytes, wall_s).
 
-    The peak RSS is the child's own ru_maxrss (os.wait4), independent of other children. With
-    ``rss_limit`` (bytes) the child is killed once its resident set exceeds it (the return code is
-    then -9 and stderr ends with a line saying so); with ``timeout`` (s) once it runs longer.
+    The peak RSS is the command's own ru_maxrss (wait4 in a small launcher, see _LAUNCHER; it
+    includes the launcher's ≈ 7 MiB, not this process's size). With ``rss_limit`` (bytes) the
+    command is killed once its resident set exceeds it (the return code is then -9 and stderr ends
+    with a line saying so); with ``timeout`` (s) once it runs longer.
     """
     t0 = time.monotonic()
     killed = None
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        p = subprocess.Popen(cmd, stdout=out, stderr=err, env=env)
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
+            tempfile.NamedTemporaryFile(mode="r", prefix="ehat-rss-") as rssf:
+        p = subprocess.Popen([sys.executable, "-I", "-S", "-c", _LAUNCHER, rssf.name] + list(cmd),
+                             stdout=out, stderr=err, env=env, start_new_session=True)
         deadline = None if timeout is None else t0 + timeout
         while True:
-            pid, status, ru = os.wait4(p.pid, os.WNOHANG)
-            if pid:
+            if p.poll() is not None:
                 break
             if deadline is not None and time.monotonic() > deadline:
                 killed = f"killed: ran longer than {timeout:g} s"
-            elif rss_limit is not None and _vm_rss(p.pid) > rss_limit:
+            elif rss_limit is not None and sum(_vm_rss(c) for c in _children(p.pid)) > rss_limit:
                 killed = f"killed: resident set above {rss_limit / 2**30:.1f} GiB"
             if killed:
-                p.kill()
-                pid, status, ru = os.wait4(p.pid, 0)
+                try:
+                    os.killpg(p.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                p.wait()
                 break
             time.sleep(0.01)
-        p.returncode = os.waitstatus_to_exitcode(status)
         wall = time.monotonic() - t0
+        rssf.seek(0)
+        txt = rssf.read().strip()
+        rss = int(txt) if txt.isdigit() else None
         out.seek(0)
         err.seek(0)
         e = err.read().decode(errors="replace")
         if killed:
             e += ("\n" if e and not e.endswith("\n") else "") + killed + "\n"
-        return (p.returncode, out.read().decode(errors="replace"), e, ru.ru_maxrss * 1024, wall)
+        return (p.returncode, out.read().decode(errors="replace"), e, rss, wall)
 
 
 def thread_env(threads, base=None):

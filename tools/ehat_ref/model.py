@@ -426,8 +426,10 @@ class WindowAttention(nn.Module):
         bias = self.relative_position_bias_table[self.rpi.reshape(-1)].view(n, n, -1).permute(2, 0, 1)
         attn.add_(bias.unsqueeze(0))  # in place: the scores are the largest tensors here
         if mask is not None:
+            # in place on `attn` itself, not through a view of it: torch.onnx.export (1.13) drops
+            # an in-place op on a view, and the exported graph would lose the mask
             nw = mask.shape[0]
-            attn.view(-1, nw, self.heads, n, n).add_(mask.unsqueeze(1).unsqueeze(0))
+            attn.add_(mask.expand(bn // nw, nw, n, n).reshape(bn, 1, n, n))  # a view when B = 1
         attn = torch.softmax(attn, dim=-1)
         out = (attn @ v).transpose(1, 2).reshape(bn, n, c)
         return self.proj(out)
