@@ -5,7 +5,6 @@
 #include "ehat-fault.h"
 
 #include <cblas.h>
-#include <omp.h>
 #include <stdlib.h>
 
 #define CPU(be) ((EhatCpuBackend *) (be))
@@ -17,6 +16,17 @@
 static void
 cpu_destroy (EhatBackend *be)
 {
+  EhatCpuBackend *cpu = CPU (be);
+
+  ehat_pool_free (cpu->pool);
+  for (int t = 0; t < cpu->n_threads; t++) {
+    g_free (cpu->conv_col[t]);
+    g_free (cpu->conv_tmp[t]);
+  }
+  g_free (cpu->conv_col);
+  g_free (cpu->conv_tmp);
+  g_free (cpu->conv_col_len);
+  g_free (cpu->conv_tmp_len);
   g_free (CPU (be)->dense_bias);
   g_free (CPU (be)->description);
   g_free (be);
@@ -115,23 +125,56 @@ reflect (int i, int n)
   return i < n ? i : p - i;
 }
 
+typedef struct
+{
+  const float *src;
+  float *dst;
+  int w, h, W, H;
+  const float *mean;
+  float range;
+} InOutJob;
+
+/* One task per padded row (n·H of them). */
+static void
+input_rows (gpointer data, gsize begin, gsize end, int thread)
+{
+  const InOutJob *j = data;
+  for (gsize r = begin; r < end; r++) {
+    gsize i = r / j->H;
+    int y = r % j->H, sy = reflect (y, j->h);
+    const float *img = j->src + i * 3 * j->h * j->w;
+    float *row = j->dst + r * j->W * 3;
+    for (int xx = 0; xx < j->W; xx++) {
+      int sx = reflect (xx, j->w);
+      for (int c = 0; c < 3; c++)
+        row[xx * 3 + c] =
+            (img[((gsize) c * j->h + sy) * j->w + sx] - j->mean[c]) * j->range;
+    }
+  }
+}
+
 static void
 cpu_input (EhatBackend *be, const float *host, int n, int w, int h, int W,
     int H, const float mean[3], float range, float *x)
 {
-#pragma omp parallel for collapse(2) num_threads(CPU (be)->n_threads)
-  for (int i = 0; i < n; i++) {
-    for (int y = 0; y < H; y++) {
-      const float *img = host + (gsize) i * 3 * h * w;
-      int sy = reflect (y, h);
-      float *row = x + ((gsize) i * H + y) * W * 3;
-      for (int xx = 0; xx < W; xx++) {
-        int sx = reflect (xx, w);
-        for (int c = 0; c < 3; c++)
-          row[xx * 3 + c] =
-              (img[((gsize) c * h + sy) * w + sx] - mean[c]) * range;
-      }
-    }
+  InOutJob j = { host, x, w, h, W, H, mean, range };
+  ehat_pool_parallel_for (CPU (be)->pool, (gsize) n * H, 16, input_rows, &j);
+}
+
+/* One task per cropped output row (n·h of them). */
+static void
+output_rows (gpointer data, gsize begin, gsize end, int thread)
+{
+  const InOutJob *j = data;
+  for (gsize r = begin; r < end; r++) {
+    gsize i = r / j->h;
+    int y = r % j->h;
+    const float *row = j->src + (i * j->H + y) * j->W * 3;
+    float *img = j->dst + i * 3 * j->h * j->w;
+    for (int c = 0; c < 3; c++)
+      for (int xx = 0; xx < j->w; xx++)
+        img[((gsize) c * j->h + y) * j->w + xx] = row[xx * 3 + c] / j->range
+            + j->mean[c];
   }
 }
 
@@ -139,17 +182,8 @@ static void
 cpu_output (EhatBackend *be, const float *x, int n, int W, int H, int w,
     int h, const float mean[3], float range, float *host)
 {
-#pragma omp parallel for collapse(2) num_threads(CPU (be)->n_threads)
-  for (int i = 0; i < n; i++) {
-    for (int y = 0; y < h; y++) {
-      const float *row = x + ((gsize) i * H + y) * W * 3;
-      float *img = host + (gsize) i * 3 * h * w;
-      for (int c = 0; c < 3; c++)
-        for (int xx = 0; xx < w; xx++)
-          img[((gsize) c * h + y) * w + xx] = row[xx * 3 + c] / range
-              + mean[c];
-    }
-  }
+  InOutJob j = { x, host, w, h, W, H, mean, range };
+  ehat_pool_parallel_for (CPU (be)->pool, (gsize) n * h, 16, output_rows, &j);
 }
 
 static inline float
@@ -245,159 +279,275 @@ shuffle_band (const float *band, int w, int y0, int y1, int cout, int s,
   }
 }
 
+typedef struct
+{
+  const EhatConvW *cw;
+  const float *x, *res;
+  float *y;
+  int h, w, band, bands, shuffle;
+  EhatAct act;
+  float alpha;
+  float **col, **tmp;           /* per thread */
+} ConvJob;
+
 /* Threads take whole bands (im2col, GEMM, epilogue, shuffle): OpenBLAS runs
- * single-threaded inside each, so one OpenMP pool does all the work and no
- * BLAS thread pool spins against it. */
+ * single-threaded inside each, so one pool does all the work and no BLAS
+ * thread pool spins against it. */
+static void
+conv_bands (gpointer data, gsize begin, gsize end, int thread)
+{
+  const ConvJob *j = data;
+  const EhatConvW *cw = j->cw;
+  int h = j->h, w = j->w, s = j->shuffle;
+  gsize kc = (gsize) cw->k * cw->k * cw->cin;
+  int co = cw->cout / (s * s);
+  float *col = j->col[thread], *tmp = j->tmp ? j->tmp[thread] : NULL;
+
+  for (gsize task = begin; task < end; task++) {
+    gsize i = task / j->bands;
+    int bi = task % j->bands;
+    const float *xi = j->x + i * h * w * cw->cin;
+    float *yi = j->y + i * h * w * s * s * co;
+    const float *ri = j->res ? j->res + i * h * w * cw->cout : NULL;
+    int y0 = bi * j->band, y1 = MIN (y0 + j->band, h);
+    gsize rows = (gsize) (y1 - y0) * w;
+    float *dst = tmp ? tmp : yi + (gsize) y0 * w * cw->cout;
+    /* A residual that is the output itself (in-place update) enters
+     * through the GEMM's beta; the epilogue would read it overwritten. */
+    gboolean in_place = ri && ri == yi && !tmp;
+
+    im2col (xi, h, w, cw->cin, cw->k, y0, y1, col);
+    cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasNoTrans, (int) rows,
+        cw->cout, (int) kc, 1.0f, col, (int) kc, cw->w, cw->cout,
+        in_place ? j->alpha : 0.0f, dst, cw->cout);
+    epilogue (dst, rows, cw->cout, cw->b, j->act,
+        ri && !in_place ? ri + (gsize) y0 * w * cw->cout : NULL, j->alpha);
+    if (tmp)
+      shuffle_band (tmp, w, y0, y1, cw->cout, s, yi);
+  }
+}
+
+/* A thread's buffer of at least n floats, grown as needed. */
+static float *
+thread_buffer (float **bufs, gsize *lens, int thread, gsize n)
+{
+  if (lens[thread] < n) {
+    g_free (bufs[thread]);
+    bufs[thread] = g_new (float, n);
+    lens[thread] = n;
+  }
+  return bufs[thread];
+}
+
 static void
 cpu_conv (EhatBackend *be, const EhatConvW *cw, const float *x, int n, int h,
     int w, float *y, EhatAct act, const float *res, float alpha, int shuffle)
 {
-  int nt = CPU (be)->n_threads;
+  EhatCpuBackend *cpu = CPU (be);
+  int nt = cpu->n_threads;
   gsize kc = (gsize) cw->k * cw->k * cw->cin;
   gsize fit = BAND_FLOATS / (kc * w);
   /* at least one band per thread, so small maps still use every core */
   int band = (int) CLAMP (fit, 1, (gsize) MAX (1, h / nt));
-  int bands = (h + band - 1) / band;
-  int co = cw->cout / (shuffle * shuffle);
+  g_autofree float **col = g_new0 (float *, nt);
+  g_autofree float **tmp = shuffle > 1 ? g_new0 (float *, nt) : NULL;
+  ConvJob j = { cw, x, res, y, h, w, band, (h + band - 1) / band, shuffle,
+    act, alpha, col, tmp
+  };
 
-#pragma omp parallel num_threads(nt)
-  {
-    float *col = g_malloc (kc * w * band * sizeof (float));
-    float *tmp = shuffle > 1 ? g_malloc ((gsize) w * band * cw->cout
-        * sizeof (float)) : NULL;
-
-#pragma omp for schedule(dynamic, 1) collapse(2)
-    for (int i = 0; i < n; i++) {
-      for (int bi = 0; bi < bands; bi++) {
-        const float *xi = x + (gsize) i * h * w * cw->cin;
-        gsize out_px = (gsize) h * w * shuffle * shuffle;
-        float *yi = y + (gsize) i * out_px * co;
-        const float *ri = res ? res + (gsize) i * h * w * cw->cout : NULL;
-        int y0 = bi * band, y1 = MIN (y0 + band, h);
-        gsize rows = (gsize) (y1 - y0) * w;
-        float *dst = tmp ? tmp : yi + (gsize) y0 * w * cw->cout;
-        /* A residual that is the output itself (in-place update) enters
-         * through the GEMM's beta; the epilogue would read it overwritten. */
-        gboolean in_place = ri && ri == yi && !tmp;
-
-        im2col (xi, h, w, cw->cin, cw->k, y0, y1, col);
-        cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasNoTrans, (int) rows,
-            cw->cout, (int) kc, 1.0f, col, (int) kc, cw->w, cw->cout,
-            in_place ? alpha : 0.0f, dst, cw->cout);
-        epilogue (dst, rows, cw->cout, cw->b, act,
-            ri && !in_place ? ri + (gsize) y0 * w * cw->cout : NULL, alpha);
-        if (tmp)
-          shuffle_band (tmp, w, y0, y1, cw->cout, shuffle, yi);
-      }
-    }
-    g_free (col);
-    g_free (tmp);
+  for (int t = 0; t < nt; t++) {
+    col[t] = thread_buffer (cpu->conv_col, cpu->conv_col_len, t,
+        kc * w * band);
+    if (tmp)
+      tmp[t] = thread_buffer (cpu->conv_tmp, cpu->conv_tmp_len, t,
+          (gsize) w * band * cw->cout);
   }
+  ehat_pool_parallel_for (cpu->pool, (gsize) n * j.bands, 1, conv_bands, &j);
 }
 
-/* Rows split evenly over the threads, each a single-threaded GEMM plus its
- * epilogue while the rows are still in cache. */
+typedef struct
+{
+  const EhatLinearW *lw;
+  const float *x;
+  float *y;
+  EhatAct act;
+  float beta;
+} LinearJob;
+
+/* A block of rows: a single-threaded GEMM plus its epilogue while the rows
+ * are still in cache. */
+static void
+linear_rows (gpointer data, gsize begin, gsize end, int thread)
+{
+  const LinearJob *j = data;
+  const EhatLinearW *lw = j->lw;
+
+  cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasTrans, (int) (end - begin),
+      lw->out, lw->in, 1.0f, j->x + begin * lw->in, lw->in, lw->w, lw->in,
+      j->beta, j->y + begin * lw->out, lw->out);
+  epilogue (j->y + begin * lw->out, end - begin, lw->out, lw->b, j->act,
+      NULL, 0.0f);
+}
+
 static void
 cpu_linear (EhatBackend *be, const EhatLinearW *lw, const float *x,
     gsize rows, float *y, EhatAct act, float beta)
 {
+  LinearJob j = { lw, x, y, act, beta };
   int nt = CPU (be)->n_threads;
-  gsize chunk = MAX ((rows + nt - 1) / nt, 64);
-  gsize nchunks = (rows + chunk - 1) / chunk;
+  /* a few blocks per thread for balance, each large enough for the GEMM */
+  gsize grain = MAX ((rows + 4 * nt - 1) / (4 * nt), 64);
 
-#pragma omp parallel for num_threads(nt) schedule(static)
-  for (gsize ci = 0; ci < nchunks; ci++) {
-    gsize r0 = ci * chunk, nr = MIN (chunk, rows - r0);
-    cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasTrans, (int) nr, lw->out,
-        lw->in, 1.0f, x + r0 * lw->in, lw->in, lw->w, lw->in, beta,
-        y + r0 * lw->out, lw->out);
-    epilogue (y + r0 * lw->out, nr, lw->out, lw->b, act, NULL, 0.0f);
+  ehat_pool_parallel_for (CPU (be)->pool, rows, grain, linear_rows, &j);
+}
+
+typedef struct
+{
+  const EhatNormW *nw;
+  const float *x;
+  float *y;
+  int c;
+} NormJob;
+
+EHAT_CLONES static void
+layernorm_rows (gpointer data, gsize begin, gsize end, int thread)
+{
+  const NormJob *j = data;
+  int c = j->c;
+
+  for (gsize r = begin; r < end; r++) {
+    const float *xr = j->x + r * c;
+    float *yr = j->y + r * c;
+    float mean = 0.0f, var = 0.0f, inv;
+#pragma omp simd reduction(+:mean)
+    for (int k = 0; k < c; k++)
+      mean += xr[k];
+    mean /= c;
+#pragma omp simd reduction(+:var)
+    for (int k = 0; k < c; k++)
+      var += (xr[k] - mean) * (xr[k] - mean);
+    inv = 1.0f / sqrtf (var / c + 1e-5f);
+#pragma omp simd
+    for (int k = 0; k < c; k++)
+      yr[k] = (xr[k] - mean) * inv * j->nw->w[k] + j->nw->b[k];
   }
 }
 
-EHAT_CLONES static void
+static void
 cpu_layernorm (EhatBackend *be, const EhatNormW *nw, const float *x,
     gsize rows, int c, float *y)
 {
-#pragma omp parallel for num_threads(CPU (be)->n_threads) schedule(static)
-  for (gsize r = 0; r < rows; r++) {
-    const float *xr = x + r * c;
-    float *yr = y + r * c;
-    float mean = 0.0f, var = 0.0f, inv;
-#pragma omp simd reduction(+:mean)
-    for (int j = 0; j < c; j++)
-      mean += xr[j];
-    mean /= c;
-#pragma omp simd reduction(+:var)
-    for (int j = 0; j < c; j++)
-      var += (xr[j] - mean) * (xr[j] - mean);
-    inv = 1.0f / sqrtf (var / c + 1e-5f);
+  NormJob j = { nw, x, y, c };
+  ehat_pool_parallel_for (CPU (be)->pool, rows, 64, layernorm_rows, &j);
+}
+
+typedef struct
+{
+  float *y;
+  const float *x;
+  float a, b;
+} AxpbyJob;
+
+EHAT_CLONES static void
+axpby_range (gpointer data, gsize begin, gsize end, int thread)
+{
+  const AxpbyJob *j = data;
+  float *y = j->y;
+  const float *x = j->x;
+  float a = j->a, b = j->b;
+
+  if (b == 0.0f) {
+    /* y may be uninitialised: never read it (0·NaN would be NaN). */
 #pragma omp simd
-    for (int j = 0; j < c; j++)
-      yr[j] = (xr[j] - mean) * inv * nw->w[j] + nw->b[j];
+    for (gsize i = begin; i < end; i++)
+      y[i] = a * x[i];
+  } else {
+#pragma omp simd
+    for (gsize i = begin; i < end; i++)
+      y[i] = a * x[i] + b * y[i];
   }
 }
 
-EHAT_CLONES static void
+static void
 cpu_axpby (EhatBackend *be, float *y, float a, const float *x, float b,
     gsize n)
 {
-  if (b == 0.0f) {
-    /* y may be uninitialised: never read it (0·NaN would be NaN). */
-#pragma omp parallel for simd num_threads(CPU (be)->n_threads) schedule(static)
-    for (gsize i = 0; i < n; i++)
-      y[i] = a * x[i];
-  } else {
-#pragma omp parallel for simd num_threads(CPU (be)->n_threads) schedule(static)
-    for (gsize i = 0; i < n; i++)
-      y[i] = a * x[i] + b * y[i];
+  AxpbyJob j = { y, x, a, b };
+  ehat_pool_parallel_for (CPU (be)->pool, n, 1 << 15, axpby_range, &j);
+}
+
+typedef struct
+{
+  const float *v;
+  float *vw;
+  double *partial;              /* [chunk][c] sums */
+  const float *scale;
+  gsize grain;
+  int c;
+} CaJob;
+
+#define CA_GRAIN 1024
+
+/* The range may span several chunks (one thread, or a short map): each
+ * chunk's sum goes to its own slot all the same. */
+static void
+ca_sums (gpointer data, gsize begin, gsize end, int thread)
+{
+  const CaJob *j = data;
+
+  for (gsize c0 = begin; c0 < end; c0 += j->grain) {
+    double *acc = j->partial + (c0 / j->grain) * j->c;
+    for (int k = 0; k < j->c; k++)
+      acc[k] = 0.0;
+    for (gsize r = c0; r < MIN (c0 + j->grain, end); r++)
+      for (int k = 0; k < j->c; k++)
+        acc[k] += j->v[r * j->c + k];
   }
+}
+
+static void
+ca_scale (gpointer data, gsize begin, gsize end, int thread)
+{
+  const CaJob *j = data;
+  for (gsize r = begin; r < end; r++)
+    for (int k = 0; k < j->c; k++)
+      j->vw[r * j->c + k] *= j->scale[k];
 }
 
 static void
 cpu_channel_attention (EhatBackend *be, const EhatLinearW *down,
     const EhatLinearW *up, float *v, int n, gsize hw, int c)
 {
-  int nt = CPU (be)->n_threads;
-  g_autofree float *mean = g_new (float, c);
+  gsize chunks = (hw + CA_GRAIN - 1) / CA_GRAIN;
+  g_autofree double *partial = g_new (double, chunks * c);
   g_autofree float *mid = g_new (float, down->out);
   g_autofree float *scale = g_new (float, c);
 
   for (int i = 0; i < n; i++) {
     float *vi = v + (gsize) i * hw * c;
+    CaJob j = { vi, vi, partial, scale, CA_GRAIN, c };
 
-    /* Sums in double: the mean runs over up to millions of rows, and the
-     * reference computes it in higher precision than float. */
-    for (int j = 0; j < c; j++)
-      mean[j] = 0.0f;
-#pragma omp parallel num_threads(nt)
-    {
-      double *acc = g_new0 (double, c);
-#pragma omp for schedule(static) nowait
-      for (gsize r = 0; r < hw; r++)
-        for (int j = 0; j < c; j++)
-          acc[j] += vi[r * c + j];
-#pragma omp critical
-      for (int j = 0; j < c; j++)
-        mean[j] += (float) (acc[j] / hw);
-      g_free (acc);
-    }
+    /* Sums in double, per fixed chunk and added in chunk order: the mean
+     * runs over up to millions of rows, and the result must not depend on
+     * which thread took which chunk. */
+    ehat_pool_parallel_for (CPU (be)->pool, hw, CA_GRAIN, ca_sums, &j);
     for (int o = 0; o < down->out; o++) {
       float s = down->b[o];
-      for (int j = 0; j < c; j++)
-        s += down->w[(gsize) o * c + j] * mean[j];
+      for (int k = 0; k < c; k++) {
+        double sum = 0.0;
+        for (gsize ch = 0; ch < chunks; ch++)
+          sum += partial[ch * c + k];
+        s += down->w[(gsize) o * c + k] * (float) (sum / hw);
+      }
       mid[o] = s > 0.0f ? s : 0.0f;
     }
     for (int o = 0; o < c; o++) {
       float s = up->b[o];
-      for (int j = 0; j < down->out; j++)
-        s += up->w[(gsize) o * down->out + j] * mid[j];
+      for (int k = 0; k < down->out; k++)
+        s += up->w[(gsize) o * down->out + k] * mid[k];
       scale[o] = 1.0f / (1.0f + expf (-s));
     }
-#pragma omp parallel for num_threads(nt) schedule(static)
-    for (gsize r = 0; r < hw; r++)
-      for (int j = 0; j < c; j++)
-        vi[r * c + j] *= scale[j];
+    ehat_pool_parallel_for (CPU (be)->pool, hw, 256, ca_scale, &j);
   }
 }
 
@@ -458,7 +608,12 @@ ehat_backend_cpu_new (int n_threads, GError **error)
   cpu->parent.ops = &cpu_ops;
   cpu->parent.kind = EHAT_BACKEND_CPU;
   cpu->n_threads = n_threads;
-  /* Parallelism comes from our OpenMP regions, each calling OpenBLAS
+  cpu->pool = ehat_pool_new (n_threads);
+  cpu->conv_col = g_new0 (float *, n_threads);
+  cpu->conv_tmp = g_new0 (float *, n_threads);
+  cpu->conv_col_len = g_new0 (gsize, n_threads);
+  cpu->conv_tmp_len = g_new0 (gsize, n_threads);
+  /* Parallelism comes from our pool, each task calling OpenBLAS
    * single-threaded (OpenBLAS's documented mode for threaded callers); its
    * own pool would spin against ours on every call. */
   openblas_set_num_threads (1);

@@ -9,7 +9,6 @@
  * token rows it came from. */
 #include "ehat-cpu.h"
 
-#include <omp.h>
 
 /* GCC/Clang vector extensions: one 16-float vector is a zmm register in the
  * AVX-512 clone, two ymm in the AVX2 one, four xmm in the baseline, so the
@@ -192,6 +191,26 @@ scatter (const Scratch *s, float *out, int c, int hd, int d, int dp, int nq)
         d * sizeof (float));
 }
 
+typedef struct
+{
+  const float *table;
+  const gint32 *index;
+  float *dense;
+  int heads;
+  gsize nqk;
+} BiasJob;
+
+static void
+expand_heads (gpointer data, gsize begin, gsize end, int thread)
+{
+  const BiasJob *j = data;
+  for (gsize hd = begin; hd < end; hd++) {
+    float *d = j->dense + hd * j->nqk;
+    for (gsize ij = 0; ij < j->nqk; ij++)
+      d[ij] = j->table[j->index[ij] * j->heads + hd];
+  }
+}
+
 /* [L][heads] table → [heads][nq][nk], reused across the backend's calls. */
 static const float *
 expand_bias (EhatBackend *be, const float *table, const gint32 *index,
@@ -199,18 +218,15 @@ expand_bias (EhatBackend *be, const float *table, const gint32 *index,
 {
   EhatCpuBackend *cpu = (EhatCpuBackend *) be;
   gsize n = (gsize) heads * nq * nk;
+  BiasJob j;
 
   if (cpu->dense_bias_len < n) {
     g_free (cpu->dense_bias);
     cpu->dense_bias = g_new (float, n);
     cpu->dense_bias_len = n;
   }
-#pragma omp parallel for num_threads(cpu->n_threads) schedule(static)
-  for (int hd = 0; hd < heads; hd++) {
-    float *d = cpu->dense_bias + (gsize) hd * nq * nk;
-    for (gsize ij = 0; ij < (gsize) nq * nk; ij++)
-      d[ij] = table[index[ij] * heads + hd];
-  }
+  j = (BiasJob) { table, index, cpu->dense_bias, heads, (gsize) nq * nk };
+  ehat_pool_parallel_for (cpu->pool, heads, 1, expand_heads, &j);
   return cpu->dense_bias;
 }
 
@@ -221,47 +237,93 @@ region (int p, int size, int ws, int shift)
   return p < size - ws ? 0 : (p < size - shift ? 1 : 2);
 }
 
+/* One attention call: tasks are (image, window, head), each thread with
+ * its own scratch. */
+typedef struct
+{
+  const float *qkv, *bias;
+  float *out;
+  Scratch *scratch;             /* per thread */
+  int h, w, c, heads, ws, wse, shift, d, dp, nq, nk, nkp, nwx, nwy;
+  gboolean overlap;
+  float scale;
+} AttnJob;
+
+static void
+attn_tasks (gpointer data, gsize begin, gsize end, int thread)
+{
+  const AttnJob *j = data;
+  Scratch *s = &j->scratch[thread];
+  int ws = j->ws, h = j->h, w = j->w, shift = j->shift;
+  int pad = (j->wse - ws) / 2;
+
+  for (gsize task = begin; task < end; task++) {
+    int hd = task % j->heads;
+    gsize win = task / j->heads;
+    int wx = win % j->nwx, wy = (win / j->nwx) % j->nwy;
+    gsize img = win / ((gsize) j->nwx * j->nwy);
+
+    if (!j->overlap) {
+      /* Token t of the shifted map's window sits at (py, px); the map was
+       * rolled by −shift, so it came from (py + shift, px + shift). */
+      for (int t = 0; t < j->nq; t++) {
+        int py = wy * ws + t / ws, px = wx * ws + t % ws;
+        int sy = (py + shift) % h, sx = (px + shift) % w;
+        s->qpos[t] = (img * h + sy) * w + sx;
+        s->kpos[t] = s->qpos[t];
+        s->reg[t] = shift ? region (py, h, ws, shift) * 3
+            + region (px, w, ws, shift) : 0;
+      }
+    } else {
+      /* queries: the unshifted window; keys: the wse square around it */
+      for (int t = 0; t < j->nq; t++)
+        s->qpos[t] = (img * h + wy * ws + t / ws) * w + wx * ws + t % ws;
+      for (int t = 0; t < j->nk; t++) {
+        int ky = wy * ws - pad + t / j->wse, kx = wx * ws - pad + t % j->wse;
+        s->kpos[t] = (ky < 0 || ky >= h || kx < 0 || kx >= w) ? G_MAXSIZE
+            : (img * h + ky) * w + kx;
+      }
+    }
+    gather (s, j->qkv, j->c, hd, j->d, j->dp, j->nq, j->nk, j->nkp,
+        j->scale);
+    attend (s->q, j->d, j->nq, round_up (j->nq, RB), s->kT, j->nk, j->nkp,
+        s->v, j->dp, j->bias + (gsize) hd * j->nq * j->nk,
+        shift ? s->reg : NULL, s->reg, s->S, s->o);
+    scatter (s, j->out, j->c, hd, j->d, j->dp, j->nq);
+  }
+}
+
+static void
+run_attention (EhatBackend *be, AttnJob *j, gsize n_images)
+{
+  EhatCpuBackend *cpu = (EhatCpuBackend *) be;
+  gsize tasks = n_images * j->nwy * j->nwx * j->heads;
+
+  j->scratch = g_new (Scratch, cpu->n_threads);
+  for (int t = 0; t < cpu->n_threads; t++)
+    scratch_init (&j->scratch[t], j->nq, j->nk, j->d, j->dp);
+  ehat_pool_parallel_for (cpu->pool, tasks, 1, attn_tasks, j);
+  for (int t = 0; t < cpu->n_threads; t++)
+    scratch_clear (&j->scratch[t]);
+  g_free (j->scratch);
+}
+
 void
 ehat_cpu_window_attention (EhatBackend *be, const float *qkv, int n, int h,
     int w, int c, int heads, int ws, int shift, const float *table,
     const gint32 *index, float *out)
 {
-  int d = c / heads, dp = round_up (d, JB), nq = ws * ws, nkp =
-      round_up (nq, JB);
-  int nwy = h / ws, nwx = w / ws;
-  gsize tasks = (gsize) n * nwy * nwx * heads;
-  float scale = (float) (1.0 / sqrt ((double) d));
-  const float *bias = expand_bias (be, table, index, heads, nq, nq);
+  int d = c / heads, nq = ws * ws;
+  AttnJob j = {
+    .qkv = qkv, .out = out, .h = h, .w = w, .c = c, .heads = heads,
+    .ws = ws, .wse = ws, .shift = shift, .d = d, .dp = round_up (d, JB),
+    .nq = nq, .nk = nq, .nkp = round_up (nq, JB), .nwx = w / ws,
+    .nwy = h / ws, .overlap = FALSE,
+    .scale = (float) (1.0 / sqrt ((double) d)),
+  };
 
-#pragma omp parallel num_threads(((EhatCpuBackend *) be)->n_threads)
-  {
-    Scratch s;
-    scratch_init (&s, nq, nq, d, dp);
-#pragma omp for schedule(static)
-    for (gsize task = 0; task < tasks; task++) {
-      int hd = task % heads;
-      gsize win = task / heads;
-      int wx = win % nwx, wy = (win / nwx) % nwy;
-      gsize img = win / ((gsize) nwx * nwy);
-
-      /* Token t of the shifted map's window sits at (py, px); the map was
-       * rolled by −shift, so it came from (py + shift, px + shift). */
-      for (int t = 0; t < nq; t++) {
-        int py = wy * ws + t / ws, px = wx * ws + t % ws;
-        int sy = (py + shift) % h, sx = (px + shift) % w;
-        s.qpos[t] = (img * h + sy) * w + sx;
-        s.kpos[t] = s.qpos[t];
-        s.reg[t] = shift ? region (py, h, ws, shift) * 3
-            + region (px, w, ws, shift) : 0;
-      }
-      gather (&s, qkv, c, hd, d, dp, nq, nq, nkp, scale);
-      attend (s.q, d, nq, round_up (nq, RB), s.kT, nq, nkp, s.v, dp,
-          bias + (gsize) hd * nq * nq, shift ? s.reg : NULL, s.reg, s.S,
-          s.o);
-      scatter (&s, out, c, hd, d, dp, nq);
-    }
-    scratch_clear (&s);
-  }
+  j.bias = expand_bias (be, table, index, heads, nq, nq);
+  run_attention (be, &j, n);
 }
 
 void
@@ -269,36 +331,15 @@ ehat_cpu_overlap_attention (EhatBackend *be, const float *qkv, int n, int h,
     int w, int c, int heads, int ws, int wse, const float *table,
     const gint32 *index, float *out)
 {
-  int d = c / heads, dp = round_up (d, JB), nq = ws * ws, nk = wse * wse;
-  int nkp = round_up (nk, JB), pad = (wse - ws) / 2;
-  int nwy = h / ws, nwx = w / ws;
-  gsize tasks = (gsize) n * nwy * nwx * heads;
-  float scale = (float) (1.0 / sqrt ((double) d));
-  const float *bias = expand_bias (be, table, index, heads, nq, nk);
+  int d = c / heads, nq = ws * ws, nk = wse * wse;
+  AttnJob j = {
+    .qkv = qkv, .out = out, .h = h, .w = w, .c = c, .heads = heads,
+    .ws = ws, .wse = wse, .shift = 0, .d = d, .dp = round_up (d, JB),
+    .nq = nq, .nk = nk, .nkp = round_up (nk, JB), .nwx = w / ws,
+    .nwy = h / ws, .overlap = TRUE,
+    .scale = (float) (1.0 / sqrt ((double) d)),
+  };
 
-#pragma omp parallel num_threads(((EhatCpuBackend *) be)->n_threads)
-  {
-    Scratch s;
-    scratch_init (&s, nq, nk, d, dp);
-#pragma omp for schedule(static)
-    for (gsize task = 0; task < tasks; task++) {
-      int hd = task % heads;
-      gsize win = task / heads;
-      int wx = win % nwx, wy = (win / nwx) % nwy;
-      gsize img = win / ((gsize) nwx * nwy);
-
-      for (int t = 0; t < nq; t++)
-        s.qpos[t] = (img * h + wy * ws + t / ws) * w + wx * ws + t % ws;
-      for (int t = 0; t < nk; t++) {
-        int ky = wy * ws - pad + t / wse, kx = wx * ws - pad + t % wse;
-        s.kpos[t] = (ky < 0 || ky >= h || kx < 0 || kx >= w) ? G_MAXSIZE
-            : (img * h + ky) * w + kx;
-      }
-      gather (&s, qkv, c, hd, d, dp, nq, nk, nkp, scale);
-      attend (s.q, d, nq, round_up (nq, RB), s.kT, nk, nkp, s.v, dp,
-          bias + (gsize) hd * nq * nk, NULL, NULL, s.S, s.o);
-      scatter (&s, out, c, hd, d, dp, nq);
-    }
-    scratch_clear (&s);
-  }
+  j.bias = expand_bias (be, table, index, heads, nq, nk);
+  run_attention (be, &j, n);
 }

@@ -8,7 +8,6 @@
 #include "ehat-cpu.h"
 
 #include <cblas.h>
-#include <omp.h>
 
 #define QB 32                   /* queries per task */
 #define KB 256                  /* keys per streamed block */
@@ -67,72 +66,103 @@ pam_block (const float *q, const float *k, const float *v, gsize hw, int dq,
   }
 }
 
+typedef struct
+{
+  const float *q, *k, *v, *f;
+  float *out, *e;
+  gsize hw, blocks;
+  int dq, c;
+  float gamma;
+  float **S, **acc;             /* per thread */
+} DanetJob;
+
+static void
+pam_tasks (gpointer data, gsize begin, gsize end, int thread)
+{
+  const DanetJob *j = data;
+  float mrow[QB], lrow[QB];
+
+  for (gsize task = begin; task < end; task++) {
+    gsize i = task / j->blocks, b = task % j->blocks;
+    gsize base = i * j->hw, r0 = b * QB;
+    int rows = (int) MIN ((gsize) QB, j->hw - r0);
+    pam_block (j->q + (base + r0) * j->dq, j->k + base * j->dq,
+        j->v + base * j->c, j->hw, j->dq, j->c, rows, j->gamma,
+        j->S[thread], j->acc[thread], mrow, lrow, j->out + (base + r0) * j->c);
+  }
+}
+
 void
 ehat_cpu_position_attention (EhatBackend *be, const float *q, const float *k,
     const float *v, int n, gsize hw, int dq, int c, float gamma, float *out)
 {
-  gsize blocks = (hw + QB - 1) / QB;
+  EhatCpuBackend *cpu = (EhatCpuBackend *) be;
+  DanetJob j = { q, k, v, NULL, out, NULL, hw, (hw + QB - 1) / QB, dq, c,
+    gamma, g_new (float *, cpu->n_threads), g_new (float *, cpu->n_threads)
+  };
 
-#pragma omp parallel num_threads(((EhatCpuBackend *) be)->n_threads)
-  {
-    float *S = g_new (float, (gsize) QB * KB);
-    float *acc = g_new (float, (gsize) QB * c);
-    float mrow[QB], lrow[QB];
-
-#pragma omp for schedule(dynamic, 1) collapse(2)
-    for (int i = 0; i < n; i++) {
-      for (gsize b = 0; b < blocks; b++) {
-        gsize base = (gsize) i * hw, r0 = b * QB;
-        int rows = (int) MIN ((gsize) QB, hw - r0);
-        pam_block (q + (base + r0) * dq, k + base * dq, v + base * c, hw, dq,
-            c, rows, gamma, S, acc, mrow, lrow, out + (base + r0) * c);
-      }
-    }
-    g_free (S);
-    g_free (acc);
+  for (int t = 0; t < cpu->n_threads; t++) {
+    j.S[t] = g_new (float, (gsize) QB * KB);
+    j.acc[t] = g_new (float, (gsize) QB * c);
   }
+  ehat_pool_parallel_for (cpu->pool, n * j.blocks, 1, pam_tasks, &j);
+  for (int t = 0; t < cpu->n_threads; t++) {
+    g_free (j.S[t]);
+    g_free (j.acc[t]);
+  }
+  g_free (j.S);
+  g_free (j.acc);
+}
+
+/* E[c1][c2] = Σ_tokens f[t][c1]·f[t][c2] for a block of 16 rows of E
+ * (OpenBLAS itself runs single-threaded, see the backend). */
+static void
+gram_rows (gpointer data, gsize begin, gsize end, int thread)
+{
+  const DanetJob *j = data;
+  cblas_sgemm (CblasRowMajor, CblasTrans, CblasNoTrans, (int) (end - begin),
+      j->c, (int) j->hw, 1.0f, j->f + begin, j->c, j->f, j->c, 0.0f,
+      j->e + begin * j->c, j->c);
+}
+
+/* out[t] += Σ_c2 (γ·A)[c1][c2]·f[t][c2] for a block of tokens */
+static void
+cam_apply (gpointer data, gsize begin, gsize end, int thread)
+{
+  const DanetJob *j = data;
+  cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasTrans, (int) (end - begin),
+      j->c, j->c, 1.0f, j->f + begin * j->c, j->c, j->e, j->c, 1.0f,
+      j->out + begin * j->c, j->c);
 }
 
 void
 ehat_cpu_channel_gram_attention (EhatBackend *be, const float *f, int n,
     gsize hw, int c, float gamma, float *out)
 {
-  int nt = ((EhatCpuBackend *) be)->n_threads;
+  EhatPool *pool = ((EhatCpuBackend *) be)->pool;
   g_autofree float *e = g_new (float, (gsize) c * c);
 
   for (int i = 0; i < n; i++) {
-    const float *fi = f + (gsize) i * hw * c;
-    float *oi = out + (gsize) i * hw * c;
+    DanetJob j = { .f = f + (gsize) i * hw * c, .out = out + (gsize) i * hw * c,
+      .e = e, .hw = hw, .c = c
+    };
 
-    /* E[c1][c2] = Σ_tokens f[t][c1]·f[t][c2], rows of E split over the
-     * threads (OpenBLAS itself runs single-threaded, see the backend). */
-#pragma omp parallel for num_threads(nt) schedule(static)
-    for (int c0 = 0; c0 < c; c0 += 16) {
-      int cn = MIN (16, c - c0);
-      cblas_sgemm (CblasRowMajor, CblasTrans, CblasNoTrans, cn, c, (int) hw,
-          1.0f, fi + c0, c, fi, c, 0.0f, e + (gsize) c0 * c, c);
-    }
+    ehat_pool_parallel_for (pool, c, 16, gram_rows, &j);
     /* A = softmax_row(max_row(E) − E), in the original's form */
     for (int r = 0; r < c; r++) {
       float *er = e + (gsize) r * c, mx = -G_MAXFLOAT, mx2 = -G_MAXFLOAT,
           sum = 0.0f;
-      for (int j = 0; j < c; j++)
-        mx = er[j] > mx ? er[j] : mx;
-      for (int j = 0; j < c; j++) {
-        er[j] = mx - er[j];
-        mx2 = er[j] > mx2 ? er[j] : mx2;
+      for (int k = 0; k < c; k++)
+        mx = er[k] > mx ? er[k] : mx;
+      for (int k = 0; k < c; k++) {
+        er[k] = mx - er[k];
+        mx2 = er[k] > mx2 ? er[k] : mx2;
       }
-      for (int j = 0; j < c; j++)
-        sum += (er[j] = expf (er[j] - mx2));
-      for (int j = 0; j < c; j++)
-        er[j] *= gamma / sum;
+      for (int k = 0; k < c; k++)
+        sum += (er[k] = expf (er[k] - mx2));
+      for (int k = 0; k < c; k++)
+        er[k] *= gamma / sum;
     }
-    /* out[t] += Σ_c2 (γ·A)[c1][c2]·f[t][c2]: rows split over threads */
-#pragma omp parallel for num_threads(nt) schedule(static)
-    for (gsize t0 = 0; t0 < hw; t0 += 256) {
-      int tn = (int) MIN ((gsize) 256, hw - t0);
-      cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasTrans, tn, c, c, 1.0f,
-          fi + t0 * c, c, e, c, 1.0f, oi + t0 * c, c);
-    }
+    ehat_pool_parallel_for (pool, hw, 256, cam_apply, &j);
   }
 }

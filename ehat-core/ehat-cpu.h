@@ -3,6 +3,7 @@
 #define EHAT_CPU_H
 
 #include "ehat-backend.h"
+#include "ehat-pool.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -25,7 +26,13 @@ typedef struct
 {
   EhatBackend parent;
   int n_threads;
+  EhatPool *pool;
   char *description;
+  /* per-thread working buffers of the convolution (im2col bands, shuffle
+   * staging), kept between calls: allocating megabytes per call costs page
+   * faults and leaves the heap fragmented */
+  float **conv_col, **conv_tmp;
+  gsize *conv_col_len, *conv_tmp_len;
   /* relative-position bias of the current attention layer, expanded to
    * [heads][queries][keys] once per call and shared by all windows */
   float *dense_bias;

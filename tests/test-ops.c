@@ -339,10 +339,11 @@ test_overlap_attention (void)
   }
 }
 
+/* hw crosses the backend's chunking of the mean; 1 and 3 threads */
 static void
-test_channel_attention (void)
+check_channel_attention (EhatBackend *b, int hw)
 {
-  int n = 2, hw = 37, c = 12, sq = 3;
+  int n = 2, c = 12, sq = 3;
   g_autofree float *v = rnd ((gsize) n * hw * c, 1.0);
   g_autofree double *ref = g_new (double, (gsize) n * hw * c);
   EhatLinearW down = { rnd ((gsize) sq * c, 1.0), rnd (sq, 1.0), c, sq };
@@ -370,12 +371,25 @@ test_channel_attention (void)
         ref[((gsize) i * hw + r) * c + j] =
             v[((gsize) i * hw + r) * c + j] * sc[j];
   }
-  be->ops->channel_attention (be, &down, &up, v, n, hw, c);
+  b->ops->channel_attention (b, &down, &up, v, n, hw, c);
   assert_close (v, ref, (gsize) n * hw * c, 1e-5);
   g_free (down.w);
   g_free (down.b);
   g_free (up.w);
   g_free (up.b);
+}
+
+static void
+test_channel_attention (void)
+{
+  EhatBackend *one = ehat_backend_cpu_new (1, NULL);
+  EhatBackend *three = ehat_backend_cpu_new (3, NULL);
+
+  check_channel_attention (be, 37);
+  check_channel_attention (one, 2500);
+  check_channel_attention (three, 2500);
+  one->ops->destroy (one);
+  three->ops->destroy (three);
 }
 
 /* DANet: position attention (streamed in blocks; 300 tokens cross the key
