@@ -1,0 +1,18 @@
+/* Helpers shared by the golden-data tests (CPU and CUDA). */
+#ifndef EHAT_GOLDEN_UTIL_H
+#define EHAT_GOLDEN_UTIL_H
+
+#include <glib.h>
+
+typedef struct
+{
+  int n, h, w;
+  float *data;
+} Image;
+
+/* Tensor `image` [N,3,H,W] of a safetensors file, as float32 (asserts). */
+Image read_image (const char *path);
+/* Max |a − b|; a NaN anywhere gives +inf, so it always fails a bound. */
+double max_abs_diff (const float *a, const float *b, gsize n);
+
+#endif /* EHAT_GOLDEN_UTIL_H */
