@@ -75,9 +75,8 @@ make_frame (const char *caps_str, guint8 fill)
 }
 
 static void
-check_negotiation (int scale, const char *format)
+check_frame (int scale, const char *format, int w, int h)
 {
-  int w = 13, h = 10;
   GstHarness *hr = harness_for (scale, format, w, h);
   gchar *caps_str = g_strdup_printf ("video/x-raw,format=%s,width=%d,"
       "height=%d", format, w, h);
@@ -123,6 +122,47 @@ check_negotiation (int scale, const char *format)
   g_free (caps_str);
   gst_harness_teardown (hr);
 }
+
+static void
+check_negotiation (int scale, const char *format)
+{
+  check_frame (scale, format, 13, 10);
+}
+
+/* Odd and tiny frames through the element (the network reflect-pads them),
+ * and a 1921×1081 frame's caps (too slow to push through a CPU test). */
+GST_START_TEST (test_odd_sizes)
+{
+  static const int sizes[][2] = { {1, 1}, {3, 5}, {1, 9}, {7, 2} };
+  static const char *formats[] = { "RGB", "I420", "NV12", "Y444" };
+  GstHarness *hr;
+  GstPad *src;
+  GstCaps *out;
+  GstStructure *st;
+  gint ow, oh;
+
+  for (guint i = 0; i < G_N_ELEMENTS (sizes); i++)
+    for (guint f = 0; f < G_N_ELEMENTS (formats); f++)
+      check_frame (2, formats[f], sizes[i][0], sizes[i][1]);
+
+  /* ×3 of 1921×1081: what the element offers downstream once upstream
+   * has set those caps */
+  hr = harness_new_for_scale (3);
+  gst_harness_set_src_caps_str (hr, "video/x-raw,format=I420,width=1921,"
+      "height=1081,framerate=25/1,pixel-aspect-ratio=1/1");
+  src = gst_element_get_static_pad (hr->element, "src");
+  out = gst_caps_fixate (gst_pad_query_caps (src, NULL));
+  st = gst_caps_get_structure (out, 0);
+  fail_unless (gst_structure_get_int (st, "width", &ow));
+  fail_unless (gst_structure_get_int (st, "height", &oh));
+  fail_unless_equals_int (ow, 1921 * 3);
+  fail_unless_equals_int (oh, 1081 * 3);
+  gst_caps_unref (out);
+  gst_object_unref (src);
+  gst_harness_teardown (hr);
+}
+
+GST_END_TEST;
 
 GST_START_TEST (test_negotiation_all_formats)
 {
@@ -780,6 +820,7 @@ ehatsr_suite (void)
   tcase_add_test (tc, test_model_swap_failure);
   tcase_add_test (tc, test_auto_tiles_from_memory);
   tcase_add_test (tc, test_negotiation_all_formats);
+  tcase_add_test (tc, test_odd_sizes);
   return s;
 }
 
