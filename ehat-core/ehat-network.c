@@ -83,6 +83,19 @@ ehat_rel_index_oca (int ws, int wse, int i, int j)
   return ((idx % len) + len) % len;
 }
 
+gint32 *
+ehat_rel_index_table (int ws, int wse, gboolean overlap)
+{
+  int nq = ws * ws, nk = overlap ? wse * wse : nq;
+  gint32 *idx = g_new (gint32, (gsize) nq * nk);
+
+  for (int i = 0; i < nq; i++)
+    for (int j = 0; j < nk; j++)
+      idx[(gsize) i * nk + j] = overlap ? ehat_rel_index_oca (ws, wse, i, j)
+          : ehat_rel_index_sa (ws, i, j);
+  return idx;
+}
+
 /* ---- weight upload ---- */
 
 static float *
@@ -169,13 +182,9 @@ static gint32 *
 up_index (EhatNetwork *net, int ws, int wse, gboolean overlap, GError **error)
 {
   int nq = ws * ws, nk = overlap ? wse * wse : nq;
-  g_autofree gint32 *idx = g_new (gint32, (gsize) nq * nk);
+  g_autofree gint32 *idx = ehat_rel_index_table (ws, wse, overlap);
   gint32 *dev;
 
-  for (int i = 0; i < nq; i++)
-    for (int j = 0; j < nk; j++)
-      idx[(gsize) i * nk + j] = overlap ? ehat_rel_index_oca (ws, wse, i, j)
-          : ehat_rel_index_sa (ws, i, j);
   dev = net->be->ops->upload_index (net->be, idx, (gsize) nq * nk, error);
   if (dev)
     g_ptr_array_add (net->allocs, dev);

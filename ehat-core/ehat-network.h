@@ -29,6 +29,8 @@ gsize ehat_network_estimate_floats (const EhatNetwork *net, int n, int width,
 /* Relative-position indices of EHAT-SPEC.md §4 (exposed for tests). */
 int ehat_rel_index_sa (int ws, int i, int j);
 int ehat_rel_index_oca (int ws, int wse, int i, int j);
+/* All of them, [ws²][nk] with nk = wse² (overlap) or ws² (g_free it). */
+gint32 *ehat_rel_index_table (int ws, int wse, gboolean overlap);
 
 G_END_DECLS
 

@@ -263,18 +263,6 @@ test_layernorm_axpby (void)
 }
 
 static gint32 *
-rel_index (int ws, int wse, gboolean overlap)
-{
-  int nq = ws * ws, nk = overlap ? wse * wse : nq;
-  gint32 *idx = g_new (gint32, (gsize) nq * nk);
-  for (int i = 0; i < nq; i++)
-    for (int j = 0; j < nk; j++)
-      idx[(gsize) i * nk + j] = overlap ? ehat_rel_index_oca (ws, wse, i, j)
-          : ehat_rel_index_sa (ws, i, j);
-  return idx;
-}
-
-static gint32 *
 up_index (const gint32 *host, gsize n)
 {
   g_autoptr (GError) error = NULL;
@@ -293,7 +281,7 @@ check_attention (int n, int h, int w, int c, int heads, int ws,
   gsize m = (gsize) n * h * w;
   g_autofree float *qkv = rnd (m * 3 * c, 2.0);
   g_autofree float *table = rnd ((gsize) side * side * heads, 1.0);
-  g_autofree gint32 *index = rel_index (ws, wse, overlap);
+  g_autofree gint32 *index = ehat_rel_index_table (ws, wse, overlap);
   g_autofree float *oc = g_new (float, m * c);
   g_autofree float *og = NULL;
   g_autofree char *what = g_strdup_printf ("%s n%d %dx%d c%d heads%d ws%d "
@@ -473,7 +461,7 @@ test_errors (void)
     gsize m = (gsize) h * w;
     g_autofree float *qkv = rnd (m * 3 * c, 1.0);
     g_autofree float *table = rnd (49, 1.0);
-    g_autofree gint32 *index = rel_index (ws, 0, FALSE);
+    g_autofree gint32 *index = ehat_rel_index_table (ws, 0, FALSE);
     float *dqkv = up (qkv, m * 3 * c), *dt = up (table, 49);
     float *dout = dalloc (m * c);
     gint32 *di = up_index (index, 256);

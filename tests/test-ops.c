@@ -239,18 +239,6 @@ naive_window_attention (const float *qkv, int h, int w, int c, int heads,
         }
 }
 
-static gint32 *
-rel_index (int ws, int wse, gboolean overlap)
-{
-  int nq = ws * ws, nk = overlap ? wse * wse : nq;
-  gint32 *idx = g_new (gint32, (gsize) nq * nk);
-  for (int i = 0; i < nq; i++)
-    for (int j = 0; j < nk; j++)
-      idx[(gsize) i * nk + j] = overlap ? ehat_rel_index_oca (ws, wse, i, j)
-          : ehat_rel_index_sa (ws, i, j);
-  return idx;
-}
-
 static void
 test_window_attention (void)
 {
@@ -264,7 +252,7 @@ test_window_attention (void)
     int nl = (2 * ws - 1) * (2 * ws - 1);
     g_autofree float *qkv = rnd ((gsize) h * w * 3 * c, 2.0);
     g_autofree float *table = rnd ((gsize) nl * heads, 1.0);
-    g_autofree gint32 *index = rel_index (ws, 0, FALSE);
+    g_autofree gint32 *index = ehat_rel_index_table (ws, 0, FALSE);
     g_autofree float *out = g_new (float, (gsize) h * w * c);
     g_autofree double *ref = g_new (double, (gsize) h * w * c);
 
@@ -293,7 +281,7 @@ test_overlap_attention (void)
     double scale = 1.0 / sqrt ((double) d);
     g_autofree float *qkv = rnd ((gsize) h * w * 3 * c, 2.0);
     g_autofree float *table = rnd ((gsize) L * heads, 1.0);
-    g_autofree gint32 *index = rel_index (ws, wse, TRUE);
+    g_autofree gint32 *index = ehat_rel_index_table (ws, wse, TRUE);
     g_autofree float *out = g_new (float, (gsize) h * w * c);
     g_autofree double *ref = g_new (double, (gsize) h * w * c);
     g_autofree double *sc = g_new (double, nk);
