@@ -235,8 +235,14 @@ put_sample (guint8 *row, int i, int code, const FormatInfo *fi)
 static inline int
 to_code (double v, int max_code)
 {
-  long c = lrint (floor (v + 0.5));
-  return (int) CLAMP (c, 0, max_code);
+  long c;
+
+  if (!(v > 0.0))               /* NaN and negatives */
+    return 0;
+  if (v >= max_code)
+    return max_code;
+  c = lrint (floor (v + 0.5));
+  return (int) c;
 }
 
 static inline float

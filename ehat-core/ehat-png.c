@@ -1,4 +1,5 @@
 #include "ehat-png.h"
+#include "ehat-frame.h"
 
 #include "ehat.h"
 
@@ -66,27 +67,37 @@ ehat_png_write (const char *path, const guint8 *rgb, int width, int height,
   return TRUE;
 }
 
+/* Through ehat-frame's RGB path, so that the CLI and the element convert
+ * (and round) 8-bit codes identically: `ehat upscale` output equals the
+ * element's byte for byte. */
+static EhatFrame
+rgb_frame (const guint8 *rgb, int width, int height)
+{
+  EhatFrame f = { EHAT_PIXEL_RGB, width, height, {(guint8 *) rgb},
+    {width * 3}
+  };
+  return f;
+}
+
 float *
 ehat_rgb8_to_planar (const guint8 *rgb, int width, int height)
 {
-  gsize np = (gsize) width * height;
-  float *p = g_new (float, 3 * np);
-  for (gsize i = 0; i < np; i++)
-    for (int c = 0; c < 3; c++)
-      p[c * np + i] = rgb[3 * i + c] / 255.0f;
+  EhatColorInfo color = EHAT_COLOR_INFO_INIT;
+  EhatFrame f = rgb_frame (rgb, width, height);
+  float *p = g_new (float, 3 * (gsize) width * height);
+
+  /* cannot fail: the frame is well-formed RGB */
+  ehat_frame_read (&f, &color, p, NULL);
   return p;
 }
 
 guint8 *
 ehat_planar_to_rgb8 (const float *planar, int width, int height)
 {
-  gsize np = (gsize) width * height;
-  guint8 *rgb = g_new (guint8, 3 * np);
-  for (gsize i = 0; i < np; i++)
-    for (int c = 0; c < 3; c++) {
-      float v = planar[c * np + i] * 255.0f;
-      /* NaN → 0 as well as clamping */
-      rgb[3 * i + c] = v > 0.0f ? (v < 255.0f ? (guint8) lrintf (v) : 255) : 0;
-    }
+  EhatColorInfo color = EHAT_COLOR_INFO_INIT;
+  guint8 *rgb = g_new (guint8, 3 * (gsize) width * height);
+  EhatFrame f = rgb_frame (rgb, width, height);
+
+  ehat_frame_write (planar, NULL, &color, &f, NULL);
   return rgb;
 }
