@@ -1,6 +1,9 @@
-/* The CPU backend: float32, GEMMs through OpenBLAS, OpenMP for the rest.
- * It is the numerical reference of the project and the fallback when no
- * GPU exists. */
+/* The CPU backend: float32 (the numerical reference of the project and the
+ * fallback when no GPU exists) or bf16 GEMMs with fp32 accumulation
+ * (precision=bf16 on CPUs with AVX512-BF16).  GEMMs run on the own
+ * micro-kernels of ehat-cpu-gemm.c with weights packed once (convolutions
+ * at upload, linear layers on first use), through OpenBLAS on CPUs without
+ * AVX-512; the pool of ehat-pool.c runs everything in parallel. */
 #include "ehat-cpu.h"
 #include "ehat-fault.h"
 
@@ -27,6 +30,12 @@ cpu_destroy (EhatBackend *be)
   g_free (cpu->conv_tmp);
   g_free (cpu->conv_col_len);
   g_free (cpu->conv_tmp_len);
+  for (int t = 0; t < cpu->n_threads; t++)
+    g_free (cpu->abuf[t]);
+  g_free (cpu->abuf);
+  g_free (cpu->abuf_len);
+  g_hash_table_destroy (cpu->packed);
+  g_mutex_clear (&cpu->packed_lock);
   g_free (CPU (be)->dense_bias);
   g_free (CPU (be)->description);
   g_free (be);
@@ -82,9 +91,94 @@ cpu_borrow (EhatBackend *be, const float *host, gsize n, GError **error)
   return (float *) host;
 }
 
+/* A linear weight packed on first use (the backend sees linear weights
+ * only as borrowed float pointers).  The copy is checked against a few
+ * values of the source on every use, so that memory reused for other
+ * weights at the same address is packed again. */
+#define N_SAMPLES 8
+
+typedef struct
+{
+  const float *src;
+  int in, out;
+  float sample[N_SAMPLES];
+  EhatGemmB b;
+} LinearPack;
+
+static void
+linear_pack_free (gpointer p)
+{
+  LinearPack *lp = p;
+  free (lp->b.data);
+  g_free (lp);
+}
+
 static void
 cpu_unborrow (EhatBackend *be, float *p)
 {
+  EhatCpuBackend *cpu = CPU (be);
+  g_mutex_lock (&cpu->packed_lock);
+  g_hash_table_remove (cpu->packed, p);
+  g_mutex_unlock (&cpu->packed_lock);
+}
+
+/* Which GEMM a k×n weight gets.  bf16 only where it pays and costs no
+ * accuracy worth having: not for the first convolution (k = 27) nor for
+ * outputs narrower than a vector (the last convolution: 3 channels). */
+static EhatGemmKind
+gemm_kind (EhatCpuBackend *cpu, gsize k, int n)
+{
+  if (cpu->bf16 && k >= 32 && n >= 16)
+    return EHAT_GEMM_BF16;
+  return cpu->own_f32 ? EHAT_GEMM_F32 : EHAT_GEMM_BLAS;
+}
+
+static void
+take_samples (const float *w, gsize n, float *out)
+{
+  for (int i = 0; i < N_SAMPLES; i++)
+    out[i] = w[(n - 1) * i / (N_SAMPLES - 1)];
+}
+
+/* The packed form of lw, or NULL for OpenBLAS on lw->w as it is. */
+static const EhatGemmB *
+linear_packed (EhatCpuBackend *cpu, const EhatLinearW *lw)
+{
+  EhatGemmKind kind = gemm_kind (cpu, lw->in, lw->out);
+  gsize n = (gsize) lw->in * lw->out;
+  float now[N_SAMPLES];
+  LinearPack *lp;
+
+  if (kind == EHAT_GEMM_BLAS)
+    return NULL;
+  take_samples (lw->w, n, now);
+  g_mutex_lock (&cpu->packed_lock);
+  lp = g_hash_table_lookup (cpu->packed, lw->w);
+  if (lp && (lp->in != lw->in || lp->out != lw->out
+          || memcmp (lp->sample, now, sizeof now) != 0)) {
+    g_hash_table_remove (cpu->packed, lw->w);
+    lp = NULL;
+  }
+  if (!lp) {
+    void *data = NULL;
+    lp = g_new0 (LinearPack, 1);
+    lp->src = lw->w;
+    lp->in = lw->in;
+    lp->out = lw->out;
+    memcpy (lp->sample, now, sizeof now);
+    ehat_gemm_layout (&lp->b, kind, lw->in, lw->out);
+    if (posix_memalign (&data, 64, ehat_gemm_data_bytes (&lp->b)) != 0) {
+      /* out of memory: OpenBLAS on the weights as they are */
+      g_free (lp);
+      g_mutex_unlock (&cpu->packed_lock);
+      return NULL;
+    }
+    /* B(i, j) = W[j][i] */
+    ehat_gemm_pack (&lp->b, data, lw->w, 1, lw->in);
+    g_hash_table_insert (cpu->packed, (gpointer) lw->w, lp);
+  }
+  g_mutex_unlock (&cpu->packed_lock);
+  return &lp->b;
 }
 
 static gint32 *
@@ -94,20 +188,40 @@ cpu_upload_index (EhatBackend *be, const gint32 *host, gsize n,
   return (gint32 *) cpu_upload (be, (const float *) host, n, error);
 }
 
-/* [cout, cin, k, k] → [(ky·k + kx)·cin + ci][cout], the im2col order. */
+/* A convolution's weights: one allocation (freed by cpu_free) holding an
+ * EhatGemmB header, then B = [(ky·k + kx)·cin + ci][cout] (the im2col
+ * order) packed for its kernel. */
+#define CONV_HEADER 64
+G_STATIC_ASSERT (sizeof (EhatGemmB) <= CONV_HEADER);
+
 static float *
 cpu_upload_conv (EhatBackend *be, const float *w, int cout, int cin, int k,
     GError **error)
 {
-  gsize kk = (gsize) k * k;
-  float *p = cpu_alloc (be, kk * cin * cout, error);
+  gsize kk = (gsize) k * k, kc = kk * cin;
+  g_autofree float *t = NULL;
+  EhatGemmB b;
+  char *p;
+
+  ehat_gemm_layout (&b, gemm_kind (CPU (be), kc, cout), (int) kc, cout);
+  p = (char *) cpu_alloc (be, (CONV_HEADER + ehat_gemm_data_bytes (&b)
+          + sizeof (float) - 1) / sizeof (float), error);
   if (!p)
     return NULL;
+  t = g_try_new (float, kc * cout);
+  if (!t) {
+    free (p);
+    g_set_error (error, EHAT_ERROR, EHAT_ERROR_OUT_OF_MEMORY,
+        "out of host memory packing a convolution");
+    return NULL;
+  }
   for (int co = 0; co < cout; co++)
     for (int ci = 0; ci < cin; ci++)
-      for (gsize t = 0; t < kk; t++)
-        p[(t * cin + ci) * cout + co] = w[((gsize) co * cin + ci) * kk + t];
-  return p;
+      for (gsize tap = 0; tap < kk; tap++)
+        t[(tap * cin + ci) * cout + co] = w[((gsize) co * cin + ci) * kk + tap];
+  ehat_gemm_pack (&b, p + CONV_HEADER, t, cout, 1);
+  memcpy (p, &b, sizeof b);
+  return (float *) p;
 }
 
 /* PyTorch 'reflect' padding, extended periodically for pads ≥ the size
@@ -255,6 +369,34 @@ im2col (const float *x, int h, int w, int cin, int k, int y0, int y1,
   }
 }
 
+/* im2col into bf16 rows of kp (≥ k·k·cin, the pad column zero). */
+static void
+im2col_bf16 (const float *x, int h, int w, int cin, int k, int y0, int y1,
+    guint16 *col, int kp)
+{
+  int r = k / 2;
+  gsize kc = (gsize) k * k * cin;
+
+  for (int y = y0; y < y1; y++) {
+    for (int xx = 0; xx < w; xx++) {
+      guint16 *dst = col + ((gsize) (y - y0) * w + xx) * kp;
+      for (int ky = 0; ky < k; ky++) {
+        int sy = y + ky - r;
+        for (int kx = 0; kx < k; kx++) {
+          int sx = xx + kx - r;
+          guint16 *d = dst + (ky * k + kx) * cin;
+          if (sy < 0 || sy >= h || sx < 0 || sx >= w)
+            memset (d, 0, cin * sizeof (guint16));
+          else
+            ehat_f32_to_bf16 (d, x + ((gsize) sy * w + sx) * cin, cin);
+        }
+      }
+      if ((gsize) kp > kc)
+        memset (dst + kc, 0, (kp - kc) * sizeof (guint16));
+    }
+  }
+}
+
 /* Scatter a band's conv output [rows of cout] pixel-shuffled by s into y
  * (an image of (h·s)×(w·s)×(cout/s²)): out channel c·s²+i·s+j of pixel
  * (y, x) goes to channel c of pixel (y·s+i, x·s+j). */
@@ -282,6 +424,7 @@ shuffle_band (const float *band, int w, int y0, int y1, int cout, int s,
 typedef struct
 {
   const EhatConvW *cw;
+  const EhatGemmB *b;
   const float *x, *res;
   float *y;
   int h, w, band, bands, shuffle;
@@ -312,16 +455,21 @@ conv_bands (gpointer data, gsize begin, gsize end, int thread)
     int y0 = bi * j->band, y1 = MIN (y0 + j->band, h);
     gsize rows = (gsize) (y1 - y0) * w;
     float *dst = tmp ? tmp : yi + (gsize) y0 * w * cw->cout;
-    /* A residual that is the output itself (in-place update) enters
-     * through the GEMM's beta; the epilogue would read it overwritten. */
-    gboolean in_place = ri && ri == yi && !tmp;
+    /* The residual may be the output itself (an in-place update): the
+     * kernels read each value before they overwrite it. */
+    EhatGemmEpi e = { cw->b, j->act, 0.0f,
+      ri ? ri + (gsize) y0 * w * cw->cout : NULL, j->alpha
+    };
 
-    im2col (xi, h, w, cw->cin, cw->k, y0, y1, col);
-    cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasNoTrans, (int) rows,
-        cw->cout, (int) kc, 1.0f, col, (int) kc, cw->w, cw->cout,
-        in_place ? j->alpha : 0.0f, dst, cw->cout);
-    epilogue (dst, rows, cw->cout, cw->b, j->act,
-        ri && !in_place ? ri + (gsize) y0 * w * cw->cout : NULL, j->alpha);
+    if (j->b->kind == EHAT_GEMM_BF16) {
+      im2col_bf16 (xi, h, w, cw->cin, cw->k, y0, y1, (guint16 *) col,
+          j->b->kp);
+      ehat_gemm_bf16a (j->b, (guint16 *) col, j->b->kp, rows, dst,
+          cw->cout, &e);
+    } else {
+      im2col (xi, h, w, cw->cin, cw->k, y0, y1, col);
+      ehat_gemm (j->b, col, kc, rows, dst, cw->cout, &e, NULL);
+    }
     if (tmp)
       shuffle_band (tmp, w, y0, y1, cw->cout, s, yi);
   }
@@ -351,8 +499,8 @@ cpu_conv (EhatBackend *be, const EhatConvW *cw, const float *x, int n, int h,
   int band = (int) CLAMP (fit, 1, (gsize) MAX (1, h / nt));
   g_autofree float **col = g_new0 (float *, nt);
   g_autofree float **tmp = shuffle > 1 ? g_new0 (float *, nt) : NULL;
-  ConvJob j = { cw, x, res, y, h, w, band, (h + band - 1) / band, shuffle,
-    act, alpha, col, tmp
+  ConvJob j = { cw, (const EhatGemmB *) cw->w, x, res, y, h, w, band,
+    (h + band - 1) / band, shuffle, act, alpha, col, tmp
   };
 
   for (int t = 0; t < nt; t++) {
@@ -368,6 +516,8 @@ cpu_conv (EhatBackend *be, const EhatConvW *cw, const float *x, int n, int h,
 typedef struct
 {
   const EhatLinearW *lw;
+  const EhatGemmB *b;           /* NULL: OpenBLAS on lw->w */
+  guint16 **abuf;
   const float *x;
   float *y;
   EhatAct act;
@@ -382,6 +532,12 @@ linear_rows (gpointer data, gsize begin, gsize end, int thread)
   const LinearJob *j = data;
   const EhatLinearW *lw = j->lw;
 
+  if (j->b) {
+    EhatGemmEpi e = { lw->b, j->act, j->beta, NULL, 0.0f };
+    ehat_gemm (j->b, j->x + begin * lw->in, lw->in, end - begin,
+        j->y + begin * lw->out, lw->out, &e, j->abuf[thread]);
+    return;
+  }
   cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasTrans, (int) (end - begin),
       lw->out, lw->in, 1.0f, j->x + begin * lw->in, lw->in, lw->w, lw->in,
       j->beta, j->y + begin * lw->out, lw->out);
@@ -393,11 +549,16 @@ static void
 cpu_linear (EhatBackend *be, const EhatLinearW *lw, const float *x,
     gsize rows, float *y, EhatAct act, float beta)
 {
-  LinearJob j = { lw, x, y, act, beta };
+  EhatCpuBackend *cpu = CPU (be);
+  LinearJob j = { lw, linear_packed (cpu, lw), cpu->abuf, x, y, act, beta };
   int nt = CPU (be)->n_threads;
   /* a few blocks per thread for balance, each large enough for the GEMM */
   gsize grain = MAX ((rows + 4 * nt - 1) / (4 * nt), 64);
 
+  if (j.b && j.b->kind == EHAT_GEMM_BF16)
+    for (int t = 0; t < nt; t++)
+      thread_buffer ((float **) cpu->abuf, cpu->abuf_len, t,
+          (ehat_gemm_abuf_elems (j.b) + 1) / 2);
   ehat_pool_parallel_for (CPU (be)->pool, rows, grain, linear_rows, &j);
 }
 
@@ -600,6 +761,12 @@ static const EhatBackendOps cpu_ops = {
 EhatBackend *
 ehat_backend_cpu_new (int n_threads, GError **error)
 {
+  return ehat_backend_cpu_new_full (n_threads, FALSE, error);
+}
+
+EhatBackend *
+ehat_backend_cpu_new_full (int n_threads, gboolean bf16, GError **error)
+{
   EhatCpuBackend *cpu = g_new0 (EhatCpuBackend, 1);
   const char *blas = openblas_get_config ();
 
@@ -613,11 +780,19 @@ ehat_backend_cpu_new (int n_threads, GError **error)
   cpu->conv_tmp = g_new0 (float *, n_threads);
   cpu->conv_col_len = g_new0 (gsize, n_threads);
   cpu->conv_tmp_len = g_new0 (gsize, n_threads);
+  cpu->abuf = g_new0 (guint16 *, n_threads);
+  cpu->abuf_len = g_new0 (gsize, n_threads);
+  cpu->packed = g_hash_table_new_full (NULL, NULL, NULL, linear_pack_free);
+  g_mutex_init (&cpu->packed_lock);
+  cpu->own_f32 = ehat_cpu_has_avx512 ();
+  cpu->bf16 = bf16 && ehat_cpu_has_bf16 ();
   /* Parallelism comes from our pool, each task calling OpenBLAS
    * single-threaded (OpenBLAS's documented mode for threaded callers); its
    * own pool would spin against ours on every call. */
   openblas_set_num_threads (1);
-  cpu->description = g_strdup_printf ("cpu (%d thread%s, %s, fp32)",
-      n_threads, n_threads == 1 ? "" : "s", blas ? blas : "cblas");
+  cpu->description = g_strdup_printf ("cpu (%d thread%s, %s, %s)",
+      n_threads, n_threads == 1 ? "" : "s", blas ? blas : "cblas",
+      cpu->bf16 ? "bf16 AVX512-BF16 GEMMs, fp32 accumulation"
+      : cpu->own_f32 ? "fp32 AVX-512" : "fp32");
   return &cpu->parent;
 }

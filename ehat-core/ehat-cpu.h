@@ -37,7 +37,20 @@ typedef struct
    * [heads][queries][keys] once per call and shared by all windows */
   float *dense_bias;
   gsize dense_bias_len;
+  /* GEMMs: bf16 (precision=bf16 on a CPU with AVX512-BF16), else the own
+   * fp32 kernels where AVX-512F exists, else OpenBLAS */
+  gboolean bf16, own_f32;
+  /* linear weights packed on first use: weight pointer → LinearPack */
+  GHashTable *packed;
+  GMutex packed_lock;
+  /* per-thread bf16 rows of A (linear layers) */
+  guint16 **abuf;
+  gsize *abuf_len;
 } EhatCpuBackend;
+
+/* precision=bf16 needs ehat_cpu_has_bf16 (); the engine checks. */
+EhatBackend *ehat_backend_cpu_new_full (int n_threads, gboolean bf16,
+    GError **error);
 
 /* e^x for x ≤ 88.7, relative error ≈ 2 ulp; written so that loops over it
  * vectorise (no calls, no branches).  Inputs below −87.3 give ≈ 0. */
@@ -96,6 +109,60 @@ ehat_gelu (float x)
 {
   return 0.5f * x * (1.0f + ehat_erff (x * 0.70710678118654752f));
 }
+
+/* ---- GEMM with pre-packed weights (ehat-cpu-gemm.c) ---- */
+
+typedef enum
+{
+  EHAT_GEMM_BLAS,               /* B row-major k×n floats, OpenBLAS */
+  EHAT_GEMM_F32,                /* own AVX-512F kernels, fp32 panels */
+  EHAT_GEMM_BF16,               /* own AVX512-BF16 kernels, bf16 panels */
+} EhatGemmKind;
+
+/* B (k×n, the weights) in the layout of its kernel. */
+typedef struct
+{
+  EhatGemmKind kind;
+  int k, n;
+  int kp;                       /* k, rounded up to even for bf16 */
+  int np;                       /* n, rounded up to 16 for the own kernels */
+  void *data;
+} EhatGemmB;
+
+/* C = act(A·B + bias) + beta·C + alpha·res (res rows of ldc; may be C
+ * itself; beta ≠ 0 only with act NONE; C is read only when beta ≠ 0). */
+typedef struct
+{
+  const float *bias;
+  EhatAct act;
+  float beta;
+  const float *res;
+  float alpha;
+} EhatGemmEpi;
+
+gboolean ehat_cpu_has_avx512 (void);
+/* AVX512-BF16 present (and EHAT_CPU_NO_BF16 unset). */
+gboolean ehat_cpu_has_bf16 (void);
+float ehat_bf16_to_f32 (guint16 h);
+void ehat_f32_to_bf16 (guint16 *dst, const float *src, gsize n);
+
+void ehat_gemm_layout (EhatGemmB *b, EhatGemmKind kind, int k, int n);
+gsize ehat_gemm_data_bytes (const EhatGemmB *b);
+/* Packs B(i, j) = src[i·sk + j·sn] into data (ehat_gemm_data_bytes, 64-byte
+ * aligned), which b then points to. */
+void ehat_gemm_pack (EhatGemmB *b, void *data, const float *src, gsize sk,
+    gsize sn);
+/* bf16 scratch a thread needs for ehat_gemm with a bf16 B. */
+gsize ehat_gemm_abuf_elems (const EhatGemmB *b);
+/* C[m×n] (row stride ldc) = epilogue(A·B), A fp32 rows of stride lda;
+ * abuf: ehat_gemm_abuf_elems() bf16 for a bf16 B (A converted in blocks),
+ * else unused. */
+void ehat_gemm (const EhatGemmB *b, const float *a, gsize lda, gsize m,
+    float *c, gsize ldc, const EhatGemmEpi *e, guint16 *abuf);
+/* The same with A already bf16 (rows of lda elements, lda even, the pad
+ * column past k zero), B bf16. */
+void ehat_gemm_bf16a (const EhatGemmB *b, const guint16 *a, gsize lda,
+    gsize m, float *c, gsize ldc, const EhatGemmEpi *e);
 
 /* Vectorised helpers used by the tests as well. */
 void ehat_cpu_exp_inplace (float *x, gsize n);

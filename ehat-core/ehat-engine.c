@@ -2,6 +2,7 @@
 #include "ehat.h"
 
 #include "ehat-backend.h"
+#include "ehat-cpu.h"
 #include "ehat-network.h"
 
 struct _EhatEngine
@@ -41,7 +42,18 @@ create_backend (const EhatEngineOptions *o, char **fallback, GError **error)
     *fallback = g_strdup_printf ("CUDA unavailable (%s); using the CPU",
         cuda_error->message);
   }
-  return ehat_backend_cpu_new (o->n_threads, error);
+  /* bf16 on the CPU: AVX512-BF16 GEMMs where the CPU has them (checked at
+   * run time), else fp32 with the reason stated. */
+  if (o->precision == EHAT_PRECISION_BF16 && !ehat_cpu_has_bf16 ()) {
+    char *prev = *fallback;
+    *fallback = g_strdup_printf ("%s%sbf16 needs a CPU with AVX512-BF16%s; "
+        "running fp32", prev ? prev : "", prev ? "; " : "",
+        g_getenv ("EHAT_CPU_NO_BF16") ? " (disabled by EHAT_CPU_NO_BF16)"
+        : ", which this one lacks");
+    g_free (prev);
+  }
+  return ehat_backend_cpu_new_full (o->n_threads,
+      o->precision == EHAT_PRECISION_BF16, error);
 }
 
 EhatEngine *
@@ -68,16 +80,17 @@ ehat_engine_new (EhatModel *model, const EhatEngineOptions *opts,
     return NULL;
   }
   if (e->be->kind == EHAT_BACKEND_CPU) {
-    /* The CPU backend is the float32 reference; reduced precisions on the
-     * CPU come with issue 11's bf16 path. */
-    if (opts->precision != EHAT_PRECISION_AUTO
-        && opts->precision != EHAT_PRECISION_FP32) {
+    /* The CPU runs fp32 (the reference; also for AUTO) or, when asked for
+     * and the CPU has AVX512-BF16, bf16 GEMMs (see create_backend). */
+    if (opts->precision == EHAT_PRECISION_TF32
+        || opts->precision == EHAT_PRECISION_FP16) {
       g_set_error (error, EHAT_ERROR, EHAT_ERROR_UNSUPPORTED,
-          "the CPU backend runs in fp32 only");
+          "the CPU backend runs in fp32 or bf16 only");
       ehat_engine_free (e);
       return NULL;
     }
-    e->precision = EHAT_PRECISION_FP32;
+    e->precision = ((EhatCpuBackend *) e->be)->bf16 ? EHAT_PRECISION_BF16
+        : EHAT_PRECISION_FP32;
   } else {
     e->precision = opts->precision;
   }

@@ -1,0 +1,548 @@
+/* GEMM micro-kernels of the CPU backend (fp32 with AVX-512F, bf16 with
+ * AVX512-BF16), weights pre-packed once into column panels.
+ *
+ * C[m×n] = epilogue(A[m×k] · B[k×n]).  B (the weights) is packed into
+ * panels of NR = 48 columns (three 16-float vectors; the last panel may be
+ * 16 or 32 wide, columns past n are zero):
+ *   fp32: panel[k][w] floats;
+ *   bf16: panel[k/2][w][2] — the two bf16 of rows 2p and 2p+1 of a column
+ *         side by side, which is the pair vdpbf16ps multiplies with the
+ *         matching pair of A (rows of B past k are zero, k rounded up to
+ *         even).
+ * A (activations) is read row-major as it is: each of MR = 8 rows has its
+ * k-th value (fp32) or k-pair (bf16, one 32-bit word) broadcast against
+ * the panel's vectors, 24 accumulators in registers.  bf16 A rows are
+ * converted from fp32 in blocks of rows that stay in L2 (the "packing" of
+ * A is just that conversion).
+ *
+ * The epilogue (bias, activation with the exact-erf GELU, +β·C, +α·res)
+ * runs on the accumulators before the one store of each tile.
+ *
+ * The kernels are compiled with target attributes, so the library builds
+ * for the baseline x86-64 and uses them only where the CPU has them
+ * (ehat_cpu_has_avx512 / ehat_cpu_has_bf16); elsewhere B stays a plain
+ * row-major matrix for OpenBLAS. */
+#include "ehat-cpu.h"
+
+#include <cblas.h>
+#include <stdlib.h>
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(EHAT_NO_CLONES)
+#define EHAT_GEMM_X86 1
+#include <immintrin.h>
+#endif
+
+#define NR 48
+#define MR 8
+
+/* What the hardware has (the OS saving the AVX-512 state included, which
+ * libgcc's check covers), probed once. */
+static int hw_avx512 = -1, hw_bf16 = -1;
+
+static void
+probe (void)
+{
+#ifdef EHAT_GEMM_X86
+  if (hw_avx512 < 0) {
+    __builtin_cpu_init ();
+    hw_bf16 = __builtin_cpu_supports ("avx512bf16");
+    hw_avx512 = __builtin_cpu_supports ("avx512f")
+        && __builtin_cpu_supports ("avx512bw")
+        && __builtin_cpu_supports ("avx512dq")
+        && __builtin_cpu_supports ("avx512vl")
+        && __builtin_cpu_supports ("fma");
+    hw_bf16 = hw_bf16 && hw_avx512;
+  }
+#else
+  hw_avx512 = hw_bf16 = 0;
+#endif
+}
+
+/* EHAT_CPU_NO_AVX512 / EHAT_CPU_NO_BF16 (read when a backend is created)
+ * let the tests run the other paths on a CPU that has these. */
+gboolean
+ehat_cpu_has_avx512 (void)
+{
+  probe ();
+  return hw_avx512 && !g_getenv ("EHAT_CPU_NO_AVX512");
+}
+
+gboolean
+ehat_cpu_has_bf16 (void)
+{
+  probe ();
+  return hw_bf16 && ehat_cpu_has_avx512 () && !g_getenv ("EHAT_CPU_NO_BF16");
+}
+
+static inline int
+round_up (int v, int m)
+{
+  return (v + m - 1) / m * m;
+}
+
+/* Round to nearest even, like vcvtneps2bf16 (NaN stays NaN). */
+static inline guint16
+f32_to_bf16 (float f)
+{
+  guint32 u;
+  memcpy (&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u)
+    return (guint16) ((u >> 16) | 0x40);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return (guint16) (u >> 16);
+}
+
+float
+ehat_bf16_to_f32 (guint16 h)
+{
+  guint32 u = (guint32) h << 16;
+  float f;
+  memcpy (&f, &u, 4);
+  return f;
+}
+
+void
+ehat_gemm_layout (EhatGemmB *b, EhatGemmKind kind, int k, int n)
+{
+  b->kind = kind;
+  b->k = k;
+  b->n = n;
+  b->kp = kind == EHAT_GEMM_BF16 ? round_up (k, 2) : k;
+  b->np = kind == EHAT_GEMM_BLAS ? n : round_up (n, 16);
+  b->data = NULL;
+}
+
+gsize
+ehat_gemm_data_bytes (const EhatGemmB *b)
+{
+  return (gsize) b->kp * b->np * (b->kind == EHAT_GEMM_BF16 ? 2 : 4);
+}
+
+void
+ehat_gemm_pack (EhatGemmB *b, void *data, const float *src, gsize sk,
+    gsize sn)
+{
+  b->data = data;
+  if (b->kind == EHAT_GEMM_BLAS) {
+    float *d = data;
+    for (int i = 0; i < b->k; i++)
+      for (int j = 0; j < b->n; j++)
+        d[(gsize) i * b->n + j] = src[i * sk + j * sn];
+    return;
+  }
+  for (int j0 = 0; j0 < b->np; j0 += NR) {
+    int w = MIN (NR, b->np - j0);
+    if (b->kind == EHAT_GEMM_F32) {
+      float *d = (float *) data + (gsize) j0 * b->kp;
+      for (int i = 0; i < b->kp; i++)
+        for (int jj = 0; jj < w; jj++) {
+          int j = j0 + jj;
+          d[(gsize) i * w + jj] = (j < b->n) ? src[i * sk + j * sn] : 0.0f;
+        }
+    } else {
+      guint16 *d = (guint16 *) data + (gsize) j0 * b->kp;
+      for (int i = 0; i < b->kp; i++)
+        for (int jj = 0; jj < w; jj++) {
+          int j = j0 + jj;
+          float v = (j < b->n && i < b->k) ? src[i * sk + j * sn] : 0.0f;
+          d[((gsize) (i / 2) * w + jj) * 2 + (i % 2)] = f32_to_bf16 (v);
+        }
+    }
+  }
+}
+
+/* ---- BLAS path (no AVX-512): sgemm, then the epilogue over the rows ---- */
+
+static void
+gemm_blas (const EhatGemmB *b, const float *a, gsize lda, gsize m, float *c,
+    gsize ldc, const EhatGemmEpi *e)
+{
+  float beta = e->beta, alpha = e->alpha;
+  const float *res = e->res;
+
+  /* In-place residual (act NONE): through sgemm's beta. */
+  if (res == c) {
+    beta += alpha;
+    res = NULL;
+  }
+  g_assert (beta == 0.0f || e->act == EHAT_ACT_NONE);
+  cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasNoTrans, (int) m, b->n,
+      b->k, 1.0f, a, (int) lda, b->data, b->n, beta, c, (int) ldc);
+  for (gsize r = 0; r < m; r++) {
+    float *cr = c + r * ldc;
+    const float *rr = res ? res + r * ldc : NULL;
+    for (int j = 0; j < b->n; j++) {
+      float v = cr[j] + (e->bias ? e->bias[j] : 0.0f);
+      switch (e->act) {
+        case EHAT_ACT_GELU:
+          v = ehat_gelu (v);
+          break;
+        case EHAT_ACT_RELU:
+          v = v > 0.0f ? v : 0.0f;
+          break;
+        case EHAT_ACT_LRELU:
+          v = v > 0.0f ? v : 0.01f * v;
+          break;
+        default:
+          break;
+      }
+      cr[j] = rr ? v + alpha * rr[j] : v;
+    }
+  }
+}
+
+#ifdef EHAT_GEMM_X86
+
+#define T_F32 __attribute__ ((target ("avx512f,avx512bw,avx512dq,avx512vl,fma,avx2,bmi2")))
+#define T_BF16 __attribute__ ((target ("avx512f,avx512bw,avx512dq,avx512vl,avx512bf16,fma,avx2,bmi2")))
+#define INLINE static inline __attribute__ ((always_inline))
+
+/* The exact (erf) GELU of ehat-cpu.h on 16 lanes, same polynomial. */
+T_F32 INLINE __m512
+gelu16 (__m512 x)
+{
+  __m512 z = _mm512_mul_ps (x, _mm512_set1_ps (0.70710678118654752f));
+  __m512 x2, p, q;
+
+  z = _mm512_min_ps (_mm512_max_ps (z, _mm512_set1_ps (-4.0f)),
+      _mm512_set1_ps (4.0f));
+  x2 = _mm512_mul_ps (z, z);
+  p = _mm512_set1_ps (-2.72614225801306e-10f);
+  p = _mm512_fmadd_ps (p, x2, _mm512_set1_ps (2.77068142495902e-08f));
+  p = _mm512_fmadd_ps (p, x2, _mm512_set1_ps (-2.10102402082508e-06f));
+  p = _mm512_fmadd_ps (p, x2, _mm512_set1_ps (-5.69250639462346e-05f));
+  p = _mm512_fmadd_ps (p, x2, _mm512_set1_ps (-7.34990630326855e-04f));
+  p = _mm512_fmadd_ps (p, x2, _mm512_set1_ps (-2.95459980854025e-03f));
+  p = _mm512_fmadd_ps (p, x2, _mm512_set1_ps (-1.60960333262415e-02f));
+  p = _mm512_mul_ps (p, z);
+  q = _mm512_set1_ps (-1.45660718464996e-05f);
+  q = _mm512_fmadd_ps (q, x2, _mm512_set1_ps (-2.13374055278905e-04f));
+  q = _mm512_fmadd_ps (q, x2, _mm512_set1_ps (-1.68282697438203e-03f));
+  q = _mm512_fmadd_ps (q, x2, _mm512_set1_ps (-7.37332916720468e-03f));
+  q = _mm512_fmadd_ps (q, x2, _mm512_set1_ps (-1.42647390514189e-02f));
+  return _mm512_mul_ps (_mm512_mul_ps (_mm512_set1_ps (0.5f), x),
+      _mm512_add_ps (_mm512_set1_ps (1.0f), _mm512_div_ps (p, q)));
+}
+
+static inline __mmask16
+col_mask (int cols, int v)
+{
+  int left = cols - v * 16;
+  return left >= 16 ? 0xffff : left <= 0 ? 0 : (__mmask16) ((1u << left) - 1);
+}
+
+/* The epilogue and the store of an MR×(16·nv) tile; rows and cols are the
+ * valid part. */
+T_F32 INLINE void
+store_tile (__m512 acc[MR][3], int nv, int rows, int cols, float *c,
+    gsize ldc, const EhatGemmEpi *e, int j0)
+{
+  __m512 bias[3];
+  __mmask16 mk[3];
+
+  for (int v = 0; v < nv; v++) {
+    mk[v] = col_mask (cols, v);
+    bias[v] = e->bias ? _mm512_maskz_loadu_ps (mk[v], e->bias + j0 + v * 16)
+        : _mm512_setzero_ps ();
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < MR; r++) {
+    if (r >= rows)
+      break;
+    float *cr = c + (gsize) r * ldc;
+    const float *rr = e->res ? e->res + (gsize) r * ldc : NULL;
+#pragma GCC unroll 3
+    for (int v = 0; v < nv; v++) {
+      __m512 x = _mm512_add_ps (acc[r][v], bias[v]);
+      switch (e->act) {
+        case EHAT_ACT_GELU:
+          x = gelu16 (x);
+          break;
+        case EHAT_ACT_RELU:
+          x = _mm512_max_ps (x, _mm512_setzero_ps ());
+          break;
+        case EHAT_ACT_LRELU:
+          x = _mm512_mask_mul_ps (x, _mm512_cmp_ps_mask (x,
+                  _mm512_setzero_ps (), _CMP_LT_OQ), x,
+              _mm512_set1_ps (0.01f));
+          break;
+        default:
+          break;
+      }
+      if (e->beta != 0.0f)
+        x = _mm512_fmadd_ps (_mm512_set1_ps (e->beta),
+            _mm512_maskz_loadu_ps (mk[v], cr + v * 16), x);
+      if (rr)
+        x = _mm512_fmadd_ps (_mm512_set1_ps (e->alpha),
+            _mm512_maskz_loadu_ps (mk[v], rr + v * 16), x);
+      _mm512_mask_storeu_ps (cr + v * 16, mk[v], x);
+    }
+  }
+}
+
+/* ---- fp32 ---- */
+
+T_F32 INLINE void
+tile_f32 (int nv, const float *a, gsize lda, int rows, const float *bp,
+    int k, float *c, gsize ldc, int cols, const EhatGemmEpi *e, int j0)
+{
+  __m512 acc[MR][3];
+  const float *ar[MR];
+  int w = nv * 16;
+
+#pragma GCC unroll 8
+  for (int r = 0; r < MR; r++) {
+    /* rows past the valid ones recompute the last row (never stored) */
+    ar[r] = a + (gsize) MIN (r, rows - 1) * lda;
+#pragma GCC unroll 3
+    for (int v = 0; v < 3; v++)
+      acc[r][v] = _mm512_setzero_ps ();
+  }
+  for (int i = 0; i < k; i++) {
+    __m512 bv[3];
+#pragma GCC unroll 3
+    for (int v = 0; v < nv; v++)
+      bv[v] = _mm512_loadu_ps (bp + (gsize) i * w + v * 16);
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; r++) {
+      __m512 av = _mm512_set1_ps (ar[r][i]);
+#pragma GCC unroll 3
+      for (int v = 0; v < nv; v++)
+        acc[r][v] = _mm512_fmadd_ps (av, bv[v], acc[r][v]);
+    }
+  }
+  store_tile (acc, nv, rows, cols, c, ldc, e, j0);
+}
+
+T_F32 static void
+tile_f32_3 (const float *a, gsize lda, int rows, const float *bp, int k,
+    float *c, gsize ldc, int cols, const EhatGemmEpi *e, int j0)
+{
+  tile_f32 (3, a, lda, rows, bp, k, c, ldc, cols, e, j0);
+}
+
+T_F32 static void
+tile_f32_2 (const float *a, gsize lda, int rows, const float *bp, int k,
+    float *c, gsize ldc, int cols, const EhatGemmEpi *e, int j0)
+{
+  tile_f32 (2, a, lda, rows, bp, k, c, ldc, cols, e, j0);
+}
+
+T_F32 static void
+tile_f32_1 (const float *a, gsize lda, int rows, const float *bp, int k,
+    float *c, gsize ldc, int cols, const EhatGemmEpi *e, int j0)
+{
+  tile_f32 (1, a, lda, rows, bp, k, c, ldc, cols, e, j0);
+}
+
+/* Rows [0, m) of A against every panel: panel outer (it stays in L1 while
+ * the row tiles pass), row tiles inner. */
+static void
+gemm_f32_block (const EhatGemmB *b, const float *a, gsize lda, int m,
+    float *c, gsize ldc, const EhatGemmEpi *e)
+{
+  for (int j0 = 0; j0 < b->n; j0 += NR) {
+    int w = MIN (NR, b->np - j0), cols = MIN (NR, b->n - j0);
+    const float *bp = (const float *) b->data + (gsize) j0 * b->kp;
+    EhatGemmEpi ej = *e;
+    for (int i0 = 0; i0 < m; i0 += MR) {
+      int rows = MIN (MR, m - i0);
+      const float *ai = a + (gsize) i0 * lda;
+      float *ci = c + (gsize) i0 * ldc + j0;
+      ej.res = e->res ? e->res + (gsize) i0 * ldc + j0 : NULL;
+      if (w == 48)
+        tile_f32_3 (ai, lda, rows, bp, b->k, ci, ldc, cols, &ej, j0);
+      else if (w == 32)
+        tile_f32_2 (ai, lda, rows, bp, b->k, ci, ldc, cols, &ej, j0);
+      else
+        tile_f32_1 (ai, lda, rows, bp, b->k, ci, ldc, cols, &ej, j0);
+    }
+  }
+}
+
+/* ---- bf16 ---- */
+
+T_BF16 INLINE void
+tile_bf16 (int nv, const guint16 *a, gsize lda, int rows, const guint16 *bp,
+    int pairs, float *c, gsize ldc, int cols, const EhatGemmEpi *e, int j0)
+{
+  __m512 acc[MR][3];
+  const gint32 *ar[MR];
+  int w = nv * 16;
+
+#pragma GCC unroll 8
+  for (int r = 0; r < MR; r++) {
+    ar[r] = (const gint32 *) (a + (gsize) MIN (r, rows - 1) * lda);
+#pragma GCC unroll 3
+    for (int v = 0; v < 3; v++)
+      acc[r][v] = _mm512_setzero_ps ();
+  }
+  for (int p = 0; p < pairs; p++) {
+    __m512bh bv[3];
+#pragma GCC unroll 3
+    for (int v = 0; v < nv; v++)
+      bv[v] = (__m512bh) _mm512_loadu_si512 (bp + ((gsize) p * w + v * 16)
+          * 2);
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; r++) {
+      __m512bh av = (__m512bh) _mm512_set1_epi32 (ar[r][p]);
+#pragma GCC unroll 3
+      for (int v = 0; v < nv; v++)
+        acc[r][v] = _mm512_dpbf16_ps (acc[r][v], av, bv[v]);
+    }
+  }
+  store_tile (acc, nv, rows, cols, c, ldc, e, j0);
+}
+
+T_BF16 static void
+tile_bf16_3 (const guint16 *a, gsize lda, int rows, const guint16 *bp,
+    int pairs, float *c, gsize ldc, int cols, const EhatGemmEpi *e, int j0)
+{
+  tile_bf16 (3, a, lda, rows, bp, pairs, c, ldc, cols, e, j0);
+}
+
+T_BF16 static void
+tile_bf16_2 (const guint16 *a, gsize lda, int rows, const guint16 *bp,
+    int pairs, float *c, gsize ldc, int cols, const EhatGemmEpi *e, int j0)
+{
+  tile_bf16 (2, a, lda, rows, bp, pairs, c, ldc, cols, e, j0);
+}
+
+T_BF16 static void
+tile_bf16_1 (const guint16 *a, gsize lda, int rows, const guint16 *bp,
+    int pairs, float *c, gsize ldc, int cols, const EhatGemmEpi *e, int j0)
+{
+  tile_bf16 (1, a, lda, rows, bp, pairs, c, ldc, cols, e, j0);
+}
+
+static void
+gemm_bf16_block (const EhatGemmB *b, const guint16 *a, gsize lda, int m,
+    float *c, gsize ldc, const EhatGemmEpi *e)
+{
+  int pairs = b->kp / 2;
+
+  for (int j0 = 0; j0 < b->n; j0 += NR) {
+    int w = MIN (NR, b->np - j0), cols = MIN (NR, b->n - j0);
+    const guint16 *bp = (const guint16 *) b->data + (gsize) j0 * b->kp;
+    EhatGemmEpi ej = *e;
+    for (int i0 = 0; i0 < m; i0 += MR) {
+      int rows = MIN (MR, m - i0);
+      const guint16 *ai = a + (gsize) i0 * lda;
+      float *ci = c + (gsize) i0 * ldc + j0;
+      ej.res = e->res ? e->res + (gsize) i0 * ldc + j0 : NULL;
+      if (w == 48)
+        tile_bf16_3 (ai, lda, rows, bp, pairs, ci, ldc, cols, &ej, j0);
+      else if (w == 32)
+        tile_bf16_2 (ai, lda, rows, bp, pairs, ci, ldc, cols, &ej, j0);
+      else
+        tile_bf16_1 (ai, lda, rows, bp, pairs, ci, ldc, cols, &ej, j0);
+    }
+  }
+}
+
+T_BF16 static void
+f32_to_bf16_avx512 (guint16 *dst, const float *src, gsize n)
+{
+  gsize i = 0;
+  for (; i + 16 <= n; i += 16)
+    _mm256_storeu_si256 ((__m256i *) (dst + i),
+        (__m256i) _mm512_cvtneps_pbh (_mm512_loadu_ps (src + i)));
+  if (i < n) {
+    __mmask16 mk = (__mmask16) ((1u << (n - i)) - 1);
+    _mm256_mask_storeu_epi16 (dst + i, mk,
+        (__m256i) _mm512_cvtneps_pbh (_mm512_maskz_loadu_ps (mk, src + i)));
+  }
+}
+
+#endif /* EHAT_GEMM_X86 */
+
+void
+ehat_f32_to_bf16 (guint16 *dst, const float *src, gsize n)
+{
+#ifdef EHAT_GEMM_X86
+  probe ();
+  if (hw_bf16) {
+    f32_to_bf16_avx512 (dst, src, n);
+    return;
+  }
+#endif
+  for (gsize i = 0; i < n; i++)
+    dst[i] = f32_to_bf16 (src[i]);
+}
+
+/* Rows of A per block: the block (fp32 or its bf16 copy) stays in L2 while
+ * every panel passes over it. */
+static int
+block_rows (const EhatGemmB *b, int elem)
+{
+  int mb = (int) ((128 << 10) / ((gsize) MAX (b->kp, 1) * elem));
+  return CLAMP (mb / MR * MR, MR, 512);
+}
+
+gsize
+ehat_gemm_abuf_elems (const EhatGemmB *b)
+{
+  return (gsize) block_rows (b, 2) * b->kp + 32;
+}
+
+void
+ehat_gemm (const EhatGemmB *b, const float *a, gsize lda, gsize m, float *c,
+    gsize ldc, const EhatGemmEpi *e, guint16 *abuf)
+{
+  if (m == 0)
+    return;
+  switch (b->kind) {
+    case EHAT_GEMM_BLAS:
+      gemm_blas (b, a, lda, m, c, ldc, e);
+      return;
+#ifdef EHAT_GEMM_X86
+    case EHAT_GEMM_F32:{
+      int mb = block_rows (b, 4);
+      for (gsize i0 = 0; i0 < m; i0 += mb) {
+        EhatGemmEpi eb = *e;
+        eb.res = e->res ? e->res + i0 * ldc : NULL;
+        gemm_f32_block (b, a + i0 * lda, lda, (int) MIN ((gsize) mb, m - i0),
+            c + i0 * ldc, ldc, &eb);
+      }
+      return;
+    }
+    case EHAT_GEMM_BF16:{
+      int mb = block_rows (b, 2);
+      for (gsize i0 = 0; i0 < m; i0 += mb) {
+        int rows = (int) MIN ((gsize) mb, m - i0);
+        EhatGemmEpi eb = *e;
+        for (int r = 0; r < rows; r++) {
+          guint16 *dr = abuf + (gsize) r * b->kp;
+          f32_to_bf16_avx512 (dr, a + (i0 + r) * lda, b->k);
+          if (b->kp > b->k)
+            dr[b->k] = 0;
+        }
+        eb.res = e->res ? e->res + i0 * ldc : NULL;
+        gemm_bf16_block (b, abuf, b->kp, rows, c + i0 * ldc, ldc, &eb);
+      }
+      return;
+    }
+#endif
+    default:
+      g_assert_not_reached ();
+  }
+}
+
+void
+ehat_gemm_bf16a (const EhatGemmB *b, const guint16 *a, gsize lda, gsize m,
+    float *c, gsize ldc, const EhatGemmEpi *e)
+{
+#ifdef EHAT_GEMM_X86
+  int mb = block_rows (b, 2);
+
+  g_assert (b->kind == EHAT_GEMM_BF16);
+  for (gsize i0 = 0; i0 < m; i0 += mb) {
+    EhatGemmEpi eb = *e;
+    eb.res = e->res ? e->res + i0 * ldc : NULL;
+    gemm_bf16_block (b, a + i0 * lda, lda, (int) MIN ((gsize) mb, m - i0),
+        c + i0 * ldc, ldc, &eb);
+  }
+#else
+  g_assert_not_reached ();
+#endif
+}

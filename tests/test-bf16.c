@@ -1,0 +1,364 @@
+/* precision=bf16 on the CPU (AVX512-BF16 GEMMs, fp32 accumulation):
+ *  - the GEMM kernels against a double reference on bf16-rounded inputs
+ *    (odd shapes, every epilogue), so only fp32 accumulation error remains;
+ *  - every golden case through the engine in bf16: PSNR against the
+ *    golden output ≥ 38 dB (random weights, the worst case);
+ *  - the shipped trained models on a real image: bf16 against fp32
+ *    ≥ 45 dB;
+ *  - the fallback: without AVX512-BF16 (or with EHAT_CPU_NO_BF16 set) the
+ *    engine runs fp32 and says why.
+ * The bf16 cases are TAP skips on a CPU without AVX512-BF16; the fallback
+ * case runs everywhere. */
+#include "ehat.h"
+#include "ehat-cpu.h"
+#include "ehat-png.h"
+#include "golden-util.h"
+
+#include <math.h>
+#include <string.h>
+
+static GRand *rng;
+
+static gboolean
+need_bf16 (void)
+{
+  if (ehat_cpu_has_bf16 ())
+    return TRUE;
+  g_test_skip ("this CPU has no AVX512-BF16");
+  return FALSE;
+}
+
+/* PSNR with peak 1 on the raw outputs. */
+static double
+psnr (const float *a, const float *b, gsize n)
+{
+  double se = 0.0;
+  for (gsize i = 0; i < n; i++) {
+    double d = (double) a[i] - b[i];
+    se += d * d;
+  }
+  if (isnan (se))
+    return -INFINITY;
+  return se == 0.0 ? 200.0 : 10.0 * log10 ((double) n / se);
+}
+
+static float *
+rnd (gsize n, double scale)
+{
+  float *p = g_new (float, n);
+  for (gsize i = 0; i < n; i++)
+    p[i] = (float) g_rand_double_range (rng, -scale, scale);
+  return p;
+}
+
+static double
+bf (float x)
+{
+  guint16 h;
+  ehat_f32_to_bf16 (&h, &x, 1);
+  return ehat_bf16_to_f32 (h);
+}
+
+static double
+gelu_ref (double x)
+{
+  return 0.5 * x * (1.0 + erf (x / sqrt (2.0)));
+}
+
+/* Linear and conv ops of a bf16 backend against double sums of the
+ * bf16-rounded operands. */
+static void
+test_ops (void)
+{
+  static const int lin[][3] = { {37, 40, 23}, {8, 144, 432}, {100, 288, 144},
+    {3, 33, 17}, {61, 64, 50},
+  };
+  static const int conv[][5] = { {1, 5, 7, 6, 16}, {2, 8, 3, 13, 40},
+    {1, 33, 2, 64, 64}, {1, 4, 4, 5, 3},
+  };
+  EhatBackend *be;
+
+  if (!need_bf16 ())
+    return;
+  be = ehat_backend_cpu_new_full (2, TRUE, NULL);
+  g_assert_true (((EhatCpuBackend *) be)->bf16);
+
+  for (guint si = 0; si < G_N_ELEMENTS (lin); si++) {
+    int rows = lin[si][0], in = lin[si][1], out = lin[si][2];
+    g_autofree float *x = rnd ((gsize) rows * in, 1.0);
+    g_autofree float *w = rnd ((gsize) out * in, 0.5);
+    g_autofree float *b = rnd (out, 0.5);
+    g_autofree float *y0 = rnd ((gsize) rows * out, 1.0);
+    g_autofree float *y = g_new (float, (gsize) rows * out);
+    EhatLinearW lw = { w, b, in, out };
+
+    for (int v = 0; v < 2; v++) {
+      EhatAct act = v ? EHAT_ACT_NONE : EHAT_ACT_GELU;
+      float beta = v ? 0.3f : 0.0f;
+      double worst = 0.0;
+      memcpy (y, y0, (gsize) rows * out * sizeof (float));
+      be->ops->linear (be, &lw, x, rows, y, act, beta);
+      for (int r = 0; r < rows; r++)
+        for (int o = 0; o < out; o++) {
+          double s = b[o], mag = 0.0;
+          for (int k = 0; k < in; k++) {
+            s += bf (x[r * in + k]) * bf (w[o * in + k]);
+            mag += fabs (bf (x[r * in + k]) * bf (w[o * in + k]));
+          }
+          s = v ? s + beta * y0[r * out + o] : gelu_ref (s);
+          worst = MAX (worst, fabs (y[r * out + o] - s) / (1.0 + mag));
+        }
+      g_test_message ("linear %d×%d→%d act %d: worst error %.3g", rows, in,
+          out, act, worst);
+      g_assert_cmpfloat (worst, <, 1e-5);
+    }
+  }
+
+  for (guint si = 0; si < G_N_ELEMENTS (conv); si++) {
+    int n = conv[si][0], h = conv[si][1], w = conv[si][2];
+    int cin = conv[si][3], cout = conv[si][4];
+    gsize ny = (gsize) n * h * w * cout;
+    g_autofree float *x = rnd ((gsize) n * h * w * cin, 1.0);
+    g_autofree float *wt = rnd ((gsize) cout * cin * 9, 0.5);
+    g_autofree float *res = rnd (ny, 1.0);
+    g_autofree float *y = g_new (float, ny);
+    EhatConvW cw = { NULL, rnd (cout, 0.5), cin, cout, 3 };
+    /* bf16 where k ≥ 32 and cout ≥ 16 (the backend's rule), else fp32 */
+    gboolean is_bf16 = cin * 9 >= 32 && cout >= 16;
+    double worst = 0.0;
+
+    cw.w = be->ops->upload_conv (be, wt, cout, cin, 3, NULL);
+    memcpy (y, res, ny * sizeof (float));
+    be->ops->conv (be, &cw, x, n, h, w, y, EHAT_ACT_NONE, y, 0.7f, 1);
+    for (int i = 0; i < n; i++)
+      for (int yy = 0; yy < h; yy++)
+        for (int xx = 0; xx < w; xx++)
+          for (int o = 0; o < cout; o++) {
+            gsize p = ((gsize) i * h + yy) * w + xx;
+            double s = cw.b[o], mag = 0.0;
+            for (int ci = 0; ci < cin; ci++)
+              for (int ky = 0; ky < 3; ky++)
+                for (int kx = 0; kx < 3; kx++) {
+                  int sy = yy + ky - 1, sx = xx + kx - 1;
+                  float a, bb;
+                  double t;
+                  if (sy < 0 || sy >= h || sx < 0 || sx >= w)
+                    continue;
+                  a = x[(((gsize) i * h + sy) * w + sx) * cin + ci];
+                  bb = wt[((o * cin + ci) * 3 + ky) * 3 + kx];
+                  t = is_bf16 ? bf (a) * bf (bb) : (double) a * bb;
+                  s += t;
+                  mag += fabs (t);
+                }
+            s += 0.7 * res[p * cout + o];
+            worst = MAX (worst, fabs (y[p * cout + o] - s) / (1.0 + mag));
+          }
+    g_test_message ("conv %d×%d×%d→%d (%s): worst error %.3g", h, w, cin,
+        cout, is_bf16 ? "bf16" : "fp32", worst);
+    g_assert_cmpfloat (worst, <, 1e-5);
+    be->ops->free (be, cw.w);
+    g_free (cw.b);
+  }
+  be->ops->destroy (be);
+}
+
+static EhatEngine *
+engine_for (EhatModel *model, EhatPrecision p)
+{
+  EhatEngineOptions o = EHAT_ENGINE_OPTIONS_INIT;
+  g_autoptr (GError) error = NULL;
+  EhatEngine *e;
+
+  o.backend = EHAT_BACKEND_CPU;
+  o.precision = p;
+  o.n_threads = 2;
+  e = ehat_engine_new (model, &o, &error);
+  g_assert_no_error (error);
+  return e;
+}
+
+static void
+test_golden (gconstpointer data)
+{
+  const char *dir = data;       /* "<golden dir>/<case>" */
+  g_autofree char *name = g_path_get_basename (dir);
+  g_autofree char *mp = g_build_filename (dir, "model.safetensors", NULL);
+  g_autofree char *lp = g_build_filename (dir, "lr.safetensors", NULL);
+  g_autofree char *sp = g_build_filename (dir, "sr.safetensors", NULL);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (EhatModel) model = NULL;
+  g_autoptr (EhatEngine) engine = NULL;
+  g_autofree float *out = NULL;
+  Image lr, sr;
+  gsize n_out;
+  double db;
+
+  if (!need_bf16 ())
+    return;
+  model = ehat_model_load (mp, &error);
+  g_assert_no_error (error);
+  engine = engine_for (model, EHAT_PRECISION_BF16);
+  g_assert_cmpint (ehat_engine_get_precision (engine), ==,
+      EHAT_PRECISION_BF16);
+  g_assert_null (ehat_engine_get_fallback_reason (engine));
+  g_assert_nonnull (strstr (ehat_engine_describe (engine), "bf16"));
+  lr = read_image (lp);
+  sr = read_image (sp);
+  n_out = (gsize) sr.n * 3 * sr.h * sr.w;
+  out = g_new (float, n_out);
+  g_assert_true (ehat_engine_process (engine, lr.data, lr.n, lr.w, lr.h, out,
+          &error));
+  g_assert_no_error (error);
+  db = psnr (out, sr.data, n_out);
+  g_test_message ("%s: bf16 vs golden PSNR %.2f dB, max abs diff %.3g", name,
+      db, max_abs_diff (out, sr.data, n_out));
+  g_assert_cmpfloat (db, >=, 38.0);
+  g_free (lr.data);
+  g_free (sr.data);
+}
+
+static float *
+load_png (const char *rel, int *w, int *h)
+{
+  const char *dir = g_getenv ("EHAT_SHARED_DATA");
+  g_autofree char *path = dir ? g_build_filename (dir, rel, NULL) : NULL;
+  g_autofree guint8 *rgb = NULL;
+  g_autoptr (GError) error = NULL;
+
+  if (!path || !ehat_png_read (path, &rgb, w, h, &error)) {
+    g_test_fail_printf ("test image %s missing (EHAT_SHARED_DATA=%s)", rel,
+        dir);
+    return NULL;
+  }
+  return ehat_rgb8_to_planar (rgb, *w, *h);
+}
+
+/* The shipped trained models on a real image: bf16 against fp32. */
+static void
+test_shipped (gconstpointer data)
+{
+  const char *name = data;
+  const char *dir = g_getenv ("EHAT_MODELS_DIR");
+  g_autofree char *file = g_strconcat (name, ".safetensors", NULL);
+  g_autofree char *path = dir ? g_build_filename (dir, file, NULL) : NULL;
+  g_autoptr (GError) error = NULL;
+  g_autoptr (EhatModel) model = NULL;
+  g_autoptr (EhatEngine) e32 = NULL, e16 = NULL;
+  g_autofree float *in = NULL, *o32 = NULL, *o16 = NULL;
+  int w, h, s;
+  gsize n;
+  double db;
+
+  if (!need_bf16 ())
+    return;
+  if (!path || !g_file_test (path, G_FILE_TEST_EXISTS)) {
+    g_test_fail_printf ("shipped model missing (EHAT_MODELS_DIR=%s)", dir);
+    return;
+  }
+  in = load_png ("eval/Set5/LR_bicubic/X2/butterflyx2.png", &w, &h);
+  if (!in)
+    return;
+  model = ehat_model_load (path, &error);
+  g_assert_no_error (error);
+  s = ehat_model_get_config (model)->upscale;
+  n = (gsize) 3 * w * s * h * s;
+  e32 = engine_for (model, EHAT_PRECISION_FP32);
+  e16 = engine_for (model, EHAT_PRECISION_BF16);
+  g_assert_cmpint (ehat_engine_get_precision (e16), ==, EHAT_PRECISION_BF16);
+  o32 = g_new (float, n);
+  o16 = g_new (float, n);
+  g_assert_true (ehat_engine_process (e32, in, 1, w, h, o32, &error));
+  g_assert_true (ehat_engine_process (e16, in, 1, w, h, o16, &error));
+  g_assert_no_error (error);
+  db = psnr (o16, o32, n);
+  g_test_message ("%s on butterfly %dx%d: bf16 vs fp32 PSNR %.2f dB, max abs "
+      "diff %.3g", name, w, h, db, max_abs_diff (o16, o32, n));
+  g_assert_cmpfloat (db, >=, 45.0);
+}
+
+/* Without AVX512-BF16 (simulated with EHAT_CPU_NO_BF16 where the CPU has
+ * it) bf16 runs fp32 and says why; TF32/FP16 stay refused. */
+static void
+test_fallback (void)
+{
+  const char *dir = g_getenv ("EHAT_GOLDEN_DIR");
+  g_autofree char *mp = g_build_filename (dir, "hat-tiny-x2",
+      "model.safetensors", NULL);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (EhatModel) model = ehat_model_load (mp, &error);
+  g_autoptr (EhatEngine) engine = NULL;
+  EhatEngineOptions o = EHAT_ENGINE_OPTIONS_INIT;
+  const char *reason;
+
+  g_assert_no_error (error);
+  g_setenv ("EHAT_CPU_NO_BF16", "1", TRUE);
+  g_assert_false (ehat_cpu_has_bf16 ());
+  engine = engine_for (model, EHAT_PRECISION_BF16);
+  g_unsetenv ("EHAT_CPU_NO_BF16");
+  reason = ehat_engine_get_fallback_reason (engine);
+  g_test_message ("fallback reason: %s; backend: %s", reason,
+      ehat_engine_describe (engine));
+  g_assert_nonnull (reason);
+  g_assert_nonnull (strstr (reason, "AVX512-BF16"));
+  g_assert_nonnull (strstr (reason, "fp32"));
+  g_assert_cmpint (ehat_engine_get_precision (engine), ==,
+      EHAT_PRECISION_FP32);
+  g_assert_null (strstr (ehat_engine_describe (engine), "bf16"));
+
+  o.backend = EHAT_BACKEND_CPU;
+  o.precision = EHAT_PRECISION_FP16;
+  g_assert_null (ehat_engine_new (model, &o, &error));
+  g_assert_error (error, EHAT_ERROR, EHAT_ERROR_UNSUPPORTED);
+}
+
+static int
+cmp_names (gconstpointer a, gconstpointer b)
+{
+  return strcmp (*(char *const *) a, *(char *const *) b);
+}
+
+static guint
+add_cases (const char *dir_path, GPtrArray *keep)
+{
+  g_autoptr (GDir) dir = g_dir_open (dir_path, 0, NULL);
+  g_autoptr (GPtrArray) names = g_ptr_array_new_with_free_func (g_free);
+  const char *name;
+
+  g_assert_nonnull (dir);
+  while ((name = g_dir_read_name (dir)))
+    g_ptr_array_add (names, g_strdup (name));
+  g_ptr_array_sort (names, cmp_names);
+  for (guint i = 0; i < names->len; i++) {
+    const char *n = g_ptr_array_index (names, i);
+    char *path = g_build_filename (dir_path, n, NULL);
+    g_autofree char *tp = g_strdup_printf ("/bf16/golden/%s", n);
+    g_ptr_array_add (keep, path);
+    g_test_add_data_func (tp, path, test_golden);
+  }
+  return names->len;
+}
+
+int
+main (int argc, char **argv)
+{
+  g_autoptr (GPtrArray) keep = g_ptr_array_new_with_free_func (g_free);
+  const char *shared = g_getenv ("EHAT_GOLDEN_DIR");
+  const char *project = g_getenv ("EHAT_PROJECT_GOLDEN_DIR");
+  int rc;
+
+  g_test_init (&argc, &argv, NULL);
+  g_assert_nonnull (shared);
+  g_assert_nonnull (project);
+  rng = g_rand_new_with_seed (11);
+  g_test_add_func ("/bf16/fallback", test_fallback);
+  g_test_add_func ("/bf16/ops", test_ops);
+  g_assert_cmpuint (add_cases (shared, keep), >=, 5);
+  g_assert_cmpuint (add_cases (project, keep), >=, 2);
+  g_test_add_data_func ("/bf16/shipped/ehat-fast-x2", "ehat-fast-x2",
+      test_shipped);
+  g_test_add_data_func ("/bf16/shipped/ehat-fast-x4", "ehat-fast-x4",
+      test_shipped);
+  rc = g_test_run ();
+  g_rand_free (rng);
+  return rc;
+}
