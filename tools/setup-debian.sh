@@ -12,6 +12,7 @@ pkgs=(
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
   python3 python3-numpy python3-pytest python3-torch python3-pil
   valgrind clang-14 libclang-rt-14-dev libomp-14-dev
+  slurm-wlm munge
 )
 missing=()
 for p in "${pkgs[@]}"; do
