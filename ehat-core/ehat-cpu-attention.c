@@ -16,6 +16,7 @@
 typedef float v16 __attribute__ ((vector_size (64), aligned (4)));
 
 #define JB 16                   /* columns per vector */
+#define LOG2E 1.44269504088896340736
 #define RB 8                    /* query rows per register block */
 
 static inline int
@@ -198,6 +199,7 @@ typedef struct
   float *dense;
   int heads;
   gsize nqk;
+  float mul;
 } BiasJob;
 
 static void
@@ -207,14 +209,15 @@ expand_heads (gpointer data, gsize begin, gsize end, int thread)
   for (gsize hd = begin; hd < end; hd++) {
     float *d = j->dense + hd * j->nqk;
     for (gsize ij = 0; ij < j->nqk; ij++)
-      d[ij] = j->table[j->index[ij] * j->heads + hd];
+      d[ij] = j->table[j->index[ij] * j->heads + hd] * j->mul;
   }
 }
 
 /* [L][heads] table → [heads][nq][nk], reused across the backend's calls. */
+/* ×mul: log2(e) for the AVX-512 path, which works in powers of 2. */
 static const float *
 expand_bias (EhatBackend *be, const float *table, const gint32 *index,
-    int heads, int nq, int nk)
+    int heads, int nq, int nk, float mul)
 {
   EhatCpuBackend *cpu = (EhatCpuBackend *) be;
   gsize n = (gsize) heads * nq * nk;
@@ -225,7 +228,9 @@ expand_bias (EhatBackend *be, const float *table, const gint32 *index,
     cpu->dense_bias = g_new (float, n);
     cpu->dense_bias_len = n;
   }
-  j = (BiasJob) { table, index, cpu->dense_bias, heads, (gsize) nq * nk };
+  j = (BiasJob) { table, index, cpu->dense_bias, heads, (gsize) nq * nk,
+    mul
+  };
   ehat_pool_parallel_for (cpu->pool, heads, 1, expand_heads, &j);
   return cpu->dense_bias;
 }
@@ -247,6 +252,10 @@ typedef struct
   int h, w, c, heads, ws, wse, shift, d, dp, nq, nk, nkp, nwx, nwy;
   gboolean overlap;
   float scale;
+  /* AVX-512 path (attn_fast): heads per task, bf16 products */
+  gboolean fast, bf16;
+  int task_heads;
+  struct _Fast *fast_scratch;   /* per thread */
 } AttnJob;
 
 static void
@@ -293,12 +302,665 @@ attn_tasks (gpointer data, gsize begin, gsize end, int thread)
   }
 }
 
+/* ---- AVX-512 path ----
+ *
+ * Per (window, head): q (scaled), k and v are gathered in the layouts of
+ * the kernels — fp32: q [nq][d], kᵀ [d][nkp], v [nk][dv]; bf16: q rows of
+ * bf16, k as [d/2][nkp] pairs (vdpbf16ps multiplies pairs of the head
+ * dimension), v as [nk/2][dv] pairs (pairs of keys).  Then per block of
+ * ARB queries: S = q·kᵀ + bias + mask (8×48 register tiles, the bias and
+ * mask in the tile's epilogue), softmax rows (fp32, exp unnormalised),
+ * O = P·v scaled by 1/Σ in the epilogue and stored straight into the
+ * output rows. */
+#ifdef EHAT_X86_KERNELS
+#include <immintrin.h>
+
+#define ARB 8
+
+typedef struct _Fast
+{
+  gsize *qpos, *kpos;
+  gint8 *reg;                   /* region of each token, nkp + 64 entries */
+  /* q in blocks of ARB queries, value e (fp32) or pair p (bf16) of the
+   * block's rows side by side: [nq/ARB][d or d/2][ARB] */
+  float *q, *kT, *v;            /* fp32 */
+  guint32 *qw;                  /* bf16 pairs */
+  guint32 *kw;                  /* bf16 pairs [dpairs][nkp] */
+  guint32 *vw;                  /* bf16 pairs [nkp/2][dv] */
+  float *S;                     /* [ARB][nkp] scores, then fp32 P */
+  guint16 *P;                   /* [ARB][nkp] bf16 P */
+  float rmax[ARB][16];          /* running row maxima of S (lanes) */
+  int nkp, dv, dq2, dpairs;
+  gboolean mask;                /* the window has keys of several regions */
+} Fast;
+
+static void
+attn_fast_init (AttnJob *j, int n_threads)
+{
+  int nkp = round_up (j->nk, 16), dv = round_up (j->d, 16);
+  int dq2 = round_up (j->d, 2);
+
+  j->fast_scratch = g_new0 (Fast, n_threads);
+  for (int t = 0; t < n_threads; t++) {
+    Fast *f = &j->fast_scratch[t];
+    f->nkp = nkp;
+    f->dv = dv;
+    f->dq2 = dq2;
+    f->dpairs = dq2 / 2;
+    f->qpos = g_new (gsize, j->nq);
+    f->kpos = g_new (gsize, j->nk);
+    f->reg = g_new0 (gint8, nkp + 64);
+    /* columns and rows past nk / d are zero and never written */
+    if (j->bf16) {
+      f->qw = g_new0 (guint32, (gsize) round_up (j->nq, ARB) * f->dpairs);
+      f->kw = g_new0 (guint32, (gsize) f->dpairs * nkp);
+      f->vw = g_new0 (guint32, (gsize) (nkp / 2 + 1) * dv);
+      f->P = g_new0 (guint16, (gsize) ARB * nkp);
+    } else {
+      f->q = g_new0 (float, (gsize) round_up (j->nq, ARB) * j->d);
+      f->kT = g_new0 (float, (gsize) j->d * nkp);
+      f->v = g_new0 (float, (gsize) (nkp + 1) * dv);
+    }
+    f->S = g_new0 (float, (gsize) ARB * nkp);
+  }
+}
+
+static void
+attn_fast_clear (AttnJob *j, int n_threads)
+{
+  for (int t = 0; t < n_threads; t++) {
+    Fast *f = &j->fast_scratch[t];
+    g_free (f->qpos);
+    g_free (f->kpos);
+    g_free (f->reg);
+    g_free (f->qw);
+    g_free (f->kw);
+    g_free (f->vw);
+    g_free (f->P);
+    g_free (f->q);
+    g_free (f->kT);
+    g_free (f->v);
+    g_free (f->S);
+  }
+  g_free (j->fast_scratch);
+}
+
+static inline __mmask16
+lanes (int n)
+{
+  return n >= 16 ? 0xffff : n <= 0 ? 0 : (__mmask16) ((1u << n) - 1);
+}
+
+/* 2^x on 16 lanes for x ≤ 0: 2^f (|f| ≤ ½) by a polynomial fitted for
+ * relative error (degree 5: 2.3e-7, like ehat_expf; degree 3: 7.5e-5,
+ * enough for probabilities rounded to bf16 next), scaled by 2ⁿ with
+ * vscalefps.  Scores are kept in log2 units (q and the bias multiplied by
+ * log2 e) so that no multiplication is needed here. */
+EHAT_T_F32 EHAT_INLINE __m512
+exp2_16 (__m512 x, gboolean coarse)
+{
+  __m512 n, f, p;
+
+  x = _mm512_max_ps (x, _mm512_set1_ps (-127.0f));
+  n = _mm512_roundscale_ps (x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  f = _mm512_sub_ps (x, n);
+  if (coarse) {
+    p = _mm512_set1_ps (5.517159775e-02f);
+    p = _mm512_fmadd_ps (p, f, _mm512_set1_ps (2.426111102e-01f));
+    p = _mm512_fmadd_ps (p, f, _mm512_set1_ps (6.932610273e-01f));
+    p = _mm512_fmadd_ps (p, f, _mm512_set1_ps (9.999280572e-01f));
+  } else {
+    p = _mm512_set1_ps (1.327646431e-03f);
+    p = _mm512_fmadd_ps (p, f, _mm512_set1_ps (9.675540961e-03f));
+    p = _mm512_fmadd_ps (p, f, _mm512_set1_ps (5.550713465e-02f));
+    p = _mm512_fmadd_ps (p, f, _mm512_set1_ps (2.402212024e-01f));
+    p = _mm512_fmadd_ps (p, f, _mm512_set1_ps (6.931469440e-01f));
+    p = _mm512_fmadd_ps (p, f, _mm512_set1_ps (1.000000119e+00f));
+  }
+  return _mm512_scalef_ps (p, n);
+}
+
+static const float zero_row[64] __attribute__ ((aligned (64)));
+
+/* Lanes [16, d) of a row (d ≤ 32), zero above: a 256-bit load when they
+ * fit one. */
+EHAT_T_F32 EHAT_INLINE __m512
+load_tail (const float *p, int d)
+{
+  if (d <= 16)
+    return _mm512_setzero_ps ();
+  if (d == 24)
+    return _mm512_zextps256_ps512 (_mm256_loadu_ps (p));
+  if (d < 24)
+    return _mm512_zextps256_ps512 (_mm256_maskz_loadu_ps ((__mmask8)
+            lanes (d - 16), p));
+  return _mm512_maskz_loadu_ps (lanes (d - 16), p);
+}
+
+/* Rows of head hd: q (query t), k and v (key t; the zero row for OCAB's
+ * padding). */
+static inline const float *
+q_row (const AttnJob *j, const Fast *f, int t, int hd)
+{
+  return j->qkv + f->qpos[t] * 3 * (gsize) j->c + (gsize) hd * j->d;
+}
+
+static inline const float *
+k_row (const AttnJob *j, const Fast *f, int t, int hd)
+{
+  if (t >= j->nk || f->kpos[t] == G_MAXSIZE)
+    return zero_row;
+  return j->qkv + f->kpos[t] * 3 * (gsize) j->c + j->c + (gsize) hd * j->d;
+}
+
+static inline const float *
+v_row (const AttnJob *j, const Fast *f, int t, int hd)
+{
+  if (t >= j->nk || f->kpos[t] == G_MAXSIZE)
+    return zero_row;
+  return j->qkv + f->kpos[t] * 3 * (gsize) j->c + 2 * (gsize) j->c
+      + (gsize) hd * j->d;
+}
+
+/* The qkv rows of a window come from L3 (the map's qkv is megabytes) at
+ * strides the hardware prefetcher does not follow: fetch a few tokens
+ * ahead. */
+#define PF 8
+
+static inline void
+prefetch_row (const float *p, int d)
+{
+  _mm_prefetch ((const char *) p, _MM_HINT_T0);
+  _mm_prefetch ((const char *) (p + d - 1), _MM_HINT_T0);
+}
+
+static inline void
+prefetch_q (const AttnJob *j, const Fast *f, int t, int hd)
+{
+  if (t < j->nq)
+    prefetch_row (q_row (j, f, t, hd), j->d);
+}
+
+static inline void
+prefetch_kv (const AttnJob *j, const Fast *f, int t, int hd)
+{
+  if (t < j->nk && f->kpos[t] != G_MAXSIZE) {
+    prefetch_row (k_row (j, f, t, hd), j->d);
+    prefetch_row (v_row (j, f, t, hd), j->d);
+  }
+}
+
+EHAT_T_F32 static void
+gather_f32 (const AttnJob *j, Fast *f, int hd)
+{
+  int d = j->d, nkp = f->nkp, dv = f->dv;
+  __mmask16 m0 = lanes (d), m1 = lanes (d - 16);
+  __m512 sc = _mm512_set1_ps (j->scale * (float) LOG2E);
+
+  for (int t = 0; t < PF; t++) {
+    prefetch_q (j, f, t, hd);
+    prefetch_kv (j, f, t, hd);
+  }
+  for (int t = 0; t < j->nq; t++) {
+    const float *row = q_row (j, f, t, hd);
+    float *dst = f->q + (gsize) (t / ARB) * d * ARB + t % ARB;
+    float w[32] __attribute__ ((aligned (64)));
+    _mm512_store_ps (w, _mm512_mul_ps (sc, _mm512_maskz_loadu_ps (m0, row)));
+    _mm512_store_ps (w + 16, _mm512_mul_ps (sc, load_tail (row + 16, d)));
+    for (int e = 0; e < d; e++)
+      dst[e * ARB] = w[e];
+    prefetch_q (j, f, t + PF, hd);
+  }
+  for (int t = 0; t < j->nk; t++) {
+    const float *kr = k_row (j, f, t, hd), *vr = v_row (j, f, t, hd);
+    prefetch_kv (j, f, t + PF, hd);
+    for (int e = 0; e < d; e++)
+      f->kT[(gsize) e * nkp + t] = kr[e];
+    _mm512_storeu_ps (f->v + (gsize) t * dv, _mm512_maskz_loadu_ps (m0, vr));
+    if (m1)
+      _mm512_storeu_ps (f->v + (gsize) t * dv + 16, load_tail (vr + 16, d));
+  }
+}
+
+EHAT_T_BF16 static void
+gather_bf16 (const AttnJob *j, Fast *f, int hd)
+{
+  int d = j->d, nkp = f->nkp, dv = f->dv, np = f->dpairs;
+  __mmask16 m0 = lanes (d), m1 = lanes (d - 16);
+  __m512 sc = _mm512_set1_ps (j->scale * (float) LOG2E);
+  /* word i of the result = (a_i, b_i): a from lanes 0–15, b from 16–31 */
+  const __m512i inter = _mm512_set_epi16 (31, 15, 30, 14, 29, 13, 28, 12,
+      27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2,
+      17, 1, 16, 0);
+
+  for (int t = 0; t < PF; t++) {
+    prefetch_q (j, f, t, hd);
+    prefetch_kv (j, f, t, hd);
+  }
+  for (int t = 0; t < j->nq; t++) {
+    const float *row = q_row (j, f, t, hd);
+    guint32 *dst = f->qw + (gsize) (t / ARB) * np * ARB + t % ARB;
+    guint32 w[16] __attribute__ ((aligned (64)));
+    __m512 lo = _mm512_mul_ps (sc, _mm512_maskz_loadu_ps (m0, row));
+    __m512 hi = _mm512_mul_ps (sc, load_tail (row + 16, d));
+    _mm512_store_si512 (w, (__m512i) _mm512_cvtne2ps_pbh (hi, lo));
+    for (int p = 0; p < np; p++)
+      dst[p * ARB] = w[p];
+    prefetch_q (j, f, t + PF, hd);
+  }
+  for (int t = 0; t < j->nk; t++) {
+    const float *kr = k_row (j, f, t, hd);
+    guint32 w[16] __attribute__ ((aligned (64)));
+    prefetch_kv (j, f, t + PF, hd);
+    _mm512_store_si512 (w, (__m512i) _mm512_cvtne2ps_pbh (
+            load_tail (kr + 16, d), _mm512_maskz_loadu_ps (m0, kr)));
+    for (int p = 0; p < np; p++)
+      f->kw[(gsize) p * nkp + t] = w[p];
+  }
+  for (int u = 0; u < (j->nk + 1) / 2; u++) {
+    const float *a = v_row (j, f, 2 * u, hd), *b = v_row (j, f, 2 * u + 1,
+        hd);
+    guint32 *dst = f->vw + (gsize) u * dv;
+    _mm512_storeu_si512 (dst, _mm512_permutexvar_epi16 (inter,
+            (__m512i) _mm512_cvtne2ps_pbh (_mm512_maskz_loadu_ps (m0, b),
+                _mm512_maskz_loadu_ps (m0, a))));
+    if (m1)
+      _mm512_storeu_si512 (dst + 16, _mm512_permutexvar_epi16 (inter,
+              (__m512i) _mm512_cvtne2ps_pbh (load_tail (b + 16, d),
+                  load_tail (a + 16, d))));
+  }
+}
+
+/* The accumulators of an S tile start as the bias. */
+EHAT_T_F32 EHAT_INLINE void
+qk_init (__m512 acc[ARB][3], int nv, int rows, int j0, const AttnJob *j,
+    int i0, const float *bias)
+{
+#pragma GCC unroll 8
+  for (int r = 0; r < ARB; r++) {
+    const float *b = bias + (gsize) (i0 + MIN (r, rows - 1)) * j->nk + j0;
+#pragma GCC unroll 3
+    for (int v = 0; v < 3; v++)
+      acc[r][v] = v < nv ? _mm512_maskz_loadu_ps (lanes (j->nk - j0 - 16 * v),
+          b + 16 * v) : _mm512_setzero_ps ();
+  }
+}
+
+/* S tile epilogue: −100 where the key's shift region differs from the
+ * query's, the running row maxima over the valid keys, the store. */
+EHAT_T_F32 EHAT_INLINE void
+qk_store (__m512 acc[ARB][3], int nv, int rows, int j0, const AttnJob *j,
+    Fast *f, int i0, float *S)
+{
+#pragma GCC unroll 8
+  for (int r = 0; r < ARB; r++) {
+    if (r >= rows)
+      break;
+    __m512i rq = _mm512_set1_epi32 (f->reg[i0 + r]);
+    __m512 mx = _mm512_loadu_ps (f->rmax[r]);
+#pragma GCC unroll 3
+    for (int v = 0; v < nv; v++) {
+      int jj = j0 + 16 * v;
+      __m512 x = acc[r][v];
+      if (f->mask) {
+        __m512i rk = _mm512_cvtepi8_epi32 (_mm_loadu_si128 ((const __m128i *)
+                (f->reg + jj)));
+        x = _mm512_mask_add_ps (x, _mm512_cmpneq_epi32_mask (rk, rq), x,
+            _mm512_set1_ps ((float) (-100.0 * LOG2E)));
+      }
+      mx = _mm512_mask_max_ps (mx, lanes (j->nk - jj), mx, x);
+      _mm512_storeu_ps (S + (gsize) r * f->nkp + jj, x);
+    }
+    _mm512_storeu_ps (f->rmax[r], mx);
+  }
+}
+
+EHAT_T_F32 EHAT_INLINE void
+qk_f32 (int nv, const AttnJob *j, Fast *f, int i0, int rows, int j0,
+    const float *bias, float *S)
+{
+  __m512 acc[ARB][3];
+  int d = j->d, nkp = f->nkp;
+  const float *qb = f->q + (gsize) i0 * d, *kr = f->kT + j0;
+
+  qk_init (acc, nv, rows, j0, j, i0, bias);
+  for (int e = 0; e < d; e++, qb += ARB, kr += nkp) {
+    __m512 b[3];
+#pragma GCC unroll 3
+    for (int v = 0; v < nv; v++)
+      b[v] = _mm512_loadu_ps (kr + 16 * v);
+#pragma GCC unroll 8
+    for (int r = 0; r < ARB; r++) {
+      __m512 a = _mm512_set1_ps (qb[r]);
+#pragma GCC unroll 3
+      for (int v = 0; v < nv; v++)
+        acc[r][v] = _mm512_fmadd_ps (a, b[v], acc[r][v]);
+    }
+  }
+  qk_store (acc, nv, rows, j0, j, f, i0, S);
+}
+
+EHAT_T_BF16 EHAT_INLINE void
+qk_bf16 (int nv, const AttnJob *j, Fast *f, int i0, int rows, int j0,
+    const float *bias, float *S)
+{
+  __m512 acc[ARB][3];
+  int np = f->dpairs, nkp = f->nkp;
+  const guint32 *qb = f->qw + (gsize) i0 * np, *kr = f->kw + j0;
+
+  qk_init (acc, nv, rows, j0, j, i0, bias);
+  for (int p = 0; p < np; p++, qb += ARB, kr += nkp) {
+    __m512bh b[3];
+#pragma GCC unroll 3
+    for (int v = 0; v < nv; v++)
+      b[v] = (__m512bh) _mm512_loadu_si512 (kr + 16 * v);
+#pragma GCC unroll 8
+    for (int r = 0; r < ARB; r++) {
+      __m512bh a = (__m512bh) _mm512_set1_epi32 ((int) qb[r]);
+#pragma GCC unroll 3
+      for (int v = 0; v < nv; v++)
+        acc[r][v] = _mm512_dpbf16_ps (acc[r][v], a, b[v]);
+    }
+  }
+  qk_store (acc, nv, rows, j0, j, f, i0, S);
+}
+
+EHAT_T_F32 static void
+scores_f32 (const AttnJob *j, Fast *f, int i0, int rows,
+    const float *bias, float *S)
+{
+  for (int r = 0; r < ARB; r++)
+    _mm512_storeu_ps (f->rmax[r], _mm512_set1_ps (-G_MAXFLOAT));
+  for (int j0 = 0; j0 < f->nkp; j0 += 48) {
+    int nv = MIN (3, (f->nkp - j0) / 16);
+    if (nv == 3)
+      qk_f32 (3, j, f, i0, rows, j0, bias, S);
+    else if (nv == 2)
+      qk_f32 (2, j, f, i0, rows, j0, bias, S);
+    else
+      qk_f32 (1, j, f, i0, rows, j0, bias, S);
+  }
+}
+
+EHAT_T_BF16 static void
+scores_bf16 (const AttnJob *j, Fast *f, int i0, int rows,
+    const float *bias, float *S)
+{
+  for (int r = 0; r < ARB; r++)
+    _mm512_storeu_ps (f->rmax[r], _mm512_set1_ps (-G_MAXFLOAT));
+  for (int j0 = 0; j0 < f->nkp; j0 += 48) {
+    int nv = MIN (3, (f->nkp - j0) / 16);
+    if (nv == 3)
+      qk_bf16 (3, j, f, i0, rows, j0, bias, S);
+    else if (nv == 2)
+      qk_bf16 (2, j, f, i0, rows, j0, bias, S);
+    else
+      qk_bf16 (1, j, f, i0, rows, j0, bias, S);
+  }
+}
+
+/* Unnormalised softmax of each score row over the nk keys: exp(s − max)
+ * back into S (fp32) or into P (bf16, keys past nk zero); 1/Σ in inv. */
+EHAT_T_BF16 static void
+softmax_bf16 (Fast *f, int nk, int rows, float *inv)
+{
+  for (int r = 0; r < rows; r++) {
+    float *s = f->S + (gsize) r * f->nkp;
+    guint16 *p = f->P + (gsize) r * f->nkp;
+    __m512 vsum = _mm512_setzero_ps ();
+    __m512 mx = _mm512_set1_ps (_mm512_reduce_max_ps (_mm512_loadu_ps (f->rmax[r])));
+    for (int j0 = 0; j0 < f->nkp; j0 += 16) {
+      __m512 x = _mm512_maskz_mov_ps (lanes (nk - j0),
+          exp2_16 (_mm512_sub_ps (_mm512_loadu_ps (s + j0), mx), TRUE));
+      vsum = _mm512_add_ps (vsum, x);
+      _mm256_storeu_si256 ((__m256i *) (p + j0),
+          (__m256i) _mm512_cvtneps_pbh (x));
+    }
+    inv[r] = 1.0f / _mm512_reduce_add_ps (vsum);
+  }
+}
+
+EHAT_T_F32 static void
+softmax_f32 (Fast *f, int nk, int rows, float *inv)
+{
+  for (int r = 0; r < rows; r++) {
+    float *s = f->S + (gsize) r * f->nkp;
+    __m512 vsum = _mm512_setzero_ps ();
+    __m512 mx = _mm512_set1_ps (_mm512_reduce_max_ps (_mm512_loadu_ps (f->rmax[r])));
+    for (int j0 = 0; j0 < nk; j0 += 16) {
+      __mmask16 m = lanes (nk - j0);
+      __m512 x = _mm512_maskz_mov_ps (m,
+          exp2_16 (_mm512_sub_ps (_mm512_loadu_ps (s + j0), mx), FALSE));
+      vsum = _mm512_add_ps (vsum, x);
+      _mm512_mask_storeu_ps (s + j0, m, x);
+    }
+    inv[r] = 1.0f / _mm512_reduce_add_ps (vsum);
+  }
+}
+
+/* O rows = P·v / Σ into the output rows of head hd.  v2: width of the
+ * second vector of output columns (0, 8: ymm, 16: zmm). */
+EHAT_T_F32 EHAT_INLINE void
+pv_store (__m512 a0[ARB], __m512 a1z[ARB], __m256 a1y[ARB], int v2,
+    const AttnJob *j, const Fast *f, int i0, int rows, const float *inv,
+    int hd)
+{
+  __mmask16 m0 = lanes (j->d), m1 = lanes (j->d - 16);
+#pragma GCC unroll 8
+  for (int r = 0; r < ARB; r++) {
+    if (r >= rows)
+      break;
+    float *o = j->out + f->qpos[i0 + r] * (gsize) j->c + (gsize) hd * j->d;
+    __m512 sc = _mm512_set1_ps (inv[r]);
+    _mm512_mask_storeu_ps (o, m0, _mm512_mul_ps (a0[r], sc));
+    if (v2 == 16)
+      _mm512_mask_storeu_ps (o + 16, m1, _mm512_mul_ps (a1z[r], sc));
+    else if (v2 == 8)
+      _mm256_mask_storeu_ps (o + 16, (__mmask8) m1, _mm256_mul_ps (a1y[r],
+              _mm512_castps512_ps256 (sc)));
+  }
+}
+
+EHAT_T_F32 EHAT_INLINE void
+pv_f32 (int v2, const AttnJob *j, const Fast *f, int i0, int rows,
+    const float *inv, int hd)
+{
+  __m512 a0[ARB], a1z[ARB];
+  __m256 a1y[ARB];
+  const float *pr[ARB];
+  int dv = f->dv;
+
+#pragma GCC unroll 8
+  for (int r = 0; r < ARB; r++) {
+    pr[r] = f->S + (gsize) MIN (r, rows - 1) * f->nkp;
+    a0[r] = a1z[r] = _mm512_setzero_ps ();
+    a1y[r] = _mm256_setzero_ps ();
+  }
+  for (int t = 0; t < j->nk; t++) {
+    const float *vr = f->v + (gsize) t * dv;
+    __m512 v0 = _mm512_loadu_ps (vr), v1z = _mm512_setzero_ps ();
+    __m256 v1y = _mm256_setzero_ps ();
+    if (v2 == 16)
+      v1z = _mm512_loadu_ps (vr + 16);
+    else if (v2 == 8)
+      v1y = _mm256_loadu_ps (vr + 16);
+#pragma GCC unroll 8
+    for (int r = 0; r < ARB; r++) {
+      __m512 p = _mm512_set1_ps (pr[r][t]);
+      a0[r] = _mm512_fmadd_ps (p, v0, a0[r]);
+      if (v2 == 16)
+        a1z[r] = _mm512_fmadd_ps (p, v1z, a1z[r]);
+      else if (v2 == 8)
+        a1y[r] = _mm256_fmadd_ps (_mm512_castps512_ps256 (p), v1y, a1y[r]);
+    }
+  }
+  pv_store (a0, a1z, a1y, v2, j, f, i0, rows, inv, hd);
+}
+
+EHAT_T_BF16 EHAT_INLINE void
+pv_bf16 (int v2, const AttnJob *j, const Fast *f, int i0, int rows,
+    const float *inv, int hd)
+{
+  __m512 a0[ARB], a1z[ARB];
+  __m256 a1y[ARB];
+  const guint32 *pr[ARB];
+  int dv = f->dv;
+
+#pragma GCC unroll 8
+  for (int r = 0; r < ARB; r++) {
+    pr[r] = (const guint32 *) (f->P + (gsize) MIN (r, rows - 1) * f->nkp);
+    a0[r] = a1z[r] = _mm512_setzero_ps ();
+    a1y[r] = _mm256_setzero_ps ();
+  }
+  for (int u = 0; u < (j->nk + 1) / 2; u++) {
+    const guint32 *vr = f->vw + (gsize) u * dv;
+    __m512bh v0 = (__m512bh) _mm512_loadu_si512 (vr), v1z = v0;
+    __m256bh v1y = (__m256bh) _mm256_setzero_si256 ();
+    if (v2 == 16)
+      v1z = (__m512bh) _mm512_loadu_si512 (vr + 16);
+    else if (v2 == 8)
+      v1y = (__m256bh) _mm256_loadu_si256 ((const __m256i *) (vr + 16));
+#pragma GCC unroll 8
+    for (int r = 0; r < ARB; r++) {
+      __m512i p = _mm512_set1_epi32 ((int) pr[r][u]);
+      a0[r] = _mm512_dpbf16_ps (a0[r], (__m512bh) p, v0);
+      if (v2 == 16)
+        a1z[r] = _mm512_dpbf16_ps (a1z[r], (__m512bh) p, v1z);
+      else if (v2 == 8)
+        a1y[r] = _mm256_dpbf16_ps (a1y[r], (__m256bh)
+            _mm512_castsi512_si256 (p), v1y);
+    }
+  }
+  pv_store (a0, a1z, a1y, v2, j, f, i0, rows, inv, hd);
+}
+
+EHAT_T_F32 static void
+head_f32 (const AttnJob *j, Fast *f, int hd, const float *bias)
+{
+  float inv[ARB];
+  int v2 = j->d <= 16 ? 0 : j->d <= 24 ? 8 : 16;
+
+  gather_f32 (j, f, hd);
+  for (int i0 = 0; i0 < j->nq; i0 += ARB) {
+    int rows = MIN (ARB, j->nq - i0);
+    scores_f32 (j, f, i0, rows, bias, f->S);
+    softmax_f32 (f, j->nk, rows, inv);
+    if (v2 == 0)
+      pv_f32 (0, j, f, i0, rows, inv, hd);
+    else if (v2 == 8)
+      pv_f32 (8, j, f, i0, rows, inv, hd);
+    else
+      pv_f32 (16, j, f, i0, rows, inv, hd);
+  }
+}
+
+EHAT_T_BF16 static void
+head_bf16 (const AttnJob *j, Fast *f, int hd, const float *bias)
+{
+  float inv[ARB];
+  int v2 = j->d <= 16 ? 0 : j->d <= 24 ? 8 : 16;
+
+  gather_bf16 (j, f, hd);
+  for (int i0 = 0; i0 < j->nq; i0 += ARB) {
+    int rows = MIN (ARB, j->nq - i0);
+    scores_bf16 (j, f, i0, rows, bias, f->S);
+    softmax_bf16 (f, j->nk, rows, inv);
+    if (v2 == 0)
+      pv_bf16 (0, j, f, i0, rows, inv, hd);
+    else if (v2 == 8)
+      pv_bf16 (8, j, f, i0, rows, inv, hd);
+    else
+      pv_bf16 (16, j, f, i0, rows, inv, hd);
+  }
+}
+
+static void
+attn_fast_tasks (gpointer data, gsize begin, gsize end, int thread)
+{
+  const AttnJob *j = data;
+  Fast *f = &j->fast_scratch[thread];
+  int ws = j->ws, h = j->h, w = j->w, shift = j->shift;
+  int pad = (j->wse - ws) / 2, groups = j->heads / j->task_heads;
+
+  for (gsize task = begin; task < end; task++) {
+    int h0 = (task % groups) * j->task_heads;
+    gsize win = task / groups;
+    int wx = win % j->nwx, wy = (win / j->nwx) % j->nwy;
+    gsize img = win / ((gsize) j->nwx * j->nwy);
+
+    if (!j->overlap) {
+      for (int t = 0; t < j->nq; t++) {
+        int py = wy * ws + t / ws, px = wx * ws + t % ws;
+        int sy = (py + shift) % h, sx = (px + shift) % w;
+        f->qpos[t] = (img * h + sy) * w + sx;
+        f->kpos[t] = f->qpos[t];
+        f->reg[t] = shift ? region (py, h, ws, shift) * 3
+            + region (px, w, ws, shift) : 0;
+      }
+    } else {
+      for (int t = 0; t < j->nq; t++)
+        f->qpos[t] = (img * h + wy * ws + t / ws) * w + wx * ws + t % ws;
+      for (int t = 0; t < j->nk; t++) {
+        int ky = wy * ws - pad + t / j->wse, kx = wx * ws - pad + t % j->wse;
+        f->kpos[t] = (ky < 0 || ky >= h || kx < 0 || kx >= w) ? G_MAXSIZE
+            : (img * h + ky) * w + kx;
+      }
+    }
+    f->mask = FALSE;
+    for (int t = 1; shift && t < j->nq; t++)
+      f->mask |= f->reg[t] != f->reg[0];
+    for (int hd = h0; hd < h0 + j->task_heads; hd++) {
+      const float *bias = j->bias + (gsize) hd * j->nq * j->nk;
+      if (j->bf16)
+        head_bf16 (j, f, hd, bias);
+      else
+        head_f32 (j, f, hd, bias);
+    }
+  }
+}
+#endif /* EHAT_X86_KERNELS */
+
+/* Heads of a head dimension up to 32 run on the AVX-512 kernels. */
+static gboolean
+use_fast (EhatBackend *be, int d)
+{
+#ifdef EHAT_X86_KERNELS
+  return ((EhatCpuBackend *) be)->own_f32 && d <= 32;
+#else
+  return FALSE;
+#endif
+}
+
+#ifdef EHAT_X86_KERNELS
+static void attn_fast_init (AttnJob *j, int n_threads);
+static void attn_fast_clear (AttnJob *j, int n_threads);
+static void attn_fast_tasks (gpointer data, gsize begin, gsize end,
+    int thread);
+#endif
+
 static void
 run_attention (EhatBackend *be, AttnJob *j, gsize n_images)
 {
   EhatCpuBackend *cpu = (EhatCpuBackend *) be;
   gsize tasks = n_images * j->nwy * j->nwx * j->heads;
 
+#ifdef EHAT_X86_KERNELS
+  /* Heads of a head dimension up to 32 on the AVX-512 kernels.  A task is
+   * a window with all its heads (its qkv rows come from L3 once; going
+   * head-major instead, to keep a head's bias in L2, measured slower), or
+   * one head of it when windows are too few to keep the threads busy. */
+  if (use_fast (be, j->d)) {
+    gsize windows = n_images * j->nwy * j->nwx;
+    j->fast = TRUE;
+    j->bf16 = cpu->bf16;
+    j->task_heads = windows >= 4 * (gsize) cpu->n_threads ? j->heads : 1;
+    attn_fast_init (j, cpu->n_threads);
+    ehat_pool_parallel_for (cpu->pool, windows * (j->heads / j->task_heads),
+        1, attn_fast_tasks, j);
+    attn_fast_clear (j, cpu->n_threads);
+    return;
+  }
+#endif
   j->scratch = g_new (Scratch, cpu->n_threads);
   for (int t = 0; t < cpu->n_threads; t++)
     scratch_init (&j->scratch[t], j->nq, j->nk, j->d, j->dp);
@@ -322,7 +984,8 @@ ehat_cpu_window_attention (EhatBackend *be, const float *qkv, int n, int h,
     .scale = (float) (1.0 / sqrt ((double) d)),
   };
 
-  j.bias = expand_bias (be, table, index, heads, nq, nq);
+  j.bias = expand_bias (be, table, index, heads, nq, nq,
+      use_fast (be, d) ? (float) LOG2E : 1.0f);
   run_attention (be, &j, n);
 }
 
@@ -340,6 +1003,7 @@ ehat_cpu_overlap_attention (EhatBackend *be, const float *qkv, int n, int h,
     .scale = (float) (1.0 / sqrt ((double) d)),
   };
 
-  j.bias = expand_bias (be, table, index, heads, nq, nk);
+  j.bias = expand_bias (be, table, index, heads, nq, nk,
+      use_fast (be, d) ? (float) LOG2E : 1.0f);
   run_attention (be, &j, n);
 }

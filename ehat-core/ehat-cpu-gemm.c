@@ -27,7 +27,7 @@
 #include <cblas.h>
 #include <stdlib.h>
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(EHAT_NO_CLONES)
+#ifdef EHAT_X86_KERNELS
 #define EHAT_GEMM_X86 1
 #include <immintrin.h>
 #endif
@@ -193,9 +193,9 @@ gemm_blas (const EhatGemmB *b, const float *a, gsize lda, gsize m, float *c,
 
 #ifdef EHAT_GEMM_X86
 
-#define T_F32 __attribute__ ((target ("avx512f,avx512bw,avx512dq,avx512vl,fma,avx2,bmi2")))
-#define T_BF16 __attribute__ ((target ("avx512f,avx512bw,avx512dq,avx512vl,avx512bf16,fma,avx2,bmi2")))
-#define INLINE static inline __attribute__ ((always_inline))
+#define T_F32 EHAT_T_F32
+#define T_BF16 EHAT_T_BF16
+#define INLINE EHAT_INLINE
 
 /* The exact (erf) GELU of ehat-cpu.h on 16 lanes, same polynomial. */
 T_F32 INLINE __m512

@@ -22,6 +22,18 @@ G_BEGIN_DECLS
 #define EHAT_CLONES
 #endif
 
+/* Hand-written AVX-512 / AVX512-BF16 kernels (ehat-cpu-gemm.c,
+ * ehat-cpu-attention.c): compiled with target attributes whatever the
+ * build's -march, used only where ehat_cpu_has_avx512 / _bf16 say so. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(EHAT_NO_CLONES)
+#define EHAT_X86_KERNELS 1
+#define EHAT_T_F32 \
+  __attribute__ ((target ("avx512f,avx512bw,avx512dq,avx512vl,fma,avx2,bmi2")))
+#define EHAT_T_BF16 \
+  __attribute__ ((target ("avx512f,avx512bw,avx512dq,avx512vl,avx512bf16,fma,avx2,bmi2")))
+#define EHAT_INLINE static inline __attribute__ ((always_inline))
+#endif
+
 typedef struct
 {
   EhatBackend parent;

@@ -11,6 +11,7 @@
  * case runs everywhere. */
 #include "ehat.h"
 #include "ehat-cpu.h"
+#include "ehat-network.h"
 #include "ehat-png.h"
 #include "golden-util.h"
 
@@ -160,6 +161,59 @@ test_ops (void)
     g_free (cw.b);
   }
   be->ops->destroy (be);
+}
+
+/* Window (shifted or not) and overlapping attention of a bf16 backend
+ * (q·kᵀ and P·v in bf16, softmax fp32) against the fp32 backend, head
+ * dimensions 9 (odd), 24 and 30. */
+static void
+test_attention (void)
+{
+  static const int cases[][5] = {
+    /* h, w, c, heads, ws */
+    {16, 16, 36, 4, 8}, {32, 32, 48, 2, 16}, {16, 8, 60, 2, 8},
+  };
+  EhatBackend *b16, *b32;
+
+  if (!need_bf16 ())
+    return;
+  b16 = ehat_backend_cpu_new_full (2, TRUE, NULL);
+  b32 = ehat_backend_cpu_new_full (2, FALSE, NULL);
+  for (guint ci = 0; ci < G_N_ELEMENTS (cases); ci++) {
+    int h = cases[ci][0], w = cases[ci][1], c = cases[ci][2];
+    int heads = cases[ci][3], ws = cases[ci][4], wse = ws + ws / 2;
+    gsize n = (gsize) h * w * c;
+    int ls = (2 * ws - 1) * (2 * ws - 1), lo = (ws + wse - 1) * (ws + wse - 1);
+    g_autofree float *qkv = rnd (3 * n, 2.0);
+    g_autofree float *ts = rnd ((gsize) ls * heads, 1.0);
+    g_autofree float *to = rnd ((gsize) lo * heads, 1.0);
+    g_autofree gint32 *is = ehat_rel_index_table (ws, 0, FALSE);
+    g_autofree gint32 *io = ehat_rel_index_table (ws, wse, TRUE);
+    g_autofree float *o16 = g_new (float, n), *o32 = g_new (float, n);
+
+    for (int kind = 0; kind < 3; kind++) {
+      double diff;
+      if (kind < 2) {
+        int shift = kind ? ws / 2 : 0;
+        b16->ops->window_attention (b16, qkv, 1, h, w, c, heads, ws, shift,
+            ts, is, o16);
+        b32->ops->window_attention (b32, qkv, 1, h, w, c, heads, ws, shift,
+            ts, is, o32);
+      } else {
+        b16->ops->overlap_attention (b16, qkv, 1, h, w, c, heads, ws, wse, to,
+            io, o16);
+        b32->ops->overlap_attention (b32, qkv, 1, h, w, c, heads, ws, wse, to,
+            io, o32);
+      }
+      diff = max_abs_diff (o16, o32, n);
+      g_test_message ("attention %dx%d c %d heads %d ws %d kind %d: bf16 vs "
+          "fp32 max abs diff %.3g", h, w, c, heads, ws, kind, diff);
+      /* values O(1); bf16 keeps 8 bits */
+      g_assert_cmpfloat (diff, <, 0.05);
+    }
+  }
+  b16->ops->destroy (b16);
+  b32->ops->destroy (b32);
 }
 
 static EhatEngine *
@@ -352,6 +406,7 @@ main (int argc, char **argv)
   rng = g_rand_new_with_seed (11);
   g_test_add_func ("/bf16/fallback", test_fallback);
   g_test_add_func ("/bf16/ops", test_ops);
+  g_test_add_func ("/bf16/attention", test_attention);
   g_assert_cmpuint (add_cases (shared, keep), >=, 5);
   g_assert_cmpuint (add_cases (project, keep), >=, 2);
   g_test_add_data_func ("/bf16/shipped/ehat-fast-x2", "ehat-fast-x2",

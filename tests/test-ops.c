@@ -245,6 +245,9 @@ test_window_attention (void)
   static const int cases[][5] = {
     /* h, w, c, heads, ws */
     {8, 8, 12, 3, 4}, {16, 24, 20, 4, 8}, {12, 6, 6, 2, 6}, {8, 16, 35, 5, 8},
+    /* head dimensions 24 and 30 (HAT-S, HAT): the AVX-512 kernels' second
+     * vector of output columns, 256- and 512-bit */
+    {16, 16, 48, 2, 8}, {8, 8, 60, 2, 4},
   };
   for (guint ci = 0; ci < G_N_ELEMENTS (cases); ci++) {
     int h = cases[ci][0], w = cases[ci][1], c = cases[ci][2];
@@ -272,6 +275,7 @@ test_overlap_attention (void)
 {
   static const int cases[][5] = {
     {8, 8, 12, 3, 4}, {16, 24, 20, 4, 8}, {12, 18, 6, 2, 6},
+    {16, 16, 48, 2, 8}, {8, 8, 60, 2, 4},
   };
   for (guint ci = 0; ci < G_N_ELEMENTS (cases); ci++) {
     int h = cases[ci][0], w = cases[ci][1], c = cases[ci][2];
