@@ -140,6 +140,56 @@ struct _EhatBackendOps
 
 EhatBackend *ehat_backend_cpu_new (int n_threads, GError **error);
 
+/* ---- backend modules (ehat-backend-module.c) ----
+ *
+ * The CUDA backend is a separate shared module, libehat-cuda.so, opened on
+ * first use with GModule, so that libehat and the processes using it link
+ * no CUDA library (cuBLAS and cudart cost ≈ 195 MiB of RSS).  Its
+ * one exported symbol, EHAT_BACKEND_MODULE_ENTRY, returns an
+ * EhatBackendModule; libehat refuses a module whose abi_version or
+ * ops_size differ from its own.
+ *
+ * Bump EHAT_BACKEND_ABI_VERSION whenever anything a module relies on
+ * changes: this header (EhatBackend, EhatBackendOps, the weight structs,
+ * EhatBackendModule), the enums of ehat.h that cross it (EhatPrecision,
+ * EhatBackendKind, EhatError), or the libehat functions modules call. */
+#define EHAT_BACKEND_ABI_VERSION 1
+#define EHAT_BACKEND_MODULE_ENTRY "ehat_backend_module_entry"
+
+/* The first two fields stay where they are in every ABI version. */
+typedef struct
+{
+  guint32 abi_version;          /* EHAT_BACKEND_ABI_VERSION of its build */
+  guint32 ops_size;             /* sizeof (EhatBackendOps) of its build */
+  const char *name;             /* "cuda" for libehat-cuda.so */
+  EhatBackend *(*create) (int device_id, EhatPrecision precision,
+      GError **error);
+} EhatBackendModule;
+
+typedef const EhatBackendModule *(*EhatBackendModuleEntry) (void);
+
+/* Finds libehat-<name>.so in the directories of EHAT_BACKEND_PATH (a
+ * G_SEARCHPATH_SEPARATOR list; when set, it replaces the default) or else
+ * EHAT_BACKEND_DIR ($libdir/ehat-1), opens the first one found and checks
+ * it.  Not cached: every call opens again (GModule counts references; the
+ * module stays resident).  EHAT_ERROR_UNSUPPORTED when no file is found,
+ * EHAT_ERROR_BACKEND when one is found but cannot be used. */
+const EhatBackendModule *ehat_backend_module_load (const char *name,
+    GError **error);
+/* The same in the directories of search_path (tests), ignoring
+ * EHAT_BACKEND_PATH and EHAT_BACKEND_DIR. */
+const EhatBackendModule *ehat_backend_module_load_from (const char *name,
+    const char *search_path, GError **error);
+
+/* The CUDA backend through its module, loaded once per process (the
+ * outcome, failure included, is kept).  With probe (backend=auto) the CUDA
+ * driver (libcuda.so.1, cuInit, a device count) is checked first, without
+ * the module: a machine without a driver or device never maps cuBLAS. */
+EhatBackend *ehat_backend_cuda_new (int device_id, EhatPrecision precision,
+    gboolean probe, GError **error);
+/* The driver check above alone (cached likewise). */
+gboolean ehat_cuda_driver_probe (GError **error);
+
 G_END_DECLS
 
 #endif /* EHAT_BACKEND_H */

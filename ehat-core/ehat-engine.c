@@ -15,26 +15,18 @@ struct _EhatEngine
   gsize peak_workspace;
 };
 
-#ifdef EHAT_HAVE_CUDA
-EhatBackend *ehat_backend_cuda_new (int device_id, EhatPrecision precision,
-    GError **error);
-#endif
-
 static EhatBackend *
 create_backend (const EhatEngineOptions *o, char **fallback, GError **error)
 {
   g_autoptr (GError) cuda_error = NULL;
 
   if (o->backend == EHAT_BACKEND_CUDA || o->backend == EHAT_BACKEND_AUTO) {
-#ifdef EHAT_HAVE_CUDA
+    /* the CUDA module, loaded on first use (ehat-backend-module.c); for
+     * AUTO the driver and a device are checked first, without it */
     EhatBackend *be = ehat_backend_cuda_new (o->device_id, o->precision,
-        &cuda_error);
+        o->backend == EHAT_BACKEND_AUTO, &cuda_error);
     if (be)
       return be;
-#else
-    g_set_error (&cuda_error, EHAT_ERROR, EHAT_ERROR_UNSUPPORTED,
-        "this build of libehat has no CUDA backend");
-#endif
     if (o->backend == EHAT_BACKEND_CUDA) {
       g_propagate_error (error, g_steal_pointer (&cuda_error));
       return NULL;

@@ -1,6 +1,8 @@
 /* The CUDA backend: every operation of EhatBackendOps (ehat-backend.h) on
  * one CUDA stream per backend instance, GEMMs through cuBLAS, the rest in
- * the kernels of this directory (ehat-cuda.h).
+ * the kernels of this directory (ehat-cuda.h).  Built with them into the
+ * module libehat-cuda.so, which libehat opens on demand
+ * (ehat-core/ehat-backend-module.c; the entry is at the end of this file).
  *
  * Status: fp32 (the reference path, no TF32) and tf32 (cuBLAS TF32 tensor
  * ops for the GEMMs); fp16/bf16 are refused with EHAT_ERROR_UNSUPPORTED
@@ -17,6 +19,7 @@
 #include "ehat-backend.h"
 #include "ehat-cuda.h"
 
+#include <gmodule.h>
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 #include <limits.h>
@@ -557,12 +560,9 @@ static const EhatBackendOps cuda_ops = {
   .sync = cuda_sync,
 };
 
-EhatBackend *ehat_backend_cuda_new (int device_id, EhatPrecision precision,
-    GError **error);
-
-EhatBackend *
-ehat_backend_cuda_new (int device_id, EhatPrecision precision,
-    GError **error)
+/* The backend's constructor, reached through the module entry below. */
+static EhatBackend *
+cuda_backend_new (int device_id, EhatPrecision precision, GError **error)
 {
   EhatCudaBackend *cb;
   struct cudaDeviceProp prop;
@@ -642,4 +642,24 @@ ehat_backend_cuda_new (int device_id, EhatPrecision precision,
   cb->description = g_strdup_printf ("cuda (device %d: %s, %s)", device_id,
       prop.name, cb->precision == EHAT_PRECISION_TF32 ? "tf32" : "fp32");
   return &cb->parent;
+}
+
+/* ---- the module (libehat-cuda.so) ----
+ *
+ * libehat opens this module on demand and calls its one exported symbol
+ * (ehat-core/ehat-backend-module.c checks abi_version and ops_size before
+ * using anything else).  Everything else here has hidden visibility. */
+static const EhatBackendModule cuda_module = {
+  .abi_version = EHAT_BACKEND_ABI_VERSION,
+  .ops_size = sizeof (EhatBackendOps),
+  .name = "cuda",
+  .create = cuda_backend_new,
+};
+
+G_MODULE_EXPORT const EhatBackendModule *ehat_backend_module_entry (void);
+
+G_MODULE_EXPORT const EhatBackendModule *
+ehat_backend_module_entry (void)
+{
+  return &cuda_module;
 }

@@ -4,7 +4,12 @@
  * counts; error reporting (out of memory, failed launches); and every
  * golden case end to end in fp32 (max abs error ≤ 1e-4).
  *
- * Exits 77 (meson: SKIP) when no CUDA device is usable. */
+ * The backend is reached as every process reaches it: through libehat's
+ * module loader (ehat_backend_cuda_new, the module found through
+ * EHAT_BACKEND_PATH); this program links cudart only for its cudaMemcpy.
+ *
+ * Exits 77 (meson: SKIP) when no CUDA device is usable; a module that does
+ * not load is a failure (meson built it). */
 #include "ehat-backend.h"
 #include "ehat-network.h"
 #include "golden-util.h"
@@ -13,9 +18,6 @@
 #include <cuda_runtime_api.h>
 #include <math.h>
 #include <string.h>
-
-EhatBackend *ehat_backend_cuda_new (int device_id, EhatPrecision precision,
-    GError **error);
 
 #define GOLDEN_TOLERANCE 1e-4
 
@@ -483,11 +485,13 @@ static void
 test_precision (void)
 {
   g_autoptr (GError) error = NULL;
-  EhatBackend *b = ehat_backend_cuda_new (0, EHAT_PRECISION_FP16, &error);
+  EhatBackend *b = ehat_backend_cuda_new (0, EHAT_PRECISION_FP16, FALSE,
+      &error);
   g_assert_null (b);
   g_assert_error (error, EHAT_ERROR, EHAT_ERROR_UNSUPPORTED);
   g_clear_error (&error);
-  b = ehat_backend_cuda_new (1000, EHAT_PRECISION_FP32, &error);
+  b = ehat_backend_cuda_new (1000, EHAT_PRECISION_FP32, FALSE,
+      &error);
   g_assert_null (b);
   g_assert_error (error, EHAT_ERROR, EHAT_ERROR_INVALID_ARGUMENT);
   g_assert_true (g_str_has_prefix (gpu->ops->describe (gpu), "cuda (device"));
@@ -592,7 +596,11 @@ main (int argc, char **argv)
   int rc;
 
   g_test_init (&argc, &argv, NULL);
-  gpu = ehat_backend_cuda_new (0, EHAT_PRECISION_FP32, &error);
+  if (!ehat_backend_module_load ("cuda", &error)) {
+    g_printerr ("FAIL: the CUDA backend module: %s\n", error->message);
+    return 1;
+  }
+  gpu = ehat_backend_cuda_new (0, EHAT_PRECISION_FP32, FALSE, &error);
   if (!gpu) {
     if (g_error_matches (error, EHAT_ERROR, EHAT_ERROR_UNSUPPORTED)) {
       g_printerr ("SKIP: %s\n", error->message);
