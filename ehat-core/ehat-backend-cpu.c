@@ -34,6 +34,7 @@ cpu_destroy (EhatBackend *be)
     g_free (cpu->abuf[t]);
   g_free (cpu->abuf);
   g_free (cpu->abuf_len);
+  g_free (cpu->xbf);
   g_hash_table_destroy (cpu->packed);
   g_mutex_clear (&cpu->packed_lock);
   g_free (CPU (be)->dense_bias);
@@ -203,6 +204,19 @@ cpu_upload_conv (EhatBackend *be, const float *w, int cout, int cin, int k,
   EhatGemmB b;
   char *p;
 
+  if (CPU (be)->own_f32 && cout <= EHAT_NARROW_MAX) {
+    /* bf16 as for the wide ones, but the last convolution (3 channels:
+     * the image itself) stays fp32 */
+    ehat_gemm_layout_narrow (&b, CPU (be)->bf16 && kc >= 32 && cout > 3, k,
+        cin, cout);
+    p = (char *) cpu_alloc (be, (CONV_HEADER + ehat_gemm_data_bytes (&b)
+            + sizeof (float) - 1) / sizeof (float), error);
+    if (!p)
+      return NULL;
+    ehat_gemm_pack_narrow (&b, p + CONV_HEADER, w);
+    memcpy (p, &b, sizeof b);
+    return (float *) p;
+  }
   ehat_gemm_layout (&b, gemm_kind (CPU (be), kc, cout), (int) kc, cout);
   p = (char *) cpu_alloc (be, (CONV_HEADER + ehat_gemm_data_bytes (&b)
           + sizeof (float) - 1) / sizeof (float), error);
@@ -369,9 +383,10 @@ im2col (const float *x, int h, int w, int cin, int k, int y0, int y1,
   }
 }
 
-/* im2col into bf16 rows of kp (≥ k·k·cin, the pad column zero). */
+/* im2col of a bf16 map into rows of kp (≥ k·k·cin, the pad column
+ * zero). */
 static void
-im2col_bf16 (const float *x, int h, int w, int cin, int k, int y0, int y1,
+im2col_bf16 (const guint16 *x, int h, int w, int cin, int k, int y0, int y1,
     guint16 *col, int kp)
 {
   int r = k / 2;
@@ -388,7 +403,8 @@ im2col_bf16 (const float *x, int h, int w, int cin, int k, int y0, int y1,
           if (sy < 0 || sy >= h || sx < 0 || sx >= w)
             memset (d, 0, cin * sizeof (guint16));
           else
-            ehat_f32_to_bf16 (d, x + ((gsize) sy * w + sx) * cin, cin);
+            memcpy (d, x + ((gsize) sy * w + sx) * cin,
+                cin * sizeof (guint16));
         }
       }
       if ((gsize) kp > kc)
@@ -425,6 +441,7 @@ typedef struct
 {
   const EhatConvW *cw;
   const EhatGemmB *b;
+  const guint16 *xb;            /* x in bf16 (narrow bf16 kind) */
   const float *x, *res;
   float *y;
   int h, w, band, bands, shuffle;
@@ -461,9 +478,14 @@ conv_bands (gpointer data, gsize begin, gsize end, int thread)
       ri ? ri + (gsize) y0 * w * cw->cout : NULL, j->alpha
     };
 
-    if (j->b->kind == EHAT_GEMM_BF16) {
-      im2col_bf16 (xi, h, w, cw->cin, cw->k, y0, y1, (guint16 *) col,
-          j->b->kp);
+    if (j->b->kind == EHAT_GEMM_NARROW_F32) {
+      ehat_conv_narrow (j->b, xi, h, w, y0, y1, dst, &e);
+    } else if (j->b->kind == EHAT_GEMM_NARROW_BF16) {
+      ehat_conv_narrow (j->b, j->xb + i * h * w * ehat_narrow_x_stride (j->b),
+          h, w, y0, y1, dst, &e);
+    } else if (j->b->kind == EHAT_GEMM_BF16) {
+      im2col_bf16 (j->xb + i * h * w * cw->cin, h, w, cw->cin, cw->k, y0, y1,
+          (guint16 *) col, j->b->kp);
       ehat_gemm_bf16a (j->b, (guint16 *) col, j->b->kp, rows, dst,
           cw->cout, &e);
     } else {
@@ -487,25 +509,62 @@ thread_buffer (float **bufs, gsize *lens, int thread, gsize n)
   return bufs[thread];
 }
 
+typedef struct
+{
+  const float *x;
+  guint16 *dst;
+  int cin, stride;
+} CvtJob;
+
+/* Rows of cin floats → bf16 rows of stride (≥ cin, the pad zero). */
+static void
+to_bf16_rows (gpointer data, gsize begin, gsize end, int thread)
+{
+  const CvtJob *j = data;
+  for (gsize r = begin; r < end; r++) {
+    guint16 *d = j->dst + r * j->stride;
+    ehat_f32_to_bf16 (d, j->x + r * j->cin, j->cin);
+    for (int c = j->cin; c < j->stride; c++)
+      d[c] = 0;
+  }
+}
+
 static void
 cpu_conv (EhatBackend *be, const EhatConvW *cw, const float *x, int n, int h,
     int w, float *y, EhatAct act, const float *res, float alpha, int shuffle)
 {
   EhatCpuBackend *cpu = CPU (be);
   int nt = cpu->n_threads;
+  const EhatGemmB *b = (const EhatGemmB *) cw->w;
+  gboolean narrow = b->kind == EHAT_GEMM_NARROW_F32
+      || b->kind == EHAT_GEMM_NARROW_BF16;
   gsize kc = (gsize) cw->k * cw->k * cw->cin;
   gsize fit = BAND_FLOATS / (kc * w);
-  /* at least one band per thread, so small maps still use every core */
-  int band = (int) CLAMP (fit, 1, (gsize) MAX (1, h / nt));
+  /* at least one band per thread, so small maps still use every core;
+   * the direct (narrow) convolution needs no column buffer: a few bands
+   * per thread for balance */
+  int band = narrow ? MAX (1, h / (4 * nt))
+      : (int) CLAMP (fit, 1, (gsize) MAX (1, h / nt));
   g_autofree float **col = g_new0 (float *, nt);
   g_autofree float **tmp = shuffle > 1 ? g_new0 (float *, nt) : NULL;
-  ConvJob j = { cw, (const EhatGemmB *) cw->w, x, res, y, h, w, band,
-    (h + band - 1) / band, shuffle, act, alpha, col, tmp
+  ConvJob j = { cw, b, NULL, x, res, y, h, w, band, (h + band - 1) / band,
+    shuffle, act, alpha, col, tmp
   };
 
+  /* bf16 convolutions read the map in bf16, converted once here rather
+   * than k·k times in the column buffers */
+  if (b->kind == EHAT_GEMM_NARROW_BF16 || b->kind == EHAT_GEMM_BF16) {
+    gsize rows = (gsize) n * h * w;
+    int cs = b->kind == EHAT_GEMM_BF16 ? cw->cin : ehat_narrow_x_stride (b);
+    CvtJob cj = { x, NULL, cw->cin, cs };
+    cj.dst = (guint16 *) thread_buffer ((float **) &cpu->xbf, &cpu->xbf_len, 0,
+        (rows * cs + 1) / 2);
+    ehat_pool_parallel_for (cpu->pool, rows, 256, to_bf16_rows, &cj);
+    j.xb = cj.dst;
+  }
   for (int t = 0; t < nt; t++) {
-    col[t] = thread_buffer (cpu->conv_col, cpu->conv_col_len, t,
-        kc * w * band);
+    col[t] = narrow ? NULL : thread_buffer (cpu->conv_col, cpu->conv_col_len,
+        t, kc * w * band);
     if (tmp)
       tmp[t] = thread_buffer (cpu->conv_tmp, cpu->conv_tmp_len, t,
           (gsize) w * band * cw->cout);

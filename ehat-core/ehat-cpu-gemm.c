@@ -115,7 +115,47 @@ ehat_gemm_layout (EhatGemmB *b, EhatGemmKind kind, int k, int n)
 gsize
 ehat_gemm_data_bytes (const EhatGemmB *b)
 {
+  if (b->kind == EHAT_GEMM_NARROW_F32 || b->kind == EHAT_GEMM_NARROW_BF16)
+    return (gsize) b->n * b->conv_k * b->conv_k * b->cinp
+        * (b->kind == EHAT_GEMM_NARROW_BF16 ? 2 : 4);
   return (gsize) b->kp * b->np * (b->kind == EHAT_GEMM_BF16 ? 2 : 4);
+}
+
+void
+ehat_gemm_layout_narrow (EhatGemmB *b, gboolean bf16, int k, int cin,
+    int cout)
+{
+  ehat_gemm_layout (b, bf16 ? EHAT_GEMM_NARROW_BF16 : EHAT_GEMM_NARROW_F32,
+      k * k * cin, cout);
+  b->conv_k = k;
+  b->cin = cin;
+  /* fp32: vectors of 16 channels; bf16: of 16 channel pairs */
+  b->cinp = round_up (cin, bf16 ? 32 : 16);
+}
+
+int
+ehat_narrow_x_stride (const EhatGemmB *b)
+{
+  return b->kind == EHAT_GEMM_NARROW_BF16 ? round_up (b->cin, 2) : b->cin;
+}
+
+void
+ehat_gemm_pack_narrow (EhatGemmB *b, void *data, const float *w)
+{
+  int kk = b->conv_k * b->conv_k;
+
+  b->data = data;
+  memset (data, 0, ehat_gemm_data_bytes (b));
+  for (int n = 0; n < b->n; n++)
+    for (int ci = 0; ci < b->cin; ci++)
+      for (int t = 0; t < kk; t++) {
+        float v = w[((gsize) n * b->cin + ci) * kk + t];
+        gsize at = ((gsize) n * kk + t) * b->cinp + ci;
+        if (b->kind == EHAT_GEMM_NARROW_BF16)
+          ((guint16 *) data)[at] = f32_to_bf16 (v);
+        else
+          ((float *) data)[at] = v;
+      }
 }
 
 void
@@ -229,6 +269,12 @@ col_mask (int cols, int v)
 {
   int left = cols - v * 16;
   return left >= 16 ? 0xffff : left <= 0 ? 0 : (__mmask16) ((1u << left) - 1);
+}
+
+static inline __mmask16
+lanes16 (int n)
+{
+  return n >= 16 ? 0xffff : n <= 0 ? 0 : (__mmask16) ((1u << n) - 1);
 }
 
 /* The epilogue and the store of an MR×(16·nv) tile; rows and cols are the
@@ -440,6 +486,175 @@ gemm_bf16_block (const EhatGemmB *b, const guint16 *a, gsize lda, int m,
   }
 }
 
+/* ---- narrow direct convolution ----
+ * RR pixels of one image row × NN outputs in RR·NN accumulators of 16
+ * channel lanes (fp32) or 16 channel pairs (bf16); each tap reads the
+ * source pixel's channels straight from the map (a zero row outside it),
+ * lanes summed at the end. */
+
+/* The RR·NN sums of a block are contiguous in c (pixels of NN channels):
+ * reduce each accumulator, then bias, activation and residual on vectors
+ * of them. */
+T_F32 INLINE void
+narrow_epilogue (__m512 acc[8][8], int NN, int RR, int rows,
+    const EhatGemmB *b, float *c, const EhatGemmEpi *e)
+{
+  float sum[64] __attribute__ ((aligned (64)));
+  float bias[64] __attribute__ ((aligned (64)));
+  int total = rows * NN;
+
+#pragma GCC unroll 8
+  for (int r = 0; r < RR; r++)
+#pragma GCC unroll 8
+    for (int n = 0; n < NN; n++) {
+      sum[r * NN + n] = _mm512_reduce_add_ps (acc[r][n]);
+      bias[r * NN + n] = e->bias[n];
+    }
+  for (int i0 = 0; i0 < total; i0 += 16) {
+    __mmask16 m = lanes16 (total - i0);
+    __m512 x = _mm512_add_ps (_mm512_maskz_load_ps (m, sum + i0),
+        _mm512_maskz_load_ps (m, bias + i0));
+    switch (e->act) {
+      case EHAT_ACT_GELU:
+        x = gelu16 (x);
+        break;
+      case EHAT_ACT_RELU:
+        x = _mm512_max_ps (x, _mm512_setzero_ps ());
+        break;
+      case EHAT_ACT_LRELU:
+        x = _mm512_mask_mul_ps (x, _mm512_cmp_ps_mask (x,
+                _mm512_setzero_ps (), _CMP_LT_OQ), x, _mm512_set1_ps (0.01f));
+        break;
+      default:
+        break;
+    }
+    if (e->res)
+      x = _mm512_fmadd_ps (_mm512_set1_ps (e->alpha),
+          _mm512_maskz_loadu_ps (m, e->res + i0), x);
+    _mm512_mask_storeu_ps (c + i0, m, x);
+  }
+}
+
+T_F32 INLINE void
+narrow_f32 (int NN, int RR, const EhatGemmB *b, const float *x, int h,
+    int w, int y, int x0, int rows, const float *zero, float *c,
+    const EhatGemmEpi *e)
+{
+  __m512 acc[8][8];
+  int k = b->conv_k, kk = k * k, cin = b->cin, cinp = b->cinp, r0 = k / 2;
+  const float *wt = b->data;
+
+#pragma GCC unroll 8
+  for (int r = 0; r < RR; r++)
+#pragma GCC unroll 8
+    for (int n = 0; n < NN; n++)
+      acc[r][n] = _mm512_setzero_ps ();
+  for (int ky = 0; ky < k; ky++) {
+    int sy = y + ky - r0;
+    for (int kx = 0; kx < k; kx++) {
+      const float *src[8];
+      const float *wtap = wt + (gsize) (ky * k + kx) * cinp;
+#pragma GCC unroll 8
+      for (int r = 0; r < RR; r++) {
+        int sx = x0 + MIN (r, rows - 1) + kx - r0;
+        src[r] = (sy < 0 || sy >= h || sx < 0 || sx >= w) ? zero
+            : x + ((gsize) sy * w + sx) * cin;
+      }
+      for (int c0 = 0; c0 < cin; c0 += 16) {
+        __mmask16 m = cin - c0 >= 16 ? 0xffff : (__mmask16) ((1u << (cin
+                    - c0)) - 1);
+        __m512 wv[8];
+#pragma GCC unroll 8
+        for (int n = 0; n < NN; n++)
+          wv[n] = _mm512_loadu_ps (wtap + (gsize) n * kk * cinp + c0);
+#pragma GCC unroll 8
+        for (int r = 0; r < RR; r++) {
+          __m512 a = _mm512_maskz_loadu_ps (m, src[r] + c0);
+#pragma GCC unroll 8
+          for (int n = 0; n < NN; n++)
+            acc[r][n] = _mm512_fmadd_ps (a, wv[n], acc[r][n]);
+        }
+      }
+    }
+  }
+  narrow_epilogue (acc, NN, RR, rows, b, c, e);
+}
+
+T_BF16 INLINE void
+narrow_bf16 (int NN, int RR, const EhatGemmB *b, const guint16 *x, int h,
+    int w, int y, int x0, int rows, const guint16 *zero, float *c,
+    const EhatGemmEpi *e)
+{
+  __m512 acc[8][8];
+  int k = b->conv_k, kk = k * k, cs = round_up (b->cin, 2), cinp = b->cinp;
+  int r0 = k / 2;
+  const guint16 *wt = b->data;
+
+#pragma GCC unroll 8
+  for (int r = 0; r < RR; r++)
+#pragma GCC unroll 8
+    for (int n = 0; n < NN; n++)
+      acc[r][n] = _mm512_setzero_ps ();
+  for (int ky = 0; ky < k; ky++) {
+    int sy = y + ky - r0;
+    for (int kx = 0; kx < k; kx++) {
+      const guint16 *src[8];
+      const guint16 *wtap = wt + (gsize) (ky * k + kx) * cinp;
+#pragma GCC unroll 8
+      for (int r = 0; r < RR; r++) {
+        int sx = x0 + MIN (r, rows - 1) + kx - r0;
+        src[r] = (sy < 0 || sy >= h || sx < 0 || sx >= w) ? zero
+            : x + ((gsize) sy * w + sx) * cs;
+      }
+      for (int c0 = 0; c0 < cs; c0 += 32) {
+        __mmask32 m = cs - c0 >= 32 ? 0xffffffffu
+            : (__mmask32) ((1u << (cs - c0)) - 1);
+        __m512bh wv[8];
+#pragma GCC unroll 8
+        for (int n = 0; n < NN; n++)
+          wv[n] = (__m512bh) _mm512_loadu_si512 (wtap + (gsize) n * kk * cinp
+              + c0);
+#pragma GCC unroll 8
+        for (int r = 0; r < RR; r++) {
+          __m512bh a = (__m512bh) _mm512_maskz_loadu_epi16 (m, src[r] + c0);
+#pragma GCC unroll 8
+          for (int n = 0; n < NN; n++)
+            acc[r][n] = _mm512_dpbf16_ps (acc[r][n], a, wv[n]);
+        }
+      }
+    }
+  }
+  narrow_epilogue (acc, NN, RR, rows, b, c, e);
+}
+
+#define NARROW_CASES(X) X (1, 8) X (2, 8) X (3, 8) X (4, 5) X (5, 4) X (6, 4) \
+  X (7, 2) X (8, 2)
+
+#define NARROW_FN(NN, RR) \
+T_F32 static void \
+narrow_f32_##NN (const EhatGemmB *b, const float *x, int h, int w, int y, \
+    int x0, int rows, const float *zero, float *c, const EhatGemmEpi *e) \
+{ \
+  narrow_f32 (NN, RR, b, x, h, w, y, x0, rows, zero, c, e); \
+} \
+T_BF16 static void \
+narrow_bf16_##NN (const EhatGemmB *b, const guint16 *x, int h, int w, int y, \
+    int x0, int rows, const guint16 *zero, float *c, const EhatGemmEpi *e) \
+{ \
+  narrow_bf16 (NN, RR, b, x, h, w, y, x0, rows, zero, c, e); \
+}
+NARROW_CASES (NARROW_FN)
+#undef NARROW_FN
+
+static int
+narrow_rr (int nn)
+{
+#define NARROW_RR(NN, RR) if (nn == NN) return RR;
+  NARROW_CASES (NARROW_RR)
+#undef NARROW_RR
+      return 1;
+}
+
 T_BF16 static void
 f32_to_bf16_avx512 (guint16 *dst, const float *src, gsize n)
 {
@@ -526,6 +741,49 @@ ehat_gemm (const EhatGemmB *b, const float *a, gsize lda, gsize m, float *c,
     default:
       g_assert_not_reached ();
   }
+}
+
+void
+ehat_conv_narrow (const EhatGemmB *b, const void *x, int h, int w, int y0,
+    int y1, float *c, const EhatGemmEpi *e)
+{
+#ifdef EHAT_GEMM_X86
+  int rr = narrow_rr (b->n);
+  /* the zero row read for taps outside the map */
+  static const float zero[512] __attribute__ ((aligned (64)));
+  g_autofree float *big = NULL;
+  const float *z = zero;
+  EhatGemmEpi ep = *e;
+
+  g_assert (b->n <= EHAT_NARROW_MAX);
+  if (b->cinp > (int) G_N_ELEMENTS (zero))
+    z = big = g_new0 (float, b->cinp);
+  for (int y = y0; y < y1; y++)
+    for (int x0 = 0; x0 < w; x0 += rr) {
+      int rows = MIN (rr, w - x0);
+      gsize at = ((gsize) (y - y0) * w + x0) * b->n;
+      ep.res = e->res ? e->res + at : NULL;
+      if (b->kind == EHAT_GEMM_NARROW_BF16) {
+        switch (b->n) {
+#define CALL(NN, RR) case NN: narrow_bf16_##NN (b, x, h, w, y, x0, rows,             (const guint16 *) z, c + at, &ep); break;
+            NARROW_CASES (CALL)
+#undef CALL
+          default:
+            g_assert_not_reached ();
+        }
+      } else {
+        switch (b->n) {
+#define CALL(NN, RR) case NN: narrow_f32_##NN (b, x, h, w, y, x0, rows, z,             c + at, &ep); break;
+            NARROW_CASES (CALL)
+#undef CALL
+          default:
+            g_assert_not_reached ();
+        }
+      }
+    }
+#else
+  g_assert_not_reached ();
+#endif
 }
 
 void

@@ -58,6 +58,9 @@ typedef struct
   /* per-thread bf16 rows of A (linear layers) */
   guint16 **abuf;
   gsize *abuf_len;
+  /* the input of a bf16 convolution, in bf16 */
+  guint16 *xbf;
+  gsize xbf_len;
 } EhatCpuBackend;
 
 /* precision=bf16 needs ehat_cpu_has_bf16 (); the engine checks. */
@@ -129,6 +132,11 @@ typedef enum
   EHAT_GEMM_BLAS,               /* B row-major k×n floats, OpenBLAS */
   EHAT_GEMM_F32,                /* own AVX-512F kernels, fp32 panels */
   EHAT_GEMM_BF16,               /* own AVX512-BF16 kernels, bf16 panels */
+  /* convolutions with fewer outputs than a vector (HAT-S's CAB squeeze to
+   * 6 channels, the last 3-channel one): direct, no im2col, vectors along
+   * the input channels; weights [cout][k·k][cinp] */
+  EHAT_GEMM_NARROW_F32,
+  EHAT_GEMM_NARROW_BF16,
 } EhatGemmKind;
 
 /* B (k×n, the weights) in the layout of its kernel. */
@@ -138,6 +146,8 @@ typedef struct
   int k, n;
   int kp;                       /* k, rounded up to even for bf16 */
   int np;                       /* n, rounded up to 16 for the own kernels */
+  int conv_k, cin, cinp;        /* narrow kinds: kernel size, input channels
+                                 * and their padded count */
   void *data;
 } EhatGemmB;
 
@@ -164,6 +174,17 @@ gsize ehat_gemm_data_bytes (const EhatGemmB *b);
  * aligned), which b then points to. */
 void ehat_gemm_pack (EhatGemmB *b, void *data, const float *src, gsize sk,
     gsize sn);
+/* The narrow direct convolution (cout ≤ EHAT_NARROW_MAX): layout, packing
+ * from PyTorch's [cout][cin][k][k], and rows [y0, y1) of an image of h×w
+ * (rows of cin floats, or of ehat_narrow_x_stride() bf16 for the bf16
+ * kind) into c (rows of cout; e->res rows of cout at the same pixels). */
+#define EHAT_NARROW_MAX 8
+void ehat_gemm_layout_narrow (EhatGemmB *b, gboolean bf16, int k, int cin,
+    int cout);
+void ehat_gemm_pack_narrow (EhatGemmB *b, void *data, const float *w);
+int ehat_narrow_x_stride (const EhatGemmB *b);
+void ehat_conv_narrow (const EhatGemmB *b, const void *x, int h, int w,
+    int y0, int y1, float *c, const EhatGemmEpi *e);
 /* bf16 scratch a thread needs for ehat_gemm with a bf16 B. */
 gsize ehat_gemm_abuf_elems (const EhatGemmB *b);
 /* C[m×n] (row stride ldc) = epilogue(A·B), A fp32 rows of stride lda;

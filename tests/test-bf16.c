@@ -76,6 +76,8 @@ test_ops (void)
   };
   static const int conv[][5] = { {1, 5, 7, 6, 16}, {2, 8, 3, 13, 40},
     {1, 33, 2, 64, 64}, {1, 4, 4, 5, 3},
+    /* direct narrow convolutions (≤ 8 outputs): CAB's squeeze, odd sizes */
+    {2, 6, 9, 144, 6}, {1, 5, 5, 7, 8}, {1, 3, 11, 40, 5},
   };
   EhatBackend *be;
 
@@ -124,8 +126,10 @@ test_ops (void)
     g_autofree float *res = rnd (ny, 1.0);
     g_autofree float *y = g_new (float, ny);
     EhatConvW cw = { NULL, rnd (cout, 0.5), cin, cout, 3 };
-    /* bf16 where k ≥ 32 and cout ≥ 16 (the backend's rule), else fp32 */
-    gboolean is_bf16 = cin * 9 >= 32 && cout >= 16;
+    /* bf16 where k ≥ 32 and cout ≥ 16, or 4 ≤ cout ≤ 8 (the direct
+     * narrow convolution; the backend's rule), else fp32 */
+    gboolean is_bf16 = cin * 9 >= 32 && (cout >= 16 || (cout > 3
+            && cout <= EHAT_NARROW_MAX));
     double worst = 0.0;
 
     cw.w = be->ops->upload_conv (be, wt, cout, cin, 3, NULL);
