@@ -851,7 +851,7 @@ ehat_backend_cpu_new_full (int n_threads, gboolean bf16, GError **error)
   openblas_set_num_threads (1);
   cpu->description = g_strdup_printf ("cpu (%d thread%s, %s, %s)",
       n_threads, n_threads == 1 ? "" : "s", blas ? blas : "cblas",
-      cpu->bf16 ? "bf16 AVX512-BF16 GEMMs, fp32 accumulation"
+      cpu->bf16 ? "bf16: AVX512-BF16 products, fp32 accumulation"
       : cpu->own_f32 ? "fp32 AVX-512" : "fp32");
   return &cpu->parent;
 }

@@ -296,6 +296,23 @@ cmd_upscale (int argc, char **argv, GError **error)
 
 /* ---- bench ---- */
 
+static const char *
+precision_name (EhatEngine *e)
+{
+  switch (ehat_engine_get_precision (e)) {
+    case EHAT_PRECISION_FP32:
+      return "fp32";
+    case EHAT_PRECISION_TF32:
+      return "tf32";
+    case EHAT_PRECISION_FP16:
+      return "fp16";
+    case EHAT_PRECISION_BF16:
+      return "bf16";
+    default:
+      return "auto";
+  }
+}
+
 static int
 cmp_double (const void *a, const void *b)
 {
@@ -383,6 +400,16 @@ cmd_bench (int argc, char **argv, GError **error)
     json_builder_add_string_value (b, opt_model);
     json_builder_set_member_name (b, "backend");
     json_builder_add_string_value (b, ehat_engine_describe (engine));
+    /* the precision that ran: bf16 asked for on a CPU without AVX512-BF16
+     * runs fp32, and says why */
+    json_builder_set_member_name (b, "precision");
+    json_builder_add_string_value (b, precision_name (engine));
+    json_builder_set_member_name (b, "fallback_reason");
+    if (ehat_engine_get_fallback_reason (engine))
+      json_builder_add_string_value (b,
+          ehat_engine_get_fallback_reason (engine));
+    else
+      json_builder_add_null_value (b);
     json_builder_set_member_name (b, "width");
     json_builder_add_int_value (b, w);
     json_builder_set_member_name (b, "height");
@@ -415,6 +442,7 @@ cmd_bench (int argc, char **argv, GError **error)
     g_print ("%s\n", text);
   } else {
     g_print ("backend     %s\n", ehat_engine_describe (engine));
+    g_print ("precision   %s\n", precision_name (engine));
     g_print ("input       %d x %dx%d -> x%d\n", batch, w, h, s);
     g_print ("median      %.2f ms (min %.2f, max %.2f, %d runs)\n", median,
         times[0], times[repeat - 1], repeat);
