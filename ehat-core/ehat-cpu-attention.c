@@ -255,6 +255,16 @@ typedef struct
   /* AVX-512 path (attn_fast): heads per task, bf16 products */
   gboolean fast, bf16;
   int task_heads;
+  /* Toeplitz bias (fast path): the bias of query i and key j = (yj, xj)
+   * of a kw-wide key window is etab[hd·elen + qa[i] + yj·brow + xj] */
+  gboolean toeplitz;
+  float *etab;
+  gint32 *qa;
+  int kw, brow, elen;
+  /* per vector of 16 keys: offsets of its first and (when it straddles
+   * two rows of keys) second row run, their lanes, its valid lanes */
+  gint32 *voff, *voff2;
+  guint16 *vm1, *vm2;
   struct _Fast *fast_scratch;   /* per thread */
 } AttnJob;
 
@@ -576,6 +586,35 @@ EHAT_T_F32 EHAT_INLINE void
 qk_init (__m512 acc[ARB][3], int nv, int rows, int j0, const AttnJob *j,
     int i0, const float *bias)
 {
+  if (j->toeplitz) {
+    /* per vector: the keys' first row run, and the next row's when the
+     * vector straddles two rows of keys */
+    int off[3], off2[3];
+    __mmask16 m1[3], m2[3];
+#pragma GCC unroll 3
+    for (int v = 0; v < 3; v++) {
+      off[v] = j->voff[j0 / 16 + v];
+      off2[v] = j->voff2[j0 / 16 + v];
+      m1[v] = j->vm1[j0 / 16 + v];
+      m2[v] = j->vm2[j0 / 16 + v];
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < ARB; r++) {
+      const float *e = bias + j->qa[i0 + MIN (r, rows - 1)];
+#pragma GCC unroll 3
+      for (int v = 0; v < 3; v++) {
+        if (v < nv) {
+          __m512 x = _mm512_maskz_loadu_ps (m1[v], e + off[v]);
+          if (m2[v])
+            x = _mm512_mask_loadu_ps (x, m2[v], e + off2[v]);
+          acc[r][v] = x;
+        } else {
+          acc[r][v] = _mm512_setzero_ps ();
+        }
+      }
+    }
+    return;
+  }
 #pragma GCC unroll 8
   for (int r = 0; r < ARB; r++) {
     const float *b = bias + (gsize) (i0 + MIN (r, rows - 1)) * j->nk + j0;
@@ -592,26 +631,37 @@ EHAT_T_F32 EHAT_INLINE void
 qk_store (__m512 acc[ARB][3], int nv, int rows, int j0, const AttnJob *j,
     Fast *f, int i0, float *S)
 {
+  /* locals: the vector stores below may alias anything */
+  const gboolean mask = f->mask;
+  const gint8 *reg = f->reg;
+  const int nkp = f->nkp;
+  float (*rmax)[16] = f->rmax;
+  __mmask16 valid[3];
+  __m512i rk[3];
+
+#pragma GCC unroll 3
+  for (int v = 0; v < 3; v++) {
+    valid[v] = lanes (j->nk - j0 - 16 * v);
+    rk[v] = mask ? _mm512_cvtepi8_epi32 (_mm_loadu_si128 ((const __m128i *)
+            (reg + j0 + 16 * v))) : _mm512_setzero_si512 ();
+  }
 #pragma GCC unroll 8
   for (int r = 0; r < ARB; r++) {
     if (r >= rows)
       break;
-    __m512i rq = _mm512_set1_epi32 (f->reg[i0 + r]);
-    __m512 mx = _mm512_loadu_ps (f->rmax[r]);
+    __m512i rq = _mm512_set1_epi32 (reg[i0 + r]);
+    __m512 mx = _mm512_loadu_ps (rmax[r]);
+    float *sr = S + (gsize) r * nkp + j0;
 #pragma GCC unroll 3
     for (int v = 0; v < nv; v++) {
-      int jj = j0 + 16 * v;
       __m512 x = acc[r][v];
-      if (f->mask) {
-        __m512i rk = _mm512_cvtepi8_epi32 (_mm_loadu_si128 ((const __m128i *)
-                (f->reg + jj)));
-        x = _mm512_mask_add_ps (x, _mm512_cmpneq_epi32_mask (rk, rq), x,
+      if (mask)
+        x = _mm512_mask_add_ps (x, _mm512_cmpneq_epi32_mask (rk[v], rq), x,
             _mm512_set1_ps ((float) (-100.0 * LOG2E)));
-      }
-      mx = _mm512_mask_max_ps (mx, lanes (j->nk - jj), mx, x);
-      _mm512_storeu_ps (S + (gsize) r * f->nkp + jj, x);
+      mx = _mm512_mask_max_ps (mx, valid[v], mx, x);
+      _mm512_storeu_ps (sr + 16 * v, x);
     }
-    _mm512_storeu_ps (f->rmax[r], mx);
+    _mm512_storeu_ps (rmax[r], mx);
   }
 }
 
@@ -910,7 +960,8 @@ attn_fast_tasks (gpointer data, gsize begin, gsize end, int thread)
     for (int t = 1; shift && t < j->nq; t++)
       f->mask |= f->reg[t] != f->reg[0];
     for (int hd = h0; hd < h0 + j->task_heads; hd++) {
-      const float *bias = j->bias + (gsize) hd * j->nq * j->nk;
+      const float *bias = j->toeplitz ? j->etab + (gsize) hd * j->elen
+          : j->bias + (gsize) hd * j->nq * j->nk;
       if (j->bf16)
         head_bf16 (j, f, hd, bias);
       else
@@ -970,6 +1021,99 @@ run_attention (EhatBackend *be, AttnJob *j, gsize n_images)
   g_free (j->scratch);
 }
 
+/* The relative-position index of EHAT-SPEC.md §4 is Toeplitz along each
+ * row of keys: for window attention idx = (yi − yj + ws − 1)(2ws − 1) +
+ * (xi − xj + ws − 1), for OCAB (yj − yi + ws − wse + 1)·side + (xj − xi +
+ * ws − wse + 1) modulo its length.  So the bias of a query against a row
+ * of keys is a contiguous run of a per-head table — the table reversed
+ * (window) or repeated twice (OCAB, for the modulo) — a few KiB that stay
+ * in L1, where the dense [heads][queries][keys] expansion (1.5 MiB for
+ * HAT-S's windows, 3.4 MiB for OCAB) streamed from L3 for every window.
+ * Built only when the index the network passes is exactly that (checked
+ * entry by entry); the dense table otherwise. */
+static gboolean
+toeplitz_bias (AttnJob *j, const float *table, const gint32 *index)
+{
+  int ws = j->ws, nq = j->nq, nk = j->nk, heads = j->heads;
+  int kw = j->overlap ? j->wse : ws;
+  int side = j->overlap ? ws + j->wse - 1 : 2 * ws - 1, len = side * side;
+  int elen = j->overlap ? 2 * len : len;
+  gint32 *qa;
+
+  /* a vector of 16 keys must span at most two rows of keys */
+  for (int jj = 0; jj < nk; jj += 16)
+    if (MIN (16, nk - jj) - (kw - jj % kw) > kw)
+      return FALSE;
+  qa = g_new (gint32, nq);
+  for (int i = 0; i < nq; i++) {
+    int yi = i / ws, xi = i % ws;
+    qa[i] = j->overlap ? len + (ws - j->wse + 1 - yi) * side - xi + ws
+        - j->wse + 1 : (len - 1) - (yi + ws - 1) * side - xi - ws + 1;
+  }
+  for (int i = 0; i < nq; i++)
+    for (int jj = 0; jj < nk; jj++) {
+      gint64 k = (gint64) qa[i] + (jj / kw) * side + jj % kw;
+      gint64 want = j->overlap ? (k - len) % len : len - 1 - k;
+      if (k < 0 || k >= elen || want < 0 || want != index[(gsize) i * nk + jj]) {
+        g_free (qa);
+        return FALSE;
+      }
+    }
+  j->etab = g_new (float, (gsize) heads * elen);
+  for (int hd = 0; hd < heads; hd++)
+    for (int k = 0; k < elen; k++) {
+      int t = j->overlap ? (k - len) % len : len - 1 - k;
+      if (t < 0)
+        t += len;
+      j->etab[(gsize) hd * elen + k] = table[(gsize) t * heads + hd]
+          * (float) LOG2E;
+    }
+  j->qa = qa;
+  j->kw = kw;
+  j->brow = side;
+  j->elen = elen;
+  j->toeplitz = TRUE;
+  {
+    int nvec = (nk + 15) / 16 + 3;
+    j->voff = g_new0 (gint32, nvec);
+    j->voff2 = g_new0 (gint32, nvec);
+    j->vm1 = g_new0 (guint16, nvec);
+    j->vm2 = g_new0 (guint16, nvec);
+    for (int v = 0; v * 16 < nk; v++) {
+      int jj = 16 * v, yj = jj / kw, xj = jj % kw;
+      int run = MIN (16, kw - xj), valid = MIN (16, nk - jj);
+      j->voff[v] = yj * side + xj;
+      j->vm1[v] = (guint16) ((1u << MIN (run, valid)) - 1);
+      if (run < valid) {
+        j->vm2[v] = (guint16) (((1u << valid) - 1) & ~((1u << run) - 1));
+        j->voff2[v] = (yj + 1) * side - run;
+      }
+    }
+  }
+  return TRUE;
+}
+
+static void
+bias_clear (AttnJob *j)
+{
+  g_free (j->etab);
+  g_free (j->qa);
+  g_free (j->voff);
+  g_free (j->voff2);
+  g_free (j->vm1);
+  g_free (j->vm2);
+}
+
+static void
+set_bias (EhatBackend *be, AttnJob *j, const float *table,
+    const gint32 *index)
+{
+  if (use_fast (be, j->d) && toeplitz_bias (j, table, index))
+    return;
+  j->bias = expand_bias (be, table, index, j->heads, j->nq, j->nk,
+      use_fast (be, j->d) ? (float) LOG2E : 1.0f);
+}
+
 void
 ehat_cpu_window_attention (EhatBackend *be, const float *qkv, int n, int h,
     int w, int c, int heads, int ws, int shift, const float *table,
@@ -984,9 +1128,9 @@ ehat_cpu_window_attention (EhatBackend *be, const float *qkv, int n, int h,
     .scale = (float) (1.0 / sqrt ((double) d)),
   };
 
-  j.bias = expand_bias (be, table, index, heads, nq, nq,
-      use_fast (be, d) ? (float) LOG2E : 1.0f);
+  set_bias (be, &j, table, index);
   run_attention (be, &j, n);
+  bias_clear (&j);
 }
 
 void
@@ -1003,7 +1147,7 @@ ehat_cpu_overlap_attention (EhatBackend *be, const float *qkv, int n, int h,
     .scale = (float) (1.0 / sqrt ((double) d)),
   };
 
-  j.bias = expand_bias (be, table, index, heads, nq, nk,
-      use_fast (be, d) ? (float) LOG2E : 1.0f);
+  set_bias (be, &j, table, index);
   run_attention (be, &j, n);
+  bias_clear (&j);
 }
