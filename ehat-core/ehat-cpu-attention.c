@@ -1053,7 +1053,7 @@ toeplitz_bias (AttnJob *j, const float *table, const gint32 *index)
   for (int i = 0; i < nq; i++)
     for (int jj = 0; jj < nk; jj++) {
       gint64 k = (gint64) qa[i] + (jj / kw) * side + jj % kw;
-      gint64 want = j->overlap ? (k - len) % len : len - 1 - k;
+      gint64 want = j->overlap ? ((k - len) % len + len) % len : len - 1 - k;
       if (k < 0 || k >= elen || want < 0 || want != index[(gsize) i * nk + jj]) {
         g_free (qa);
         return FALSE;
