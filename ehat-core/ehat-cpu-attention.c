@@ -432,6 +432,15 @@ exp2_16 (__m512 x, gboolean coarse)
 
 static const float zero_row[64] __attribute__ ((aligned (64)));
 
+/* Lanes [0, min(d, 16)) of a row: a plain load when all 16 are there. */
+EHAT_T_F32 EHAT_INLINE __m512
+load_head (const float *p, int d)
+{
+  if (d >= 16)
+    return _mm512_loadu_ps (p);
+  return _mm512_maskz_loadu_ps (lanes (d), p);
+}
+
 /* Lanes [16, d) of a row (d ≤ 32), zero above: a 256-bit load when they
  * fit one. */
 EHAT_T_F32 EHAT_INLINE __m512
@@ -504,7 +513,7 @@ EHAT_T_F32 static void
 gather_f32 (const AttnJob *j, Fast *f, int hd)
 {
   int d = j->d, nkp = f->nkp, dv = f->dv;
-  __mmask16 m0 = lanes (d), m1 = lanes (d - 16);
+  __mmask16 m1 = lanes (d - 16);
   __m512 sc = _mm512_set1_ps (j->scale * (float) LOG2E);
 
   for (int t = 0; t < PF; t++) {
@@ -515,7 +524,7 @@ gather_f32 (const AttnJob *j, Fast *f, int hd)
     const float *row = q_row (j, f, t, hd);
     float *dst = f->q + (gsize) (t / ARB) * d * ARB + t % ARB;
     float w[32] __attribute__ ((aligned (64)));
-    _mm512_store_ps (w, _mm512_mul_ps (sc, _mm512_maskz_loadu_ps (m0, row)));
+    _mm512_store_ps (w, _mm512_mul_ps (sc, load_head (row, d)));
     _mm512_store_ps (w + 16, _mm512_mul_ps (sc, load_tail (row + 16, d)));
     for (int e = 0; e < d; e++)
       dst[e * ARB] = w[e];
@@ -526,7 +535,7 @@ gather_f32 (const AttnJob *j, Fast *f, int hd)
     prefetch_kv (j, f, t + PF, hd);
     for (int e = 0; e < d; e++)
       f->kT[(gsize) e * nkp + t] = kr[e];
-    _mm512_storeu_ps (f->v + (gsize) t * dv, _mm512_maskz_loadu_ps (m0, vr));
+    _mm512_storeu_ps (f->v + (gsize) t * dv, load_head (vr, d));
     if (m1)
       _mm512_storeu_ps (f->v + (gsize) t * dv + 16, load_tail (vr + 16, d));
   }
@@ -536,7 +545,7 @@ EHAT_T_BF16 static void
 gather_bf16 (const AttnJob *j, Fast *f, int hd)
 {
   int d = j->d, nkp = f->nkp, dv = f->dv, np = f->dpairs;
-  __mmask16 m0 = lanes (d), m1 = lanes (d - 16);
+  __mmask16 m1 = lanes (d - 16);
   __m512 sc = _mm512_set1_ps (j->scale * (float) LOG2E);
   /* word i of the result = (a_i, b_i): a from lanes 0–15, b from 16–31 */
   const __m512i inter = _mm512_set_epi16 (31, 15, 30, 14, 29, 13, 28, 12,
@@ -551,7 +560,7 @@ gather_bf16 (const AttnJob *j, Fast *f, int hd)
     const float *row = q_row (j, f, t, hd);
     guint32 *dst = f->qw + (gsize) (t / ARB) * np * ARB + t % ARB;
     guint32 w[16] __attribute__ ((aligned (64)));
-    __m512 lo = _mm512_mul_ps (sc, _mm512_maskz_loadu_ps (m0, row));
+    __m512 lo = _mm512_mul_ps (sc, load_head (row, d));
     __m512 hi = _mm512_mul_ps (sc, load_tail (row + 16, d));
     _mm512_store_si512 (w, (__m512i) _mm512_cvtne2ps_pbh (hi, lo));
     for (int p = 0; p < np; p++)
@@ -563,7 +572,7 @@ gather_bf16 (const AttnJob *j, Fast *f, int hd)
     guint32 w[16] __attribute__ ((aligned (64)));
     prefetch_kv (j, f, t + PF, hd);
     _mm512_store_si512 (w, (__m512i) _mm512_cvtne2ps_pbh (
-            load_tail (kr + 16, d), _mm512_maskz_loadu_ps (m0, kr)));
+            load_tail (kr + 16, d), load_head (kr, d)));
     for (int p = 0; p < np; p++)
       f->kw[(gsize) p * nkp + t] = w[p];
   }
@@ -572,8 +581,8 @@ gather_bf16 (const AttnJob *j, Fast *f, int hd)
         hd);
     guint32 *dst = f->vw + (gsize) u * dv;
     _mm512_storeu_si512 (dst, _mm512_permutexvar_epi16 (inter,
-            (__m512i) _mm512_cvtne2ps_pbh (_mm512_maskz_loadu_ps (m0, b),
-                _mm512_maskz_loadu_ps (m0, a))));
+            (__m512i) _mm512_cvtne2ps_pbh (load_head (b, d),
+                load_head (a, d))));
     if (m1)
       _mm512_storeu_si512 (dst + 16, _mm512_permutexvar_epi16 (inter,
               (__m512i) _mm512_cvtne2ps_pbh (load_tail (b + 16, d),
