@@ -13,6 +13,10 @@ pkgs=(
   python3 python3-numpy python3-pytest python3-torch python3-pil
   valgrind clang-14 libclang-rt-14-dev libomp-14-dev
   slurm-wlm munge
+  # ehat-remaster (issue 10): x264, x265 and H.264/H.265 parsers, FFV1 and
+  # the libav decoders, timeoverlay for the frame-exact test clips
+  gstreamer1.0-plugins-ugly gstreamer1.0-plugins-bad gstreamer1.0-libav
+  gstreamer1.0-x
 )
 missing=()
 for p in "${pkgs[@]}"; do

@@ -1,0 +1,248 @@
+/* remaster-plan.c — validate the command line, probe, cut, write the
+ * manifest. */
+#include "remaster-plan.h"
+#include "remaster-encoder.h"
+#include "remaster-error.h"
+#include "remaster-pipeline.h"
+#include "remaster-probe.h"
+#include "remaster-segment.h"
+
+#include <ehat.h>
+#include <errno.h>
+#include <glib/gstdio.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static gchar *
+absolute_path (const gchar * path)
+{
+  g_autofree gchar *abs = g_canonicalize_filename (path, NULL);
+  /* resolve symlinks of existing files so every node names the same file */
+  char *real = realpath (abs, NULL);
+  if (real) {
+    gchar *r = g_strdup (real);
+    free (real);
+    return r;
+  }
+  return g_steal_pointer (&abs);
+}
+
+static gboolean
+output_container_ok (const gchar * output)
+{
+  g_autofree gchar *lower = g_ascii_strdown (output, -1);
+  return g_str_has_suffix (lower, ".mkv") || g_str_has_suffix (lower, ".mk3d")
+      || g_str_has_suffix (lower, ".webm");
+}
+
+gboolean
+remaster_plan_check (const RemasterPlanOptions * o, GError ** error)
+{
+  if (!g_file_test (o->input, G_FILE_TEST_EXISTS)) {
+    g_set_error (error, REMASTER_ERROR, REMASTER_ERROR_INPUT,
+        "input %s does not exist", o->input);
+    return FALSE;
+  }
+  if (!g_file_test (o->input, G_FILE_TEST_IS_REGULAR)
+      || access (o->input, R_OK) != 0) {
+    g_set_error (error, REMASTER_ERROR, REMASTER_ERROR_INPUT,
+        "input %s is not a readable file", o->input);
+    return FALSE;
+  }
+  if (!output_container_ok (o->output)) {
+    g_set_error (error, REMASTER_ERROR, REMASTER_ERROR_ARGS,
+        "output %s: the container is chosen by the extension, which must be "
+        ".mkv (any codec, all audio and subtitle streams) or .webm", o->output);
+    return FALSE;
+  }
+  g_autofree gchar *in = absolute_path (o->input);
+  g_autofree gchar *out = absolute_path (o->output);
+  if (g_str_equal (in, out)) {
+    g_set_error (error, REMASTER_ERROR, REMASTER_ERROR_ARGS,
+        "the output must not be the input");
+    return FALSE;
+  }
+  g_autofree gchar *dir = g_path_get_dirname (out);
+  if (!g_file_test (dir, G_FILE_TEST_IS_DIR) || access (dir, W_OK) != 0) {
+    g_set_error (error, REMASTER_ERROR, REMASTER_ERROR_ARGS,
+        "cannot write the output into %s (missing or not writable)", dir);
+    return FALSE;
+  }
+  if (g_file_test (out, G_FILE_TEST_EXISTS) && !o->force) {
+    g_set_error (error, REMASTER_ERROR, REMASTER_ERROR_ARGS,
+        "output %s exists (add --force to replace it)", o->output);
+    return FALSE;
+  }
+  const gchar *backends[] = { "auto", "cuda", "cpu" };
+  gboolean backend_ok = FALSE;
+  for (guint i = 0; i < G_N_ELEMENTS (backends); i++)
+    backend_ok |= g_str_equal (o->backend, backends[i]);
+  if (!backend_ok) {
+    g_set_error (error, REMASTER_ERROR, REMASTER_ERROR_ARGS,
+        "unknown backend '%s' (auto, cuda or cpu)", o->backend);
+    return FALSE;
+  }
+  const gchar *encoder = o->encoder ? o->encoder : remaster_encoder_default ();
+  return remaster_encoder_check (encoder, o->quality, error);
+}
+
+gchar *
+remaster_plan_resolve_model (const gchar * model, gint * scale,
+    GError ** error)
+{
+  g_autofree gchar *path = NULL;
+  if (model) {
+    path = absolute_path (model);
+  } else {
+    GstElement *e = remaster_make ("ehatsr", NULL, error);
+    if (!e)
+      return NULL;
+    g_object_get (e, "model", &path, NULL);
+    gst_object_unref (e);
+    if (!path) {
+      g_set_error (error, REMASTER_ERROR, REMASTER_ERROR_MODEL,
+          "ehatsr has no default model; give one with --model");
+      return NULL;
+    }
+    gchar *abs = absolute_path (path);
+    g_free (path);
+    path = abs;
+  }
+  g_autoptr (GError) err = NULL;
+  g_autoptr (EhatModel) m = ehat_model_load (path, &err);
+  if (!m) {
+    g_set_error (error, REMASTER_ERROR, REMASTER_ERROR_MODEL,
+        "cannot load model %s: %s", path, err->message);
+    return NULL;
+  }
+  *scale = ehat_model_get_config (m)->upscale;
+  return g_steal_pointer (&path);
+}
+
+static gboolean
+stat_input (const gchar * path, gint64 * size, gint64 * mtime,
+    GError ** error)
+{
+  GStatBuf st;
+  if (g_stat (path, &st) != 0) {
+    int e = errno;
+    g_set_error (error, REMASTER_ERROR, REMASTER_ERROR_INPUT,
+        "cannot read input %s: %s", path, g_strerror (e));
+    return FALSE;
+  }
+  *size = st.st_size;
+  *mtime = st.st_mtime;
+  return TRUE;
+}
+
+RemasterManifest *
+remaster_plan_create (const gchar * workdir, const RemasterPlanOptions * o,
+    GError ** error)
+{
+  g_autoptr (RemasterManifest) m = remaster_manifest_new ();
+  m->input = absolute_path (o->input);
+  m->output = absolute_path (o->output);
+  if (!stat_input (m->input, &m->input_size, &m->input_mtime, error))
+    return NULL;
+  RemasterSettings *st = &m->settings;
+  st->model = remaster_plan_resolve_model (o->model, &st->scale, error);
+  if (!st->model)
+    return NULL;
+  st->backend = g_strdup (o->backend);
+  st->encoder = g_strdup (o->encoder ? o->encoder :
+      remaster_encoder_default ());
+  st->quality = o->quality;
+  st->scale_to_width = o->scale_to_width;
+  st->scale_to_height = o->scale_to_height;
+  st->segment_seconds = o->segment_seconds > 0 ? o->segment_seconds :
+      REMASTER_DEFAULT_SEGMENT_SECONDS;
+
+  GST_INFO ("probing %s", m->input);
+  g_autoptr (RemasterProbe) probe = remaster_probe_run (m->input, error);
+  if (!probe)
+    return NULL;
+  m->video_caps = gst_caps_to_string (probe->video_caps);
+  GstStructure *s = gst_caps_get_structure (probe->video_caps, 0);
+  gst_structure_get_int (s, "width", &m->width);
+  gst_structure_get_int (s, "height", &m->height);
+  if (!gst_structure_get_fraction (s, "framerate", &m->fps_n, &m->fps_d)) {
+    m->fps_n = 0;
+    m->fps_d = 1;
+  }
+  m->frames = probe->packets->len;
+  m->duration = probe->end;
+  m->n_audio = probe->n_audio;
+  m->n_subtitle = probe->n_subtitle;
+  if (!remaster_segment_plan (probe, st->segment_seconds, m->segments, error))
+    return NULL;
+
+  g_autofree gchar *segdir = g_build_filename (workdir, "segments", NULL);
+  if (g_mkdir_with_parents (segdir, 0755) != 0) {
+    int e = errno;
+    g_set_error (error, REMASTER_ERROR, REMASTER_ERROR_MANIFEST,
+        "cannot create %s: %s", segdir, g_strerror (e));
+    return NULL;
+  }
+  if (!remaster_manifest_save (m, workdir, error))
+    return NULL;
+  return g_steal_pointer (&m);
+}
+
+static gboolean
+differs (const gchar * what, const gchar * job, const gchar * asked,
+    GError ** error)
+{
+  g_set_error (error, REMASTER_ERROR, REMASTER_ERROR_ARGS,
+      "--resume: the job in the work directory has %s %s, not %s (resume "
+      "without changing settings, or use another --workdir)", what, job,
+      asked);
+  return FALSE;
+}
+
+gboolean
+remaster_plan_matches (const RemasterManifest * m,
+    const RemasterPlanOptions * o, GError ** error)
+{
+  g_autofree gchar *in = absolute_path (o->input);
+  g_autofree gchar *out = absolute_path (o->output);
+  if (!g_str_equal (in, m->input))
+    return differs ("input", m->input, in, error);
+  if (!g_str_equal (out, m->output))
+    return differs ("output", m->output, out, error);
+  gint64 size, mtime;
+  if (!stat_input (in, &size, &mtime, error))
+    return FALSE;
+  if (size != m->input_size || mtime != m->input_mtime) {
+    g_set_error (error, REMASTER_ERROR, REMASTER_ERROR_INPUT,
+        "--resume: input %s changed since the job was planned (size or "
+        "modification time); start a new job", in);
+    return FALSE;
+  }
+  const RemasterSettings *st = &m->settings;
+  if (o->model) {
+    g_autofree gchar *model = absolute_path (o->model);
+    if (!g_str_equal (model, st->model))
+      return differs ("model", st->model, model, error);
+  }
+  if (o->encoder && !g_str_equal (o->encoder, st->encoder))
+    return differs ("encoder", st->encoder, o->encoder, error);
+  if (o->quality >= 0 && o->quality != st->quality) {
+    g_autofree gchar *a = g_strdup_printf ("%d", st->quality);
+    g_autofree gchar *b = g_strdup_printf ("%d", o->quality);
+    return differs ("quality", a, b, error);
+  }
+  if (o->segment_seconds > 0 && o->segment_seconds != st->segment_seconds) {
+    g_autofree gchar *a = g_strdup_printf ("%g", st->segment_seconds);
+    g_autofree gchar *b = g_strdup_printf ("%g", o->segment_seconds);
+    return differs ("segment length", a, b, error);
+  }
+  if (o->scale_to_width > 0 && (o->scale_to_width != st->scale_to_width
+          || o->scale_to_height != st->scale_to_height)) {
+    g_autofree gchar *a = g_strdup_printf ("%dx%d", st->scale_to_width,
+        st->scale_to_height);
+    g_autofree gchar *b = g_strdup_printf ("%dx%d", o->scale_to_width,
+        o->scale_to_height);
+    return differs ("--scale-to", a, b, error);
+  }
+  return TRUE;
+}

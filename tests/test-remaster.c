@@ -1,0 +1,645 @@
+/* ehat-remaster end to end (issue 10): frame-exact segmenting and joining,
+ * resume after kill -9, variable frame rate, error paths.
+ *
+ * Needs EHAT_REMASTER (the program), GST_PLUGIN_PATH to the built ehatsr
+ * plugin with the system plugins visible (videotestsrc, vp8enc, vorbisenc,
+ * subparse, matroska, avenc_ffv1) and EHATSR_MODEL (the small x2 model).
+ * Clips are tiny (96×64, 48 frames, a keyframe every 8 frames) so that the
+ * whole suite stays well under a minute on two cores. */
+#include <gst/gst.h>
+#include <gst/app/app.h>
+#include <json-glib/json-glib.h>
+
+#include <glib/gstdio.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static const gchar *remaster;
+static gchar *tmpdir;
+static gchar *clip;             /* 48 frames, audio, subtitles, chapters */
+static gchar *single_out;       /* its remaster in one segment, one job */
+
+/* ---- helpers ---- */
+
+static gchar *
+tmp_path (const gchar * name)
+{
+  return g_build_filename (tmpdir, name, NULL);
+}
+
+typedef struct
+{
+  gint status;                  /* wait status */
+  gchar *out;
+  gchar *err;
+} Result;
+
+static void
+result_clear (Result * r)
+{
+  g_free (r->out);
+  g_free (r->err);
+}
+
+/* Runs ehat-remaster with the given arguments (NULL-terminated). */
+static Result
+run (const gchar * first, ...)
+{
+  g_autoptr (GPtrArray) argv = g_ptr_array_new ();
+  g_ptr_array_add (argv, (gpointer) remaster);
+  va_list ap;
+  va_start (ap, first);
+  for (const gchar * a = first; a; a = va_arg (ap, const gchar *))
+    g_ptr_array_add (argv, (gpointer) a);
+  va_end (ap);
+  g_ptr_array_add (argv, NULL);
+  Result r = { 0 };
+  g_autoptr (GError) error = NULL;
+  gboolean ok = g_spawn_sync (NULL, (gchar **) argv->pdata, NULL,
+      G_SPAWN_DEFAULT, NULL, NULL, &r.out, &r.err, &r.status, &error);
+  g_assert_no_error (error);
+  g_assert_true (ok);
+  return r;
+}
+
+static void
+assert_success (Result * r)
+{
+  if (!WIFEXITED (r->status) || WEXITSTATUS (r->status) != 0)
+    g_printerr ("ehat-remaster failed:\n%s\n%s\n", r->out, r->err);
+  g_assert_true (WIFEXITED (r->status));
+  g_assert_cmpint (WEXITSTATUS (r->status), ==, 0);
+}
+
+/* A clean failure: an exit status, never a signal, and a message. */
+static void
+assert_failure (Result * r, gint code, const gchar * message)
+{
+  g_assert_false (WIFSIGNALED (r->status));
+  g_assert_true (WIFEXITED (r->status));
+  if (WEXITSTATUS (r->status) != code || !strstr (r->err, message))
+    g_printerr ("unexpected: status %d, stderr:\n%s\n",
+        WEXITSTATUS (r->status), r->err);
+  g_assert_cmpint (WEXITSTATUS (r->status), ==, code);
+  g_assert_true (g_str_has_prefix (r->err, "ehat-remaster: error: "));
+  g_assert_nonnull (strstr (r->err, message));
+}
+
+static JsonObject *
+load_manifest (const gchar * workdir, JsonParser ** parser)
+{
+  g_autofree gchar *path = g_build_filename (workdir, "manifest.json", NULL);
+  *parser = json_parser_new ();
+  g_autoptr (GError) error = NULL;
+  json_parser_load_from_file (*parser, path, &error);
+  g_assert_no_error (error);
+  return json_node_get_object (json_parser_get_root (*parser));
+}
+
+static JsonArray *
+manifest_segments (JsonObject * m)
+{
+  return json_object_get_array_member (m, "segments");
+}
+
+/* The last JSON line of `out` whose "event" is `event`. */
+static JsonObject *
+find_event (const gchar * out, const gchar * event, JsonParser ** keep)
+{
+  g_auto (GStrv) lines = g_strsplit (out, "\n", -1);
+  JsonObject *found = NULL;
+  for (guint i = 0; lines[i]; i++) {
+    if (lines[i][0] != '{')
+      continue;
+    JsonParser *p = json_parser_new ();
+    g_assert_true (json_parser_load_from_data (p, lines[i], -1, NULL));
+    JsonObject *o = json_node_get_object (json_parser_get_root (p));
+    if (g_strcmp0 (json_object_get_string_member_with_default (o, "event",
+                ""), event) == 0) {
+      if (*keep)
+        g_object_unref (*keep);
+      *keep = p;
+      found = o;
+    } else {
+      g_object_unref (p);
+    }
+  }
+  return found;
+}
+
+/* ---- test clips ---- */
+
+static const gchar *srt =
+    "1\n00:00:00,200 --> 00:00:00,800\nFirst <line> & one\n\n"
+    "2\n00:00:01,000 --> 00:00:01,500\nSecond line\n\n";
+
+typedef struct
+{
+  guint n;
+} VfrState;
+
+/* Variable frame rate: 30, 45, 50 ms, repeating. */
+static GstPadProbeReturn
+make_vfr (GstPad * pad, GstPadProbeInfo * info, gpointer user_data)
+{
+  VfrState *st = user_data;
+  static const guint ms[] = { 30, 45, 50 };
+  GstBuffer *buf = gst_buffer_make_writable (GST_PAD_PROBE_INFO_BUFFER
+      (info));
+  guint i = st->n++;
+  GstClockTime pts = (i / 3) * 125 * GST_MSECOND;
+  for (guint k = 0; k < i % 3; k++)
+    pts += ms[k] * GST_MSECOND;
+  GST_BUFFER_PTS (buf) = pts;
+  GST_BUFFER_DURATION (buf) = ms[i % 3] * GST_MSECOND;
+  GST_PAD_PROBE_INFO_DATA (info) = buf;
+  return GST_PAD_PROBE_OK;
+}
+
+/* vfr: variable frame rate; h264: open-GOP H.264 with B-frames (frames
+ * reordered across the cuts, leading B-frames that reference the previous
+ * GOP) instead of VP8. */
+static void
+make_clip (const gchar * path, gboolean vfr, gboolean h264)
+{
+  g_autofree gchar *subs = tmp_path ("subs.srt");
+  g_assert_true (g_file_set_contents (subs, srt, -1, NULL));
+  /* timeoverlay (gstreamer1.0-x) stamps the frame time when present; the
+   * ball moves every frame anyway */
+  GstElementFactory *f = gst_element_factory_find ("timeoverlay");
+  const gchar *overlay = f ? "timeoverlay font-desc=\"Sans 9\" ! " : "";
+  if (f)
+    gst_object_unref (f);
+  g_autofree gchar *desc = g_strdup_printf ("videotestsrc pattern=ball "
+      "num-buffers=48 ! video/x-raw,width=96,height=64,framerate=24/1 ! %s"
+      "videoconvert ! %s ! "
+      "mux.video_0 audiotestsrc num-buffers=94 samplesperbuffer=1024 "
+      "wave=ticks ! audio/x-raw,rate=48000,channels=2 ! vorbisenc ! "
+      "mux.audio_0 filesrc location=\"%s\" ! subparse ! mux.subtitle_0 "
+      "matroskamux name=mux ! filesink location=\"%s\"", overlay,
+      h264 ? "x264enc name=enc key-int-max=8 bframes=2 b-adapt=false "
+      "option-string=open-gop=1:scenecut=0" :
+      "vp8enc name=enc keyframe-max-dist=8 deadline=1", subs, path);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GstElement) p = gst_parse_launch (desc, &error);
+  g_assert_no_error (error);
+
+  /* two chapters and a title: both must survive the remaster */
+  GstElement *mux = gst_bin_get_by_name (GST_BIN (p), "mux");
+  GstToc *toc = gst_toc_new (GST_TOC_SCOPE_GLOBAL);
+  GstTocEntry *ed = gst_toc_entry_new (GST_TOC_ENTRY_TYPE_EDITION, "ed");
+  for (guint i = 0; i < 2; i++) {
+    g_autofree gchar *uid = g_strdup_printf ("ch%u", i);
+    GstTocEntry *ch = gst_toc_entry_new (GST_TOC_ENTRY_TYPE_CHAPTER, uid);
+    gst_toc_entry_set_start_stop_times (ch, i * GST_SECOND,
+        (i + 1) * GST_SECOND);
+    GstTagList *t = gst_tag_list_new (GST_TAG_TITLE, i ? "Two" : "One", NULL);
+    gst_toc_entry_set_tags (ch, t);
+    gst_toc_entry_append_sub_entry (ed, ch);
+  }
+  gst_toc_append_entry (toc, ed);
+  gst_toc_setter_set_toc (GST_TOC_SETTER (mux), toc);
+  gst_toc_unref (toc);
+  gst_tag_setter_add_tags (GST_TAG_SETTER (mux), GST_TAG_MERGE_REPLACE,
+      GST_TAG_TITLE, "ehat-remaster test clip", NULL);
+  gst_object_unref (mux);
+
+  VfrState st = { 0 };
+  if (vfr) {
+    GstElement *enc = gst_bin_get_by_name (GST_BIN (p), "enc");
+    GstPad *pad = gst_element_get_static_pad (enc, "sink");
+    gst_pad_add_probe (pad, GST_PAD_PROBE_TYPE_BUFFER, make_vfr, &st, NULL);
+    gst_object_unref (pad);
+    gst_object_unref (enc);
+  }
+  gst_element_set_state (p, GST_STATE_PLAYING);
+  g_autoptr (GstBus) bus = gst_element_get_bus (p);
+  GstMessage *msg = gst_bus_timed_pop_filtered (bus, GST_CLOCK_TIME_NONE,
+      GST_MESSAGE_EOS | GST_MESSAGE_ERROR);
+  g_assert_cmpint (GST_MESSAGE_TYPE (msg), ==, GST_MESSAGE_EOS);
+  gst_message_unref (msg);
+  gst_element_set_state (p, GST_STATE_NULL);
+}
+
+/* ---- decoded frames ---- */
+
+typedef struct
+{
+  GstClockTime pts;
+  guint32 hash;
+} Frame;
+
+static guint32
+fnv1a (const guint8 * d, gsize n)
+{
+  guint32 h = 2166136261u;
+  for (gsize i = 0; i < n; i++)
+    h = (h ^ d[i]) * 16777619u;
+  return h;
+}
+
+/* Every frame of the file's video, decoded to I420, in output order. */
+static GArray *
+decode_frames (const gchar * path)
+{
+  g_autofree gchar *desc = g_strdup_printf ("filesrc location=\"%s\" ! "
+      "matroskademux name=d d.video_0 ! queue ! decodebin ! videoconvert ! "
+      "video/x-raw,format=I420 ! appsink name=s sync=false", path);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GstElement) p = gst_parse_launch (desc, &error);
+  g_assert_no_error (error);
+  GstElement *sink = gst_bin_get_by_name (GST_BIN (p), "s");
+  gst_element_set_state (p, GST_STATE_PLAYING);
+  GArray *frames = g_array_new (FALSE, FALSE, sizeof (Frame));
+  GstSample *s;
+  while ((s = gst_app_sink_pull_sample (GST_APP_SINK (sink)))) {
+    GstBuffer *b = gst_sample_get_buffer (s);
+    GstMapInfo map;
+    g_assert_true (gst_buffer_map (b, &map, GST_MAP_READ));
+    Frame f = { GST_BUFFER_PTS (b), fnv1a (map.data, map.size) };
+    gst_buffer_unmap (b, &map);
+    g_array_append_val (frames, f);
+    gst_sample_unref (s);
+  }
+  g_autoptr (GstBus) bus = gst_element_get_bus (p);
+  g_assert_null (gst_bus_pop_filtered (bus, GST_MESSAGE_ERROR));
+  gst_element_set_state (p, GST_STATE_NULL);
+  gst_object_unref (sink);
+  return frames;
+}
+
+static void assert_check_ok (const gchar * in, const gchar * out);
+
+static void
+assert_same_frames (const gchar * a, const gchar * b)
+{
+  g_autoptr (GArray) fa = decode_frames (a);
+  g_autoptr (GArray) fb = decode_frames (b);
+  g_assert_cmpuint (fa->len, ==, 48);
+  g_assert_cmpuint (fb->len, ==, fa->len);
+  for (guint i = 0; i < fa->len; i++) {
+    Frame *x = &g_array_index (fa, Frame, i), *y = &g_array_index (fb, Frame,
+        i);
+    if (x->pts != y->pts || x->hash != y->hash)
+      g_printerr ("frame %u: %" GST_TIME_FORMAT " %08x vs %" GST_TIME_FORMAT
+          " %08x\n", i, GST_TIME_ARGS (x->pts), x->hash,
+          GST_TIME_ARGS (y->pts), y->hash);
+    g_assert_cmpuint (x->pts, ==, y->pts);
+    g_assert_cmphex (x->hash, ==, y->hash);
+  }
+}
+
+/* --check: the input's frame times, audio/subtitle packets, chapters and
+ * tags in the output. */
+static void
+assert_check_ok (const gchar * in, const gchar * out)
+{
+  Result r = run ("--check", "--json", in, out, NULL);
+  assert_success (&r);
+  JsonParser *keep = NULL;
+  JsonObject *o = find_event (r.out, "check", &keep);
+  g_assert_nonnull (o);
+  g_assert_true (json_object_get_boolean_member (o, "ok"));
+  g_assert_cmpint (json_object_get_int_member (o, "video-frames"), ==, 48);
+  g_assert_cmpint (json_object_get_int_member (o, "audio-streams"), ==, 1);
+  g_assert_cmpint (json_object_get_int_member (o, "subtitle-streams"), ==, 1);
+  g_assert_cmpint (json_object_get_int_member (o, "chapters"), ==, 3);
+  g_object_unref (keep);
+  result_clear (&r);
+}
+
+/* ---- tests ---- */
+
+/* One process, one segment: the reference for the others. */
+static void
+test_single (void)
+{
+  g_autofree gchar *work = tmp_path ("single.work");
+  Result r = run (clip, single_out, "--encoder", "ffv1", "--segment-seconds",
+      "100", "--jobs", "1", "--workdir", work, "--keep-workdir", "--json",
+      NULL);
+  assert_success (&r);
+  JsonParser *keep = NULL;
+  JsonObject *rep = find_event (r.out, "report", &keep);
+  g_assert_nonnull (rep);
+  g_assert_cmpint (json_object_get_int_member (rep, "frames-in"), ==, 48);
+  g_assert_cmpint (json_object_get_int_member (rep, "frames-out"), ==, 48);
+  g_assert_cmpint (json_object_get_int_member (rep, "dropped"), ==, 0);
+  g_assert_cmpint (json_object_get_int_member (rep, "segments"), ==, 1);
+  g_assert_cmpint (json_object_get_int_member (rep, "width-out"), ==, 192);
+  g_assert_cmpint (json_object_get_int_member (rep, "height-out"), ==, 128);
+  g_object_unref (keep);
+  result_clear (&r);
+  assert_check_ok (clip, single_out);
+}
+
+/* Four segments on two workers must give the same frames, bit for bit, as
+ * the single process: nothing lost, doubled or reordered at the cuts. */
+static void
+test_segments_frame_exact (void)
+{
+  g_autofree gchar *out = tmp_path ("segments.mkv");
+  g_autofree gchar *work = tmp_path ("segments.work");
+  Result r = run (clip, out, "--encoder", "ffv1", "--segment-seconds", "0.5",
+      "--jobs", "2", "--workdir", work, "--keep-workdir", "--json", NULL);
+  assert_success (&r);
+
+  /* progress lines, then the report */
+  JsonParser *keep = NULL;
+  JsonObject *prog = find_event (r.out, "progress", &keep);
+  g_assert_nonnull (prog);
+  g_assert_cmpint (json_object_get_int_member (prog, "total"), ==, 48);
+  JsonObject *rep = find_event (r.out, "report", &keep);
+  g_assert_nonnull (rep);
+  g_assert_cmpint (json_object_get_int_member (rep, "frames-out"), ==, 48);
+  g_assert_cmpint (json_object_get_int_member (rep, "dropped"), ==, 0);
+  g_assert_cmpint (json_object_get_int_member (rep, "jobs"), ==, 2);
+  g_object_unref (keep);
+  result_clear (&r);
+
+  g_autoptr (JsonParser) mp = NULL;
+  JsonObject *m = load_manifest (work, &mp);
+  JsonArray *segs = manifest_segments (m);
+  g_assert_cmpuint (json_array_get_length (segs), ==, 4);
+  gint64 sum = 0;
+  for (guint i = 0; i < 4; i++) {
+    JsonObject *s = json_array_get_object_element (segs, i);
+    g_assert_cmpstr (json_object_get_string_member (s, "state"), ==, "done");
+    g_assert_cmpint (json_object_get_int_member (s, "frames"), ==,
+        json_object_get_int_member (s, "frames-out"));
+    sum += json_object_get_int_member (s, "frames");
+    if (i > 0)                  /* contiguous ranges */
+      g_assert_cmpint (json_object_get_int_member (s, "start"), ==,
+          json_object_get_int_member (json_array_get_object_element (segs,
+                  i - 1), "end"));
+  }
+  g_assert_cmpint (sum, ==, 48);
+
+  assert_same_frames (single_out, out);
+  assert_check_ok (clip, out);
+
+  /* --status of the finished job */
+  Result st = run ("--status", work, "--json", NULL);
+  assert_success (&st);
+  g_assert_nonnull (strstr (st.out, "\"state\":\"complete\""));
+  result_clear (&st);
+}
+
+static void
+set_process_group (gpointer user_data)
+{
+  setpgid (0, 0);
+}
+
+/* kill -9 of the whole run (driver and workers) in the middle; the rerun
+ * redoes only the segments that were in progress. */
+static void
+test_resume_after_kill (void)
+{
+  g_autofree gchar *out = tmp_path ("resume.mkv");
+  g_autofree gchar *work = tmp_path ("resume.work");
+  const gchar *argv[] = { remaster, clip, out, "--encoder", "ffv1",
+    "--segment-seconds", "0.5", "--jobs", "1", "--workdir", work,
+    "--keep-workdir", NULL
+  };
+  g_autoptr (GError) error = NULL;
+  GPid pid;
+  g_assert_true (g_spawn_async (NULL, (gchar **) argv, NULL,
+          G_SPAWN_DO_NOT_REAP_CHILD | G_SPAWN_STDOUT_TO_DEV_NULL,
+          set_process_group, NULL, &pid, &error));
+  g_assert_no_error (error);
+
+  /* wait until one segment is done and the next one is being worked on */
+  g_autoptr (GHashTable) was_running = g_hash_table_new (NULL, NULL);
+  g_autoptr (GHashTable) was_done = g_hash_table_new (NULL, NULL);
+  gint64 deadline = g_get_monotonic_time () + 120 * G_TIME_SPAN_SECOND;
+  gboolean caught = FALSE;
+  while (!caught && g_get_monotonic_time () < deadline) {
+    g_usleep (20 * 1000);
+    g_autofree gchar *path = g_build_filename (work, "manifest.json", NULL);
+    g_autoptr (JsonParser) p = json_parser_new ();
+    if (!json_parser_load_from_file (p, path, NULL))
+      continue;
+    JsonArray *segs = manifest_segments (json_node_get_object
+        (json_parser_get_root (p)));
+    guint done = 0, running = 0;
+    for (guint i = 0; i < json_array_get_length (segs); i++) {
+      const gchar *state = json_object_get_string_member
+          (json_array_get_object_element (segs, i), "state");
+      done += !g_strcmp0 (state, "done");
+      running += !g_strcmp0 (state, "running");
+    }
+    if (done >= 1 && running >= 1) {
+      kill (-pid, SIGKILL);
+      caught = TRUE;
+      /* what the manifest says now is what the rerun must find */
+      for (guint i = 0; i < json_array_get_length (segs); i++) {
+        const gchar *state = json_object_get_string_member
+            (json_array_get_object_element (segs, i), "state");
+        if (!g_strcmp0 (state, "running"))
+          g_hash_table_add (was_running, GUINT_TO_POINTER (i));
+        if (!g_strcmp0 (state, "done"))
+          g_hash_table_add (was_done, GUINT_TO_POINTER (i));
+      }
+    }
+  }
+  if (!caught)
+    kill (-pid, SIGKILL);
+  gint status;
+  waitpid (pid, &status, 0);
+  g_spawn_close_pid (pid);
+  g_assert_true (caught);
+  g_assert_true (WIFSIGNALED (status));
+  g_assert_false (g_file_test (out, G_FILE_TEST_EXISTS));
+
+  /* without --resume the work directory is refused */
+  Result busy = run (clip, out, "--encoder", "ffv1", "--workdir", work, NULL);
+  assert_failure (&busy, 2, "--resume");
+  result_clear (&busy);
+
+  Result r = run (clip, out, "--resume", "--jobs", "1", "--workdir", work,
+      "--keep-workdir", "--json", NULL);
+  assert_success (&r);
+  JsonParser *keep = NULL;
+  JsonObject *start = find_event (r.out, "start", &keep);
+  g_assert_nonnull (start);
+  g_assert_cmpint (json_object_get_int_member (start, "redone"), ==,
+      g_hash_table_size (was_running));
+  g_assert_cmpint (json_object_get_int_member (start, "reused"), ==,
+      g_hash_table_size (was_done));
+  g_object_unref (keep);
+  result_clear (&r);
+
+  /* attempts: 2 for the segments killed in progress, 1 for the others */
+  g_autoptr (JsonParser) mp = NULL;
+  JsonArray *segs = manifest_segments (load_manifest (work, &mp));
+  for (guint i = 0; i < json_array_get_length (segs); i++) {
+    JsonObject *s = json_array_get_object_element (segs, i);
+    g_assert_cmpstr (json_object_get_string_member (s, "state"), ==, "done");
+    g_assert_cmpint (json_object_get_int_member (s, "attempts"), ==,
+        g_hash_table_contains (was_running, GUINT_TO_POINTER (i)) ? 2 : 1);
+  }
+  /* no temporary files of the killed worker left behind */
+  g_autofree gchar *segdir = g_build_filename (work, "segments", NULL);
+  g_autoptr (GDir) d = g_dir_open (segdir, 0, NULL);
+  const gchar *name;
+  while ((name = g_dir_read_name (d)))
+    g_assert_null (strstr (name, ".part-"));
+
+  assert_same_frames (single_out, out);
+  assert_check_ok (clip, out);
+}
+
+/* Variable frame rate: every frame keeps its own time across the cuts. */
+static void
+test_vfr (void)
+{
+  g_autofree gchar *in = tmp_path ("vfr.mkv");
+  g_autofree gchar *out = tmp_path ("vfr-out.mkv");
+  make_clip (in, TRUE, FALSE);
+  Result r = run (in, out, "--encoder", "ffv1", "--segment-seconds", "0.4",
+      "--jobs", "2", "--json", NULL);
+  assert_success (&r);
+  JsonParser *keep = NULL;
+  JsonObject *rep = find_event (r.out, "report", &keep);
+  g_assert_cmpint (json_object_get_int_member (rep, "segments"), >=, 3);
+  g_object_unref (keep);
+  result_clear (&r);
+  assert_check_ok (in, out);
+  /* the work directory is gone after a successful run */
+  g_autofree gchar *work = g_strconcat (out, ".ehat-work", NULL);
+  g_assert_false (g_file_test (work, G_FILE_TEST_EXISTS));
+}
+
+/* Open GOPs and B-frames: decode order differs from display order and
+ * the first frames after each cut reference the GOP before it. */
+static void
+test_h264_open_gop (void)
+{
+  const gchar *need[] = { "x264enc", "avdec_h264" };
+  for (guint i = 0; i < G_N_ELEMENTS (need); i++) {
+    GstElementFactory *f = gst_element_factory_find (need[i]);
+    if (!f) {
+      /* gstreamer1.0-plugins-ugly / -libav: tools/setup-debian.sh */
+      g_test_fail_printf ("%s missing: run tools/setup-debian.sh", need[i]);
+      return;
+    }
+    gst_object_unref (f);
+  }
+  g_autofree gchar *in = tmp_path ("h264.mkv");
+  g_autofree gchar *one = tmp_path ("h264-one.mkv");
+  g_autofree gchar *four = tmp_path ("h264-four.mkv");
+  make_clip (in, FALSE, TRUE);
+  Result r1 = run (in, one, "--encoder", "ffv1", "--segment-seconds", "100",
+      NULL);
+  assert_success (&r1);
+  result_clear (&r1);
+  Result r4 = run (in, four, "--encoder", "ffv1", "--segment-seconds",
+      "0.5", "--jobs", "2", "--json", NULL);
+  assert_success (&r4);
+  JsonParser *keep = NULL;
+  JsonObject *rep = find_event (r4.out, "report", &keep);
+  g_assert_cmpint (json_object_get_int_member (rep, "segments"), ==, 4);
+  g_object_unref (keep);
+  result_clear (&r4);
+  assert_same_frames (one, four);
+  assert_check_ok (in, four);
+}
+
+static void
+test_errors (void)
+{
+  g_autofree gchar *out = tmp_path ("err.mkv");
+  g_autofree gchar *missing = tmp_path ("no-such-film.mkv");
+  g_autofree gchar *junk_model = tmp_path ("junk.safetensors");
+  g_autofree gchar *text = tmp_path ("not-a-film.mkv");
+  g_assert_true (g_file_set_contents (junk_model, "not a model", -1, NULL));
+  g_assert_true (g_file_set_contents (text, "hello\n", -1, NULL));
+
+  struct
+  {
+    const gchar *args[8];
+    gint code;
+    const gchar *message;
+  } cases[] = {
+    {{missing, out}, 1, "does not exist"},
+    {{clip, out, "--model", junk_model}, 1, "cannot load model"},
+    {{clip, out, "--model", missing}, 1, "cannot load model"},
+    {{text, out, "--encoder", "ffv1"}, 1, "error"},
+    {{clip}, 2, "expected IN and OUT"},
+    {{clip, out, "--scale-to", "big"}, 2, "--scale-to"},
+    {{clip, out, "--jobs", "-3"}, 2, "--jobs"},
+    {{clip, out, "--devices", "0,x"}, 2, "--devices"},
+    {{clip, out, "--encoder", "no-such-encoder"}, 2, "unknown encoder"},
+    {{clip, out, "--encoder", "vp8", "--quality", "99"}, 2, "out of range"},
+    {{clip, out, "--encoder", "ffv1", "--quality", "5"}, 2, "lossless"},
+    {{clip, out, "--backend", "tpu"}, 2, "unknown backend"},
+    {{clip, "out.mp4"}, 2, ".mkv"},
+    {{clip, clip, "--force"}, 2, "must not be the input"},
+    {{clip, single_out}, 2, "exists"},
+    {{"--segment-seconds", "fast", clip, out}, 2, "Cannot parse"},
+    {{"--status", tmpdir}, 1, "no manifest"},
+    {{"--join", tmpdir}, 1, "no manifest"},
+    {{"--worker", tmpdir, "0"}, 1, "no manifest"},
+    {{"--worker", tmpdir}, 2, "segment index"},
+  };
+  for (guint i = 0; i < G_N_ELEMENTS (cases); i++) {
+    const gchar **a = cases[i].args;
+    Result r = run (a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], NULL);
+    g_test_message ("case %u: %s", i, r.err);
+    assert_failure (&r, cases[i].code, cases[i].message);
+    result_clear (&r);
+  }
+  /* no work directory is left behind by a job that could not start */
+  g_autofree gchar *work = g_strconcat (out, ".ehat-work", NULL);
+  g_assert_false (g_file_test (work, G_FILE_TEST_EXISTS));
+  g_assert_false (g_file_test (out, G_FILE_TEST_EXISTS));
+}
+
+int
+main (int argc, char **argv)
+{
+  gst_init (&argc, &argv);
+  g_test_init (&argc, &argv, NULL);
+  remaster = g_getenv ("EHAT_REMASTER");
+  if (!remaster || !g_getenv ("EHATSR_MODEL")) {
+    g_printerr ("EHAT_REMASTER and EHATSR_MODEL must be set\n");
+    return 1;
+  }
+  const gchar *need[] = { "videotestsrc", "vp8enc", "vorbisenc", "subparse",
+    "matroskamux", "avenc_ffv1"
+  };
+  for (guint i = 0; i < G_N_ELEMENTS (need); i++) {
+    GstElementFactory *f = gst_element_factory_find (need[i]);
+    if (!f) {
+      /* a missing package is a broken setup, not a reason to skip */
+      g_printerr ("GStreamer element %s missing: run tools/setup-debian.sh\n",
+          need[i]);
+      return 1;
+    }
+    gst_object_unref (f);
+  }
+  g_autoptr (GError) error = NULL;
+  tmpdir = g_dir_make_tmp ("ehat-remaster-XXXXXX", &error);
+  g_assert_no_error (error);
+  clip = tmp_path ("clip.mkv");
+  single_out = tmp_path ("single.mkv");
+  make_clip (clip, FALSE, FALSE);
+
+  g_test_add_func ("/remaster/single", test_single);
+  g_test_add_func ("/remaster/segments-frame-exact",
+      test_segments_frame_exact);
+  g_test_add_func ("/remaster/resume-after-kill", test_resume_after_kill);
+  g_test_add_func ("/remaster/vfr", test_vfr);
+  g_test_add_func ("/remaster/h264-open-gop", test_h264_open_gop);
+  g_test_add_func ("/remaster/errors", test_errors);
+  int rc = g_test_run ();
+
+  if (rc == 0) {
+    g_autofree gchar *cmd = g_strdup_printf ("rm -rf '%s'", tmpdir);
+    (void) system (cmd);
+  }
+  return rc;
+}
