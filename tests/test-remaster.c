@@ -548,6 +548,127 @@ test_h264_open_gop (void)
   assert_check_ok (in, four);
 }
 
+/* ---- Slurm ---- */
+
+static gchar *
+status_json (const gchar * work, JsonParser ** keep)
+{
+  Result r = run ("--status", work, "--json", NULL);
+  gchar *state = NULL;
+  if (WIFEXITED (r.status) && WEXITSTATUS (r.status) == 0) {
+    if (*keep)
+      g_object_unref (*keep);
+    *keep = json_parser_new ();
+    g_assert_true (json_parser_load_from_data (*keep, r.out, -1, NULL));
+    JsonObject *o = json_node_get_object (json_parser_get_root (*keep));
+    state = g_strdup_printf ("%s/%" G_GINT64_FORMAT "/%" G_GINT64_FORMAT,
+        json_object_get_string_member (o, "state"),
+        json_object_get_int_member (o, "running"),
+        json_object_get_int_member (o, "pending"));
+  }
+  result_clear (&r);
+  return state;
+}
+
+/* Polls --status until it reads `want` ("state/running/pending"). */
+static gboolean
+wait_status (const gchar * work, const gchar * want, gint seconds)
+{
+  JsonParser *keep = NULL;
+  gint64 deadline = g_get_monotonic_time () + seconds * G_TIME_SPAN_SECOND;
+  gboolean ok = FALSE;
+  while (!ok && g_get_monotonic_time () < deadline) {
+    g_autofree gchar *st = status_json (work, &keep);
+    ok = !g_strcmp0 (st, want);
+    if (!ok)
+      g_usleep (500 * 1000);
+  }
+  if (keep)
+    g_object_unref (keep);
+  return ok;
+}
+
+static void
+slurm_down (const gchar * scripts)
+{
+  g_autofree gchar *down = g_build_filename (scripts, "slurm-down.sh", NULL);
+  const gchar *argv[] = { "bash", down, NULL };
+  g_spawn_sync (NULL, (gchar **) argv, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL,
+      NULL, NULL, NULL, NULL);
+}
+
+/* A real single-node Slurm (tests/slurm/slurm-up.sh): the segments as a
+ * job array plus an afterok join; one task fails on purpose, the join
+ * never starts, --resume --slurm resubmits just that segment and a new
+ * join; the result equals the single-process remaster frame for frame. */
+static void
+test_slurm (void)
+{
+  const gchar *scripts = g_getenv ("EHAT_SLURM_SCRIPTS");
+  g_assert_nonnull (scripts);
+  if (!g_getenv ("EHAT_SLURM_DIR"))
+    g_setenv ("EHAT_SLURM_DIR", "/tmp/ehat-slurm", TRUE);
+  g_autofree gchar *holder = g_strdup_printf ("%d", (int) getpid ());
+  g_setenv ("EHAT_SLURM_HOLDER", holder, TRUE);
+  g_autofree gchar *up = g_build_filename (scripts, "slurm-up.sh", NULL);
+  const gchar *argv[] = { "bash", up, NULL };
+  gint status;
+  g_autoptr (GError) error = NULL;
+  g_spawn_sync (NULL, (gchar **) argv, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL,
+      NULL, NULL, &status, &error);
+  g_assert_no_error (error);
+  if (WIFEXITED (status) && WEXITSTATUS (status) == 77) {
+    /* slurm-up.sh said why on stderr */
+    slurm_down (scripts);
+    g_test_skip ("Slurm cannot be started here");
+    return;
+  }
+  g_assert_true (WIFEXITED (status) && WEXITSTATUS (status) == 0);
+  g_autofree gchar *conf = g_build_filename (g_getenv ("EHAT_SLURM_DIR"),
+      "etc", "slurm.conf", NULL);
+  g_setenv ("SLURM_CONF", conf, TRUE);
+
+  if (!g_file_test (single_out, G_FILE_TEST_EXISTS)) {
+    Result r = run (clip, single_out, "--encoder", "ffv1",
+        "--segment-seconds", "100", NULL);
+    assert_success (&r);
+    result_clear (&r);
+  }
+  g_autofree gchar *out = tmp_path ("slurm.mkv");
+  g_autofree gchar *work = tmp_path ("slurm.work");
+  g_setenv ("EHAT_REMASTER_FAIL_SEGMENT", "1", TRUE);
+  Result r = run (clip, out, "--encoder", "ffv1", "--segment-seconds", "0.5",
+      "--workdir", work, "--slurm", "--partition", "debug", "--json", NULL);
+  g_unsetenv ("EHAT_REMASTER_FAIL_SEGMENT");
+  assert_success (&r);
+  JsonParser *keep = NULL;
+  JsonObject *sub = find_event (r.out, "submitted", &keep);
+  g_assert_nonnull (sub);
+  g_assert_cmpint (json_object_get_int_member (sub, "submitted"), ==, 4);
+  g_object_unref (keep);
+  result_clear (&r);
+
+  /* three segments done, one failed, nothing queued; the join waits */
+  gboolean failed = wait_status (work, "failed/0/0", 240);
+  g_assert_true (failed);
+  g_assert_false (g_file_test (out, G_FILE_TEST_EXISTS));
+
+  keep = NULL;
+  r = run (clip, out, "--resume", "--workdir", work, "--slurm",
+      "--partition", "debug", "--json", NULL);
+  assert_success (&r);
+  sub = find_event (r.out, "submitted", &keep);
+  g_assert_cmpint (json_object_get_int_member (sub, "submitted"), ==, 1);
+  g_object_unref (keep);
+  result_clear (&r);
+
+  gboolean complete = wait_status (work, "complete/0/0", 240);
+  slurm_down (scripts);
+  g_assert_true (complete);
+  assert_same_frames (single_out, out);
+  assert_check_ok (clip, out);
+}
+
 static void
 test_errors (void)
 {
@@ -635,6 +756,8 @@ main (int argc, char **argv)
   g_test_add_func ("/remaster/vfr", test_vfr);
   g_test_add_func ("/remaster/h264-open-gop", test_h264_open_gop);
   g_test_add_func ("/remaster/errors", test_errors);
+  /* its own meson test (suite slurm): -p /remaster/slurm */
+  g_test_add_func ("/remaster/slurm", test_slurm);
   int rc = g_test_run ();
 
   if (rc == 0) {

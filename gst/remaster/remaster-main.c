@@ -53,6 +53,7 @@ typedef struct
   gint device_id;
   gchar *cpu_set;
   gboolean die_with_parent;
+  gboolean progress_lines;
   gboolean slurm;
   gchar *partition;
   gint gpus_per_task;
@@ -192,7 +193,7 @@ run_worker (Options * o)
     return fail (error);
   gst_init (NULL, NULL);
   remaster_debug_init ();
-  RemasterWorkerOptions wo = { o->device_id, TRUE };
+  RemasterWorkerOptions wo = { o->device_id, o->progress_lines };
   if (!remaster_worker_run (o->worker, (guint) index, &wo, &error))
     return fail (error);
   return 0;
@@ -212,8 +213,8 @@ run_join_only (Options * o)
   RemasterJoinResult jr = { 0 };
   if (!remaster_join_run (o->join, &jr, &error))
     return fail (error);
-  RemasterReport r = { jr.frames, jr.bytes, 0, NULL, 0,
-    m->segments->len, jr.width, jr.height
+  RemasterReport r = { jr.frames, jr.bytes, 0, NULL, 0, 0, jr.width,
+    jr.height
   };
   remaster_progress_report (progress, m, &r);
   /* The bulky segment files go; the manifest and the Slurm logs stay, so
@@ -439,6 +440,8 @@ main (int argc, char **argv)
         "Worker: CPUs to run on", "LIST"},
     {"die-with-parent", 0, G_OPTION_FLAG_HIDDEN, G_OPTION_ARG_NONE,
         &o.die_with_parent, "Worker: exit with the driver", NULL},
+    {"progress-lines", 0, G_OPTION_FLAG_HIDDEN, G_OPTION_ARG_NONE,
+        &o.progress_lines, "Worker: JSON progress lines on stdout", NULL},
     {G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &o.rest, NULL,
         NULL},
     {NULL}

@@ -257,10 +257,14 @@ remaster_progress_report (RemasterProgress * p, const RemasterManifest * m,
       backends->len ? backends->str : st->backend);
   g_print ("  video       %dx%d -> %dx%d, encoder %s\n", m->width, m->height,
       r->out_width, r->out_height, enc);
-  g_print ("  segments    %u of ~%g s, %u jobs%s%s; %u reused, %u redone\n",
-      m->segments->len, st->segment_seconds, r->jobs,
-      r->devices ? ", devices " : "", r->devices ? r->devices : "",
-      r->reused, r->redone);
+  if (r->jobs)
+    g_print ("  segments    %u of ~%g s, %u jobs%s%s; %u reused, %u redone\n",
+        m->segments->len, st->segment_seconds, r->jobs,
+        r->devices ? ", devices " : "", r->devices ? r->devices : "",
+        r->reused, r->redone);
+  else
+    g_print ("  segments    %u of ~%g s, joined from %s\n", m->segments->len,
+        st->segment_seconds, "the work directory");
   g_print ("  copied      %u audio, %u subtitle streams\n", m->n_audio,
       m->n_subtitle);
   g_print ("  output      %" G_GUINT64_FORMAT " bytes\n", r->output_bytes);

@@ -283,6 +283,7 @@ spawn (Run * run, guint slot, guint index)
   g_ptr_array_add (argv, g_strdup (run->workdir));
   g_ptr_array_add (argv, g_strdup_printf ("%u", index));
   g_ptr_array_add (argv, g_strdup ("--die-with-parent"));
+  g_ptr_array_add (argv, g_strdup ("--progress-lines"));
   if (run->options->n_devices) {
     g_ptr_array_add (argv, g_strdup ("--device-id"));
     g_ptr_array_add (argv, g_strdup_printf ("%d",

@@ -91,6 +91,32 @@ queued_tasks (const gchar * job)
   return g_strstrip (out);
 }
 
+GHashTable *
+remaster_slurm_queued_indices (const gchar * array_job)
+{
+  const gchar *argv[] = { "squeue", "-h", "-r", "-j", array_job, "-o", "%i",
+    NULL
+  };
+  GError *err = NULL;
+  g_autofree gchar *out = run_command (argv, &err);
+  if (!out) {
+    /* "Invalid job id": Slurm has forgotten a finished job, nothing is
+     * queued; anything else (no squeue, no controller): unknown. */
+    gboolean forgotten = strstr (err->message, "Invalid job id") != NULL;
+    g_error_free (err);
+    return forgotten ? g_hash_table_new (NULL, NULL) : NULL;
+  }
+  GHashTable *set = g_hash_table_new (NULL, NULL);
+  g_auto (GStrv) lines = g_strsplit (out, "\n", -1);
+  for (guint i = 0; lines[i]; i++) {
+    const gchar *u = strchr (lines[i], '_');
+    if (u && g_ascii_isdigit (u[1]))
+      g_hash_table_add (set, GUINT_TO_POINTER ((guint) g_ascii_strtoull (u + 1,
+                  NULL, 10)));
+  }
+  return set;
+}
+
 static gchar *
 sbatch (GPtrArray * args, const gchar * wrap, GError ** error)
 {

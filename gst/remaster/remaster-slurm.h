@@ -26,6 +26,10 @@ typedef struct
 gboolean remaster_slurm_submit (const gchar * workdir,
     const RemasterSlurmOptions * options, GError ** error);
 
+/* Array indices of `array_job` still queued or running (set of
+ * GUINT_TO_POINTER), or NULL when squeue cannot tell (no Slurm here). */
+GHashTable *remaster_slurm_queued_indices (const gchar * array_job);
+
 /* Removes WORKDIR/slurm (the task logs). */
 void remaster_slurm_cleanup (const gchar * workdir);
 

@@ -2,6 +2,7 @@
 #include "remaster-status.h"
 #include "remaster-manifest.h"
 #include "remaster-progress.h"
+#include "remaster-slurm.h"
 
 #include <stdlib.h>
 
@@ -26,6 +27,11 @@ remaster_status_print (const gchar * workdir, gboolean json, GError ** error)
     return FALSE;
   guint n = m->segments->len;
   guint count[4] = { 0 };
+  /* A segment marked running whose Slurm task is gone was interrupted
+   * (cancelled, node lost, time limit): --resume resubmits it. */
+  g_autoptr (GHashTable) queued = m->slurm_array_job ?
+      remaster_slurm_queued_indices (m->slurm_array_job) : NULL;
+  guint lost = 0;
   guint64 frames = 0;
   for (guint i = 0; i < n; i++) {
     RemasterSegment *s = g_ptr_array_index (m->segments, i);
@@ -34,9 +40,12 @@ remaster_status_print (const gchar * workdir, gboolean json, GError ** error)
       frames += s->frames;
     else if (s->state == REMASTER_SEGMENT_RUNNING)
       frames += MIN (running_frames (workdir, i), s->frames);
+    if (s->state == REMASTER_SEGMENT_RUNNING && queued
+        && !g_hash_table_contains (queued, GUINT_TO_POINTER (i)))
+      lost++;
   }
   const gchar *overall = m->joined ? "complete" :
-      count[REMASTER_SEGMENT_FAILED] ? "failed" :
+      count[REMASTER_SEGMENT_FAILED] || lost ? "failed" :
       count[REMASTER_SEGMENT_DONE] == n ? "joining" :
       count[REMASTER_SEGMENT_RUNNING] ? "running" : "pending";
 
@@ -50,11 +59,13 @@ remaster_status_print (const gchar * workdir, gboolean json, GError ** error)
           g_strdup ("null");
       g_autofree gchar *qhost = s->host ? remaster_json_quote (s->host) :
           g_strdup ("null");
+      gboolean is_lost = s->state == REMASTER_SEGMENT_RUNNING && queued
+          && !g_hash_table_contains (queued, GUINT_TO_POINTER (i));
       g_string_append_printf (segs, "%s{\"index\":%u,\"state\":\"%s\","
           "\"frames\":%" G_GUINT64_FORMAT ",\"attempts\":%u,\"host\":%s,"
           "\"pid\":%" G_GINT64_FORMAT ",\"error\":%s}", i ? "," : "", i,
-          remaster_segment_state_name (s->state), s->frames, s->attempts,
-          qhost, s->pid, qerr);
+          is_lost ? "lost" : remaster_segment_state_name (s->state),
+          s->frames, s->attempts, qhost, s->pid, qerr);
     }
     g_string_append_c (segs, ']');
     g_autofree gchar *qa = m->slurm_array_job ?
@@ -63,26 +74,33 @@ remaster_status_print (const gchar * workdir, gboolean json, GError ** error)
         remaster_json_quote (m->slurm_join_job) : g_strdup ("null");
     g_print ("{\"state\":\"%s\",\"input\":%s,\"output\":%s,\"frames\":%"
         G_GUINT64_FORMAT ",\"total\":%" G_GUINT64_FORMAT ",\"pending\":%u,"
-        "\"running\":%u,\"done\":%u,\"failed\":%u,\"joined\":%s,"
+        "\"running\":%u,\"done\":%u,\"failed\":%u,\"lost\":%u,"
+        "\"joined\":%s,"
         "\"slurm-array-job\":%s,\"slurm-join-job\":%s,\"segments\":%s}\n",
-        overall, qin, qout, frames, m->frames, count[0], count[1], count[2],
-        count[3], m->joined ? "true" : "false", qa, qj, segs->str);
+        overall, qin, qout, frames, m->frames, count[0], count[1] - lost,
+        count[2], count[3], lost, m->joined ? "true" : "false", qa, qj,
+        segs->str);
     g_string_free (segs, TRUE);
     return TRUE;
   }
   g_print ("%s -> %s\n", m->input, m->output);
   g_print ("state: %s; frames %" G_GUINT64_FORMAT "/%" G_GUINT64_FORMAT
-      " (%.1f%%); segments: %u done, %u running, %u pending, %u failed "
-      "of %u\n", overall, frames, m->frames,
+      " (%.1f%%); segments: %u done, %u running, %u pending, %u failed, "
+      "%u interrupted of %u\n", overall, frames, m->frames,
       m->frames ? 100.0 * frames / m->frames : 100.0,
-      count[REMASTER_SEGMENT_DONE], count[REMASTER_SEGMENT_RUNNING],
-      count[REMASTER_SEGMENT_PENDING], count[REMASTER_SEGMENT_FAILED], n);
+      count[REMASTER_SEGMENT_DONE], count[REMASTER_SEGMENT_RUNNING] - lost,
+      count[REMASTER_SEGMENT_PENDING], count[REMASTER_SEGMENT_FAILED], lost,
+      n);
   if (m->slurm_array_job)
     g_print ("slurm: array job %s, join job %s\n", m->slurm_array_job,
         m->slurm_join_job ? m->slurm_join_job : "-");
   for (guint i = 0; i < n; i++) {
     RemasterSegment *s = g_ptr_array_index (m->segments, i);
-    if (s->state == REMASTER_SEGMENT_RUNNING)
+    if (s->state == REMASTER_SEGMENT_RUNNING && queued
+        && !g_hash_table_contains (queued, GUINT_TO_POINTER (i)))
+      g_print ("  segment %u was interrupted on %s (its Slurm task is gone); "
+          "--resume --slurm resubmits it\n", i, s->host ? s->host : "?");
+    else if (s->state == REMASTER_SEGMENT_RUNNING)
       g_print ("  segment %u running on %s (pid %" G_GINT64_FORMAT "): %"
           G_GUINT64_FORMAT "/%" G_GUINT64_FORMAT " frames, attempt %u\n", i,
           s->host ? s->host : "?", s->pid, running_frames (workdir, i),

@@ -514,7 +514,18 @@ remaster_worker_run (const gchar * workdir, guint index,
   gint64 t0 = g_get_monotonic_time ();
   g_autofree gchar *backend = NULL;
   g_autoptr (GError) err = NULL;
-  gboolean ok = process (&w, &backend, &err);
+  gboolean ok;
+  /* Test hook: a worker that fails on purpose, for the failure and
+   * resubmission paths (a bad node, a broken file) that cannot be
+   * provoked reliably otherwise. */
+  const gchar *fail = g_getenv ("EHAT_REMASTER_FAIL_SEGMENT");
+  if (fail && g_ascii_strtoull (fail, NULL, 10) == index && *fail) {
+    g_set_error (&err, REMASTER_ERROR, REMASTER_ERROR_WORKER,
+        "failure injected by EHAT_REMASTER_FAIL_SEGMENT");
+    ok = FALSE;
+  } else {
+    ok = process (&w, &backend, &err);
+  }
   g_autofree gchar *final = remaster_manifest_segment_path (workdir, index);
 
   FinishData fin = { index, ok, ok ? NULL : err->message,
