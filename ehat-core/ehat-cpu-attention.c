@@ -340,6 +340,12 @@ typedef struct _Fast
   float *S;                     /* [ARB][nkp] scores, then fp32 P */
   guint16 *P;                   /* [ARB][nkp] bf16 P */
   float rmax[ARB][16];          /* running row maxima of S (lanes) */
+  /* q, k, v of every head of the task, gathered in one pass over the
+   * window's qkv rows (each head's slot: the layouts above); q/kT/v or
+   * qw/kw/vw point at the current head's */
+  float *q_all, *kT_all, *v_all;
+  guint32 *qw_all, *kw_all, *vw_all;
+  gsize qsz, ksz, vsz;
   int nkp, dv, dq2, dpairs;
   gboolean mask;                /* the window has keys of several regions */
 } Fast;
@@ -362,14 +368,20 @@ attn_fast_init (AttnJob *j, int n_threads)
     f->reg = g_new0 (gint8, nkp + 64);
     /* columns and rows past nk / d are zero and never written */
     if (j->bf16) {
-      f->qw = g_new0 (guint32, (gsize) round_up (j->nq, ARB) * f->dpairs);
-      f->kw = g_new0 (guint32, (gsize) f->dpairs * nkp);
-      f->vw = g_new0 (guint32, (gsize) (nkp / 2 + 1) * dv);
+      f->qsz = (gsize) round_up (j->nq, ARB) * f->dpairs;
+      f->ksz = (gsize) f->dpairs * nkp;
+      f->vsz = (gsize) (nkp / 2 + 1) * dv;
+      f->qw_all = g_new0 (guint32, f->qsz * j->task_heads);
+      f->kw_all = g_new0 (guint32, f->ksz * j->task_heads);
+      f->vw_all = g_new0 (guint32, f->vsz * j->task_heads);
       f->P = g_new0 (guint16, (gsize) ARB * nkp);
     } else {
-      f->q = g_new0 (float, (gsize) round_up (j->nq, ARB) * j->d);
-      f->kT = g_new0 (float, (gsize) j->d * nkp);
-      f->v = g_new0 (float, (gsize) (nkp + 1) * dv);
+      f->qsz = (gsize) round_up (j->nq, ARB) * j->d;
+      f->ksz = (gsize) j->d * nkp;
+      f->vsz = (gsize) (nkp + 1) * dv;
+      f->q_all = g_new0 (float, f->qsz * j->task_heads);
+      f->kT_all = g_new0 (float, f->ksz * j->task_heads);
+      f->v_all = g_new0 (float, f->vsz * j->task_heads);
     }
     f->S = g_new0 (float, (gsize) ARB * nkp);
   }
@@ -383,13 +395,13 @@ attn_fast_clear (AttnJob *j, int n_threads)
     g_free (f->qpos);
     g_free (f->kpos);
     g_free (f->reg);
-    g_free (f->qw);
-    g_free (f->kw);
-    g_free (f->vw);
+    g_free (f->qw_all);
+    g_free (f->kw_all);
+    g_free (f->vw_all);
     g_free (f->P);
-    g_free (f->q);
-    g_free (f->kT);
-    g_free (f->v);
+    g_free (f->q_all);
+    g_free (f->kT_all);
+    g_free (f->v_all);
     g_free (f->S);
   }
   g_free (j->fast_scratch);
@@ -481,68 +493,41 @@ v_row (const AttnJob *j, const Fast *f, int t, int hd)
       + (gsize) hd * j->d;
 }
 
-/* The qkv rows of a window come from L3 (the map's qkv is megabytes) at
- * strides the hardware prefetcher does not follow: fetch a few tokens
- * ahead. */
-#define PF 8
-
-static inline void
-prefetch_row (const float *p, int d)
-{
-  _mm_prefetch ((const char *) p, _MM_HINT_T0);
-  _mm_prefetch ((const char *) (p + d - 1), _MM_HINT_T0);
-}
-
-static inline void
-prefetch_q (const AttnJob *j, const Fast *f, int t, int hd)
-{
-  if (t < j->nq)
-    prefetch_row (q_row (j, f, t, hd), j->d);
-}
-
-static inline void
-prefetch_kv (const AttnJob *j, const Fast *f, int t, int hd)
-{
-  if (t < j->nk && f->kpos[t] != G_MAXSIZE) {
-    prefetch_row (k_row (j, f, t, hd), j->d);
-    prefetch_row (v_row (j, f, t, hd), j->d);
-  }
-}
-
 EHAT_T_F32 static void
-gather_f32 (const AttnJob *j, Fast *f, int hd)
+gather_f32 (const AttnJob *j, Fast *f, int h0, int nh)
 {
   int d = j->d, nkp = f->nkp, dv = f->dv;
   __mmask16 m1 = lanes (d - 16);
   __m512 sc = _mm512_set1_ps (j->scale * (float) LOG2E);
 
-  for (int t = 0; t < PF; t++) {
-    prefetch_q (j, f, t, hd);
-    prefetch_kv (j, f, t, hd);
-  }
   for (int t = 0; t < j->nq; t++) {
-    const float *row = q_row (j, f, t, hd);
-    float *dst = f->q + (gsize) (t / ARB) * d * ARB + t % ARB;
-    float w[32] __attribute__ ((aligned (64)));
-    _mm512_store_ps (w, _mm512_mul_ps (sc, load_head (row, d)));
-    _mm512_store_ps (w + 16, _mm512_mul_ps (sc, load_tail (row + 16, d)));
-    for (int e = 0; e < d; e++)
-      dst[e * ARB] = w[e];
-    prefetch_q (j, f, t + PF, hd);
+    for (int s = 0; s < nh; s++) {
+      const float *row = q_row (j, f, t, h0 + s);
+      float *dst = f->q_all + s * f->qsz + (gsize) (t / ARB) * d * ARB
+          + t % ARB;
+      float w[32] __attribute__ ((aligned (64)));
+      _mm512_store_ps (w, _mm512_mul_ps (sc, load_head (row, d)));
+      _mm512_store_ps (w + 16, _mm512_mul_ps (sc, load_tail (row + 16, d)));
+      for (int e = 0; e < d; e++)
+        dst[e * ARB] = w[e];
+    }
   }
   for (int t = 0; t < j->nk; t++) {
-    const float *kr = k_row (j, f, t, hd), *vr = v_row (j, f, t, hd);
-    prefetch_kv (j, f, t + PF, hd);
-    for (int e = 0; e < d; e++)
-      f->kT[(gsize) e * nkp + t] = kr[e];
-    _mm512_storeu_ps (f->v + (gsize) t * dv, load_head (vr, d));
-    if (m1)
-      _mm512_storeu_ps (f->v + (gsize) t * dv + 16, load_tail (vr + 16, d));
+    for (int s = 0; s < nh; s++) {
+      const float *kr = k_row (j, f, t, h0 + s), *vr = v_row (j, f, t,
+          h0 + s);
+      float *kT = f->kT_all + s * f->ksz, *v = f->v_all + s * f->vsz;
+      for (int e = 0; e < d; e++)
+        kT[(gsize) e * nkp + t] = kr[e];
+      _mm512_storeu_ps (v + (gsize) t * dv, load_head (vr, d));
+      if (m1)
+        _mm512_storeu_ps (v + (gsize) t * dv + 16, load_tail (vr + 16, d));
+    }
   }
 }
 
 EHAT_T_BF16 static void
-gather_bf16 (const AttnJob *j, Fast *f, int hd)
+gather_bf16 (const AttnJob *j, Fast *f, int h0, int nh)
 {
   int d = j->d, nkp = f->nkp, dv = f->dv, np = f->dpairs;
   __mmask16 m1 = lanes (d - 16);
@@ -552,41 +537,43 @@ gather_bf16 (const AttnJob *j, Fast *f, int hd)
       27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2,
       17, 1, 16, 0);
 
-  for (int t = 0; t < PF; t++) {
-    prefetch_q (j, f, t, hd);
-    prefetch_kv (j, f, t, hd);
-  }
   for (int t = 0; t < j->nq; t++) {
-    const float *row = q_row (j, f, t, hd);
-    guint32 *dst = f->qw + (gsize) (t / ARB) * np * ARB + t % ARB;
-    guint32 w[16] __attribute__ ((aligned (64)));
-    __m512 lo = _mm512_mul_ps (sc, load_head (row, d));
-    __m512 hi = _mm512_mul_ps (sc, load_tail (row + 16, d));
-    _mm512_store_si512 (w, (__m512i) _mm512_cvtne2ps_pbh (hi, lo));
-    for (int p = 0; p < np; p++)
-      dst[p * ARB] = w[p];
-    prefetch_q (j, f, t + PF, hd);
+    for (int s = 0; s < nh; s++) {
+      const float *row = q_row (j, f, t, h0 + s);
+      guint32 *dst = f->qw_all + s * f->qsz + (gsize) (t / ARB) * np * ARB
+          + t % ARB;
+      guint32 w[16] __attribute__ ((aligned (64)));
+      __m512 lo = _mm512_mul_ps (sc, load_head (row, d));
+      __m512 hi = _mm512_mul_ps (sc, load_tail (row + 16, d));
+      _mm512_store_si512 (w, (__m512i) _mm512_cvtne2ps_pbh (hi, lo));
+      for (int p = 0; p < np; p++)
+        dst[p * ARB] = w[p];
+    }
   }
   for (int t = 0; t < j->nk; t++) {
-    const float *kr = k_row (j, f, t, hd);
-    guint32 w[16] __attribute__ ((aligned (64)));
-    prefetch_kv (j, f, t + PF, hd);
-    _mm512_store_si512 (w, (__m512i) _mm512_cvtne2ps_pbh (
-            load_tail (kr + 16, d), load_head (kr, d)));
-    for (int p = 0; p < np; p++)
-      f->kw[(gsize) p * nkp + t] = w[p];
+    for (int s = 0; s < nh; s++) {
+      const float *kr = k_row (j, f, t, h0 + s);
+      guint32 *kw = f->kw_all + s * f->ksz;
+      guint32 w[16] __attribute__ ((aligned (64)));
+      _mm512_store_si512 (w, (__m512i) _mm512_cvtne2ps_pbh (
+              load_tail (kr + 16, d), load_head (kr, d)));
+      for (int p = 0; p < np; p++)
+        kw[(gsize) p * nkp + t] = w[p];
+    }
   }
   for (int u = 0; u < (j->nk + 1) / 2; u++) {
-    const float *a = v_row (j, f, 2 * u, hd), *b = v_row (j, f, 2 * u + 1,
-        hd);
-    guint32 *dst = f->vw + (gsize) u * dv;
-    _mm512_storeu_si512 (dst, _mm512_permutexvar_epi16 (inter,
-            (__m512i) _mm512_cvtne2ps_pbh (load_head (b, d),
-                load_head (a, d))));
-    if (m1)
-      _mm512_storeu_si512 (dst + 16, _mm512_permutexvar_epi16 (inter,
-              (__m512i) _mm512_cvtne2ps_pbh (load_tail (b + 16, d),
-                  load_tail (a + 16, d))));
+    for (int s = 0; s < nh; s++) {
+      const float *a = v_row (j, f, 2 * u, h0 + s);
+      const float *b = v_row (j, f, 2 * u + 1, h0 + s);
+      guint32 *dst = f->vw_all + s * f->vsz + (gsize) u * dv;
+      _mm512_storeu_si512 (dst, _mm512_permutexvar_epi16 (inter,
+              (__m512i) _mm512_cvtne2ps_pbh (load_head (b, d),
+                  load_head (a, d))));
+      if (m1)
+        _mm512_storeu_si512 (dst + 16, _mm512_permutexvar_epi16 (inter,
+                (__m512i) _mm512_cvtne2ps_pbh (load_tail (b + 16, d),
+                    load_tail (a + 16, d))));
+    }
   }
 }
 
@@ -894,12 +881,14 @@ pv_bf16 (int v2, const AttnJob *j, const Fast *f, int i0, int rows,
 }
 
 EHAT_T_F32 static void
-head_f32 (const AttnJob *j, Fast *f, int hd, const float *bias)
+head_f32 (const AttnJob *j, Fast *f, int hd, int slot, const float *bias)
 {
   float inv[ARB];
   int v2 = j->d <= 16 ? 0 : j->d <= 24 ? 8 : 16;
 
-  gather_f32 (j, f, hd);
+  f->q = f->q_all + slot * f->qsz;
+  f->kT = f->kT_all + slot * f->ksz;
+  f->v = f->v_all + slot * f->vsz;
   for (int i0 = 0; i0 < j->nq; i0 += ARB) {
     int rows = MIN (ARB, j->nq - i0);
     scores_f32 (j, f, i0, rows, bias, f->S);
@@ -914,12 +903,14 @@ head_f32 (const AttnJob *j, Fast *f, int hd, const float *bias)
 }
 
 EHAT_T_BF16 static void
-head_bf16 (const AttnJob *j, Fast *f, int hd, const float *bias)
+head_bf16 (const AttnJob *j, Fast *f, int hd, int slot, const float *bias)
 {
   float inv[ARB];
   int v2 = j->d <= 16 ? 0 : j->d <= 24 ? 8 : 16;
 
-  gather_bf16 (j, f, hd);
+  f->qw = f->qw_all + slot * f->qsz;
+  f->kw = f->kw_all + slot * f->ksz;
+  f->vw = f->vw_all + slot * f->vsz;
   for (int i0 = 0; i0 < j->nq; i0 += ARB) {
     int rows = MIN (ARB, j->nq - i0);
     scores_bf16 (j, f, i0, rows, bias, f->S);
@@ -968,13 +959,17 @@ attn_fast_tasks (gpointer data, gsize begin, gsize end, int thread)
     f->mask = FALSE;
     for (int t = 1; shift && t < j->nq; t++)
       f->mask |= f->reg[t] != f->reg[0];
+    if (j->bf16)
+      gather_bf16 (j, f, h0, j->task_heads);
+    else
+      gather_f32 (j, f, h0, j->task_heads);
     for (int hd = h0; hd < h0 + j->task_heads; hd++) {
       const float *bias = j->toeplitz ? j->etab + (gsize) hd * j->elen
           : j->bias + (gsize) hd * j->nq * j->nk;
       if (j->bf16)
-        head_bf16 (j, f, hd, bias);
+        head_bf16 (j, f, hd, hd - h0, bias);
       else
-        head_f32 (j, f, hd, bias);
+        head_f32 (j, f, hd, hd - h0, bias);
     }
   }
 }
@@ -1059,15 +1054,24 @@ toeplitz_bias (AttnJob *j, const float *table, const gint32 *index)
     qa[i] = j->overlap ? len + (ws - j->wse + 1 - yi) * side - xi + ws
         - j->wse + 1 : (len - 1) - (yi + ws - 1) * side - xi - ws + 1;
   }
-  for (int i = 0; i < nq; i++)
-    for (int jj = 0; jj < nk; jj++) {
-      gint64 k = (gint64) qa[i] + (jj / kw) * side + jj % kw;
-      gint64 want = j->overlap ? ((k - len) % len + len) % len : len - 1 - k;
-      if (k < 0 || k >= elen || want < 0 || want != index[(gsize) i * nk + jj]) {
-        g_free (qa);
-        return FALSE;
+  /* (no divisions: this runs for every call) */
+  for (int i = 0; i < nq; i++) {
+    const gint32 *row = index + (gsize) i * nk;
+    for (int yj = 0, jj = 0; jj < nk; yj++)
+      for (int xj = 0; xj < kw && jj < nk; xj++, jj++) {
+        gint64 k = (gint64) qa[i] + (gint64) yj * side + xj, want;
+        if (j->overlap) {
+          want = k - len;
+          want += want < 0 ? len : 0;
+        } else {
+          want = len - 1 - k;
+        }
+        if (k < 0 || k >= elen || want < 0 || want >= len || want != row[jj]) {
+          g_free (qa);
+          return FALSE;
+        }
       }
-    }
+  }
   j->etab = g_new (float, (gsize) heads * elen);
   for (int hd = 0; hd < heads; hd++)
     for (int k = 0; k < elen; k++) {
