@@ -493,6 +493,23 @@ v_row (const AttnJob *j, const Fast *f, int t, int hd)
       + (gsize) hd * j->d;
 }
 
+/* The part (q, k or v: c floats) of token t's qkv row, from L3 into L1
+ * ahead of its use: the gathers read every row in three passes of a
+ * third each, which the hardware prefetchers do not follow. */
+#define PF 4
+
+static inline void
+prefetch_part (const AttnJob *j, const gsize *pos, int t, int n, int part)
+{
+  const char *p;
+  if (t >= n || pos[t] == G_MAXSIZE)
+    return;
+  p = (const char *) (j->qkv + pos[t] * 3 * (gsize) j->c + part
+      * (gsize) j->c);
+  for (gsize off = 0; off < (gsize) j->c * sizeof (float); off += 64)
+    _mm_prefetch (p + off, _MM_HINT_T0);
+}
+
 EHAT_T_F32 static void
 gather_f32 (const AttnJob *j, Fast *f, int h0, int nh)
 {
@@ -501,6 +518,7 @@ gather_f32 (const AttnJob *j, Fast *f, int h0, int nh)
   __m512 sc = _mm512_set1_ps (j->scale * (float) LOG2E);
 
   for (int t = 0; t < j->nq; t++) {
+    prefetch_part (j, f->qpos, t + PF, j->nq, 0);
     for (int s = 0; s < nh; s++) {
       const float *row = q_row (j, f, t, h0 + s);
       float *dst = f->q_all + s * f->qsz + (gsize) (t / ARB) * d * ARB
@@ -513,6 +531,8 @@ gather_f32 (const AttnJob *j, Fast *f, int h0, int nh)
     }
   }
   for (int t = 0; t < j->nk; t++) {
+    prefetch_part (j, f->kpos, t + PF, j->nk, 1);
+    prefetch_part (j, f->kpos, t + PF, j->nk, 2);
     for (int s = 0; s < nh; s++) {
       const float *kr = k_row (j, f, t, h0 + s), *vr = v_row (j, f, t,
           h0 + s);
@@ -538,6 +558,7 @@ gather_bf16 (const AttnJob *j, Fast *f, int h0, int nh)
       17, 1, 16, 0);
 
   for (int t = 0; t < j->nq; t++) {
+    prefetch_part (j, f->qpos, t + PF, j->nq, 0);
     for (int s = 0; s < nh; s++) {
       const float *row = q_row (j, f, t, h0 + s);
       guint32 *dst = f->qw_all + s * f->qsz + (gsize) (t / ARB) * np * ARB
@@ -551,6 +572,7 @@ gather_bf16 (const AttnJob *j, Fast *f, int h0, int nh)
     }
   }
   for (int t = 0; t < j->nk; t++) {
+    prefetch_part (j, f->kpos, t + PF, j->nk, 1);
     for (int s = 0; s < nh; s++) {
       const float *kr = k_row (j, f, t, h0 + s);
       guint32 *kw = f->kw_all + s * f->ksz;
@@ -562,6 +584,8 @@ gather_bf16 (const AttnJob *j, Fast *f, int h0, int nh)
     }
   }
   for (int u = 0; u < (j->nk + 1) / 2; u++) {
+    prefetch_part (j, f->kpos, 2 * u + PF, j->nk, 2);
+    prefetch_part (j, f->kpos, 2 * u + 1 + PF, j->nk, 2);
     for (int s = 0; s < nh; s++) {
       const float *a = v_row (j, f, 2 * u, h0 + s);
       const float *b = v_row (j, f, 2 * u + 1, h0 + s);
