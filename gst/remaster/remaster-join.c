@@ -162,6 +162,30 @@ on_markup_buffer (GstPad * pad, GstPadProbeInfo * info, gpointer user_data)
   return GST_PAD_PROBE_OK;
 }
 
+#define QUEUE_TIME (10 * GST_SECOND)
+
+/* The demuxer feeds all the copied streams from one thread.  When a
+ * copied stream's queue is full while the video is also waiting in full
+ * (appsrc at its limit), the muxer can only be waiting for a stream that
+ * has nothing queued — a subtitle track silent for longer than the queue,
+ * from a demuxer that sends no gap events for it — and blocking the
+ * demuxer would deadlock: grow the full queue instead, as decodebin's
+ * multiqueue does. */
+static void
+on_queue_full (GstElement * queue, gpointer user_data)
+{
+  Join *j = user_data;
+  guint64 video = 0, video_max = 0, limit = 0;
+  g_object_get (j->appsrc, "current-level-buffers", &video, "max-buffers",
+      &video_max, NULL);
+  if (video < video_max)
+    return;                     /* the video is behind: wait for it */
+  g_object_get (queue, "max-size-time", &limit, NULL);
+  GST_INFO_OBJECT (queue, "muxer waits for a sparse stream: growing to %"
+      GST_TIME_FORMAT, GST_TIME_ARGS (limit + QUEUE_TIME));
+  g_object_set (queue, "max-size-time", limit + QUEUE_TIME, NULL);
+}
+
 static gboolean
 is_markup (const GstCaps * caps)
 {
@@ -189,11 +213,13 @@ link_to_mux (Join * j, GstPad * pad, const gchar * template_name)
     return FALSE;
   }
   GstElement *queue = gst_element_factory_make ("queue", NULL);
-  /* Unbounded: the demuxer feeds all streams from one thread, and a
-   * subtitle track may stay silent for minutes while the muxer waits for
-   * it; bounded queues would deadlock the demuxer against the muxer. */
+  /* Bounded in time, so that the input's demuxer (which reads at disk
+   * speed) cannot pile up a film's worth of audio while the muxer waits
+   * for the video; on_queue_full() lets a queue grow in the one case
+   * where waiting would deadlock. */
   g_object_set (queue, "max-size-buffers", 0, "max-size-bytes", 0,
-      "max-size-time", (guint64) 0, NULL);
+      "max-size-time", QUEUE_TIME, NULL);
+  g_signal_connect (queue, "overrun", G_CALLBACK (on_queue_full), j);
   gst_bin_add (GST_BIN (j->pipeline), queue);
   GstElement *last = queue;
   if (markup) {
