@@ -271,6 +271,23 @@ run_film (Options * o)
   if (!remaster_plan_check (&po, &error))
     return fail (error);
 
+  /* Before anything is written: a GPU-only job on a machine without one
+   * (the submit host of a cluster may have none: not checked there). */
+  g_autofree gchar *no_gpu = NULL;
+  gboolean no_gpu_checked = FALSE;
+  if (!o->slurm && !g_str_equal (po.backend, "cpu")) {
+    gint scale;
+    g_autofree gchar *model = remaster_plan_resolve_model (po.model, &scale,
+        &error);
+    if (!model)
+      return fail (error);
+    no_gpu = remaster_run_gpu_unusable (model);
+    no_gpu_checked = TRUE;
+    if (no_gpu && g_str_equal (po.backend, "cuda"))
+      return fail (g_error_new (REMASTER_ERROR, REMASTER_ERROR_ELEMENT,
+              "--backend cuda: no usable GPU here (%s)", no_gpu));
+  }
+
   g_autofree gchar *workdir = o->workdir ? g_canonicalize_filename (o->workdir,
       NULL) : g_strconcat (po.output, ".ehat-work", NULL);
   if (!o->workdir) {
@@ -324,11 +341,17 @@ run_film (Options * o)
   }
 
   guint jobs = o->jobs > 0 ? (guint) o->jobs : devices ? devices->len : 1;
-  gboolean pin = FALSE;
-  if (jobs > 1 && !devices)
-    pin = g_str_equal (m->settings.backend, "cpu")
-        || (g_str_equal (m->settings.backend, "auto")
-        && !remaster_run_have_gpu (m->settings.model));
+  const gchar *backend = m->settings.backend;
+  if (!no_gpu_checked && !g_str_equal (backend, "cpu"))
+    no_gpu = remaster_run_gpu_unusable (m->settings.model);
+  if (no_gpu && g_str_equal (backend, "cuda"))
+    return fail (g_error_new (REMASTER_ERROR, REMASTER_ERROR_ELEMENT,
+            "--backend cuda: no usable GPU here (%s)", no_gpu));
+  if (no_gpu && devices && !o->json)
+    g_printerr ("ehat-remaster: warning: --devices given but no GPU is "
+        "usable (%s); the workers run on the CPU\n", no_gpu);
+  /* CPU workers get their own cores (libehat sizes its pool to them) */
+  gboolean pin = jobs > 1 && (g_str_equal (backend, "cpu") || no_gpu);
 
   guint redone = 0, reused = 0;
   if (!remaster_run_prepare (workdir, &redone, &reused, &error))

@@ -171,6 +171,7 @@ manifest_to_json (const RemasterManifest * m)
   add_int (b, "fps-n", m->fps_n);
   add_int (b, "fps-d", m->fps_d);
   add_int (b, "frames", (gint64) m->frames);
+  add_int (b, "skipped-frames", (gint64) m->skipped);
   add_int (b, "duration", time_to_json (m->duration));
   json_builder_end_object (b);
   add_int (b, "audio-streams", m->n_audio);
@@ -324,6 +325,7 @@ manifest_from_json (const gchar * path, JsonNode * root, GError ** error)
   m->fps_n = (gint) get_int (v, "fps-n", 0);
   m->fps_d = (gint) get_int (v, "fps-d", 1);
   m->frames = (guint64) get_int (v, "frames", 0);
+  m->skipped = (guint64) get_int (v, "skipped-frames", 0);
   m->duration = time_from_json (get_int (v, "duration", -1));
   m->n_audio = (guint) get_int (o, "audio-streams", 0);
   m->n_subtitle = (guint) get_int (o, "subtitle-streams", 0);

@@ -75,7 +75,8 @@ typedef struct
   gint height;
   gint fps_n;                   /* nominal; 0/1 when unknown */
   gint fps_d;
-  guint64 frames;
+  guint64 frames;               /* frames the output will have */
+  guint64 skipped;              /* undecodable, before the first keyframe */
   GstClockTime duration;
   guint n_audio;                /* streams copied by the join */
   guint n_subtitle;

@@ -169,12 +169,17 @@ remaster_plan_create (const gchar * workdir, const RemasterPlanOptions * o,
     m->fps_n = 0;
     m->fps_d = 1;
   }
-  m->frames = probe->packets->len;
   m->duration = probe->end;
   m->n_audio = probe->n_audio;
   m->n_subtitle = probe->n_subtitle;
-  if (!remaster_segment_plan (probe, st->segment_seconds, m->segments, error))
+  if (!remaster_segment_plan (probe, st->segment_seconds, m->segments,
+          &m->skipped, error))
     return NULL;
+  m->frames = probe->packets->len - m->skipped;
+  if (m->skipped)
+    g_printerr ("ehat-remaster: warning: %" G_GUINT64_FORMAT " frames before "
+        "the first keyframe cannot be decoded and are left out\n",
+        m->skipped);
 
   g_autofree gchar *segdir = g_build_filename (workdir, "segments", NULL);
   if (g_mkdir_with_parents (segdir, 0755) != 0) {

@@ -238,11 +238,11 @@ remaster_progress_report (RemasterProgress * p, const RemasterManifest * m,
         "\"height-out\":%d,\"segments\":%u,\"segment-seconds\":%g,"
         "\"reused\":%u,\"redone\":%u,\"jobs\":%u,\"devices\":%s,"
         "\"audio-streams\":%u,\"subtitle-streams\":%u,\"output-bytes\":%"
-        G_GUINT64_FORMAT "}\n", qin, qout, m->frames, r->frames_out, dropped,
+        G_GUINT64_FORMAT ",\"skipped-undecodable\":%" G_GUINT64_FORMAT "}\n", qin, qout, m->frames, r->frames_out, dropped,
         elapsed, fps, qmodel, st->scale, qbk, qenc, st->quality, m->width,
         m->height, r->out_width, r->out_height, m->segments->len,
         st->segment_seconds, r->reused, r->redone, r->jobs, qdev, m->n_audio,
-        m->n_subtitle, r->output_bytes);
+        m->n_subtitle, r->output_bytes, m->skipped);
     fflush (stdout);
     return;
   }
@@ -251,6 +251,9 @@ remaster_progress_report (RemasterProgress * p, const RemasterManifest * m,
   g_print ("ehat-remaster: %s -> %s\n", m->input, m->output);
   g_print ("  frames      in %" G_GUINT64_FORMAT ", out %" G_GUINT64_FORMAT
       ", dropped %" G_GUINT64_FORMAT "\n", m->frames, r->frames_out, dropped);
+  if (m->skipped)
+    g_print ("              (%" G_GUINT64_FORMAT " more before the first "
+        "keyframe: undecodable, left out)\n", m->skipped);
   g_print ("  time        %s (%.1f s, %.2f fps over %" G_GUINT64_FORMAT
       " frames processed in this run)\n", el_s, elapsed, fps, run_frames);
   g_print ("  model       %s (x%d, backend %s)\n", st->model, st->scale,

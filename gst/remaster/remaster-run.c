@@ -81,16 +81,22 @@ remaster_run_prepare (const gchar * workdir, guint * redone, guint * reused,
   return TRUE;
 }
 
-gboolean
-remaster_run_have_gpu (const gchar * model_path)
+gchar *
+remaster_run_gpu_unusable (const gchar * model_path)
 {
-  g_autoptr (EhatModel) model = ehat_model_load (model_path, NULL);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (EhatModel) model = ehat_model_load (model_path, &error);
   if (!model)
-    return FALSE;
+    return g_strdup (error->message);
   EhatEngineOptions opts = EHAT_ENGINE_OPTIONS_INIT;
   opts.n_threads = 1;
-  g_autoptr (EhatEngine) engine = ehat_engine_new (model, &opts, NULL);
-  return engine && ehat_engine_get_backend (engine) == EHAT_BACKEND_CUDA;
+  g_autoptr (EhatEngine) engine = ehat_engine_new (model, &opts, &error);
+  if (!engine)
+    return g_strdup (error->message);
+  if (ehat_engine_get_backend (engine) == EHAT_BACKEND_CUDA)
+    return NULL;
+  const gchar *why = ehat_engine_get_fallback_reason (engine);
+  return g_strdup (why ? why : "no CUDA device");
 }
 
 gchar *

@@ -30,8 +30,9 @@ gboolean remaster_run_local (const gchar * workdir,
     const RemasterRunOptions * options, RemasterProgress * progress,
     GError ** error);
 
-/* Whether ehatsr's backend=auto would run `model` on a GPU here. */
-gboolean remaster_run_have_gpu (const gchar * model);
+/* NULL when ehatsr's backend=auto would run `model` on a GPU here, else
+ * why not (free it). */
+gchar *remaster_run_gpu_unusable (const gchar * model);
 
 /* This program's own path, for spawning workers. */
 gchar *remaster_run_self_exe (void);

@@ -38,7 +38,7 @@ remaster_segment_contains (const RemasterSegment * s, GstClockTime pts)
 
 gboolean
 remaster_segment_plan (const RemasterProbe * probe, gdouble seconds,
-    GPtrArray * segments, GError ** error)
+    GPtrArray * segments, guint64 * skipped, GError ** error)
 {
   if (!(seconds > 0) || !isfinite (seconds)) {
     g_set_error (error, REMASTER_ERROR, REMASTER_ERROR_ARGS,
@@ -68,7 +68,18 @@ remaster_segment_plan (const RemasterProbe * probe, gdouble seconds,
       return FALSE;
     }
 
-  GstClockTime t0 = g_array_index (pts, GstClockTime, 0);
+  if (keys->len == 0) {
+    g_set_error (error, REMASTER_ERROR, REMASTER_ERROR_INPUT,
+        "the video has no keyframe");
+    return FALSE;
+  }
+  /* Frames shown before the first keyframe (a file cut out of a longer
+   * stream) reference pictures that are not in the file: no decoder can
+   * produce them.  They are left out of the job, and said so. */
+  GstClockTime first_key = g_array_index (keys, GstClockTime, 0);
+  guint first = lower_bound (pts, first_key);
+  *skipped = first;
+  GstClockTime t0 = first_key;
   GstClockTime last = g_array_index (pts, GstClockTime, n - 1);
   g_autoptr (GArray) bounds = g_array_new (FALSE, FALSE,
       sizeof (GstClockTime));
@@ -95,13 +106,13 @@ remaster_segment_plan (const RemasterProbe * probe, gdouble seconds,
     RemasterSegment *s = g_new0 (RemasterSegment, 1);
     s->index = i;
     s->state = REMASTER_SEGMENT_PENDING;
-    s->start = i == 0 ? GST_CLOCK_TIME_NONE :
-        g_array_index (bounds, GstClockTime, i - 1);
+    s->start = i > 0 ? g_array_index (bounds, GstClockTime, i - 1) :
+        first > 0 ? first_key : GST_CLOCK_TIME_NONE;
     s->end = i == bounds->len ? GST_CLOCK_TIME_NONE :
         g_array_index (bounds, GstClockTime, i);
-    guint first = i == 0 ? 0 : lower_bound (pts, s->start);
+    guint from = i == 0 ? first : lower_bound (pts, s->start);
     guint past = i == bounds->len ? n : lower_bound (pts, s->end);
-    s->frames = past - first;
+    s->frames = past - from;
     g_ptr_array_add (segments, s);
   }
   return TRUE;

@@ -15,9 +15,12 @@
 G_BEGIN_DECLS
 
 /* Fills `segments` (RemasterSegment*, state pending) from the probe's
- * packets; fails on duplicate timestamps or seconds <= 0. */
+ * packets; fails on duplicate timestamps, no keyframe or seconds <= 0.
+ * *skipped: frames shown before the first keyframe, which cannot be
+ * decoded and are left out (segment 0 then starts at that keyframe). */
 gboolean remaster_segment_plan (const RemasterProbe * probe,
-    gdouble seconds, GPtrArray * segments, GError ** error);
+    gdouble seconds, GPtrArray * segments, guint64 * skipped,
+    GError ** error);
 
 /* Does the segment own a frame at `pts`? */
 gboolean remaster_segment_contains (const RemasterSegment * segment,
