@@ -697,6 +697,7 @@ test_errors (void)
     {{clip, out, "--encoder", "vp8", "--quality", "99"}, 2, "out of range"},
     {{clip, out, "--encoder", "ffv1", "--quality", "5"}, 2, "lossless"},
     {{clip, out, "--backend", "tpu"}, 2, "unknown backend"},
+    {{clip, out, "--precision", "fp8"}, 2, "unknown precision"},
     {{clip, "out.mp4"}, 2, ".mkv"},
     {{clip, clip, "--force"}, 2, "must not be the input"},
     {{clip, single_out}, 2, "exists"},

@@ -16,6 +16,7 @@
 #include "remaster-fs.h"
 #include "remaster-manifest.h"
 #include "remaster-pipeline.h"
+#include "remaster-subtitle.h"
 
 #include <gst/app/app.h>
 #include <glib/gstdio.h>
@@ -88,80 +89,6 @@ on_input_video (GstPad * pad, GstPadProbeInfo * info, gpointer user_data)
   return GST_PAD_PROBE_REMOVE;
 }
 
-/* Matroska's demuxer hands out plain UTF-8 subtitles as Pango markup,
- * escaping each packet until it meets the first markup tag of the stream,
- * and the muxer only takes plain UTF-8.  Undoing exactly that escaping
- * restores the packets byte for byte: an escaped packet contains no '<'
- * at all, so the first packet that does marks the point where the demuxer
- * stopped escaping. */
-typedef struct
-{
-  gboolean markup_seen;
-} Unescape;
-
-static gchar *
-markup_unescape (const gchar * s, gsize len)
-{
-  static const struct
-  {
-    const gchar *entity;
-    gchar c;
-  } map[] = {
-    {"&amp;", '&'}, {"&lt;", '<'}, {"&gt;", '>'}, {"&quot;", '"'},
-    {"&#39;", '\''}, {"&apos;", '\''},
-  };
-  GString *out = g_string_sized_new (len);
-  for (gsize i = 0; i < len;) {
-    gboolean done = FALSE;
-    if (s[i] == '&')
-      for (guint k = 0; k < G_N_ELEMENTS (map) && !done; k++) {
-        gsize el = strlen (map[k].entity);
-        if (i + el <= len && !strncmp (s + i, map[k].entity, el)) {
-          g_string_append_c (out, map[k].c);
-          i += el;
-          done = TRUE;
-        }
-      }
-    if (!done && s[i] == '&' && i + 2 < len && s[i + 1] == '#') {
-      /* other numeric references (control characters) */
-      gchar *end = NULL;
-      gboolean hex = s[i + 2] == 'x';
-      guint64 v = g_ascii_strtoull (s + i + (hex ? 3 : 2), &end,
-          hex ? 16 : 10);
-      if (end && end < s + len && *end == ';' && v > 0 && v < 0x110000) {
-        g_string_append_unichar (out, (gunichar) v);
-        i = (gsize) (end - s) + 1;
-        done = TRUE;
-      }
-    }
-    if (!done)
-      g_string_append_c (out, s[i++]);
-  }
-  return g_string_free (out, FALSE);
-}
-
-static GstPadProbeReturn
-on_markup_buffer (GstPad * pad, GstPadProbeInfo * info, gpointer user_data)
-{
-  Unescape *u = user_data;
-  GstBuffer *buf = GST_PAD_PROBE_INFO_BUFFER (info);
-  GstMapInfo map;
-  if (!gst_buffer_map (buf, &map, GST_MAP_READ))
-    return GST_PAD_PROBE_OK;
-  u->markup_seen = u->markup_seen || memchr (map.data, '<', map.size);
-  if (u->markup_seen) {
-    gst_buffer_unmap (buf, &map);
-    return GST_PAD_PROBE_OK;
-  }
-  gchar *text = markup_unescape ((const gchar *) map.data, map.size);
-  gst_buffer_unmap (buf, &map);
-  GstBuffer *plain = gst_buffer_new_wrapped (text, strlen (text));
-  gst_buffer_copy_into (plain, buf, GST_BUFFER_COPY_METADATA, 0, -1);
-  gst_buffer_unref (buf);
-  GST_PAD_PROBE_INFO_DATA (info) = plain;
-  return GST_PAD_PROBE_OK;
-}
-
 #define QUEUE_TIME (10 * GST_SECOND)
 
 /* The demuxer feeds all the copied streams from one thread.  When a
@@ -187,16 +114,6 @@ on_queue_full (GstElement * queue, gpointer user_data)
 }
 
 static gboolean
-is_markup (const GstCaps * caps)
-{
-  if (!caps || gst_caps_is_empty (caps))
-    return FALSE;
-  GstStructure *s = gst_caps_get_structure (caps, 0);
-  return gst_structure_has_name (s, "text/x-raw")
-      && !g_strcmp0 (gst_structure_get_string (s, "format"), "pango-markup");
-}
-
-static gboolean
 link_to_mux (Join * j, GstPad * pad, const gchar * template_name)
 {
   GstPad *muxpad = gst_element_request_pad_simple (j->mux, template_name);
@@ -206,7 +123,7 @@ link_to_mux (Join * j, GstPad * pad, const gchar * template_name)
   g_autoptr (GstCaps) accepted = gst_pad_get_pad_template_caps (muxpad);
   GST_DEBUG_OBJECT (pad, "%" GST_PTR_FORMAT " into %" GST_PTR_FORMAT, caps,
       accepted);
-  gboolean markup = is_markup (caps);
+  gboolean markup = remaster_subtitle_is_markup (caps);
   if (caps && !markup && !gst_caps_can_intersect (caps, accepted)) {
     gst_element_release_request_pad (j->mux, muxpad);
     gst_object_unref (muxpad);
@@ -223,22 +140,16 @@ link_to_mux (Join * j, GstPad * pad, const gchar * template_name)
   gst_bin_add (GST_BIN (j->pipeline), queue);
   GstElement *last = queue;
   if (markup) {
-    GstElement *setter = gst_element_factory_make ("capssetter", NULL);
-    if (!setter) {
+    GstElement *plain = remaster_subtitle_plain_text ();
+    if (!plain) {
       gst_element_release_request_pad (j->mux, muxpad);
       gst_object_unref (muxpad);
       return FALSE;
     }
-    g_autoptr (GstCaps) utf8 = gst_caps_from_string ("text/x-raw, "
-        "format=(string)utf8");
-    g_object_set (setter, "caps", utf8, "join", FALSE, "replace", TRUE, NULL);
-    gst_bin_add (GST_BIN (j->pipeline), setter);
-    gst_element_link (queue, setter);
-    g_autoptr (GstPad) ssrc = gst_element_get_static_pad (setter, "src");
-    gst_pad_add_probe (ssrc, GST_PAD_PROBE_TYPE_BUFFER, on_markup_buffer,
-        g_new0 (Unescape, 1), g_free);
-    gst_element_sync_state_with_parent (setter);
-    last = setter;
+    gst_bin_add (GST_BIN (j->pipeline), plain);
+    gst_element_link (queue, plain);
+    gst_element_sync_state_with_parent (plain);
+    last = plain;
   }
   g_autoptr (GstPad) qsink = gst_element_get_static_pad (queue, "sink");
   g_autoptr (GstPad) lsrc = gst_element_get_static_pad (last, "src");

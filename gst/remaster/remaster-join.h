@@ -14,6 +14,7 @@ typedef struct
   guint64 bytes;                /* size of the output file */
   gint width;                   /* of the output video */
   gint height;
+  gdouble seconds;              /* filled in by the caller */
 } RemasterJoinResult;
 
 /* Every segment must be done.  Writes the manifest's output path

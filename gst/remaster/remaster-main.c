@@ -41,6 +41,7 @@ typedef struct
   gint jobs;
   gchar *devices;
   gchar *backend;
+  gchar *precision;
   gchar *workdir;
   gboolean resume;
   gboolean json;
@@ -60,6 +61,7 @@ typedef struct
   gint cpus_per_task;
   gchar *sbatch_args;
   gchar **rest;
+  gint64 started_us;
 } Options;
 
 static gboolean
@@ -193,7 +195,9 @@ run_worker (Options * o)
     return fail (error);
   gst_init (NULL, NULL);
   remaster_debug_init ();
-  RemasterWorkerOptions wo = { o->device_id, o->progress_lines };
+  RemasterWorkerOptions wo = { o->device_id, o->progress_lines,
+    o->started_us
+  };
   if (!remaster_worker_run (o->worker, (guint) index, &wo, &error))
     return fail (error);
   return 0;
@@ -214,7 +218,7 @@ run_join_only (Options * o)
   if (!remaster_join_run (o->join, &jr, &error))
     return fail (error);
   RemasterReport r = { jr.frames, jr.bytes, 0, NULL, 0, 0, jr.width,
-    jr.height
+    jr.height, 0
   };
   remaster_progress_report (progress, m, &r);
   /* The bulky segment files go; the manifest and the Slurm logs stay, so
@@ -246,7 +250,8 @@ run_film (Options * o)
     return fail (g_error_new (REMASTER_ERROR, REMASTER_ERROR_ARGS,
             "expected IN and OUT (see --help)"));
   RemasterPlanOptions po = {
-    o->rest[0], o->rest[1], o->model, o->backend, o->encoder, o->quality,
+    o->rest[0], o->rest[1], o->model, o->backend, o->precision, o->encoder,
+    o->quality,
     0, 0, o->segment_seconds, o->force
   };
   if (o->scale_to && !parse_size (o->scale_to, &po.scale_to_width,
@@ -313,6 +318,7 @@ run_film (Options * o)
   }
 
   g_autoptr (RemasterManifest) m = NULL;
+  gdouble plan_seconds = 0;
   if (remaster_manifest_exists (workdir)) {
     if (!o->resume)
       return fail (g_error_new (REMASTER_ERROR, REMASTER_ERROR_ARGS,
@@ -322,6 +328,7 @@ run_film (Options * o)
         || !remaster_plan_matches (m, &po, &error))
       return fail (error);
   } else {
+    gint64 t_plan = g_get_monotonic_time ();
     if (!(m = remaster_plan_create (workdir, &po, &error))) {
       /* nothing worth keeping: leave no half-made work directory behind */
       g_clear_pointer (&lock, remaster_lock_release);
@@ -329,6 +336,7 @@ run_film (Options * o)
         cleanup_workdir (workdir, 0);
       return fail (error);
     }
+    plan_seconds = (g_get_monotonic_time () - t_plan) / 1e6;
   }
 
   if (o->slurm) {
@@ -365,8 +373,8 @@ run_film (Options * o)
     g_autofree gchar *qw = remaster_json_quote (workdir);
     g_autofree gchar *fields = g_strdup_printf ("\"workdir\":%s,"
         "\"segments\":%u,\"frames\":%" G_GUINT64_FORMAT ",\"jobs\":%u,"
-        "\"reused\":%u,\"redone\":%u", qw, m->segments->len, m->frames, jobs,
-        reused, redone);
+        "\"reused\":%u,\"redone\":%u,\"plan-seconds\":%.3f", qw,
+        m->segments->len, m->frames, jobs, reused, redone, plan_seconds);
     remaster_progress_event (progress, "start", fields);
   }
   if (!o->json && (reused || redone))
@@ -383,14 +391,16 @@ run_film (Options * o)
     g_printerr ("ehat-remaster: joining %u segments\n", m->segments->len);
   remaster_progress_event (progress, "join", NULL);
   RemasterJoinResult jr = { 0 };
+  gint64 t_join = g_get_monotonic_time ();
   if (!remaster_join_run (workdir, &jr, &error))
     return fail (error);
+  jr.seconds = (g_get_monotonic_time () - t_join) / 1e6;
 
   remaster_manifest_free (m);
   if (!(m = remaster_manifest_load (workdir, &error)))
     return fail (error);
   RemasterReport r = { jr.frames, jr.bytes, jobs, o->devices, redone, reused,
-    jr.width, jr.height
+    jr.width, jr.height, jr.seconds
   };
   remaster_progress_report (progress, m, &r);
   if (!o->keep_workdir) {
@@ -404,9 +414,11 @@ int
 main (int argc, char **argv)
 {
   Options o = { 0 };
+  o.started_us = g_get_monotonic_time ();
   o.quality = -1;
   o.device_id = -1;
   o.backend = g_strdup ("auto");
+  o.precision = g_strdup ("auto");
   GOptionEntry entries[] = {
     {"model", 0, 0, G_OPTION_ARG_FILENAME, &o.model,
         "Model file (default: ehatsr's, ehat-fast-x2)", "M"},
@@ -426,6 +438,8 @@ main (int argc, char **argv)
         "GPUs to spread the workers over", "0,1,..."},
     {"backend", 0, 0, G_OPTION_ARG_STRING, &o.backend,
         "ehatsr backend: auto (default), cuda, cpu", "B"},
+    {"precision", 0, 0, G_OPTION_ARG_STRING, &o.precision,
+        "ehatsr precision: auto (default), fp32, fp16 (GPU), bf16", "P"},
     {"workdir", 0, 0, G_OPTION_ARG_FILENAME, &o.workdir,
         "Work directory (default: OUT.ehat-work; shared storage for --slurm)",
         "DIR"},

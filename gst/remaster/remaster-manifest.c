@@ -43,6 +43,7 @@ remaster_manifest_free (RemasterManifest * m)
   g_free (m->output);
   g_free (m->settings.model);
   g_free (m->settings.backend);
+  g_free (m->settings.precision);
   g_free (m->settings.encoder);
   g_free (m->video_caps);
   g_ptr_array_unref (m->segments);
@@ -155,6 +156,7 @@ manifest_to_json (const RemasterManifest * m)
   add_string (b, "model", m->settings.model);
   add_int (b, "scale", m->settings.scale);
   add_string (b, "backend", m->settings.backend);
+  add_string (b, "precision", m->settings.precision);
   add_string (b, "encoder", m->settings.encoder);
   add_int (b, "quality", m->settings.quality);
   add_int (b, "scale-to-width", m->settings.scale_to_width);
@@ -192,6 +194,8 @@ manifest_to_json (const RemasterManifest * m)
     add_int (b, "bytes", (gint64) s->bytes);
     json_builder_set_member_name (b, "seconds");
     json_builder_add_double_value (b, s->seconds);
+    json_builder_set_member_name (b, "setup-seconds");
+    json_builder_add_double_value (b, s->setup_seconds);
     add_string (b, "host", s->host);
     add_int (b, "pid", s->pid);
     add_string (b, "backend", s->backend);
@@ -311,6 +315,8 @@ manifest_from_json (const gchar * path, JsonNode * root, GError ** error)
   m->settings.model = g_strdup (get_string (st, "model"));
   m->settings.scale = (gint) get_int (st, "scale", 0);
   m->settings.backend = g_strdup (get_string (st, "backend"));
+  m->settings.precision = g_strdup (get_string (st, "precision") ?
+      get_string (st, "precision") : "auto");
   m->settings.encoder = g_strdup (get_string (st, "encoder"));
   m->settings.quality = (gint) get_int (st, "quality", -1);
   m->settings.scale_to_width = (gint) get_int (st, "scale-to-width", 0);
@@ -346,6 +352,7 @@ manifest_from_json (const gchar * path, JsonNode * root, GError ** error)
     s->frames_out = (guint64) get_int (so, "frames-out", 0);
     s->bytes = (guint64) get_int (so, "bytes", 0);
     s->seconds = get_double (so, "seconds", 0);
+    s->setup_seconds = get_double (so, "setup-seconds", 0);
     s->host = g_strdup (get_string (so, "host"));
     s->pid = get_int (so, "pid", 0);
     s->backend = g_strdup (get_string (so, "backend"));

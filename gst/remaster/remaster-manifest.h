@@ -43,6 +43,7 @@ typedef struct
   guint64 frames_out;           /* encoded frames in the segment file */
   guint64 bytes;                /* size of the segment file */
   gdouble seconds;              /* wall time of the successful attempt */
+  gdouble setup_seconds;        /* of it, worker start to first frame */
   gchar *host;                  /* last worker: host and pid */
   gint64 pid;
   gchar *backend;               /* "cpu" / "cuda" as ehatsr reported */
@@ -54,6 +55,7 @@ typedef struct
   gchar *model;                 /* absolute path of the model file */
   gint scale;                   /* the model's scale */
   gchar *backend;               /* ehatsr backend: auto, cuda, cpu */
+  gchar *precision;             /* ehatsr precision: auto, fp32, fp16, bf16 */
   gchar *encoder;               /* --encoder name */
   gint quality;                 /* -1: the encoder's default */
   gint scale_to_width;          /* 0: the model's scale only */

@@ -82,6 +82,15 @@ remaster_plan_check (const RemasterPlanOptions * o, GError ** error)
         "unknown backend '%s' (auto, cuda or cpu)", o->backend);
     return FALSE;
   }
+  const gchar *precisions[] = { "auto", "fp32", "fp16", "bf16" };
+  gboolean precision_ok = FALSE;
+  for (guint i = 0; i < G_N_ELEMENTS (precisions); i++)
+    precision_ok |= g_str_equal (o->precision, precisions[i]);
+  if (!precision_ok) {
+    g_set_error (error, REMASTER_ERROR, REMASTER_ERROR_ARGS,
+        "unknown precision '%s' (auto, fp32, fp16 or bf16)", o->precision);
+    return FALSE;
+  }
   const gchar *encoder = o->encoder ? o->encoder : remaster_encoder_default ();
   return remaster_encoder_check (encoder, o->quality, error);
 }
@@ -149,6 +158,7 @@ remaster_plan_create (const gchar * workdir, const RemasterPlanOptions * o,
   if (!st->model)
     return NULL;
   st->backend = g_strdup (o->backend);
+  st->precision = g_strdup (o->precision);
   st->encoder = g_strdup (o->encoder ? o->encoder :
       remaster_encoder_default ());
   st->quality = o->quality;
@@ -176,6 +186,11 @@ remaster_plan_create (const gchar * workdir, const RemasterPlanOptions * o,
           &m->skipped, error))
     return NULL;
   m->frames = probe->packets->len - m->skipped;
+  if (probe->n_ignored)
+    g_printerr ("ehat-remaster: warning: %u further video or data stream%s "
+        "of the input %s not copied (only the first video stream is "
+        "remastered)\n", probe->n_ignored, probe->n_ignored == 1 ? "" : "s",
+        probe->n_ignored == 1 ? "is" : "are");
   if (m->skipped)
     g_printerr ("ehat-remaster: warning: %" G_GUINT64_FORMAT " frames before "
         "the first keyframe cannot be decoded and are left out\n",
@@ -229,6 +244,9 @@ remaster_plan_matches (const RemasterManifest * m,
     if (!g_str_equal (model, st->model))
       return differs ("model", st->model, model, error);
   }
+  if (!g_str_equal (o->precision, "auto")
+      && g_strcmp0 (o->precision, st->precision) != 0)
+    return differs ("precision", st->precision, o->precision, error);
   if (o->encoder && !g_str_equal (o->encoder, st->encoder))
     return differs ("encoder", st->encoder, o->encoder, error);
   if (o->quality >= 0 && o->quality != st->quality) {

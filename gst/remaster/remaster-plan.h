@@ -15,6 +15,7 @@ typedef struct
   const gchar *output;
   const gchar *model;           /* NULL: ehatsr's default model */
   const gchar *backend;         /* auto, cuda, cpu */
+  const gchar *precision;       /* auto, fp32, fp16, bf16 */
   const gchar *encoder;         /* NULL: remaster_encoder_default() */
   gint quality;                 /* -1: encoder default */
   gint scale_to_width;          /* 0: none */

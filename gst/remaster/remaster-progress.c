@@ -233,16 +233,19 @@ remaster_progress_report (RemasterProgress * p, const RemasterManifest * m,
     g_print ("{\"event\":\"report\",\"input\":%s,\"output\":%s,"
         "\"frames-in\":%" G_GUINT64_FORMAT ",\"frames-out\":%"
         G_GUINT64_FORMAT ",\"dropped\":%" G_GUINT64_FORMAT ",\"seconds\":%.3f,"
-        "\"fps\":%.3f,\"model\":%s,\"scale\":%d,\"backend\":%s,\"encoder\":%s,"
+        "\"fps\":%.3f,\"model\":%s,\"scale\":%d,\"backend\":%s,\"precision\":\"%s\","
+        "\"encoder\":%s,"
         "\"quality\":%d,\"width-in\":%d,\"height-in\":%d,\"width-out\":%d,"
         "\"height-out\":%d,\"segments\":%u,\"segment-seconds\":%g,"
         "\"reused\":%u,\"redone\":%u,\"jobs\":%u,\"devices\":%s,"
         "\"audio-streams\":%u,\"subtitle-streams\":%u,\"output-bytes\":%"
-        G_GUINT64_FORMAT ",\"skipped-undecodable\":%" G_GUINT64_FORMAT "}\n", qin, qout, m->frames, r->frames_out, dropped,
-        elapsed, fps, qmodel, st->scale, qbk, qenc, st->quality, m->width,
+        G_GUINT64_FORMAT ",\"skipped-undecodable\":%" G_GUINT64_FORMAT ","
+        "\"join-seconds\":%.3f}\n", qin, qout, m->frames, r->frames_out, dropped,
+        elapsed, fps, qmodel, st->scale, qbk,
+        st->precision ? st->precision : "auto", qenc, st->quality, m->width,
         m->height, r->out_width, r->out_height, m->segments->len,
         st->segment_seconds, r->reused, r->redone, r->jobs, qdev, m->n_audio,
-        m->n_subtitle, r->output_bytes, m->skipped);
+        m->n_subtitle, r->output_bytes, m->skipped, r->join_seconds);
     fflush (stdout);
     return;
   }
@@ -256,8 +259,9 @@ remaster_progress_report (RemasterProgress * p, const RemasterManifest * m,
         "keyframe: undecodable, left out)\n", m->skipped);
   g_print ("  time        %s (%.1f s, %.2f fps over %" G_GUINT64_FORMAT
       " frames processed in this run)\n", el_s, elapsed, fps, run_frames);
-  g_print ("  model       %s (x%d, backend %s)\n", st->model, st->scale,
-      backends->len ? backends->str : st->backend);
+  g_print ("  model       %s (x%d, backend %s, precision %s)\n", st->model,
+      st->scale, backends->len ? backends->str : st->backend,
+      st->precision ? st->precision : "auto");
   g_print ("  video       %dx%d -> %dx%d, encoder %s\n", m->width, m->height,
       r->out_width, r->out_height, enc);
   if (r->jobs)

@@ -48,6 +48,7 @@ typedef struct
   guint reused;                 /* segments already done before this run */
   gint out_width;
   gint out_height;
+  gdouble join_seconds;
 } RemasterReport;
 
 void remaster_progress_report (RemasterProgress * progress,

@@ -43,6 +43,7 @@ typedef struct
   gchar *temp_path;
 
   guint64 frames_in;            /* pushed into the encode pipeline */
+  gdouble setup_seconds;        /* process start to the first frame pushed */
   gint frames_out;              /* encoded packets (atomic) */
   gint64 last_report_us;
   gint64 last_file_report_us;
@@ -96,6 +97,7 @@ typedef struct
   guint64 frames_out;
   guint64 bytes;
   gdouble seconds;
+  gdouble setup_seconds;
   const gchar *backend;
 } FinishData;
 
@@ -113,6 +115,7 @@ mark_finished (RemasterManifest * m, gpointer user_data, GError ** error)
     s->frames_out = d->frames_out;
     s->bytes = d->bytes;
     s->seconds = d->seconds;
+    s->setup_seconds = d->setup_seconds;
     g_free (s->backend);
     s->backend = g_strdup (d->backend);
   }
@@ -256,6 +259,7 @@ build_encode (Worker * w, GError ** error)
       NULL);
   g_object_set (w->ehatsr, "model", st->model, "qos", FALSE, NULL);
   gst_util_set_object_arg (G_OBJECT (w->ehatsr), "backend", st->backend);
+  gst_util_set_object_arg (G_OBJECT (w->ehatsr), "precision", st->precision);
   if (w->options->device_id >= 0)
     g_object_set (w->ehatsr, "device-id", w->options->device_id, NULL);
   if (scale_to) {
@@ -380,6 +384,9 @@ pump_frames (Worker * w, GError ** error)
         gst_caps_replace (&current, caps);
         gst_app_src_set_caps (src, caps);
       }
+      if (w->frames_in == 0)
+        w->setup_seconds = (g_get_monotonic_time () -
+            w->options->started_us) / 1e6;
       GstFlowReturn r = gst_app_src_push_buffer (src, gst_buffer_ref (buf));
       if (r != GST_FLOW_OK) {
         ok = check_bus (w->encode, "Upscaling and encoding", error);
@@ -530,7 +537,7 @@ remaster_worker_run (const gchar * workdir, guint index,
 
   FinishData fin = { index, ok, ok ? NULL : err->message,
     w.frames_in, ok ? (guint64) remaster_fs_file_size (final) : 0,
-    (g_get_monotonic_time () - t0) / 1e6, backend
+    (g_get_monotonic_time () - t0) / 1e6, w.setup_seconds, backend
   };
   worker_clear (&w);
   g_autoptr (GError) merr = NULL;

@@ -16,6 +16,7 @@ typedef struct
 {
   gint device_id;               /* ehatsr device-id; -1: leave the default */
   gboolean progress;            /* JSON progress lines on stdout */
+  gint64 started_us;            /* monotonic time the process started */
 } RemasterWorkerOptions;
 
 gboolean remaster_worker_run (const gchar * workdir, guint index,
