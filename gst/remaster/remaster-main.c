@@ -507,5 +507,13 @@ main (int argc, char **argv)
     rc = run_check (&o);
   else
     rc = run_film (&o);
+
+  gchar **strings[] = { &o.model, &o.scale_to, &o.encoder, &o.devices,
+    &o.backend, &o.precision, &o.workdir, &o.status, &o.join, &o.worker,
+    &o.cpu_set, &o.partition, &o.sbatch_args
+  };
+  for (guint i = 0; i < G_N_ELEMENTS (strings); i++)
+    g_clear_pointer (strings[i], g_free);
+  g_strfreev (o.rest);
   return rc;
 }
