@@ -168,7 +168,7 @@ remaster_progress_show (RemasterProgress * p, gboolean force)
       bar[i] = i < fill ? '#' : '-';
     bar[width] = 0;
     fprintf (stderr, "\r[%s] %3d%% %" G_GUINT64_FORMAT "/%" G_GUINT64_FORMAT
-        " frames  %.2f fps  ETA %s  segments %u/%u ", bar, percent, done,
+        " frames  %.2f fps  ETA %s  segments %u/%u\033[K", bar, percent, done,
         p->total, fps, eta_s, p->segments_done, p->n_segments);
     p->line_open = TRUE;
   } else if (force || percent / 10 != p->last_percent / 10) {
