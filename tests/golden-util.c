@@ -3,6 +3,7 @@
 #include "ehat-safetensors.h"
 
 #include <math.h>
+#include <string.h>
 
 Image
 read_image (const char *path)
@@ -35,4 +36,34 @@ max_abs_diff (const float *a, const float *b, gsize n)
       m = isnan (d) ? INFINITY : d;
   }
   return m;
+}
+
+static int
+cmp_names (gconstpointer a, gconstpointer b)
+{
+  return strcmp (*(char *const *) a, *(char *const *) b);
+}
+
+guint
+golden_add_cases (const char *dir_path, const char *prefix,
+    GTestDataFunc func, GPtrArray *keep)
+{
+  g_autoptr (GDir) dir = NULL;
+  g_autoptr (GPtrArray) names = g_ptr_array_new_with_free_func (g_free);
+  const char *name;
+
+  if (!dir_path || !(dir = g_dir_open (dir_path, 0, NULL)))
+    return 0;
+  while ((name = g_dir_read_name (dir)))
+    g_ptr_array_add (names, g_strdup (name));
+  g_ptr_array_sort (names, cmp_names);
+  for (guint i = 0; i < names->len; i++) {
+    const char *n = g_ptr_array_index (names, i);
+    char *path = g_build_filename (dir_path, n, NULL);
+    g_autofree char *tp = g_strdup_printf ("%s/%s", prefix, n);
+
+    g_ptr_array_add (keep, path);
+    g_test_add_data_func (tp, path, func);
+  }
+  return names->len;
 }

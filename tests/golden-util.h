@@ -14,5 +14,11 @@ typedef struct
 Image read_image (const char *path);
 /* Max |a − b|; a NaN anywhere gives +inf, so it always fails a bound. */
 double max_abs_diff (const float *a, const float *b, gsize n);
+/* Registers "@prefix/<case>" → @func (case folder path) for every case
+ * folder of @dir_path, in name order; @keep owns the paths.  Returns the
+ * number of cases (0 when @dir_path is NULL or cannot be read: callers
+ * that need the data assert on the count). */
+guint golden_add_cases (const char *dir_path, const char *prefix,
+    GTestDataFunc func, GPtrArray *keep);
 
 #endif /* EHAT_GOLDEN_UTIL_H */

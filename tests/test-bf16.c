@@ -369,33 +369,6 @@ test_fallback (void)
   g_assert_error (error, EHAT_ERROR, EHAT_ERROR_UNSUPPORTED);
 }
 
-static int
-cmp_names (gconstpointer a, gconstpointer b)
-{
-  return strcmp (*(char *const *) a, *(char *const *) b);
-}
-
-static guint
-add_cases (const char *dir_path, GPtrArray *keep)
-{
-  g_autoptr (GDir) dir = g_dir_open (dir_path, 0, NULL);
-  g_autoptr (GPtrArray) names = g_ptr_array_new_with_free_func (g_free);
-  const char *name;
-
-  g_assert_nonnull (dir);
-  while ((name = g_dir_read_name (dir)))
-    g_ptr_array_add (names, g_strdup (name));
-  g_ptr_array_sort (names, cmp_names);
-  for (guint i = 0; i < names->len; i++) {
-    const char *n = g_ptr_array_index (names, i);
-    char *path = g_build_filename (dir_path, n, NULL);
-    g_autofree char *tp = g_strdup_printf ("/bf16/golden/%s", n);
-    g_ptr_array_add (keep, path);
-    g_test_add_data_func (tp, path, test_golden);
-  }
-  return names->len;
-}
-
 int
 main (int argc, char **argv)
 {
@@ -411,8 +384,10 @@ main (int argc, char **argv)
   g_test_add_func ("/bf16/fallback", test_fallback);
   g_test_add_func ("/bf16/ops", test_ops);
   g_test_add_func ("/bf16/attention", test_attention);
-  g_assert_cmpuint (add_cases (shared, keep), >=, 5);
-  g_assert_cmpuint (add_cases (project, keep), >=, 2);
+  g_assert_cmpuint (golden_add_cases (shared, "/bf16/golden", test_golden,
+          keep), >=, 5);
+  g_assert_cmpuint (golden_add_cases (project, "/bf16/golden", test_golden,
+          keep), >=, 2);
   g_test_add_data_func ("/bf16/shipped/ehat-fast-x2", "ehat-fast-x2",
       test_shipped);
   g_test_add_data_func ("/bf16/shipped/ehat-fast-x4", "ehat-fast-x4",

@@ -561,33 +561,6 @@ test_golden (gconstpointer data)
   g_free (sr.data);
 }
 
-static int
-cmp_names (gconstpointer a, gconstpointer b)
-{
-  return strcmp (*(char *const *) a, *(char *const *) b);
-}
-
-static void
-add_golden (const char *dir_path, GPtrArray *keep)
-{
-  g_autoptr (GDir) dir = NULL;
-  g_autoptr (GPtrArray) names = g_ptr_array_new_with_free_func (g_free);
-  const char *name;
-
-  if (!dir_path || !(dir = g_dir_open (dir_path, 0, NULL)))
-    return;
-  while ((name = g_dir_read_name (dir)))
-    g_ptr_array_add (names, g_strdup (name));
-  g_ptr_array_sort (names, cmp_names);
-  for (guint i = 0; i < names->len; i++) {
-    const char *n = g_ptr_array_index (names, i);
-    char *path = g_build_filename (dir_path, n, NULL);
-    g_autofree char *tp = g_strdup_printf ("/cuda/golden/%s", n);
-    g_ptr_array_add (keep, path);
-    g_test_add_data_func (tp, path, test_golden);
-  }
-}
-
 int
 main (int argc, char **argv)
 {
@@ -622,8 +595,10 @@ main (int argc, char **argv)
   g_test_add_func ("/cuda/attention", test_attention);
   g_test_add_func ("/cuda/channel-attention", test_channel_attention);
   g_test_add_func ("/cuda/danet", test_danet);
-  add_golden (g_getenv ("EHAT_GOLDEN_DIR"), keep);
-  add_golden (g_getenv ("EHAT_PROJECT_GOLDEN_DIR"), keep);
+  golden_add_cases (g_getenv ("EHAT_GOLDEN_DIR"), "/cuda/golden", test_golden,
+      keep);
+  golden_add_cases (g_getenv ("EHAT_PROJECT_GOLDEN_DIR"), "/cuda/golden",
+      test_golden, keep);
   rc = g_test_run ();
 
   gpu->ops->destroy (gpu);

@@ -107,36 +107,6 @@ test_cli (gconstpointer data)
   g_rmdir (tmp);
 }
 
-static int
-cmp_names (gconstpointer a, gconstpointer b)
-{
-  return strcmp (*(char *const *) a, *(char *const *) b);
-}
-
-/* Adds a test pair per case of dir; returns the number of cases. */
-static guint
-add_cases (const char *dir_path, GPtrArray *keep)
-{
-  g_autoptr (GDir) dir = g_dir_open (dir_path, 0, NULL);
-  g_autoptr (GPtrArray) names = g_ptr_array_new_with_free_func (g_free);
-  const char *name;
-
-  g_assert_nonnull (dir);
-  while ((name = g_dir_read_name (dir)))
-    g_ptr_array_add (names, g_strdup (name));
-  g_ptr_array_sort (names, cmp_names);
-  for (guint i = 0; i < names->len; i++) {
-    const char *n = g_ptr_array_index (names, i);
-    char *path = g_build_filename (dir_path, n, NULL);
-    g_autofree char *p1 = g_strdup_printf ("/golden/api/%s", n);
-    g_autofree char *p2 = g_strdup_printf ("/golden/cli/%s", n);
-    g_ptr_array_add (keep, path);
-    g_test_add_data_func (p1, path, test_api);
-    g_test_add_data_func (p2, path, test_cli);
-  }
-  return names->len;
-}
-
 int
 main (int argc, char **argv)
 {
@@ -148,7 +118,13 @@ main (int argc, char **argv)
   g_assert_nonnull (shared);
   g_assert_nonnull (project);
   /* The golden sets must not silently shrink to nothing. */
-  g_assert_cmpuint (add_cases (shared, keep), >=, 5);
-  g_assert_cmpuint (add_cases (project, keep), >=, 2);
+  g_assert_cmpuint (golden_add_cases (shared, "/golden/api", test_api, keep),
+      >=, 5);
+  g_assert_cmpuint (golden_add_cases (shared, "/golden/cli", test_cli, keep),
+      >=, 5);
+  g_assert_cmpuint (golden_add_cases (project, "/golden/api", test_api,
+          keep), >=, 2);
+  g_assert_cmpuint (golden_add_cases (project, "/golden/cli", test_cli,
+          keep), >=, 2);
   return g_test_run ();
 }
