@@ -833,6 +833,8 @@ ehat_backend_cpu_new_full (int n_threads, gboolean bf16, GError **error)
     n_threads = (int) g_get_num_processors ();
   cpu->parent.ops = &cpu_ops;
   cpu->parent.kind = EHAT_BACKEND_CPU;
+  cpu->parent.act_bytes = sizeof (float);
+  cpu->parent.precision = EHAT_PRECISION_FP32;
   cpu->n_threads = n_threads;
   cpu->pool = ehat_pool_new (n_threads);
   cpu->conv_col = g_new0 (float *, n_threads);
@@ -845,6 +847,8 @@ ehat_backend_cpu_new_full (int n_threads, gboolean bf16, GError **error)
   g_mutex_init (&cpu->packed_lock);
   cpu->own_f32 = ehat_cpu_has_avx512 ();
   cpu->bf16 = bf16 && ehat_cpu_has_bf16 ();
+  if (cpu->bf16)
+    cpu->parent.precision = EHAT_PRECISION_BF16;
   /* Parallelism comes from our pool, each task calling OpenBLAS
    * single-threaded (OpenBLAS's documented mode for threaded callers); its
    * own pool would spin against ours on every call. */

@@ -5,6 +5,10 @@
  * operation is backend memory (host memory for the CPU, device memory for
  * CUDA) obtained from the backend's own alloc/upload functions.
  *
+ * Activation buffers hold act_bytes-sized elements (fp32 unless the
+ * backend stores activations narrower); sizes passed to alloc and the
+ * operations count elements.
+ *
  * Layout: feature maps are "tokens × channels" (NHWC): n images of h×w
  * positions, each a row of c floats.  That keeps the linear layers, which
  * are most of the work, as single large GEMMs, and lets the 3×3 convolutions
@@ -56,7 +60,21 @@ struct _EhatBackend
 {
   const EhatBackendOps *ops;
   EhatBackendKind kind;
+  /* Bytes of one activation element in this backend's buffers: 4 (fp32),
+   * or 2 where activations are stored in fp16/bf16 (the CUDA backend's
+   * reduced precisions).  The network sizes the arena and offsets into
+   * activation buffers by it (ehat_act_at); weights stay fp32 floats. */
+  int act_bytes;
+  /* What it computes in (never AUTO). */
+  EhatPrecision precision;
 };
+
+/* p advanced by n activation elements of be. */
+static inline float *
+ehat_act_at (const EhatBackend *be, float *p, gsize n)
+{
+  return (float *) ((char *) p + n * (gsize) be->act_bytes);
+}
 
 struct _EhatBackendOps
 {
@@ -153,7 +171,7 @@ EhatBackend *ehat_backend_cpu_new (int n_threads, GError **error);
  * changes: this header (EhatBackend, EhatBackendOps, the weight structs,
  * EhatBackendModule), the enums of ehat.h that cross it (EhatPrecision,
  * EhatBackendKind, EhatError), or the libehat functions modules call. */
-#define EHAT_BACKEND_ABI_VERSION 1
+#define EHAT_BACKEND_ABI_VERSION 2
 #define EHAT_BACKEND_MODULE_ENTRY "ehat_backend_module_entry"
 
 /* The first two fields stay where they are in every ABI version. */

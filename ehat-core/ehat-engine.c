@@ -71,21 +71,27 @@ ehat_engine_new (EhatModel *model, const EhatEngineOptions *opts,
     ehat_engine_free (e);
     return NULL;
   }
-  if (e->be->kind == EHAT_BACKEND_CPU) {
+  if (e->be->kind == EHAT_BACKEND_CPU
+      && (opts->precision == EHAT_PRECISION_TF32
+          || opts->precision == EHAT_PRECISION_FP16)) {
     /* The CPU runs fp32 (the reference; also for AUTO) or, when asked for
-     * and the CPU has AVX512-BF16, bf16 GEMMs (see create_backend). */
-    if (opts->precision == EHAT_PRECISION_TF32
-        || opts->precision == EHAT_PRECISION_FP16) {
+     * and the CPU has AVX512-BF16, bf16 GEMMs (see create_backend).  tf32
+     * and fp16 are GPU precisions: refused when the CPU was asked for,
+     * fp32 with the reason when the GPU was wanted (auto) but is absent. */
+    if (opts->backend == EHAT_BACKEND_CPU) {
       g_set_error (error, EHAT_ERROR, EHAT_ERROR_UNSUPPORTED,
           "the CPU backend runs in fp32 or bf16 only");
       ehat_engine_free (e);
       return NULL;
+    } else {
+      char *prev = e->fallback_reason;
+      e->fallback_reason = g_strdup_printf ("%s%s%s is a GPU precision; "
+          "running fp32", prev ? prev : "", prev ? "; " : "",
+          opts->precision == EHAT_PRECISION_TF32 ? "tf32" : "fp16");
+      g_free (prev);
     }
-    e->precision = ((EhatCpuBackend *) e->be)->bf16 ? EHAT_PRECISION_BF16
-        : EHAT_PRECISION_FP32;
-  } else {
-    e->precision = opts->precision;
   }
+  e->precision = e->be->precision;
   e->net = ehat_network_new (model, e->be, error);
   if (!e->net) {
     ehat_engine_free (e);

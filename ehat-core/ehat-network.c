@@ -382,7 +382,7 @@ plan_arena (const EhatNetwork *net, gsize m, EhatSlots *s, float *base)
   float *b = base;
 
   wide = MAX (wide, (gsize) (c->embed_dim / c->compress_ratio));
-#define SLOT(field, size) do { if (s) s->field = b + off; off += (size); } while (0)
+#define SLOT(field, size) do { if (s) s->field = ehat_act_at (net->be, b, off); off += (size); } while (0)
   SLOT (x0, mc);
   SLOT (t, MAX (mc, m * 3));
   SLOT (y, mc);
@@ -407,6 +407,14 @@ plan_arena (const EhatNetwork *net, gsize m, EhatSlots *s, float *base)
   return MAX (body, tail);
 }
 
+/* Floats (the unit of alloc) holding `elems` activation elements. */
+static gsize
+arena_floats (const EhatNetwork *net, gsize elems)
+{
+  return (elems * (gsize) net->be->act_bytes + sizeof (float) - 1)
+      / sizeof (float);
+}
+
 /* Floats of activation arena a forward pass on n images of width×height
  * needs (what ehat_network_forward() would allocate). */
 gsize
@@ -417,7 +425,7 @@ ehat_network_estimate_floats (const EhatNetwork *net, int n, int width,
   gsize H = (gsize) (height + ws - 1) / ws * ws;
   gsize W = (gsize) (width + ws - 1) / ws * ws;
 
-  return plan_arena (net, (gsize) n * H * W, NULL, NULL);
+  return arena_floats (net, plan_arena (net, (gsize) n * H * W, NULL, NULL));
 }
 
 /* ---- forward ---- */
@@ -521,7 +529,8 @@ features (EhatNetwork *net, EhatSlots *s, int nimg, int H, int W,
   if (net->ape) {
     float w1 = next_w1 (br);
     for (int i = 0; i < nimg; i++)
-      be->ops->axpby (be, s->t + (gsize) i * H * W * C, w1, net->ape, 1.0f,
+      be->ops->axpby (be, ehat_act_at (be, s->t, (gsize) i * H * W * C), w1,
+          net->ape, 1.0f,
           (gsize) H * W * C);
   }
   if (ehat)
@@ -566,7 +575,8 @@ danet (EhatNetwork *net, EhatSlots *s, int nimg, int H, int W)
   EhatBackend *be = net->be;
   int C = net->cfg.embed_dim, cq = C / 8;
   gsize hw = (gsize) H * W, m = nimg * hw;
-  float *q = s->big, *k = q + m * cq, *v = k + m * cq, *tmp;
+  float *q = s->big, *k = ehat_act_at (be, q, m * cq);
+  float *v = ehat_act_at (be, k, m * cq), *tmp;
 
   be->ops->axpby (be, s->n, 1.0f, s->t, 0.0f, m * C);
   if (net->gamma_p != 0.0f) {
@@ -593,7 +603,7 @@ ehat_network_forward (EhatNetwork *net, const float *in, int nimg, int width,
   int ws = c->window_size;
   int H = (height + ws - 1) / ws * ws, W = (width + ws - 1) / ws * ws;
   gsize m = (gsize) nimg * H * W;
-  gsize need = plan_arena (net, m, NULL, NULL);
+  gsize need = arena_floats (net, plan_arena (net, m, NULL, NULL));
   EhatBranch br = { net->w0, net->w1, 0, 0 };
   EhatSlots s;
   int hh = H, ww = W;
