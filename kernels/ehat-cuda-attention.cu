@@ -9,8 +9,11 @@
  * exists), with an online softmax (running max and sum) so any key count
  * fits.  The relative-position bias comes pre-expanded per call as
  * [head][key][query] (coalesced over the queries of a warp); the shift mask
- * is computed from the region labels.  fp32 reference version: tensor-core
- * tiles (mma) and reduced precisions are the next step. */
+ * is computed from the region labels.  q, k, v and the output are stored
+ * as T (fp32, fp16 or bf16), all arithmetic is fp32.  fp16/bf16 on
+ * compute capability 8.0+ take the tensor-core kernel of
+ * ehat-cuda-attention-mma.cu instead; this one is the fp32/tf32 path and
+ * the fallback. */
 #include "ehat-cuda-common.cuh"
 
 /* keys per shared-memory tile: the score loop is unrolled over KT·DMAX,
@@ -50,11 +53,11 @@ region (int p, int size, int ws, int shift)
 }
 
 /* OVERLAP false: HAB (param = shift); true: OCAB (param = wse). */
-template <int DMAX, bool OVERLAP>
+template <typename T, int DMAX, bool OVERLAP>
 __global__ void __launch_bounds__ (MAXQ)
-attention_kernel (const float *__restrict__ qkv, int h, int w, int c,
+attention_kernel (const T *__restrict__ qkv, int h, int w, int c,
     int heads, int ws, int param, int nq, int nk, int nwy, int nwx,
-    const float *__restrict__ bias, float scale, float *__restrict__ out)
+    const float *__restrict__ bias, float scale, T *__restrict__ out)
 {
   constexpr int KT = KT_FOR (DMAX);
   __shared__ float ks[KT][DMAX];
@@ -90,10 +93,10 @@ attention_kernel (const float *__restrict__ qkv, int h, int w, int c,
   }
   float q[DMAX], o[DMAX];
   {
-    const float *qp = qkv + qrow * stride + (size_t) hd * d;
+    const T *qp = qkv + qrow * stride + (size_t) hd * d;
 #pragma unroll
     for (int e = 0; e < DMAX; e++) {
-      q[e] = e < d ? qp[e] * scale : 0.0f;
+      q[e] = e < d ? ld (qp + e) * scale : 0.0f;
       o[e] = 0.0f;
     }
   }
@@ -130,9 +133,9 @@ attention_kernel (const float *__restrict__ qkv, int h, int w, int c,
       long long row = krow[jj];
       float kv = 0.0f, vv = 0.0f;
       if (row >= 0 && e < d) {
-        const float *kp = qkv + (size_t) row * stride + c + (size_t) hd * d;
-        kv = kp[e];
-        vv = kp[c + e];
+        const T *kp = qkv + (size_t) row * stride + c + (size_t) hd * d;
+        kv = ld (kp + e);
+        vv = ld (kp + c + e);
       }
       ks[jj][e] = kv;
       vs[jj][e] = vv;
@@ -176,18 +179,18 @@ attention_kernel (const float *__restrict__ qkv, int h, int w, int c,
 
   if (active) {
     float inv = 1.0f / l;
-    float *op = out + qrow * (size_t) c + (size_t) hd * d;
+    T *op = out + qrow * (size_t) c + (size_t) hd * d;
 #pragma unroll
     for (int e = 0; e < DMAX; e++)
       if (e < d)
-        op[e] = o[e] * inv;
+        st (op + e, o[e] * inv);
   }
 }
 
-template <bool OVERLAP>
+template <typename T, bool OVERLAP>
 static cudaError_t
-launch (cudaStream_t s, const float *qkv, int n, int h, int w, int c,
-    int heads, int ws, int param, int nk, const float *bias, float *out)
+launch (cudaStream_t s, const T *qkv, int n, int h, int w, int c,
+    int heads, int ws, int param, int nk, const float *bias, T *out)
 {
   int d = c / heads, nq = ws * ws;
   int nwy = h / ws, nwx = w / ws;
@@ -201,7 +204,7 @@ launch (cudaStream_t s, const float *qkv, int n, int h, int w, int c,
   if (d < 1 || heads * d != c || tasks > 0x7fffffffu || chunks > 65535)
     return cudaErrorInvalidValue;
   dim3 grid ((unsigned) tasks, chunks);
-#define LAUNCH(D) attention_kernel<D, OVERLAP> <<< grid, threads, 0, s >>> \
+#define LAUNCH(D) attention_kernel<T, D, OVERLAP> <<< grid, threads, 0, s >>> \
       (qkv, h, w, c, heads, ws, param, nq, nk, nwy, nwx, bias, scale, out)
   /* three register-tile sizes keep the build short (HAT's head dims are
    * 24 and 30); add 16 if small-head models matter */
@@ -218,19 +221,31 @@ launch (cudaStream_t s, const float *qkv, int n, int h, int w, int c,
 }
 
 extern "C" cudaError_t
-ehat_cuda_window_attention (cudaStream_t s, const float *qkv, int n, int h,
-    int w, int c, int heads, int ws, int shift, const float *dense_bias,
-    float *out)
+ehat_cuda_window_attention (cudaStream_t s, int dt, const void *qkv, int n,
+    int h, int w, int c, int heads, int ws, int shift,
+    const float *dense_bias, void *out)
 {
-  return launch<false> (s, qkv, n, h, w, c, heads, ws, shift, ws * ws,
-      dense_bias, out);
+  cudaError_t e = ehat_cuda_attention_mma (s, dt, qkv, n, h, w, c, heads,
+      ws, shift, 0, dense_bias, out);
+
+  if (e != cudaErrorNotSupported)
+    return e;
+  EHAT_DISPATCH (dt, e = launch<T, false> (s, (const T *) qkv, n, h, w, c,
+          heads, ws, shift, ws * ws, dense_bias, (T *) out));
+  return e;
 }
 
 extern "C" cudaError_t
-ehat_cuda_overlap_attention (cudaStream_t s, const float *qkv, int n, int h,
-    int w, int c, int heads, int ws, int wse, const float *dense_bias,
-    float *out)
+ehat_cuda_overlap_attention (cudaStream_t s, int dt, const void *qkv,
+    int n, int h, int w, int c, int heads, int ws, int wse,
+    const float *dense_bias, void *out)
 {
-  return launch<true> (s, qkv, n, h, w, c, heads, ws, wse, wse * wse,
-      dense_bias, out);
+  cudaError_t e = ehat_cuda_attention_mma (s, dt, qkv, n, h, w, c, heads,
+      ws, wse, 1, dense_bias, out);
+
+  if (e != cudaErrorNotSupported)
+    return e;
+  EHAT_DISPATCH (dt, e = launch<T, true> (s, (const T *) qkv, n, h, w, c,
+          heads, ws, wse, wse * wse, dense_bias, (T *) out));
+  return e;
 }

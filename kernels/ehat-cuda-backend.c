@@ -4,12 +4,14 @@
  * module libehat-cuda.so, which libehat opens on demand
  * (ehat-core/ehat-backend-module.c; the entry is at the end of this file).
  *
- * Status: fp32 (the reference path, no TF32) and tf32 (cuBLAS TF32 tensor
- * ops for the GEMMs); fp16/bf16 are refused with EHAT_ERROR_UNSUPPORTED
- * until their kernels exist.  Device buffers hold fp32 everywhere; reduced
- * precisions will convert the weights once at upload (upload, borrow,
- * upload_conv) and keep activations in the arena in the narrow type, which
- * the ops below will then dispatch on (cb->precision).
+ * Precisions: fp32 (the reference path, no TF32), tf32 (cuBLAS TF32
+ * tensor ops for the GEMMs, fp32 storage), fp16 and bf16 (activations
+ * stored in that type, act_bytes 2; GEMMs on tensor cores with fp32
+ * accumulation; every other kernel computes in fp32).  Weights stay fp32
+ * on the device (biases, norms, bias tables and the channel-attention MLP
+ * use them so); GEMM weights get a narrow copy: convolutions at
+ * upload_conv, linear weights at their first use (cached per weight, like
+ * the CPU backend's packing).
  *
  * Errors: operations return nothing; the first failure (launch error,
  * cuBLAS status, scratch allocation) is recorded and reported by sync() as
@@ -26,19 +28,27 @@
 #include <string.h>
 
 #define CB(be) ((EhatCudaBackend *) (be))
+/* activation pointers advanced by n elements of the storage type */
+#define AT(cb, p, n) ((void *) ((char *) (p) + (gsize) (n) \
+      * (gsize) (cb)->parent.act_bytes))
 
-/* im2col bands of at most this many floats (64 MiB). */
-#define BAND_FLOATS ((gsize) 1 << 24)
+/* im2col bands of at most this many elements (128 MiB in fp32, 64 MiB in
+ * fp16/bf16): few enough GEMMs per convolution that each is large (a
+ * HAT-L CAB convolution at 480×272 is 4 bands in fp16) */
+#define BAND_FLOATS ((gsize) 1 << 25)
 
 typedef enum
 {
-  SCR_COL,                      /* im2col band */
-  SCR_TMP,                      /* conv output band before pixel shuffle */
+  SCR_COL,                      /* im2col band (or a padded 1×1 input) */
+  SCR_TMP,                      /* conv output band, padded or to shuffle */
+  SCR_XPAD,                     /* linear input band, rows padded */
+  SCR_YPAD,                     /* linear output band, rows padded */
   SCR_BIAS,                     /* dense relative-position bias */
   SCR_SUMS,                     /* channel-attention sums (double) */
   SCR_SCALE,                    /* channel-attention scales */
   SCR_STATS,                    /* DANet PAM row max/sum */
-  SCR_GRAM,                     /* DANet CAM c×c matrices */
+  SCR_GRAM,                     /* DANet CAM c×c matrices (fp32) */
+  SCR_GRAM_T,                   /* the same after the softmax, as dt */
   SCR_IN,                       /* planar input staging */
   SCR_OUT,                      /* planar output staging */
   N_SCRATCH
@@ -49,13 +59,43 @@ typedef struct
   EhatBackend parent;
   int device;
   EhatPrecision precision;
+  EhatCudaDtype dt;             /* activation storage type */
+  /* GEMM dimensions rounded up to multiples of 8 (fp16/bf16): cuBLAS's
+   * tensor-core kernels want 16-byte aligned rows, and HAT-L's 180, 60,
+   * 540 and 1620 are not (measured on an H100: 2.5-3× faster GEMMs with
+   * zero-padded operands).  EHAT_CUDA_GEMM_PAD=0 turns it off. */
+  gboolean pad;
+  cudaDataType_t ct;            /* the same, for cuBLAS */
+  cublasComputeType_t compute;  /* GEMM compute type */
+  /* fp32 weights handed to borrow (device pointer → element count), and
+   * the narrow copies made of them (device pointer → copy) */
+  GHashTable *weights;
+  GHashTable *narrow;
   cudaStream_t stream;
   cublasHandle_t blas;
   char *description;
   GError *error;                /* first failure since the last sync */
   void *scratch[N_SCRATCH];
   gsize scratch_bytes[N_SCRATCH];
+  /* EHAT_CUDA_PROFILE set: every operation is timed (the stream drained
+   * between operations) and a table goes to stderr at destroy */
+  GHashTable *prof;             /* op name → EhatProf */
+  const char *prof_op;
+  gint64 prof_t0;
 } EhatCudaBackend;
+
+typedef struct
+{
+  gint64 us;
+  guint calls;
+} EhatProf;
+
+/* A GEMM dimension as the backend runs it. */
+static inline int
+gemm_dim (const EhatCudaBackend *cb, int n)
+{
+  return cb->pad ? (n + 7) & ~7 : n;
+}
 
 /* ---- errors ---- */
 
@@ -92,11 +132,63 @@ record_msg (EhatCudaBackend *cb, EhatError code, const char *msg)
     g_set_error_literal (&cb->error, EHAT_ERROR, code, msg);
 }
 
+/* Closes the profiled operation in progress (waits for it). */
+static void
+prof_close (EhatCudaBackend *cb)
+{
+  EhatProf *p;
+
+  if (!cb->prof || !cb->prof_op)
+    return;
+  cudaStreamSynchronize (cb->stream);
+  if (!(p = g_hash_table_lookup (cb->prof, cb->prof_op))) {
+    p = g_new0 (EhatProf, 1);
+    g_hash_table_insert (cb->prof, (gpointer) cb->prof_op, p);
+  }
+  p->us += g_get_monotonic_time () - cb->prof_t0;
+  p->calls++;
+  cb->prof_op = NULL;
+}
+
+static gint
+prof_cmp (gconstpointer a, gconstpointer b, gpointer prof)
+{
+  const EhatProf *pa = g_hash_table_lookup (prof, *(char **) a);
+  const EhatProf *pb = g_hash_table_lookup (prof, *(char **) b);
+  return pa->us < pb->us ? 1 : pa->us > pb->us ? -1 : 0;
+}
+
+static void
+prof_report (EhatCudaBackend *cb)
+{
+  g_autofree gpointer *keys = NULL;
+  guint n = 0;
+  gint64 total = 0;
+
+  prof_close (cb);
+  keys = g_hash_table_get_keys_as_array (cb->prof, &n);
+  g_qsort_with_data (keys, n, sizeof (gpointer), prof_cmp, cb->prof);
+  for (guint i = 0; i < n; i++)
+    total += ((EhatProf *) g_hash_table_lookup (cb->prof, keys[i]))->us;
+  g_printerr ("ehat CUDA profile (%s): %.1f ms in operations\n",
+      cb->description, total / 1000.0);
+  for (guint i = 0; i < n; i++) {
+    const EhatProf *p = g_hash_table_lookup (cb->prof, keys[i]);
+    g_printerr ("  %-24s %9.1f ms %5.1f %% %7u calls\n", (char *) keys[i],
+        p->us / 1000.0, total ? 100.0 * p->us / total : 0.0, p->calls);
+  }
+}
+
 /* At the start of every operation: skip work after a failure, and make the
  * backend's device current in the calling thread. */
 static gboolean
-enter (EhatCudaBackend *cb)
+enter (EhatCudaBackend *cb, const char *op)
 {
+  if (cb->prof) {
+    prof_close (cb);
+    cb->prof_op = op;
+    cb->prof_t0 = g_get_monotonic_time ();
+  }
   if (cb->error)
     return FALSE;
   record_cuda (cb, cudaSetDevice (cb->device), "cudaSetDevice");
@@ -147,11 +239,25 @@ cuda_destroy (EhatBackend *be)
   EhatCudaBackend *cb = CB (be);
 
   cudaSetDevice (cb->device);
+  if (cb->prof) {
+    prof_report (cb);
+    g_hash_table_destroy (cb->prof);
+  }
   if (cb->stream)
     cudaStreamSynchronize (cb->stream);
   for (int i = 0; i < N_SCRATCH; i++)
     if (cb->scratch[i])
       cudaFree (cb->scratch[i]);
+  if (cb->narrow) {
+    GHashTableIter it;
+    gpointer copy;
+    g_hash_table_iter_init (&it, cb->narrow);
+    while (g_hash_table_iter_next (&it, NULL, &copy))
+      cudaFree (copy);
+    g_hash_table_destroy (cb->narrow);
+  }
+  if (cb->weights)
+    g_hash_table_destroy (cb->weights);
   if (cb->blas)
     cublasDestroy (cb->blas);
   if (cb->stream)
@@ -234,10 +340,57 @@ cuda_upload (EhatBackend *be, const float *host, gsize n, GError **error)
   return upload_bytes (CB (be), host, n * sizeof (float), error);
 }
 
+static float *
+cuda_borrow (EhatBackend *be, const float *host, gsize n, GError **error)
+{
+  EhatCudaBackend *cb = CB (be);
+  float *p = cuda_upload (be, host, n, error);
+
+  if (p && cb->weights)
+    g_hash_table_insert (cb->weights, p, GSIZE_TO_POINTER (n));
+  return p;
+}
+
 static void
 cuda_unborrow (EhatBackend *be, float *p)
 {
+  EhatCudaBackend *cb = CB (be);
+  void *copy;
+
+  if (cb->narrow && (copy = g_hash_table_lookup (cb->narrow, p))) {
+    g_hash_table_remove (cb->narrow, p);
+    cuda_free (be, copy);
+  }
+  if (cb->weights)
+    g_hash_table_remove (cb->weights, p);
   cuda_free (be, p);
+}
+
+/* The activation-typed copy of a borrowed fp32 weight (converted once, on
+ * the stream, at first use); p itself in fp32/tf32 or when p is not a
+ * borrowed weight (then it is an activation buffer already).  NULL after
+ * recording an allocation failure. */
+static const void *
+as_act (EhatCudaBackend *cb, const float *p)
+{
+  gpointer n, copy;
+  void *d = NULL;
+  cudaError_t e;
+
+  if (cb->dt == EHAT_CUDA_F32 || !p
+      || !g_hash_table_lookup_extended (cb->weights, p, NULL, &n))
+    return p;
+  if ((copy = g_hash_table_lookup (cb->narrow, p)))
+    return copy;
+  e = cudaMalloc (&d, MAX (GPOINTER_TO_SIZE (n), 1) * cb->parent.act_bytes);
+  if (e != cudaSuccess) {
+    record_cuda (cb, e, "narrow weight copy");
+    return NULL;
+  }
+  record_cuda (cb, ehat_cuda_convert (cb->stream, p, GPOINTER_TO_SIZE (n),
+          cb->dt, d), "weight conversion");
+  g_hash_table_insert (cb->narrow, (gpointer) p, d);
+  return d;
 }
 
 static gint32 *
@@ -253,19 +406,69 @@ static float *
 cuda_upload_conv (EhatBackend *be, const float *w, int cout, int cin, int k,
     GError **error)
 {
+  EhatCudaBackend *cb = CB (be);
   gsize kk = (gsize) k * k, n = kk * cin * cout;
   g_autofree float *p = g_try_new (float, MAX (n, 1));
+  float *f32, *narrow;
+  int kcp, coutp;
+  cudaError_t e;
 
   if (!p) {
     g_set_error (error, EHAT_ERROR, EHAT_ERROR_OUT_OF_MEMORY,
         "out of host memory repacking a convolution");
     return NULL;
   }
+
   for (int co = 0; co < cout; co++)
     for (int ci = 0; ci < cin; ci++)
       for (gsize t = 0; t < kk; t++)
         p[(t * cin + ci) * cout + co] = w[((gsize) co * cin + ci) * kk + t];
-  return upload_bytes (CB (be), p, n * sizeof (float), error);
+  f32 = upload_bytes (cb, p, n * sizeof (float), error);
+  if (!f32 || cb->dt == EHAT_CUDA_F32)
+    return f32;
+  /* GEMM operand in the activation type, [kc][cout] zero-padded to the
+   * GEMM's dimensions: converted here, once */
+  kcp = gemm_dim (cb, (int) (kk * cin));
+  coutp = gemm_dim (cb, cout);
+  narrow = cuda_alloc (be, ((gsize) kcp * coutp * cb->parent.act_bytes + 3)
+      / 4, error);
+  if (narrow) {
+    e = ehat_cuda_convert_pad (cb->stream, f32, (int) (kk * cin), cout, kcp,
+        coutp, cb->dt, narrow);
+    if (e == cudaSuccess)
+      e = cudaStreamSynchronize (cb->stream);
+    if (e != cudaSuccess) {
+      set_gerror (error, e, "convolution weight conversion");
+      cudaFree (narrow);
+      narrow = NULL;
+    }
+  }
+  cudaFree (f32);
+  return narrow;
+}
+
+/* The GEMM operand of a linear layer: W itself in fp32/tf32, else its
+ * [out][in] converted to the storage type and zero-padded to [mp][kp]
+ * (once, at first use, cached like as_act's copies). */
+static const void *
+linear_weight (EhatCudaBackend *cb, const EhatLinearW *lw, int kp, int mp)
+{
+  void *d = NULL, *copy;
+  cudaError_t e;
+
+  if (cb->dt == EHAT_CUDA_F32)
+    return lw->w;
+  if ((copy = g_hash_table_lookup (cb->narrow, lw->w)))
+    return copy;
+  e = cudaMalloc (&d, MAX ((gsize) kp * mp, 1) * cb->parent.act_bytes);
+  if (e != cudaSuccess) {
+    record_cuda (cb, e, "linear weight copy");
+    return NULL;
+  }
+  record_cuda (cb, ehat_cuda_convert_pad (cb->stream, lw->w, lw->out, lw->in,
+          mp, kp, cb->dt, d), "linear weight conversion");
+  g_hash_table_insert (cb->narrow, lw->w, d);
+  return d;
 }
 
 /* ---- input / output ---- */
@@ -278,13 +481,13 @@ cuda_input (EhatBackend *be, const float *host, int n, int w, int h, int W,
   gsize bytes = (gsize) n * 3 * h * w * sizeof (float);
   float *stage;
 
-  if (!enter (cb) || !(stage = scratch (cb, SCR_IN, bytes)))
+  if (!enter (cb, "input") || !(stage = scratch (cb, SCR_IN, bytes)))
     return;
   record_cuda (cb, cudaMemcpyAsync (stage, host, bytes,
           cudaMemcpyHostToDevice, cb->stream), "input copy");
   if (!cb->error)
-    record_cuda (cb, ehat_cuda_input (cb->stream, stage, n, w, h, W, H,
-            mean[0], mean[1], mean[2], range, x), "input");
+    record_cuda (cb, ehat_cuda_input (cb->stream, cb->dt, stage, n, w, h, W,
+            H, mean[0], mean[1], mean[2], range, x), "input");
 }
 
 static void
@@ -295,10 +498,10 @@ cuda_output (EhatBackend *be, const float *x, int n, int W, int H, int w,
   gsize bytes = (gsize) n * 3 * h * w * sizeof (float);
   float *stage;
 
-  if (!enter (cb) || !(stage = scratch (cb, SCR_OUT, bytes)))
+  if (!enter (cb, "output") || !(stage = scratch (cb, SCR_OUT, bytes)))
     return;
-  record_cuda (cb, ehat_cuda_output (cb->stream, x, n, W, H, w, h, mean[0],
-          mean[1], mean[2], range, stage), "output");
+  record_cuda (cb, ehat_cuda_output (cb->stream, cb->dt, x, n, W, H, w, h,
+          mean[0], mean[1], mean[2], range, stage), "output");
   if (!cb->error)
     record_cuda (cb, cudaMemcpyAsync (host, stage, bytes,
             cudaMemcpyDeviceToHost, cb->stream), "output copy");
@@ -307,9 +510,36 @@ cuda_output (EhatBackend *be, const float *x, int n, int W, int H, int w,
     record_cuda (cb, cudaStreamSynchronize (cb->stream), "output");
 }
 
-/* ---- convolution: im2col bands + SGEMM + epilogue ---- */
+/* ---- GEMMs ----
+ *
+ * Column-major C[m×n] = α·op(A)·op(B) + β·C in the backend's storage type
+ * with fp32 accumulation (cublasGemmEx): FP32 compute for fp32 (the handle's
+ * default math mode keeps it free of TF32), FAST_TF32 for tf32, and fp16 /
+ * bf16 operands on tensor cores for those.  ctype: C's type (the CAM Gram
+ * matrices are fp32 whatever the storage). */
+static void
+gemm (EhatCudaBackend *cb, cublasOperation_t ta, cublasOperation_t tb,
+    int m, int n, int k, const void *A, int lda, const void *B, int ldb,
+    float beta, void *C, cudaDataType_t ctype, int ldc, long long sa,
+    long long sb, long long sc, int batch, const char *what)
+{
+  const float one = 1.0f;
 
-/* Column-major SGEMM over row-major data: C[rows][ncol] = A[rows][k] ·
+  if (cb->error || !A || !B)
+    return;
+  if (batch == 1)
+    record_blas (cb, cublasGemmEx (cb->blas, ta, tb, m, n, k, &one, A, cb->ct,
+            lda, B, cb->ct, ldb, &beta, C, ctype, ldc, cb->compute,
+            CUBLAS_GEMM_DEFAULT), what);
+  else
+    record_blas (cb, cublasGemmStridedBatchedEx (cb->blas, ta, tb, m, n, k,
+            &one, A, cb->ct, lda, sa, B, cb->ct, ldb, sb, &beta, C, ctype,
+            ldc, sc, batch, cb->compute, CUBLAS_GEMM_DEFAULT), what);
+}
+
+/* ---- convolution: im2col bands + GEMM + epilogue ---- */
+
+/* Column-major GEMM over row-major data: C[rows][ncol] = A[rows][k] ·
  * B[k][ncol] is, column-major, Cᵀ = Bᵀ·Aᵀ. */
 static void
 cuda_conv (EhatBackend *be, const EhatConvW *cw, const float *x, int n,
@@ -318,74 +548,110 @@ cuda_conv (EhatBackend *be, const EhatConvW *cw, const float *x, int n,
 {
   EhatCudaBackend *cb = CB (be);
   gsize m = (gsize) n * h * w;
-  gsize kc = (gsize) cw->k * cw->k * cw->cin;
-  gboolean direct = cw->k == 1;         /* a 1×1 conv reads x as it is */
-  gsize band = direct ? (gsize) (INT_MAX / 2) / MAX (kc, (gsize) cw->cout)
-      : MAX (BAND_FLOATS / kc, 1);
-  /* a residual that is the output itself enters through the GEMM's beta */
-  gboolean in_place = res && res == y && shuffle == 1;
-  const float one = 1.0f, beta = in_place ? alpha : 0.0f;
-  float *col = NULL, *tmp = NULL;
+  int kc = cw->k * cw->k * cw->cin, cout = cw->cout;
+  int kcp = gemm_dim (cb, kc), coutp = gemm_dim (cb, cout);
+  /* a 1×1 conv reads x as it is, unless its rows need padding */
+  gboolean direct = cw->k == 1 && kcp == kc;
+  gsize band = direct ? (gsize) (INT_MAX / 2) / (gsize) MAX (kcp, coutp)
+      : MAX (BAND_FLOATS / (gsize) kcp, 1);
+  gsize eb = (gsize) cb->parent.act_bytes;
+  /* GEMM output to scratch when it is to be shuffled or has padded rows;
+   * else straight into y, where a residual that is y itself enters
+   * through the GEMM's beta */
+  gboolean via_tmp = shuffle > 1 || coutp != cout;
+  gboolean in_place = res && res == y && !via_tmp;
+  const float beta = in_place ? alpha : 0.0f;
+  void *col = NULL, *tmp = NULL;
 
-  if (!enter (cb) || m == 0)
+  if (!enter (cb, "conv") || m == 0)
     return;
   band = MIN (band, m);
-  if (shuffle == 1)
-    band = MIN (band, (gsize) (INT_MAX / 2) / (gsize) cw->cout);
-  if (!direct && !(col = scratch (cb, SCR_COL, band * kc * sizeof (float))))
+  band = MIN (band, (gsize) (INT_MAX / 2) / (gsize) coutp);
+  if (via_tmp)
+    band = MIN (band, BAND_FLOATS / (gsize) coutp + 1);
+  if (!direct && !(col = scratch (cb, SCR_COL, band * kcp * eb)))
     return;
-  if (shuffle > 1) {
-    band = MIN (band, BAND_FLOATS / (gsize) cw->cout + 1);
-    if (!(tmp = scratch (cb, SCR_TMP, band * cw->cout * sizeof (float))))
-      return;
-  }
+  if (via_tmp && !(tmp = scratch (cb, SCR_TMP, band * coutp * eb)))
+    return;
 
   for (gsize p0 = 0; p0 < m && !cb->error; p0 += band) {
     gsize np = MIN (band, m - p0);
-    float *dst = tmp ? tmp : y + p0 * cw->cout;
-    const float *B = direct ? x + p0 * cw->cin : col;
+    void *dst = tmp ? tmp : AT (cb, y, p0 * cout);
+    const void *B = direct ? AT (cb, x, p0 * cw->cin) : col;
 
-    if (!direct)
-      record_cuda (cb, ehat_cuda_im2col (cb->stream, x, h, w, cw->cin, cw->k,
-              p0, np, col), "im2col");
-    record_blas (cb, cublasSgemm (cb->blas, CUBLAS_OP_N, CUBLAS_OP_N,
-            cw->cout, (int) np, (int) kc, &one, cw->w, cw->cout, B, (int) kc,
-            &beta, dst, cw->cout), "conv GEMM");
+    if (cw->k == 1 && !direct)
+      record_cuda (cb, ehat_cuda_pad_rows (cb->stream, cb->dt,
+              AT (cb, x, p0 * cw->cin), np, cw->cin, kcp, col), "conv pad");
+    else if (!direct)
+      record_cuda (cb, ehat_cuda_im2col (cb->stream, cb->dt, x, h, w,
+              cw->cin, cw->k, p0, np, kcp, col), "im2col");
+    gemm (cb, CUBLAS_OP_N, CUBLAS_OP_N, coutp, (int) np, kcp, cw->w, coutp,
+        B, kcp, beta, dst, cb->ct, coutp, 0, 0, 0, 1, "conv GEMM");
     if (cb->error)
       break;
-    if (tmp)
-      record_cuda (cb, ehat_cuda_bias_act_shuffle (cb->stream, tmp, p0, np,
-              h, w, cw->cout, shuffle, cw->b, act, res, alpha, y),
+    if (shuffle > 1)
+      record_cuda (cb, ehat_cuda_bias_act_shuffle (cb->stream, cb->dt, tmp,
+              coutp, p0, np, h, w, cout, shuffle, cw->b, act, res, alpha, y),
           "conv shuffle epilogue");
     else
-      record_cuda (cb, ehat_cuda_bias_act (cb->stream, dst, np, cw->cout,
-              cw->b, act, res && !in_place ? res + p0 * cw->cout : NULL,
-              alpha), "conv epilogue");
+      record_cuda (cb, ehat_cuda_bias_act (cb->stream, cb->dt, dst, coutp,
+              AT (cb, y, p0 * cout), np, cout, cw->b, act,
+              res && !in_place ? AT (cb, res, p0 * cout) : NULL, alpha),
+          "conv epilogue");
   }
 }
 
+/* Rows of a linear layer per GEMM when its operands are padded (bounds
+ * the padding scratch: 64 Ki rows). */
+#define LINEAR_BAND ((gsize) 1 << 16)
+
 /* y = act(x·Wᵀ + b) + beta·y: column-major yᵀ = W·xᵀ with W's row-major
- * [out][in] buffer read transposed. */
+ * [out][in] buffer read transposed.  Padded dimensions (gemm_dim) go
+ * through scratch: x's rows widened with zeros, the output's narrowed by
+ * the epilogue. */
 static void
 cuda_linear (EhatBackend *be, const EhatLinearW *lw, const float *x,
     gsize rows, float *y, EhatAct act, float beta)
 {
   EhatCudaBackend *cb = CB (be);
-  const float one = 1.0f;
-  gsize chunk = (gsize) (INT_MAX / 2) / (gsize) MAX (lw->in, lw->out);
+  int kp = gemm_dim (cb, lw->in), mp = gemm_dim (cb, lw->out);
+  gboolean pad_in = kp != lw->in, pad_out = mp != lw->out;
+  gsize chunk = (gsize) (INT_MAX / 2) / (gsize) MAX (kp, mp);
+  gsize eb = (gsize) cb->parent.act_bytes;
+  void *xp = NULL, *yp = NULL;
+  const void *W;
 
-  if (!enter (cb) || rows == 0)
+  if (!enter (cb, "linear") || rows == 0
+      || !(W = linear_weight (cb, lw, kp, mp)))
+    return;
+  if (pad_in || pad_out)
+    chunk = MIN (chunk, LINEAR_BAND);
+  chunk = MIN (chunk, rows);
+  if (pad_in && !(xp = scratch (cb, SCR_XPAD, chunk * kp * eb)))
+    return;
+  if (pad_out && !(yp = scratch (cb, SCR_YPAD, chunk * mp * eb)))
     return;
   for (gsize r0 = 0; r0 < rows && !cb->error; r0 += chunk) {
     gsize nr = MIN (chunk, rows - r0);
-    record_blas (cb, cublasSgemm (cb->blas, CUBLAS_OP_T, CUBLAS_OP_N,
-            lw->out, (int) nr, lw->in, &one, lw->w, lw->in,
-            x + r0 * lw->in, lw->in, &beta, y + r0 * lw->out, lw->out),
+    const void *X = AT (cb, x, r0 * lw->in);
+    void *Y = AT (cb, y, r0 * lw->out);
+
+    if (pad_in) {
+      record_cuda (cb, ehat_cuda_pad_rows (cb->stream, cb->dt, X, nr,
+              lw->in, kp, xp), "linear pad");
+      X = xp;
+    }
+    gemm (cb, CUBLAS_OP_T, CUBLAS_OP_N, mp, (int) nr, kp, W, kp, X, kp,
+        pad_out ? 0.0f : beta, pad_out ? yp : Y, cb->ct, mp, 0, 0, 0, 1,
         "linear GEMM");
+    if (!cb->error && pad_out)
+      record_cuda (cb, ehat_cuda_bias_act (cb->stream, cb->dt, yp, mp, Y, nr,
+              lw->out, lw->b, act, beta != 0.0f ? Y : NULL, beta),
+          "linear epilogue");
   }
-  if (!cb->error)
-    record_cuda (cb, ehat_cuda_bias_act (cb->stream, y, rows, lw->out, lw->b,
-            act, NULL, 0.0f), "linear epilogue");
+  if (!cb->error && !pad_out && (lw->b || act != EHAT_ACT_NONE))
+    record_cuda (cb, ehat_cuda_bias_act (cb->stream, cb->dt, y, lw->out, y,
+            rows, lw->out, lw->b, act, NULL, 0.0f), "linear epilogue");
 }
 
 static void
@@ -394,9 +660,9 @@ cuda_layernorm (EhatBackend *be, const EhatNormW *nw, const float *x,
 {
   EhatCudaBackend *cb = CB (be);
 
-  if (enter (cb))
-    record_cuda (cb, ehat_cuda_layernorm (cb->stream, x, rows, c, nw->w,
-            nw->b, y), "layernorm");
+  if (enter (cb, "layernorm"))
+    record_cuda (cb, ehat_cuda_layernorm (cb->stream, cb->dt, x, rows, c,
+            nw->w, nw->b, y), "layernorm");
 }
 
 static void
@@ -404,9 +670,12 @@ cuda_axpby (EhatBackend *be, float *y, float a, const float *x, float b,
     gsize n)
 {
   EhatCudaBackend *cb = CB (be);
+  const void *xa;
 
-  if (enter (cb))
-    record_cuda (cb, ehat_cuda_axpby (cb->stream, y, a, x, b, n), "axpby");
+  /* x may be a weight (the absolute position embedding) */
+  if (enter (cb, "axpby") && (xa = as_act (cb, x)))
+    record_cuda (cb, ehat_cuda_axpby (cb->stream, cb->dt, y, a, xa, b, n),
+        "axpby");
 }
 
 /* ---- attention ---- */
@@ -420,14 +689,14 @@ cuda_window_attention (EhatBackend *be, const float *qkv, int n, int h,
   int nq = ws * ws;
   float *bias;
 
-  if (!enter (cb) || !(bias = scratch (cb, SCR_BIAS, (gsize) heads * nq * nq
+  if (!enter (cb, "window attention") || !(bias = scratch (cb, SCR_BIAS, (gsize) heads * nq * nq
               * sizeof (float))))
     return;
   record_cuda (cb, ehat_cuda_expand_bias (cb->stream, table, index, heads,
           nq, nq, bias), "attention bias");
   if (!cb->error)
-    record_cuda (cb, ehat_cuda_window_attention (cb->stream, qkv, n, h, w, c,
-            heads, ws, shift, bias, out), "window attention");
+    record_cuda (cb, ehat_cuda_window_attention (cb->stream, cb->dt, qkv, n,
+            h, w, c, heads, ws, shift, bias, out), "window attention");
 }
 
 static void
@@ -439,14 +708,14 @@ cuda_overlap_attention (EhatBackend *be, const float *qkv, int n, int h,
   int nq = ws * ws, nk = wse * wse;
   float *bias;
 
-  if (!enter (cb) || !(bias = scratch (cb, SCR_BIAS, (gsize) heads * nq * nk
+  if (!enter (cb, "overlap attention") || !(bias = scratch (cb, SCR_BIAS, (gsize) heads * nq * nk
               * sizeof (float))))
     return;
   record_cuda (cb, ehat_cuda_expand_bias (cb->stream, table, index, heads,
           nq, nk, bias), "attention bias");
   if (!cb->error)
-    record_cuda (cb, ehat_cuda_overlap_attention (cb->stream, qkv, n, h, w,
-            c, heads, ws, wse, bias, out), "overlap attention");
+    record_cuda (cb, ehat_cuda_overlap_attention (cb->stream, cb->dt, qkv, n,
+            h, w, c, heads, ws, wse, bias, out), "overlap attention");
 }
 
 static void
@@ -457,18 +726,20 @@ cuda_channel_attention (EhatBackend *be, const EhatLinearW *down,
   double *sums;
   float *sc;
 
-  if (!enter (cb)
+  if (!enter (cb, "channel attention")
       || !(sums = scratch (cb, SCR_SUMS, (gsize) n * c * sizeof (double)))
       || !(sc = scratch (cb, SCR_SCALE, (gsize) n * c * sizeof (float))))
     return;
-  record_cuda (cb, ehat_cuda_channel_sums (cb->stream, v, n, hw, c, sums),
+  record_cuda (cb, ehat_cuda_channel_sums (cb->stream, cb->dt, v, n, hw, c,
+          sums),
       "channel attention (mean)");
   if (!cb->error)
     record_cuda (cb, ehat_cuda_channel_mlp (cb->stream, sums, n, hw, c,
             down->w, down->b, down->out, up->w, up->b, sc),
         "channel attention (MLP)");
   if (!cb->error)
-    record_cuda (cb, ehat_cuda_channel_scale (cb->stream, v, n, hw, c, sc),
+    record_cuda (cb, ehat_cuda_channel_scale (cb->stream, cb->dt, v, n, hw,
+            c, sc),
         "channel attention (scale)");
 }
 
@@ -479,14 +750,15 @@ cuda_position_attention (EhatBackend *be, const float *q, const float *k,
   EhatCudaBackend *cb = CB (be);
   float *stats;
 
-  if (!enter (cb) || !(stats = scratch (cb, SCR_STATS, (gsize) n * hw * 2
+  if (!enter (cb, "position attention") || !(stats = scratch (cb, SCR_STATS, (gsize) n * hw * 2
               * sizeof (float))))
     return;
-  record_cuda (cb, ehat_cuda_pam_stats (cb->stream, q, k, n, hw, dq, stats),
+  record_cuda (cb, ehat_cuda_pam_stats (cb->stream, cb->dt, q, k, n, hw, dq,
+          stats),
       "position attention (stats)");
   if (!cb->error)
-    record_cuda (cb, ehat_cuda_pam_apply (cb->stream, q, k, v, n, hw, dq, c,
-            gamma, stats, out), "position attention");
+    record_cuda (cb, ehat_cuda_pam_apply (cb->stream, cb->dt, q, k, v, n, hw,
+            dq, c, gamma, stats, out), "position attention");
 }
 
 /* E = FᵀF per image (column-major: F is c×hw with ld c, E = F·Fᵀ), the row
@@ -497,11 +769,11 @@ cuda_channel_gram_attention (EhatBackend *be, const float *f, int n,
     gsize hw, int c, float gamma, float *out)
 {
   EhatCudaBackend *cb = CB (be);
-  const float one = 1.0f, zero = 0.0f;
   long long sf = (long long) hw * c, se = (long long) c * c;
   float *e;
+  void *a;
 
-  if (!enter (cb))
+  if (!enter (cb, "channel gram attention"))
     return;
   if (hw > INT_MAX) {
     record_msg (cb, EHAT_ERROR_INVALID_ARGUMENT,
@@ -510,16 +782,18 @@ cuda_channel_gram_attention (EhatBackend *be, const float *f, int n,
   }
   if (!(e = scratch (cb, SCR_GRAM, (gsize) n * c * c * sizeof (float))))
     return;
-  record_blas (cb, cublasSgemmStridedBatched (cb->blas, CUBLAS_OP_N,
-          CUBLAS_OP_T, c, c, (int) hw, &one, f, c, sf, f, c, sf, &zero, e, c,
-          se, n), "channel attention Gram GEMM");
+  a = e;
+  if (cb->dt != EHAT_CUDA_F32 && !(a = scratch (cb, SCR_GRAM_T, (gsize) n * c
+              * c * cb->parent.act_bytes)))
+    return;
+  /* the Gram matrices in fp32 whatever the storage (sums over hw tokens) */
+  gemm (cb, CUBLAS_OP_N, CUBLAS_OP_T, c, c, (int) hw, f, c, f, c, 0.0f, e,
+      CUDA_R_32F, c, sf, sf, se, n, "channel attention Gram GEMM");
   if (!cb->error)
-    record_cuda (cb, ehat_cuda_gram_softmax (cb->stream, e, n, c, gamma),
-        "channel attention softmax");
-  if (!cb->error)
-    record_blas (cb, cublasSgemmStridedBatched (cb->blas, CUBLAS_OP_T,
-            CUBLAS_OP_N, c, (int) hw, c, &one, e, c, se, f, c, sf, &one, out,
-            c, sf, n), "channel attention GEMM");
+    record_cuda (cb, ehat_cuda_gram_softmax (cb->stream, cb->dt, e, n, c,
+            gamma, a), "channel attention softmax");
+  gemm (cb, CUBLAS_OP_T, CUBLAS_OP_N, c, (int) hw, c, a, c, f, c, 1.0f, out,
+      cb->ct, c, se, sf, sf, n, "channel attention GEMM");
 }
 
 static gboolean
@@ -527,6 +801,7 @@ cuda_sync (EhatBackend *be, GError **error)
 {
   EhatCudaBackend *cb = CB (be);
 
+  prof_close (cb);
   cudaSetDevice (cb->device);
   record_cuda (cb, cudaStreamSynchronize (cb->stream), "stream");
   if (cb->error) {
@@ -542,7 +817,7 @@ static const EhatBackendOps cuda_ops = {
   .alloc = cuda_alloc,
   .free = cuda_free,
   .upload = cuda_upload,
-  .borrow = cuda_upload,
+  .borrow = cuda_borrow,
   .unborrow = cuda_unborrow,
   .upload_index = cuda_upload_index,
   .upload_conv = cuda_upload_conv,
@@ -570,12 +845,6 @@ cuda_backend_new (int device_id, EhatPrecision precision, GError **error)
   cudaError_t e;
   cublasStatus_t st;
 
-  if (precision == EHAT_PRECISION_FP16 || precision == EHAT_PRECISION_BF16) {
-    g_set_error (error, EHAT_ERROR, EHAT_ERROR_UNSUPPORTED,
-        "the CUDA backend does not run in %s yet (fp32 and tf32 only)",
-        precision == EHAT_PRECISION_FP16 ? "fp16" : "bf16");
-    return NULL;
-  }
   e = cudaGetDeviceCount (&count);
   if (e != cudaSuccess || count == 0) {
     (void) cudaGetLastError ();
@@ -607,12 +876,36 @@ cuda_backend_new (int device_id, EhatPrecision precision, GError **error)
     return NULL;
   }
 
+  /* auto: fp16, the tensor cores' fastest type with a 10-bit mantissa
+   * (bf16 has 7); fp32 stays the reference, asked for by name */
+  if (precision == EHAT_PRECISION_AUTO)
+    precision = EHAT_PRECISION_FP16;
+  if (precision == EHAT_PRECISION_BF16 && major < 8) {
+    g_set_error (error, EHAT_ERROR, EHAT_ERROR_UNSUPPORTED,
+        "bf16 needs compute capability 8.0 or newer; CUDA device %d (%s) "
+        "has %d.%d (use fp16)", device_id, prop.name, major, minor);
+    return NULL;
+  }
+
   cb = g_new0 (EhatCudaBackend, 1);
   cb->parent.ops = &cuda_ops;
   cb->parent.kind = EHAT_BACKEND_CUDA;
   cb->device = device_id;
-  cb->precision = precision == EHAT_PRECISION_TF32 ? EHAT_PRECISION_TF32
-      : EHAT_PRECISION_FP32;
+  cb->precision = precision;
+  cb->parent.precision = precision;
+  cb->dt = precision == EHAT_PRECISION_FP16 ? EHAT_CUDA_F16
+      : precision == EHAT_PRECISION_BF16 ? EHAT_CUDA_BF16 : EHAT_CUDA_F32;
+  cb->ct = cb->dt == EHAT_CUDA_F16 ? CUDA_R_16F
+      : cb->dt == EHAT_CUDA_BF16 ? CUDA_R_16BF : CUDA_R_32F;
+  cb->compute = precision == EHAT_PRECISION_TF32
+      ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+  cb->parent.act_bytes = cb->dt == EHAT_CUDA_F32 ? 4 : 2;
+  cb->pad = cb->dt != EHAT_CUDA_F32
+      && g_strcmp0 (g_getenv ("EHAT_CUDA_GEMM_PAD"), "0") != 0;
+  cb->weights = g_hash_table_new (NULL, NULL);
+  if (g_getenv ("EHAT_CUDA_PROFILE"))
+    cb->prof = g_hash_table_new_full (g_str_hash, g_str_equal, NULL, g_free);
+  cb->narrow = g_hash_table_new (NULL, NULL);
 
   e = cudaSetDevice (device_id);
   if (e == cudaSuccess)
@@ -640,7 +933,10 @@ cuda_backend_new (int device_id, EhatPrecision precision, GError **error)
     return NULL;
   }
   cb->description = g_strdup_printf ("cuda (device %d: %s, %s)", device_id,
-      prop.name, cb->precision == EHAT_PRECISION_TF32 ? "tf32" : "fp32");
+      prop.name, precision == EHAT_PRECISION_TF32 ? "tf32"
+      : precision == EHAT_PRECISION_FP16 ? "fp16, fp32 accumulation"
+      : precision == EHAT_PRECISION_BF16 ? "bf16, fp32 accumulation"
+      : "fp32");
   return &cb->parent;
 }
 

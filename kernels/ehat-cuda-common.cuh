@@ -5,7 +5,57 @@
 #include "ehat-cuda.h"
 
 #include <cuda_runtime.h>
+#include <cuda_fp16.h>
+#include <cuda_bf16.h>
 #include <math.h>
+
+/* ---- storage types (EhatCudaDtype) ----
+ * Activations are stored as T (float, __half or __nv_bfloat16) and every
+ * kernel computes in fp32: ld() widens, st() rounds to nearest even. */
+template <typename T> __device__ __forceinline__ float ld (const T *p);
+template <> __device__ __forceinline__ float
+ld<float> (const float *p)
+{
+  return *p;
+}
+
+template <> __device__ __forceinline__ float
+ld<__half> (const __half *p)
+{
+  return __half2float (*p);
+}
+
+template <> __device__ __forceinline__ float
+ld<__nv_bfloat16> (const __nv_bfloat16 *p)
+{
+  return __bfloat162float (*p);
+}
+
+__device__ __forceinline__ void
+st (float *p, float v)
+{
+  *p = v;
+}
+
+__device__ __forceinline__ void
+st (__half *p, float v)
+{
+  *p = __float2half_rn (v);
+}
+
+__device__ __forceinline__ void
+st (__nv_bfloat16 *p, float v)
+{
+  *p = __float2bfloat16_rn (v);
+}
+
+/* Runs the statement list with T bound to the storage type of dt. */
+#define EHAT_DISPATCH(dt, ...) \
+  switch (dt) { \
+    case EHAT_CUDA_F16: { typedef __half T; __VA_ARGS__; } break; \
+    case EHAT_CUDA_BF16: { typedef __nv_bfloat16 T; __VA_ARGS__; } break; \
+    default: { typedef float T; __VA_ARGS__; } break; \
+  }
 
 #define EHAT_THREADS 256
 

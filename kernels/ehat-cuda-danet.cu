@@ -5,8 +5,9 @@
  *  2. apply: a block per (32 queries, 32 channels, image) recomputes a
  *     32×32 tile of probabilities per key tile in shared memory and
  *     accumulates P·V, then out += γ/sum·acc.
- * Simple fp32 version (scores are recomputed per 32-channel slice); a
- * flash-attention kernel on tensor cores can replace it. */
+ * q, k, v and out stored as T, fp32 arithmetic (scores are recomputed per
+ * 32-channel slice); a flash-attention kernel on tensor cores can replace
+ * it. */
 #include "ehat-cuda-common.cuh"
 
 #define ST_KT 64                /* keys per tile, stats pass */
@@ -14,9 +15,9 @@
 #define AP_K 32                 /* keys per tile, apply pass */
 #define AP_C 32                 /* channels per block, apply pass */
 
-template <int DQ>
+template <typename T, int DQ>
 __global__ void
-pam_stats_kernel (const float *__restrict__ q, const float *__restrict__ k,
+pam_stats_kernel (const T *__restrict__ q, const T *__restrict__ k,
     size_t hw, int dq, float *__restrict__ stats)
 {
   __shared__ float ks[ST_KT][DQ];
@@ -24,12 +25,12 @@ pam_stats_kernel (const float *__restrict__ q, const float *__restrict__ k,
   size_t i = (size_t) blockIdx.x * blockDim.x + threadIdx.x;
   bool active = i < hw;
   size_t ii = active ? i : hw - 1;
-  const float *qp = q + (img * hw + ii) * dq;
-  const float *kb = k + img * hw * dq;
+  const T *qp = q + (img * hw + ii) * dq;
+  const T *kb = k + img * hw * dq;
   float qr[DQ];
 #pragma unroll
   for (int e = 0; e < DQ; e++)
-    qr[e] = e < dq ? qp[e] : 0.0f;
+    qr[e] = e < dq ? ld (qp + e) : 0.0f;
   float m = -INFINITY, l = 0.0f;
 
   for (size_t j0 = 0; j0 < hw; j0 += ST_KT) {
@@ -37,7 +38,7 @@ pam_stats_kernel (const float *__restrict__ q, const float *__restrict__ k,
     __syncthreads ();
     for (int t = threadIdx.x; t < ST_KT * DQ; t += blockDim.x) {
       int jj = t / DQ, e = t % DQ;
-      ks[jj][e] = (jj < cnt && e < dq) ? kb[(j0 + jj) * dq + e] : 0.0f;
+      ks[jj][e] = (jj < cnt && e < dq) ? ld (kb + (j0 + jj) * dq + e) : 0.0f;
     }
     __syncthreads ();
     for (int jj = 0; jj < cnt; jj++) {
@@ -59,10 +60,11 @@ pam_stats_kernel (const float *__restrict__ q, const float *__restrict__ k,
 /* Block (32 channels × 8); dynamic shared memory: qs [AP_Q][dqs],
  * ks [AP_K][dqs] (dqs = dq | 1 against bank conflicts), vs [AP_K][AP_C],
  * ps [AP_Q][AP_K + 1], mrow/lrow [AP_Q]. */
+template <typename T>
 __global__ void
-pam_apply_kernel (const float *__restrict__ q, const float *__restrict__ k,
-    const float *__restrict__ v, size_t hw, int dq, int c, float gamma,
-    const float *__restrict__ stats, float *__restrict__ out)
+pam_apply_kernel (const T *__restrict__ q, const T *__restrict__ k,
+    const T *__restrict__ v, size_t hw, int dq, int c, float gamma,
+    const float *__restrict__ stats, T *__restrict__ out)
 {
   extern __shared__ float sm[];
   const int dqs = dq | 1;
@@ -78,13 +80,13 @@ pam_apply_kernel (const float *__restrict__ q, const float *__restrict__ k,
   const size_t q0 = (size_t) blockIdx.x * AP_Q;
   const int c0 = blockIdx.y * AP_C;
   const int nqv = (int) (hw - q0 < AP_Q ? hw - q0 : AP_Q);
-  const float *qb = q + img * hw * dq, *kb = k + img * hw * dq;
-  const float *vb = v + img * hw * c;
+  const T *qb = q + img * hw * dq, *kb = k + img * hw * dq;
+  const T *vb = v + img * hw * c;
   float acc[AP_Q / 8];
 
   for (int t = tid; t < AP_Q * dq; t += nthr) {
     int r = t / dq, e = t % dq;
-    qs[r * dqs + e] = r < nqv ? qb[(q0 + r) * dq + e] : 0.0f;
+    qs[r * dqs + e] = r < nqv ? ld (qb + (q0 + r) * dq + e) : 0.0f;
   }
   for (int t = tid; t < AP_Q; t += nthr) {
     if (t < nqv) {
@@ -104,11 +106,12 @@ pam_apply_kernel (const float *__restrict__ q, const float *__restrict__ k,
     __syncthreads ();
     for (int t = tid; t < AP_K * dq; t += nthr) {
       int jj = t / dq, e = t % dq;
-      ks[jj * dqs + e] = jj < cnt ? kb[(j0 + jj) * dq + e] : 0.0f;
+      ks[jj * dqs + e] = jj < cnt ? ld (kb + (j0 + jj) * dq + e) : 0.0f;
     }
     for (int t = tid; t < AP_K * AP_C; t += nthr) {
       int jj = t / AP_C, ch = t % AP_C;
-      vs[t] = (jj < cnt && c0 + ch < c) ? vb[(j0 + jj) * c + c0 + ch] : 0.0f;
+      vs[t] = (jj < cnt && c0 + ch < c) ? ld (vb + (j0 + jj) * c + c0 + ch)
+          : 0.0f;
     }
     __syncthreads ();
     for (int t = tid; t < AP_Q * AP_K; t += nthr) {
@@ -134,36 +137,49 @@ pam_apply_kernel (const float *__restrict__ q, const float *__restrict__ k,
 #pragma unroll
     for (int r = 0; r < AP_Q / 8; r++) {
       int qi = ty + 8 * r;
-      if (qi < nqv)
-        out[(img * hw + q0 + qi) * c + c0 + tx] += gamma / lrow[qi] * acc[r];
+      if (qi < nqv) {
+        T *op = out + (img * hw + q0 + qi) * c + c0 + tx;
+        st (op, ld (op) + gamma / lrow[qi] * acc[r]);
+      }
     }
   }
 }
 
-extern "C" cudaError_t
-ehat_cuda_pam_stats (cudaStream_t s, const float *q, const float *k, int n,
-    size_t hw, int dq, float *stats)
+template <typename T>
+static cudaError_t
+pam_stats (cudaStream_t s, const T *q, const T *k, int n, size_t hw, int dq,
+    float *stats)
 {
-  if (n == 0 || hw == 0)
-    return cudaSuccess;
   dim3 grid ((unsigned) ((hw + 127) / 128), n);
   if (dq <= 8)
-    pam_stats_kernel<8> <<< grid, 128, 0, s >>> (q, k, hw, dq, stats);
+    pam_stats_kernel<T, 8> <<< grid, 128, 0, s >>> (q, k, hw, dq, stats);
   else if (dq <= 16)
-    pam_stats_kernel<16> <<< grid, 128, 0, s >>> (q, k, hw, dq, stats);
+    pam_stats_kernel<T, 16> <<< grid, 128, 0, s >>> (q, k, hw, dq, stats);
   else if (dq <= 32)
-    pam_stats_kernel<32> <<< grid, 128, 0, s >>> (q, k, hw, dq, stats);
+    pam_stats_kernel<T, 32> <<< grid, 128, 0, s >>> (q, k, hw, dq, stats);
   else if (dq <= 64)
-    pam_stats_kernel<64> <<< grid, 128, 0, s >>> (q, k, hw, dq, stats);
+    pam_stats_kernel<T, 64> <<< grid, 128, 0, s >>> (q, k, hw, dq, stats);
   else
     return cudaErrorInvalidValue;
   return cudaGetLastError ();
 }
 
 extern "C" cudaError_t
-ehat_cuda_pam_apply (cudaStream_t s, const float *q, const float *k,
-    const float *v, int n, size_t hw, int dq, int c, float gamma,
-    const float *stats, float *out)
+ehat_cuda_pam_stats (cudaStream_t s, int dt, const void *q, const void *k,
+    int n, size_t hw, int dq, float *stats)
+{
+  cudaError_t e = cudaSuccess;
+  if (n == 0 || hw == 0)
+    return cudaSuccess;
+  EHAT_DISPATCH (dt, e = pam_stats<T> (s, (const T *) q, (const T *) k, n,
+          hw, dq, stats));
+  return e;
+}
+
+extern "C" cudaError_t
+ehat_cuda_pam_apply (cudaStream_t s, int dt, const void *q, const void *k,
+    const void *v, int n, size_t hw, int dq, int c, float gamma,
+    const float *stats, void *out)
 {
   int dqs = dq | 1;
   size_t smem = ((size_t) (AP_Q + AP_K) * dqs + AP_K * AP_C
@@ -174,7 +190,8 @@ ehat_cuda_pam_apply (cudaStream_t s, const float *q, const float *k,
     return cudaErrorInvalidValue;
   dim3 grid ((unsigned) ((hw + AP_Q - 1) / AP_Q), (c + AP_C - 1) / AP_C, n);
   dim3 block (AP_C, 8);
-  pam_apply_kernel <<< grid, block, smem, s >>> (q, k, v, hw, dq, c, gamma,
-      stats, out);
+  EHAT_DISPATCH (dt, pam_apply_kernel<T> <<< grid, block, smem, s >>> (
+          (const T *) q, (const T *) k, (const T *) v, hw, dq, c, gamma,
+          stats, (T *) out));
   return cudaGetLastError ();
 }

@@ -1,8 +1,53 @@
 /* Element-wise and reduction kernels of the CUDA backend: input/output
  * conversion, im2col and conv/linear epilogues (bias, activation, residual,
  * pixel shuffle), LayerNorm, axpby, channel attention, the CAM softmax.
- * fp32 throughout; semantics as the CPU backend (ehat-backend-cpu.c). */
+ * Activations of storage type T (ehat-cuda-common.cuh), fp32 arithmetic;
+ * semantics as the CPU backend (ehat-backend-cpu.c). */
 #include "ehat-cuda-common.cuh"
+
+/* ---- weight conversion ---- */
+
+template <typename T>
+__global__ void
+convert_kernel (const float *src, size_t n, T *dst)
+{
+  GRID_STRIDE (i, n)
+    st (dst + i, src[i]);
+}
+
+extern "C" cudaError_t
+ehat_cuda_convert (cudaStream_t s, const float *src, size_t n, int dt,
+    void *dst)
+{
+  if (n == 0)
+    return cudaSuccess;
+  EHAT_DISPATCH (dt, convert_kernel<T> <<< ehat_blocks (n), EHAT_THREADS, 0,
+          s >>> (src, n, (T *) dst));
+  return cudaGetLastError ();
+}
+
+template <typename T>
+__global__ void
+convert_pad_kernel (const float *src, int rows, int cols, int cols_p,
+    size_t total, T *dst)
+{
+  GRID_STRIDE (i, total) {
+    int r = (int) (i / cols_p), j = (int) (i % cols_p);
+    st (dst + i, r < rows && j < cols ? src[(size_t) r * cols + j] : 0.0f);
+  }
+}
+
+extern "C" cudaError_t
+ehat_cuda_convert_pad (cudaStream_t s, const float *src, int rows, int cols,
+    int rows_p, int cols_p, int dt, void *dst)
+{
+  size_t total = (size_t) rows_p * cols_p;
+  if (total == 0)
+    return cudaSuccess;
+  EHAT_DISPATCH (dt, convert_pad_kernel<T> <<< ehat_blocks (total),
+          EHAT_THREADS, 0, s >>> (src, rows, cols, cols_p, total, (T *) dst));
+  return cudaGetLastError ();
+}
 
 /* ---- input / output ---- */
 
@@ -19,9 +64,10 @@ reflect (int i, int n)
   return i < n ? i : p - i;
 }
 
+template <typename T>
 __global__ void
 input_kernel (const float *planar, int n, int w, int h, int W, int H,
-    float m0, float m1, float m2, float range, float *x)
+    float m0, float m1, float m2, float range, T *x)
 {
   size_t total = (size_t) n * H * W;
   GRID_STRIDE (p, total) {
@@ -31,24 +77,25 @@ input_kernel (const float *planar, int n, int w, int h, int W, int H,
     int sx = reflect (xx, w), sy = reflect (y, h);
     const float *img = planar + i * 3 * (size_t) h * w;
     size_t plane = (size_t) h * w, o = (size_t) sy * w + sx;
-    x[p * 3 + 0] = (img[o] - m0) * range;
-    x[p * 3 + 1] = (img[plane + o] - m1) * range;
-    x[p * 3 + 2] = (img[2 * plane + o] - m2) * range;
+    st (x + p * 3 + 0, (img[o] - m0) * range);
+    st (x + p * 3 + 1, (img[plane + o] - m1) * range);
+    st (x + p * 3 + 2, (img[2 * plane + o] - m2) * range);
   }
 }
 
 extern "C" cudaError_t
-ehat_cuda_input (cudaStream_t s, const float *planar, int n, int w, int h,
-    int W, int H, float m0, float m1, float m2, float range, float *x)
+ehat_cuda_input (cudaStream_t s, int dt, const float *planar, int n, int w,
+    int h, int W, int H, float m0, float m1, float m2, float range, void *x)
 {
   size_t total = (size_t) n * H * W;
-  input_kernel <<< ehat_blocks (total), EHAT_THREADS, 0, s >>> (planar, n, w,
-      h, W, H, m0, m1, m2, range, x);
+  EHAT_DISPATCH (dt, input_kernel<T> <<< ehat_blocks (total), EHAT_THREADS,
+          0, s >>> (planar, n, w, h, W, H, m0, m1, m2, range, (T *) x));
   return cudaGetLastError ();
 }
 
+template <typename T>
 __global__ void
-output_kernel (const float *x, int n, int W, int H, int w, int h, float m0,
+output_kernel (const T *x, int n, int W, int H, int w, int h, float m0,
     float m1, float m2, float range, float *planar)
 {
   size_t total = (size_t) n * h * w;
@@ -56,181 +103,275 @@ output_kernel (const float *x, int n, int W, int H, int w, int h, float m0,
     int xx = (int) (p % w);
     int y = (int) ((p / w) % h);
     size_t i = p / ((size_t) w * h);
-    const float *src = x + ((i * H + y) * (size_t) W + xx) * 3;
+    const T *src = x + ((i * H + y) * (size_t) W + xx) * 3;
     float *img = planar + i * 3 * (size_t) h * w;
     size_t plane = (size_t) h * w, o = (size_t) y * w + xx;
-    img[o] = src[0] / range + m0;
-    img[plane + o] = src[1] / range + m1;
-    img[2 * plane + o] = src[2] / range + m2;
+    img[o] = ld (src) / range + m0;
+    img[plane + o] = ld (src + 1) / range + m1;
+    img[2 * plane + o] = ld (src + 2) / range + m2;
   }
 }
 
 extern "C" cudaError_t
-ehat_cuda_output (cudaStream_t s, const float *x, int n, int W, int H, int w,
-    int h, float m0, float m1, float m2, float range, float *planar)
+ehat_cuda_output (cudaStream_t s, int dt, const void *x, int n, int W, int H,
+    int w, int h, float m0, float m1, float m2, float range, float *planar)
 {
   size_t total = (size_t) n * h * w;
-  output_kernel <<< ehat_blocks (total), EHAT_THREADS, 0, s >>> (x, n, W, H,
-      w, h, m0, m1, m2, range, planar);
+  EHAT_DISPATCH (dt, output_kernel<T> <<< ehat_blocks (total), EHAT_THREADS,
+          0, s >>> ((const T *) x, n, W, H, w, h, m0, m1, m2, range,
+              planar));
   return cudaGetLastError ();
 }
 
 /* ---- convolution helpers ---- */
 
+/* One (pixel, tap) pair of im2col is a contiguous run of cin channels in
+ * x and in col, so whole runs move as vectors V (the widest of 16, 8, 4 or
+ * 2 bytes that divides the run and the buffers' alignment), nv per run:
+ * the index arithmetic is paid per vector, not per element, and the copy
+ * runs at memory bandwidth. */
+template <typename V>
 __global__ void
-im2col_kernel (const float *x, int h, int w, int cin, int k, size_t p0,
-    size_t np, float *col)
+im2col_kernel (const V *__restrict__ x, int h, int w, int nv, int k,
+    size_t p0, unsigned np, unsigned per_pix, V *__restrict__ col)
 {
-  size_t kc = (size_t) k * k * cin, total = np * kc;
-  int r = k / 2;
-  GRID_STRIDE (idx, total) {
-    size_t pix = idx / kc;
-    int rest = (int) (idx % kc);
-    int t = rest / cin, ci = rest % cin;
-    int ky = t / k, kx = t % k;
-    size_t p = p0 + pix;
-    int xx = (int) (p % w);
-    int yy = (int) ((p / w) % h);
-    size_t img = p / ((size_t) w * h);
+  const unsigned data = (unsigned) (k * k * nv);     /* then zeros */
+  const unsigned total = np * per_pix;
+  const int r = k / 2;
+  for (unsigned idx = blockIdx.x * blockDim.x + threadIdx.x; idx < total;
+      idx += gridDim.x * blockDim.x) {
+    unsigned pix = idx / per_pix, rest = idx - pix * per_pix;
+    if (rest >= data) {
+      col[idx] = V {};
+      continue;
+    }
+    unsigned t = rest / nv, v = rest - t * nv;
+    int ky = (int) t / k, kx = (int) t - ky * k;
+    unsigned p = (unsigned) p0 + pix, q = p / w;
+    int xx = (int) (p - q * w), yy = (int) (q % h);
+    size_t img = q / h;
     int sy = yy + ky - r, sx = xx + kx - r;
-    float v = 0.0f;
+    V val = {};
     if (sy >= 0 && sy < h && sx >= 0 && sx < w)
-      v = x[((img * h + sy) * w + sx) * cin + ci];
-    col[idx] = v;
+      val = x[((img * h + sy) * w + sx) * nv + v];
+    col[idx] = val;
+  }
+}
+
+template <typename V>
+static void
+im2col_launch (cudaStream_t s, const void *x, int h, int w, int vb, size_t run,
+    int k, size_t p0, size_t np, size_t row, void *col)
+{
+  unsigned per_pix = (unsigned) (row / vb);
+  size_t total = np * per_pix;
+  im2col_kernel<V> <<< ehat_blocks (total), EHAT_THREADS, 0, s >>> (
+      (const V *) x, h, w, (int) (run / vb), k, p0, (unsigned) np, per_pix,
+      (V *) col);
+}
+
+extern "C" cudaError_t
+ehat_cuda_im2col (cudaStream_t s, int dt, const void *x, int h, int w,
+    int cin, int k, size_t p0, size_t np, int ldc, void *col)
+{
+  size_t es = dt == EHAT_CUDA_F32 ? 4 : 2;
+  size_t run = (size_t) cin * es, row = (size_t) ldc * es;
+  /* the vector must divide a run, the padded row (whose zero tail is then
+   * whole vectors) and both buffers' alignment */
+  uintptr_t all = (uintptr_t) x | (uintptr_t) col | run | row;
+
+  if (ldc < k * k * cin || np * row / 2 >= 0x80000000u
+      || p0 + np >= 0x80000000u)
+    return cudaErrorInvalidValue;       /* the backend bands far below */
+  if (all % 16 == 0)
+    im2col_launch<uint4> (s, x, h, w, 16, run, k, p0, np, row, col);
+  else if (all % 8 == 0)
+    im2col_launch<uint2> (s, x, h, w, 8, run, k, p0, np, row, col);
+  else if (all % 4 == 0)
+    im2col_launch<unsigned> (s, x, h, w, 4, run, k, p0, np, row, col);
+  else
+    im2col_launch<unsigned short> (s, x, h, w, 2, run, k, p0, np, row, col);
+  return cudaGetLastError ();
+}
+
+/* Row-wise elementwise kernels run a warp per row, lanes over its
+ * channels: no per-element division (64-bit `i % c` cost more than the
+ * memory traffic of these passes). */
+#define ROWS_PER_BLOCK (EHAT_THREADS / 32)
+#define FOR_EACH_ROW(row, rows) \
+  for (size_t row = (size_t) blockIdx.x * ROWS_PER_BLOCK + (threadIdx.x >> 5); \
+      row < (rows); row += (size_t) gridDim.x * ROWS_PER_BLOCK)
+
+static inline unsigned
+row_blocks (size_t rows)
+{
+  return ehat_blocks (rows * 32);
+}
+
+template <typename T>
+__global__ void
+bias_act_kernel (const T *t, int ldt, T *y, size_t rows, int c,
+    const float *b, int act, const T *res, float alpha)
+{
+  const int lane = threadIdx.x & 31;
+  FOR_EACH_ROW (row, rows) {
+    const T *tr = t + row * ldt;
+    T *yr = y + row * c;
+    const T *rr = res ? res + row * c : NULL;
+    /* each lane reads its elements before writing them: t, res may be y */
+    for (int j = lane; j < c; j += 32) {
+      float v = ehat_dev_act (ld (tr + j) + (b ? b[j] : 0.0f), act);
+      if (rr)
+        v += alpha * ld (rr + j);
+      st (yr + j, v);
+    }
   }
 }
 
 extern "C" cudaError_t
-ehat_cuda_im2col (cudaStream_t s, const float *x, int h, int w, int cin,
-    int k, size_t p0, size_t np, float *col)
+ehat_cuda_bias_act (cudaStream_t s, int dt, const void *t, int ldt, void *y,
+    size_t rows, int c, const float *b, int act, const void *res,
+    float alpha)
 {
-  size_t total = np * k * k * cin;
-  im2col_kernel <<< ehat_blocks (total), EHAT_THREADS, 0, s >>> (x, h, w,
-      cin, k, p0, np, col);
+  size_t total = rows * c;
+  if (total == 0)
+    return cudaSuccess;
+  EHAT_DISPATCH (dt, bias_act_kernel<T> <<< row_blocks (rows), EHAT_THREADS,
+          0, s >>> ((const T *) t, ldt, (T *) y, rows, c, b, act,
+              (const T *) res, alpha));
   return cudaGetLastError ();
 }
 
+template <typename T>
 __global__ void
-bias_act_kernel (float *y, size_t rows, int c, const float *b, int act,
-    const float *res, float alpha)
+pad_rows_kernel (const T *x, size_t rows, int c, int ldp, T *dst)
 {
-  size_t total = rows * c;
-  GRID_STRIDE (i, total) {
-    float v = ehat_dev_act (y[i] + b[i % c], act);
-    if (res)
-      v += alpha * res[i];
-    y[i] = v;
+  const int lane = threadIdx.x & 31;
+  FOR_EACH_ROW (row, rows) {
+    for (int j = lane; j < ldp; j += 32)
+      dst[row * ldp + j] = j < c ? x[row * c + j] : T (0.0f);
   }
 }
 
 extern "C" cudaError_t
-ehat_cuda_bias_act (cudaStream_t s, float *y, size_t rows, int c,
-    const float *b, int act, const float *res, float alpha)
+ehat_cuda_pad_rows (cudaStream_t s, int dt, const void *x, size_t rows,
+    int c, int ldp, void *dst)
 {
-  size_t total = rows * c;
-  bias_act_kernel <<< ehat_blocks (total), EHAT_THREADS, 0, s >>> (y, rows,
-      c, b, act, res, alpha);
+  if (rows == 0)
+    return cudaSuccess;
+  EHAT_DISPATCH (dt, pad_rows_kernel<T> <<< row_blocks (rows), EHAT_THREADS,
+          0, s >>> ((const T *) x, rows, c, ldp, (T *) dst));
   return cudaGetLastError ();
 }
 
+template <typename T>
 __global__ void
-bias_act_shuffle_kernel (const float *t, size_t p0, size_t np, int h, int w,
-    int cout, int sh, const float *b, int act, const float *res, float alpha,
-    float *y)
+bias_act_shuffle_kernel (const T *t, int ldt, size_t p0, size_t np, int h,
+    int w,
+    int cout, int sh, const float *b, int act, const T *res, float alpha,
+    T *y)
 {
-  size_t total = np * cout;
-  int co = cout / (sh * sh);
+  const int lane = threadIdx.x & 31, ss = sh * sh;
+  int co = cout / ss;
   size_t ow = (size_t) w * sh, oh = (size_t) h * sh;
-  GRID_STRIDE (idx, total) {
-    size_t pix = idx / cout;
-    int o = (int) (idx % cout);
+  FOR_EACH_ROW (pix, np) {
     size_t p = p0 + pix;
-    float v = ehat_dev_act (t[idx] + b[o], act);
-    if (res)
-      v += alpha * res[p * cout + o];
     int xx = (int) (p % w);
     int yy = (int) ((p / w) % h);
     size_t img = p / ((size_t) w * h);
-    int c = o / (sh * sh), i = (o / sh) % sh, j = o % sh;
-    y[((img * oh + (size_t) yy * sh + i) * ow + (size_t) xx * sh + j) * co
-        + c] = v;
+    T *base = y + ((img * oh + (size_t) yy * sh) * ow + (size_t) xx * sh) * co;
+    for (int o = lane; o < cout; o += 32) {
+      float v = ehat_dev_act (ld (t + pix * ldt + o) + (b ? b[o] : 0.0f),
+          act);
+      if (res)
+        v += alpha * ld (res + p * cout + o);
+      int c = o / ss, i = (o / sh) % sh, j = o % sh;
+      st (base + ((size_t) i * ow + j) * co + c, v);
+    }
   }
 }
 
 extern "C" cudaError_t
-ehat_cuda_bias_act_shuffle (cudaStream_t s, const float *t, size_t p0,
-    size_t np, int h, int w, int cout, int shuffle, const float *b, int act,
-    const float *res, float alpha, float *y)
+ehat_cuda_bias_act_shuffle (cudaStream_t s, int dt, const void *t, int ldt,
+    size_t p0, size_t np, int h, int w, int cout, int shuffle,
+    const float *b, int act, const void *res, float alpha, void *y)
 {
   size_t total = np * cout;
-  bias_act_shuffle_kernel <<< ehat_blocks (total), EHAT_THREADS, 0, s >>> (t,
-      p0, np, h, w, cout, shuffle, b, act, res, alpha, y);
+  if (total == 0)
+    return cudaSuccess;
+  EHAT_DISPATCH (dt, bias_act_shuffle_kernel<T> <<< row_blocks (np),
+          EHAT_THREADS, 0, s >>> ((const T *) t, ldt, p0, np, h, w, cout,
+              shuffle,
+              b, act, (const T *) res, alpha, (T *) y));
   return cudaGetLastError ();
 }
 
 /* ---- LayerNorm: one warp per row ---- */
 
+template <typename T>
 __global__ void
-layernorm_kernel (const float *x, size_t rows, int c, const float *g,
-    const float *b, float *y)
+layernorm_kernel (const T *x, size_t rows, int c, const float *g,
+    const float *b, T *y)
 {
   size_t row = (size_t) blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
   int lane = threadIdx.x & 31;
   if (row >= rows)
     return;
-  const float *xr = x + row * c;
-  float *yr = y + row * c;
+  const T *xr = x + row * c;
+  T *yr = y + row * c;
   float sum = 0.0f;
   for (int j = lane; j < c; j += 32)
-    sum += xr[j];
+    sum += ld (xr + j);
   float mean = ehat_warp_sum (sum) / c;
   float var = 0.0f;
   for (int j = lane; j < c; j += 32) {
-    float d = xr[j] - mean;
+    float d = ld (xr + j) - mean;
     var += d * d;
   }
   var = ehat_warp_sum (var) / c;
   float inv = 1.0f / sqrtf (var + 1e-5f);
   /* each lane reads before it writes the same elements: y may be x */
   for (int j = lane; j < c; j += 32)
-    yr[j] = (xr[j] - mean) * inv * g[j] + b[j];
+    st (yr + j, (ld (xr + j) - mean) * inv * g[j] + b[j]);
 }
 
 extern "C" cudaError_t
-ehat_cuda_layernorm (cudaStream_t s, const float *x, size_t rows, int c,
-    const float *g, const float *b, float *y)
+ehat_cuda_layernorm (cudaStream_t s, int dt, const void *x, size_t rows,
+    int c, const float *g, const float *b, void *y)
 {
   const int warps = EHAT_THREADS / 32;
   size_t blocks = (rows + warps - 1) / warps;
   if (blocks == 0)
     return cudaSuccess;
-  layernorm_kernel <<< (unsigned) blocks, EHAT_THREADS, 0, s >>> (x, rows, c,
-      g, b, y);
+  EHAT_DISPATCH (dt, layernorm_kernel<T> <<< (unsigned) blocks, EHAT_THREADS,
+          0, s >>> ((const T *) x, rows, c, g, b, (T *) y));
   return cudaGetLastError ();
 }
 
 /* ---- axpby ---- */
 
+template <typename T>
 __global__ void
-axpby_kernel (float *y, float a, const float *x, float b, size_t n)
+axpby_kernel (T *y, float a, const T *x, float b, size_t n)
 {
   if (b == 0.0f) {
     /* y may be uninitialised: never read it (0·NaN would be NaN) */
     GRID_STRIDE (i, n)
-      y[i] = a * x[i];
+      st (y + i, a * ld (x + i));
   } else {
     GRID_STRIDE (i, n)
-      y[i] = a * x[i] + b * y[i];
+      st (y + i, a * ld (x + i) + b * ld (y + i));
   }
 }
 
 extern "C" cudaError_t
-ehat_cuda_axpby (cudaStream_t s, float *y, float a, const float *x, float b,
-    size_t n)
+ehat_cuda_axpby (cudaStream_t s, int dt, void *y, float a, const void *x,
+    float b, size_t n)
 {
   if (n == 0)
     return cudaSuccess;
-  axpby_kernel <<< ehat_blocks (n), EHAT_THREADS, 0, s >>> (y, a, x, b, n);
+  EHAT_DISPATCH (dt, axpby_kernel<T> <<< ehat_blocks (n), EHAT_THREADS, 0,
+          s >>> ((T *) y, a, (const T *) x, b, n));
   return cudaGetLastError ();
 }
 
@@ -239,18 +380,19 @@ ehat_cuda_axpby (cudaStream_t s, float *y, float a, const float *x, float b,
 /* Block (32 channels × 8 row lanes), grid (channel blocks, images, row
  * splits); sums in double as the CPU does (the mean runs over up to
  * millions of rows). */
+template <typename T>
 __global__ void
-channel_sums_kernel (const float *v, size_t hw, int c, double *sums)
+channel_sums_kernel (const T *v, size_t hw, int c, double *sums)
 {
   __shared__ double red[8][33];
   int ch = blockIdx.x * 32 + threadIdx.x;
   int img = blockIdx.y;
   double acc = 0.0;
   if (ch < c) {
-    const float *vi = v + (size_t) img * hw * c;
+    const T *vi = v + (size_t) img * hw * c;
     for (size_t r = (size_t) blockIdx.z * 8 + threadIdx.y; r < hw;
         r += (size_t) gridDim.z * 8)
-      acc += vi[r * c + ch];
+      acc += ld (vi + r * c + ch);
   }
   red[threadIdx.y][threadIdx.x] = acc;
   __syncthreads ();
@@ -262,8 +404,8 @@ channel_sums_kernel (const float *v, size_t hw, int c, double *sums)
 }
 
 extern "C" cudaError_t
-ehat_cuda_channel_sums (cudaStream_t s, const float *v, int n, size_t hw,
-    int c, double *sums)
+ehat_cuda_channel_sums (cudaStream_t s, int dt, const void *v, int n,
+    size_t hw, int c, double *sums)
 {
   cudaError_t e = cudaMemsetAsync (sums, 0, (size_t) n * c * sizeof (double),
       s);
@@ -275,7 +417,8 @@ ehat_cuda_channel_sums (cudaStream_t s, const float *v, int n, size_t hw,
   if (splits > 1024)
     splits = 1024;
   dim3 grid ((c + 31) / 32, n, (unsigned) splits), block (32, 8);
-  channel_sums_kernel <<< grid, block, 0, s >>> (v, hw, c, sums);
+  EHAT_DISPATCH (dt, channel_sums_kernel<T> <<< grid, block, 0, s >>> (
+          (const T *) v, hw, c, sums));
   return cudaGetLastError ();
 }
 
@@ -318,34 +461,59 @@ ehat_cuda_channel_mlp (cudaStream_t s, const double *sums, int n, size_t hw,
   return cudaGetLastError ();
 }
 
+/* Element-wise with 32-bit index arithmetic: on an H100 (HAT-L, 480×272,
+ * fp16) channel attention took 37 ms a frame with a warp per row here and
+ * 12 ms so (rows of 180 half-precision channels keep too few bytes in
+ * flight per warp).  bias_act and the shuffle epilogue still run a warp
+ * per row: not measured against this form yet. */
+template <typename T>
 __global__ void
-channel_scale_kernel (float *v, size_t hw, int c, size_t total,
+channel_scale_kernel (T *v, unsigned per_img, unsigned c, unsigned total,
+    const float *scale)
+{
+  for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < total;
+      i += gridDim.x * blockDim.x) {
+    unsigned img = i / per_img, j = (i - img * per_img) % c;
+    st (v + i, ld (v + i) * scale[img * c + j]);
+  }
+}
+
+template <typename T>
+__global__ void
+channel_scale_wide_kernel (T *v, size_t hw, int c, size_t total,
     const float *scale)
 {
   size_t per_img = hw * c;
   GRID_STRIDE (i, total)
-    v[i] *= scale[(i / per_img) * c + i % c];
+    st (v + i, ld (v + i) * scale[(i / per_img) * c + i % c]);
 }
 
 extern "C" cudaError_t
-ehat_cuda_channel_scale (cudaStream_t s, float *v, int n, size_t hw, int c,
-    const float *scale)
+ehat_cuda_channel_scale (cudaStream_t s, int dt, void *v, int n, size_t hw,
+    int c, const float *scale)
 {
   size_t total = (size_t) n * hw * c;
   if (total == 0)
     return cudaSuccess;
-  channel_scale_kernel <<< ehat_blocks (total), EHAT_THREADS, 0, s >>> (v, hw,
-      c, total, scale);
+  if (total < 0xffffffffu)
+    EHAT_DISPATCH (dt, channel_scale_kernel<T> <<< ehat_blocks (total),
+            EHAT_THREADS, 0, s >>> ((T *) v, (unsigned) (hw * c),
+                (unsigned) c, (unsigned) total, scale))
+  else
+    EHAT_DISPATCH (dt, channel_scale_wide_kernel<T> <<< ehat_blocks (total),
+            EHAT_THREADS, 0, s >>> ((T *) v, hw, c, total, scale))
   return cudaGetLastError ();
 }
 
 /* ---- DANet CAM softmax: one block per row ---- */
 
+template <typename T>
 __global__ void
-gram_softmax_kernel (float *e, int c, float gamma)
+gram_softmax_kernel (const float *e, int c, float gamma, T *a)
 {
   __shared__ float red[32];
-  float *er = e + (size_t) blockIdx.x * c;
+  const float *er = e + (size_t) blockIdx.x * c;
+  T *ar = a + (size_t) blockIdx.x * c;
   float mx = -INFINITY;
   for (int j = threadIdx.x; j < c; j += blockDim.x)
     mx = fmaxf (mx, er[j]);
@@ -360,16 +528,20 @@ gram_softmax_kernel (float *e, int c, float gamma)
     sum += expf ((mx - er[j]) - mx2);
   sum = ehat_block_sum (sum, red);
   float k = gamma / sum;
+  /* every read of the row is done (the block sum synchronised): a may
+   * be e */
   for (int j = threadIdx.x; j < c; j += blockDim.x)
-    er[j] = expf ((mx - er[j]) - mx2) * k;
+    st (ar + j, expf ((mx - er[j]) - mx2) * k);
 }
 
 extern "C" cudaError_t
-ehat_cuda_gram_softmax (cudaStream_t s, float *e, int n, int c, float gamma)
+ehat_cuda_gram_softmax (cudaStream_t s, int dt, const float *e, int n, int c,
+    float gamma, void *a)
 {
   size_t rows = (size_t) n * c;
   if (rows == 0)
     return cudaSuccess;
-  gram_softmax_kernel <<< (unsigned) rows, 128, 0, s >>> (e, c, gamma);
+  EHAT_DISPATCH (dt, gram_softmax_kernel<T> <<< (unsigned) rows, 128, 0,
+          s >>> (e, c, gamma, (T *) a));
   return cudaGetLastError ();
 }

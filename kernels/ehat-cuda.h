@@ -6,9 +6,8 @@
  * sync.  Layout as in ehat-backend.h: feature maps are NHWC, "tokens ×
  * channels" rows of floats.  All sizes in elements.
  *
- * Precision: everything here is fp32 for now.  Reduced precisions will add
- * launchers with a storage type argument (activations in fp16/bf16, fp32
- * accumulation), not change these. */
+ * Precision: activations are stored in the type `dt` names (fp32, fp16 or
+ * bf16) and every kernel computes and accumulates in fp32. */
 #ifndef EHAT_CUDA_H
 #define EHAT_CUDA_H
 
@@ -29,55 +28,83 @@ enum
   EHAT_CUDA_ACT_LRELU = 3,
 };
 
+/* Storage type of activation buffers (the `dt` arguments; `void *`
+ * buffers below hold elements of it).  Weights, biases, bias tables and
+ * statistics are always fp32 (`float *`). */
+typedef enum
+{
+  EHAT_CUDA_F32 = 0,
+  EHAT_CUDA_F16 = 1,
+  EHAT_CUDA_BF16 = 2,
+} EhatCudaDtype;
+
 /* ---- ehat-cuda-elementwise.cu ---- */
 
-/* planar n×3×h×w (device) → NHWC n×H×W×3, reflect padding (periodic
+/* dst[i] = src[i] rounded to dt (weights converted once, at first use). */
+cudaError_t ehat_cuda_convert (cudaStream_t s, const float *src, size_t n,
+    int dt, void *dst);
+
+/* planar n×3×h×w (device, fp32) → NHWC n×H×W×3, reflect padding (periodic
  * mirror), (v − mean)·range. */
-cudaError_t ehat_cuda_input (cudaStream_t s, const float *planar, int n,
-    int w, int h, int W, int H, float m0, float m1, float m2, float range,
-    float *x);
-/* NHWC n×H×W×3 → planar n×3×h×w (crop), v/range + mean. */
-cudaError_t ehat_cuda_output (cudaStream_t s, const float *x, int n, int W,
-    int H, int w, int h, float m0, float m1, float m2, float range,
+cudaError_t ehat_cuda_input (cudaStream_t s, int dt, const float *planar,
+    int n, int w, int h, int W, int H, float m0, float m1, float m2,
+    float range, void *x);
+/* NHWC n×H×W×3 → planar n×3×h×w (crop, fp32), v/range + mean. */
+cudaError_t ehat_cuda_output (cudaStream_t s, int dt, const void *x, int n,
+    int W, int H, int w, int h, float m0, float m1, float m2, float range,
     float *planar);
 
+/* fp32 rows × cols (row-major) → dst rows_p × cols_p of dt, zero-padded
+ * (GEMM weights widened to aligned dimensions). */
+cudaError_t ehat_cuda_convert_pad (cudaStream_t s, const float *src,
+    int rows, int cols, int rows_p, int cols_p, int dt, void *dst);
+/* x [rows][c] → dst [rows][ldp] (ldp ≥ c), the tail of each row zeroed. */
+cudaError_t ehat_cuda_pad_rows (cudaStream_t s, int dt, const void *x,
+    size_t rows, int c, int ldp, void *dst);
+
 /* Pixels [p0, p0 + np) of the n·h·w pixels of x (h×w maps of cin) →
- * col [np][k·k·cin] in the order (ky·k + kx)·cin + ci, zero padding k/2. */
-cudaError_t ehat_cuda_im2col (cudaStream_t s, const float *x, int h, int w,
-    int cin, int k, size_t p0, size_t np, float *col);
-/* y[r][j] = act(y[r][j] + b[j]) + alpha·res[r][j] (res may be NULL). */
-cudaError_t ehat_cuda_bias_act (cudaStream_t s, float *y, size_t rows, int c,
-    const float *b, int act, const float *res, float alpha);
-/* Conv epilogue with pixel shuffle: t [np][cout] holds the GEMM output of
+ * col [np][ldc] in the order (ky·k + kx)·cin + ci, zero padding k/2, and
+ * zeros from k·k·cin to ldc (ldc·size a multiple of 16 bytes or = k·k·cin). */
+cudaError_t ehat_cuda_im2col (cudaStream_t s, int dt, const void *x, int h,
+    int w, int cin, int k, size_t p0, size_t np, int ldc, void *col);
+/* y[r][j] = act(t[r][j] + b[j]) + alpha·res[r][j] for j < c, rows of t
+ * ldt apart (t may be y with ldt = c; res may be NULL or y; b may be
+ * NULL). */
+cudaError_t ehat_cuda_bias_act (cudaStream_t s, int dt, const void *t,
+    int ldt, void *y, size_t rows, int c, const float *b, int act,
+    const void *res, float alpha);
+/* Conv epilogue with pixel shuffle: t [np][ldt] holds the GEMM output of
  * pixels [p0, p0 + np) of n maps h×w; v = act(t + b) + alpha·res[p][o]
  * (res unshuffled, may be NULL) goes to channel o/s² of pixel
  * (y·s + (o/s)%s, x·s + o%s) of y, maps (h·s)×(w·s)×(cout/s²). */
-cudaError_t ehat_cuda_bias_act_shuffle (cudaStream_t s, const float *t,
-    size_t p0, size_t np, int h, int w, int cout, int shuffle,
-    const float *b, int act, const float *res, float alpha, float *y);
+cudaError_t ehat_cuda_bias_act_shuffle (cudaStream_t s, int dt,
+    const void *t, int ldt, size_t p0, size_t np, int h, int w, int cout,
+    int shuffle,
+    const float *b, int act, const void *res, float alpha, void *y);
 
 /* Per row of c, eps 1e-5, biased variance; y may be x. */
-cudaError_t ehat_cuda_layernorm (cudaStream_t s, const float *x, size_t rows,
-    int c, const float *g, const float *b, float *y);
+cudaError_t ehat_cuda_layernorm (cudaStream_t s, int dt, const void *x,
+    size_t rows, int c, const float *g, const float *b, void *y);
 /* y = a·x + b·y; y is not read when b == 0. */
-cudaError_t ehat_cuda_axpby (cudaStream_t s, float *y, float a,
-    const float *x, float b, size_t n);
+cudaError_t ehat_cuda_axpby (cudaStream_t s, int dt, void *y, float a,
+    const void *x, float b, size_t n);
 
 /* Channel attention: sums [n][c] (double, zeroed here) of each image's hw
  * rows; then scale [n][c] = sigmoid(up(ReLU(down(sums/hw)))); then
  * v[img][r][j] ·= scale[img][j]. */
-cudaError_t ehat_cuda_channel_sums (cudaStream_t s, const float *v, int n,
-    size_t hw, int c, double *sums);
+cudaError_t ehat_cuda_channel_sums (cudaStream_t s, int dt, const void *v,
+    int n, size_t hw, int c, double *sums);
 cudaError_t ehat_cuda_channel_mlp (cudaStream_t s, const double *sums, int n,
     size_t hw, int c, const float *dw, const float *db, int mid,
     const float *uw, const float *ub, float *scale);
-cudaError_t ehat_cuda_channel_scale (cudaStream_t s, float *v, int n,
+cudaError_t ehat_cuda_channel_scale (cudaStream_t s, int dt, void *v, int n,
     size_t hw, int c, const float *scale);
 
-/* DANet CAM: each of the n c×c matrices e (symmetric Gram matrices) row by
- * row, in place: e[r][j] = γ·softmax_j(max_j e[r] − e[r][j]). */
-cudaError_t ehat_cuda_gram_softmax (cudaStream_t s, float *e, int n, int c,
-    float gamma);
+/* DANet CAM: each of the n c×c fp32 matrices e (symmetric Gram matrices)
+ * row by row: a[r][j] = γ·softmax_j(max_j e[r] − e[r][j]) written to a as
+ * dt (a may be e when dt is fp32). */
+cudaError_t ehat_cuda_gram_softmax (cudaStream_t s, int dt, const float *e,
+    int n, int c, float gamma, void *a);
 
 /* ---- ehat-cuda-attention.cu ---- */
 
@@ -89,22 +116,34 @@ cudaError_t ehat_cuda_expand_bias (cudaStream_t s, const float *table,
  * OCAB overlapping attention, as the backend ops of the same names; bias
  * from ehat_cuda_expand_bias.  Head dim c/heads ≤ 64 (else
  * cudaErrorInvalidValue). */
-cudaError_t ehat_cuda_window_attention (cudaStream_t s, const float *qkv,
-    int n, int h, int w, int c, int heads, int ws, int shift,
-    const float *dense_bias, float *out);
-cudaError_t ehat_cuda_overlap_attention (cudaStream_t s, const float *qkv,
-    int n, int h, int w, int c, int heads, int ws, int wse,
-    const float *dense_bias, float *out);
+cudaError_t ehat_cuda_window_attention (cudaStream_t s, int dt,
+    const void *qkv, int n, int h, int w, int c, int heads, int ws,
+    int shift, const float *dense_bias, void *out);
+cudaError_t ehat_cuda_overlap_attention (cudaStream_t s, int dt,
+    const void *qkv, int n, int h, int w, int c, int heads, int ws, int wse,
+    const float *dense_bias, void *out);
+
+/* ---- ehat-cuda-attention-mma.cu ---- */
+
+/* Both attentions on tensor cores (param: shift for HAB, wse for OCAB with
+ * overlap set), used by the two functions above when it applies: fp16 or
+ * bf16 storage, compute capability ≥ 8.0, head dim ≤ 64, ws² a multiple
+ * of 16, the window's keys and values within the shared memory of a
+ * block, and EHAT_CUDA_ATTENTION not set to "simt".  Otherwise it returns
+ * cudaErrorNotSupported and launches nothing. */
+cudaError_t ehat_cuda_attention_mma (cudaStream_t s, int dt, const void *qkv,
+    int n, int h, int w, int c, int heads, int ws, int param, int overlap,
+    const float *bias, void *out);
 
 /* ---- ehat-cuda-danet.cu ---- */
 
 /* DANet PAM: stats [n·hw][2] = (max_j s_ij, Σ_j exp(s_ij − max)), then
  * out_i += γ/Σ · Σ_j exp(s_ij − max)·v_j.  dq ≤ 64. */
-cudaError_t ehat_cuda_pam_stats (cudaStream_t s, const float *q,
-    const float *k, int n, size_t hw, int dq, float *stats);
-cudaError_t ehat_cuda_pam_apply (cudaStream_t s, const float *q,
-    const float *k, const float *v, int n, size_t hw, int dq, int c,
-    float gamma, const float *stats, float *out);
+cudaError_t ehat_cuda_pam_stats (cudaStream_t s, int dt, const void *q,
+    const void *k, int n, size_t hw, int dq, float *stats);
+cudaError_t ehat_cuda_pam_apply (cudaStream_t s, int dt, const void *q,
+    const void *k, const void *v, int n, size_t hw, int dq, int c,
+    float gamma, const float *stats, void *out);
 
 #ifdef __cplusplus
 }

@@ -1,5 +1,6 @@
 #include "golden-util.h"
 
+#include "ehat-png.h"
 #include "ehat-safetensors.h"
 
 #include <math.h>
@@ -36,6 +37,35 @@ max_abs_diff (const float *a, const float *b, gsize n)
       m = isnan (d) ? INFINITY : d;
   }
   return m;
+}
+
+double
+psnr (const float *a, const float *b, gsize n)
+{
+  double se = 0.0;
+  for (gsize i = 0; i < n; i++) {
+    double d = (double) a[i] - b[i];
+    se += d * d;
+  }
+  if (isnan (se))
+    return -INFINITY;
+  return se == 0.0 ? 200.0 : 10.0 * log10 ((double) n / se);
+}
+
+float *
+load_png (const char *rel, int *w, int *h)
+{
+  const char *dir = g_getenv ("EHAT_SHARED_DATA");
+  g_autofree char *path = dir ? g_build_filename (dir, rel, NULL) : NULL;
+  g_autofree guint8 *rgb = NULL;
+  g_autoptr (GError) error = NULL;
+
+  if (!path || !ehat_png_read (path, &rgb, w, h, &error)) {
+    g_test_fail_printf ("test image %s missing (EHAT_SHARED_DATA=%s)", rel,
+        dir);
+    return NULL;
+  }
+  return ehat_rgb8_to_planar (rgb, *w, *h);
 }
 
 static int

@@ -14,6 +14,11 @@ typedef struct
 Image read_image (const char *path);
 /* Max |a − b|; a NaN anywhere gives +inf, so it always fails a bound. */
 double max_abs_diff (const float *a, const float *b, gsize n);
+/* PSNR with peak 1 on raw outputs (200 when equal, −∞ with a NaN). */
+double psnr (const float *a, const float *b, gsize n);
+/* A PNG of $EHAT_SHARED_DATA/@rel as planar RGB floats in [0, 1]; NULL
+ * and a failed test when it cannot be read. */
+float *load_png (const char *rel, int *w, int *h);
 /* Registers "@prefix/<case>" → @func (case folder path) for every case
  * folder of @dir_path, in name order; @keep owns the paths.  Returns the
  * number of cases (0 when @dir_path is NULL or cannot be read: callers

@@ -1,0 +1,352 @@
+/* Window attention on tensor cores (fp16/bf16 storage, compute capability
+ * 8.0 and newer): HAB's shifted-window self-attention and OCAB's
+ * overlapping cross-attention, with the semantics of the SIMT kernel in
+ * ehat-cuda-attention.cu (which stays the path for fp32/tf32, older GPUs
+ * and shapes this one does not take).
+ *
+ * One block per (image, window, head).  The window's keys and values are
+ * gathered once into shared memory (the cyclic shift and the OCAB unfold
+ * are index arithmetic; K as [key][dim], V transposed as [dim][key] so
+ * both mma B operands are 32-bit loads; rows padded by 8 elements against
+ * bank conflicts).  Each warp then takes 16 queries at a time, flash-
+ * attention style: S = Q·Kᵀ for 16 keys with mma.m16n8k16 (fp32
+ * accumulation), scale, relative-position bias and shift mask added in
+ * fp32, an online softmax per row (running max and sum, quad shuffles),
+ * and O += P·V with P taken straight from the S accumulators (their
+ * layout is the A operand's), so scores never leave registers. */
+#include "ehat-cuda-common.cuh"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define MMA_WARPS 8
+
+/* Two floats → one 32-bit register of two T (low half first). */
+__device__ __forceinline__ uint32_t
+pack2 (float a, float b, __half *)
+{
+  __half2 h = __floats2half2_rn (a, b);
+  return *(uint32_t *) &h;
+}
+
+__device__ __forceinline__ uint32_t
+pack2 (float a, float b, __nv_bfloat16 *)
+{
+  __nv_bfloat162 h = __floats2bfloat162_rn (a, b);
+  return *(uint32_t *) &h;
+}
+
+/* d += a·b, m16n8k16, fp32 accumulators. */
+__device__ __forceinline__ void
+mma16816 (float d[4], const uint32_t a[4], uint32_t b0, uint32_t b1,
+    __half *)
+{
+#if __CUDA_ARCH__ >= 800
+  asm volatile ("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
+      "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f" (d[0]), "+f" (d[1]), "+f" (d[2]), "+f" (d[3])
+      : "r" (a[0]), "r" (a[1]), "r" (a[2]), "r" (a[3]), "r" (b0), "r" (b1));
+#endif
+}
+
+__device__ __forceinline__ void
+mma16816 (float d[4], const uint32_t a[4], uint32_t b0, uint32_t b1,
+    __nv_bfloat16 *)
+{
+#if __CUDA_ARCH__ >= 800
+  asm volatile ("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+      "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f" (d[0]), "+f" (d[1]), "+f" (d[2]), "+f" (d[3])
+      : "r" (a[0]), "r" (a[1]), "r" (a[2]), "r" (a[3]), "r" (b0), "r" (b1));
+#endif
+}
+
+__device__ __forceinline__ int
+region (int p, int size, int ws, int shift)
+{
+  return p < size - ws ? 0 : (p < size - shift ? 1 : 2);
+}
+
+/* Token row of window position (y, x) of a window at (wy, wx), or −1 for
+ * an OCAB key outside the map (a zero vector).  *reg: the shift-mask
+ * region (HAB with shift only). */
+template <bool OVERLAP>
+__device__ __forceinline__ long long
+token_row (size_t img, int h, int w, int ws, int param, int wy, int wx,
+    int span, int j, int *reg)
+{
+  *reg = 0;
+  if (OVERLAP) {
+    int pad = (param - ws) / 2;
+    int ky = wy * ws - pad + j / span, kx = wx * ws - pad + j % span;
+    if (ky < 0 || ky >= h || kx < 0 || kx >= w)
+      return -1;
+    return (long long) ((img * h + ky) * w + kx);
+  }
+  int ky = wy * ws + j / ws, kx = wx * ws + j % ws;
+  int shift = param;
+  if (shift)
+    *reg = region (ky, h, ws, shift) * 3 + region (kx, w, ws, shift);
+  return (long long) ((img * h + (ky + shift) % h) * w + (kx + shift) % w);
+}
+
+/* OVERLAP false: HAB (param = shift); true: OCAB (param = wse).  DP: head
+ * dim padded to 16 or 32 (or 64). */
+template <typename T, int DP, bool OVERLAP>
+__global__ void __launch_bounds__ (MMA_WARPS * 32)
+attention_mma_kernel (const T *__restrict__ qkv, int h, int w, int c,
+    int heads, int ws, int param, int nq, int nk, int nwy, int nwx,
+    const float *__restrict__ bias, float scale, T *__restrict__ out)
+{
+  extern __shared__ __align__ (16) unsigned char smem_raw[];
+  const int nkp = (nk + 15) & ~15;
+  const int KS = DP + 8;        /* Ks row stride (elements) */
+  const int VS = nkp + 8;       /* Vt row stride */
+  T *Ks = (T *) smem_raw;
+  T *Vt = Ks + (size_t) nkp * KS;
+  signed char *kreg = (signed char *) (Vt + (size_t) DP * VS);
+
+  const int d = c / heads;
+  const size_t stride = 3 * (size_t) c;
+  const int hd = blockIdx.x % heads;
+  const int win = blockIdx.x / heads;
+  const int wx = win % nwx, wy = (win / nwx) % nwy;
+  const size_t img = (size_t) (win / (nwx * nwy));
+  const int span = OVERLAP ? param : ws;
+  const int shift = OVERLAP ? 0 : param;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int g = lane >> 2, t4 = lane & 3;
+
+  /* keys and values of the window (zero beyond nk and outside the map) */
+  for (int idx = threadIdx.x; idx < nkp * DP; idx += blockDim.x) {
+    int j = idx / DP, e = idx % DP, reg = 0;
+    float kv = 0.0f, vv = 0.0f;
+    if (j < nk) {
+      long long row = token_row<OVERLAP> (img, h, w, ws, param, wy, wx, span,
+          j, &reg);
+      if (row >= 0 && e < d) {
+        const T *kp = qkv + (size_t) row * stride + c + (size_t) hd * d + e;
+        kv = ld (kp);
+        vv = ld (kp + c);
+      }
+    }
+    st (Ks + (size_t) j * KS + e, kv);
+    st (Vt + (size_t) e * VS + j, vv);
+    if (e == 0)
+      kreg[j] = (signed char) reg;
+  }
+  __syncthreads ();
+
+  const float *bh = bias + (size_t) hd * nk * nq;
+  for (int m0 = warp * 16; m0 < nq; m0 += MMA_WARPS * 16) {
+    /* this thread's two query rows: m0 + g and m0 + g + 8 */
+    size_t qrow[2];
+    int qreg[2];
+    uint32_t qa[DP / 16][4];
+    for (int r = 0; r < 2; r++) {
+      int i = m0 + g + 8 * r;
+      int py = wy * ws + i / ws, px = wx * ws + i % ws;
+      qreg[r] = 0;
+      if (OVERLAP) {
+        qrow[r] = (img * h + py) * w + px;
+      } else {
+        qrow[r] = (img * h + (py + shift) % h) * w + (px + shift) % w;
+        if (shift)
+          qreg[r] = region (py, h, ws, shift) * 3 + region (px, w, ws, shift);
+      }
+    }
+#pragma unroll
+    for (int ks = 0; ks < DP / 16; ks++) {
+      float v[2][4];
+      for (int r = 0; r < 2; r++) {
+        const T *qp = qkv + qrow[r] * stride + (size_t) hd * d;
+        int e0 = ks * 16 + 2 * t4;
+        v[r][0] = e0 < d ? ld (qp + e0) : 0.0f;
+        v[r][1] = e0 + 1 < d ? ld (qp + e0 + 1) : 0.0f;
+        v[r][2] = e0 + 8 < d ? ld (qp + e0 + 8) : 0.0f;
+        v[r][3] = e0 + 9 < d ? ld (qp + e0 + 9) : 0.0f;
+      }
+      qa[ks][0] = pack2 (v[0][0], v[0][1], (T *) 0);
+      qa[ks][1] = pack2 (v[1][0], v[1][1], (T *) 0);
+      qa[ks][2] = pack2 (v[0][2], v[0][3], (T *) 0);
+      qa[ks][3] = pack2 (v[1][2], v[1][3], (T *) 0);
+    }
+
+    float o[DP / 8][4];
+#pragma unroll
+    for (int nt = 0; nt < DP / 8; nt++)
+      o[nt][0] = o[nt][1] = o[nt][2] = o[nt][3] = 0.0f;
+    float mrow[2] = { -INFINITY, -INFINITY }, lrow[2] = { 0.0f, 0.0f };
+
+    for (int j0 = 0; j0 < nkp; j0 += 16) {
+      /* S for keys j0..j0+15: two n-tiles of 8 */
+      float s[2][4];
+#pragma unroll
+      for (int nt = 0; nt < 2; nt++) {
+        s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
+        const T *kr = Ks + (size_t) (j0 + nt * 8 + g) * KS + 2 * t4;
+#pragma unroll
+        for (int ks = 0; ks < DP / 16; ks++) {
+          uint32_t b0 = *(const uint32_t *) (kr + ks * 16);
+          uint32_t b1 = *(const uint32_t *) (kr + ks * 16 + 8);
+          mma16816 (s[nt], qa[ks], b0, b1, (T *) 0);
+        }
+      }
+      /* scale, bias, mask; the running max */
+      float mt[2] = { -INFINITY, -INFINITY };
+#pragma unroll
+      for (int nt = 0; nt < 2; nt++)
+#pragma unroll
+        for (int q = 0; q < 4; q++) {
+          int r = q >> 1, j = j0 + nt * 8 + 2 * t4 + (q & 1);
+          int i = m0 + g + 8 * r;
+          float v;
+          if (j < nk) {
+            v = s[nt][q] * scale + bh[(size_t) j * nq + i];
+            if (!OVERLAP && shift && kreg[j] != qreg[r])
+              v += -100.0f;
+          } else {
+            v = -INFINITY;
+          }
+          s[nt][q] = v;
+          mt[r] = fmaxf (mt[r], v);
+        }
+      float corr[2];
+#pragma unroll
+      for (int r = 0; r < 2; r++) {
+        mt[r] = fmaxf (mt[r], __shfl_xor_sync (0xffffffffu, mt[r], 1));
+        mt[r] = fmaxf (mt[r], __shfl_xor_sync (0xffffffffu, mt[r], 2));
+        float mn = fmaxf (mrow[r], mt[r]);
+        corr[r] = __expf (mrow[r] - mn);      /* 0 on the first block */
+        mrow[r] = mn;
+        lrow[r] *= corr[r];
+      }
+#pragma unroll
+      for (int nt = 0; nt < DP / 8; nt++) {
+        o[nt][0] *= corr[0];
+        o[nt][1] *= corr[0];
+        o[nt][2] *= corr[1];
+        o[nt][3] *= corr[1];
+      }
+      /* P = exp(S − max) as the A operand of P·V (keys are its k) */
+#pragma unroll
+      for (int nt = 0; nt < 2; nt++)
+#pragma unroll
+        for (int q = 0; q < 4; q++) {
+          float p = __expf (s[nt][q] - mrow[q >> 1]);
+          s[nt][q] = p;
+          lrow[q >> 1] += p;    /* this thread's columns; quad-summed last */
+        }
+      uint32_t pa[4];
+      pa[0] = pack2 (s[0][0], s[0][1], (T *) 0);
+      pa[1] = pack2 (s[0][2], s[0][3], (T *) 0);
+      pa[2] = pack2 (s[1][0], s[1][1], (T *) 0);
+      pa[3] = pack2 (s[1][2], s[1][3], (T *) 0);
+#pragma unroll
+      for (int nt = 0; nt < DP / 8; nt++) {
+        const T *vr = Vt + (size_t) (nt * 8 + g) * VS + j0 + 2 * t4;
+        uint32_t b0 = *(const uint32_t *) vr;
+        uint32_t b1 = *(const uint32_t *) (vr + 8);
+        mma16816 (o[nt], pa, b0, b1, (T *) 0);
+      }
+    }
+
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+      lrow[r] += __shfl_xor_sync (0xffffffffu, lrow[r], 1);
+      lrow[r] += __shfl_xor_sync (0xffffffffu, lrow[r], 2);
+      lrow[r] = 1.0f / lrow[r];
+    }
+#pragma unroll
+    for (int nt = 0; nt < DP / 8; nt++)
+#pragma unroll
+      for (int q = 0; q < 4; q++) {
+        int r = q >> 1, e = nt * 8 + 2 * t4 + (q & 1);
+        if (e < d)
+          st (out + qrow[r] * (size_t) c + (size_t) hd * d + e,
+              o[nt][q] * lrow[r]);
+      }
+  }
+}
+
+template <typename T, int DP, bool OVERLAP>
+static cudaError_t
+launch_mma (cudaStream_t s, const T *qkv, int n, int h, int w, int c,
+    int heads, int ws, int param, int nk, const float *bias, T *out)
+{
+  int d = c / heads, nq = ws * ws, nkp = (nk + 15) & ~15;
+  int nwy = h / ws, nwx = w / ws;
+  size_t tasks = (size_t) n * nwy * nwx * heads;
+  size_t smem = ((size_t) nkp * (DP + 8) + (size_t) DP * (nkp + 8))
+      * sizeof (T) + nkp;
+  int dev = 0, optin = 0;
+  cudaError_t e;
+
+  if (tasks == 0)
+    return cudaSuccess;
+  e = cudaGetDevice (&dev);
+  if (e == cudaSuccess)
+    e = cudaDeviceGetAttribute (&optin,
+        cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
+  if (e != cudaSuccess)
+    return e;
+  if (smem > (size_t) optin || tasks > 0x7fffffffu)
+    return cudaErrorNotSupported;
+  auto kernel = attention_mma_kernel<T, DP, OVERLAP>;
+  e = cudaFuncSetAttribute (kernel,
+      cudaFuncAttributeMaxDynamicSharedMemorySize, (int) smem);
+  if (e != cudaSuccess)
+    return e;
+  kernel <<< (unsigned) tasks, MMA_WARPS * 32, smem, s >>> (qkv, h, w, c,
+      heads, ws, param, nq, nk, nwy, nwx, bias,
+      (float) (1.0 / sqrt ((double) d)), out);
+  return cudaGetLastError ();
+}
+
+template <typename T, bool OVERLAP>
+static cudaError_t
+dispatch_dp (cudaStream_t s, const void *qkv, int n, int h, int w, int c,
+    int heads, int ws, int param, int nk, const float *bias, void *out)
+{
+  int d = c / heads;
+  const T *q = (const T *) qkv;
+  T *o = (T *) out;
+
+  if (d <= 16)
+    return launch_mma<T, 16, OVERLAP> (s, q, n, h, w, c, heads, ws, param, nk,
+        bias, o);
+  if (d <= 32)
+    return launch_mma<T, 32, OVERLAP> (s, q, n, h, w, c, heads, ws, param, nk,
+        bias, o);
+  if (d <= 64)
+    return launch_mma<T, 64, OVERLAP> (s, q, n, h, w, c, heads, ws, param, nk,
+        bias, o);
+  return cudaErrorNotSupported;
+}
+
+extern "C" cudaError_t
+ehat_cuda_attention_mma (cudaStream_t s, int dt, const void *qkv, int n,
+    int h, int w, int c, int heads, int ws, int param, int overlap,
+    const float *bias, void *out)
+{
+  const char *force = getenv ("EHAT_CUDA_ATTENTION");
+  int d = heads > 0 ? c / heads : 0, nk, dev = 0, major = 0;
+
+  if (dt == EHAT_CUDA_F32 || (force && strcmp (force, "simt") == 0)
+      || d < 1 || heads * d != c || (ws * ws) % 16 != 0)
+    return cudaErrorNotSupported;
+  if (cudaGetDevice (&dev) != cudaSuccess
+      || cudaDeviceGetAttribute (&major, cudaDevAttrComputeCapabilityMajor,
+          dev) != cudaSuccess || major < 8) {
+    (void) cudaGetLastError ();
+    return cudaErrorNotSupported;
+  }
+  nk = overlap ? param * param : ws * ws;
+  if (dt == EHAT_CUDA_F16)
+    return overlap ? dispatch_dp<__half, true> (s, qkv, n, h, w, c, heads, ws,
+        param, nk, bias, out) : dispatch_dp<__half, false> (s, qkv, n, h, w,
+        c, heads, ws, param, nk, bias, out);
+  return overlap ? dispatch_dp<__nv_bfloat16, true> (s, qkv, n, h, w, c,
+      heads, ws, param, nk, bias, out) : dispatch_dp<__nv_bfloat16, false> (s,
+      qkv, n, h, w, c, heads, ws, param, nk, bias, out);
+}
