@@ -120,11 +120,15 @@ gst_ehat_sr_precision_get_type (void)
 {
   static GType type = 0;
   static const GEnumValue values[] = {
-    {GST_EHAT_SR_PRECISION_AUTO, "Fastest accurate precision of the backend",
-        "auto"},
-    {GST_EHAT_SR_PRECISION_FP32, "32-bit float", "fp32"},
-    {GST_EHAT_SR_PRECISION_FP16, "16-bit float", "fp16"},
-    {GST_EHAT_SR_PRECISION_BF16, "bfloat16", "bf16"},
+    {GST_EHAT_SR_PRECISION_AUTO, "Fastest accurate precision of the backend "
+          "(GPU: fp16, CPU: fp32)", "auto"},
+    {GST_EHAT_SR_PRECISION_FP32, "32-bit float (the reference)", "fp32"},
+    {GST_EHAT_SR_PRECISION_FP16, "16-bit float storage, fp32 accumulation "
+          "(GPU)", "fp16"},
+    {GST_EHAT_SR_PRECISION_BF16, "bfloat16 storage, fp32 accumulation (GPU; "
+          "CPUs with AVX512-BF16)", "bf16"},
+    {GST_EHAT_SR_PRECISION_TF32, "TensorFloat-32 matrix products, fp32 "
+          "storage (GPU)", "tf32"},
     {0, NULL, NULL},
   };
 
@@ -273,6 +277,9 @@ gst_ehat_sr_create_engine (GstEhatSr * self, EhatModel * model,
       break;
     case GST_EHAT_SR_PRECISION_BF16:
       opts.precision = EHAT_PRECISION_BF16;
+      break;
+    case GST_EHAT_SR_PRECISION_TF32:
+      opts.precision = EHAT_PRECISION_TF32;
       break;
     default:
       opts.precision = EHAT_PRECISION_AUTO;

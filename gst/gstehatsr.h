@@ -28,6 +28,7 @@ typedef enum
   GST_EHAT_SR_PRECISION_FP32,
   GST_EHAT_SR_PRECISION_FP16,
   GST_EHAT_SR_PRECISION_BF16,
+  GST_EHAT_SR_PRECISION_TF32,   /* appended: the values above are ABI */
 } GstEhatSrPrecision;
 
 typedef enum

@@ -337,6 +337,26 @@ test_fallback (void)
   o.precision = EHAT_PRECISION_FP16;
   g_assert_null (ehat_engine_new (model, &o, &error));
   g_assert_error (error, EHAT_ERROR, EHAT_ERROR_UNSUPPORTED);
+  g_clear_error (&error);
+
+  /* auto with a GPU precision and no GPU within reach (no module where we
+   * point; this process has not loaded it before): fp32 on the CPU, said */
+  g_setenv ("EHAT_BACKEND_PATH", "/nonexistent", TRUE);
+  for (int i = 0; i < 2; i++) {
+    g_autoptr (EhatEngine) e = NULL;
+
+    o.backend = EHAT_BACKEND_AUTO;
+    o.precision = i ? EHAT_PRECISION_TF32 : EHAT_PRECISION_FP16;
+    e = ehat_engine_new (model, &o, &error);
+    g_assert_no_error (error);
+    reason = ehat_engine_get_fallback_reason (e);
+    g_test_message ("auto + %s: %s", i ? "tf32" : "fp16", reason);
+    g_assert_cmpint (ehat_engine_get_backend (e), ==, EHAT_BACKEND_CPU);
+    g_assert_cmpint (ehat_engine_get_precision (e), ==, EHAT_PRECISION_FP32);
+    g_assert_nonnull (strstr (reason, i ? "tf32 is a GPU precision; running "
+            "fp32" : "fp16 is a GPU precision; running fp32"));
+  }
+  g_unsetenv ("EHAT_BACKEND_PATH");
 }
 
 int

@@ -439,7 +439,8 @@ main (int argc, char **argv)
     {"backend", 0, 0, G_OPTION_ARG_STRING, &o.backend,
         "ehatsr backend: auto (default), cuda, cpu", "B"},
     {"precision", 0, 0, G_OPTION_ARG_STRING, &o.precision,
-        "ehatsr precision: auto (default), fp32, fp16 (GPU), bf16", "P"},
+        "ehatsr precision: auto (default: fp16 on a GPU), fp32, fp16, bf16, "
+        "tf32 (GPU)", "P"},
     {"workdir", 0, 0, G_OPTION_ARG_FILENAME, &o.workdir,
         "Work directory (default: OUT.ehat-work; shared storage for --slurm)",
         "DIR"},

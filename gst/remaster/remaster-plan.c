@@ -82,13 +82,14 @@ remaster_plan_check (const RemasterPlanOptions * o, GError ** error)
         "unknown backend '%s' (auto, cuda or cpu)", o->backend);
     return FALSE;
   }
-  const gchar *precisions[] = { "auto", "fp32", "fp16", "bf16" };
+  const gchar *precisions[] = { "auto", "fp32", "fp16", "bf16", "tf32" };
   gboolean precision_ok = FALSE;
   for (guint i = 0; i < G_N_ELEMENTS (precisions); i++)
     precision_ok |= g_str_equal (o->precision, precisions[i]);
   if (!precision_ok) {
     g_set_error (error, REMASTER_ERROR, REMASTER_ERROR_ARGS,
-        "unknown precision '%s' (auto, fp32, fp16 or bf16)", o->precision);
+        "unknown precision '%s' (auto, fp32, fp16, bf16 or tf32)",
+        o->precision);
     return FALSE;
   }
   const gchar *encoder = o->encoder ? o->encoder : remaster_encoder_default ();
