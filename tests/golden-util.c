@@ -68,6 +68,27 @@ load_png (const char *rel, int *w, int *h)
   return ehat_rgb8_to_planar (rgb, *w, *h);
 }
 
+gboolean
+load_shipped (const char *name, EhatModel **model, float **in, int *w,
+    int *h)
+{
+  const char *dir = g_getenv ("EHAT_MODELS_DIR");
+  g_autofree char *file = g_strconcat (name, ".safetensors", NULL);
+  g_autofree char *path = dir ? g_build_filename (dir, file, NULL) : NULL;
+  g_autoptr (GError) error = NULL;
+
+  if (!path || !g_file_test (path, G_FILE_TEST_EXISTS)) {
+    g_test_fail_printf ("shipped model missing (EHAT_MODELS_DIR=%s)", dir);
+    return FALSE;
+  }
+  *in = load_png ("eval/Set5/LR_bicubic/X2/butterflyx2.png", w, h);
+  if (!*in)
+    return FALSE;
+  *model = ehat_model_load (path, &error);
+  g_assert_no_error (error);
+  return TRUE;
+}
+
 static int
 cmp_names (gconstpointer a, gconstpointer b)
 {

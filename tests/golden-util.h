@@ -2,6 +2,8 @@
 #ifndef EHAT_GOLDEN_UTIL_H
 #define EHAT_GOLDEN_UTIL_H
 
+#include "ehat.h"
+
 #include <glib.h>
 
 typedef struct
@@ -19,6 +21,11 @@ double psnr (const float *a, const float *b, gsize n);
 /* A PNG of $EHAT_SHARED_DATA/@rel as planar RGB floats in [0, 1]; NULL
  * and a failed test when it cannot be read. */
 float *load_png (const char *rel, int *w, int *h);
+/* A shipped model, @name.safetensors of $EHAT_MODELS_DIR, and the real
+ * image its tests run on (Set5's butterfly, the ×2 LR) as planar RGB;
+ * FALSE and a failed test when either is missing. */
+gboolean load_shipped (const char *name, EhatModel **model, float **in,
+    int *w, int *h);
 /* Registers "@prefix/<case>" → @func (case folder path) for every case
  * folder of @dir_path, in name order; @keep owns the paths.  Returns the
  * number of cases (0 when @dir_path is NULL or cannot be read: callers

@@ -266,9 +266,6 @@ static void
 test_shipped (gconstpointer data)
 {
   const char *name = data;
-  const char *dir = g_getenv ("EHAT_MODELS_DIR");
-  g_autofree char *file = g_strconcat (name, ".safetensors", NULL);
-  g_autofree char *path = dir ? g_build_filename (dir, file, NULL) : NULL;
   g_autoptr (GError) error = NULL;
   g_autoptr (EhatModel) model = NULL;
   g_autoptr (EhatEngine) e32 = NULL, e16 = NULL;
@@ -279,15 +276,8 @@ test_shipped (gconstpointer data)
 
   if (!need_bf16 ())
     return;
-  if (!path || !g_file_test (path, G_FILE_TEST_EXISTS)) {
-    g_test_fail_printf ("shipped model missing (EHAT_MODELS_DIR=%s)", dir);
+  if (!load_shipped (name, &model, &in, &w, &h))
     return;
-  }
-  in = load_png ("eval/Set5/LR_bicubic/X2/butterflyx2.png", &w, &h);
-  if (!in)
-    return;
-  model = ehat_model_load (path, &error);
-  g_assert_no_error (error);
   s = ehat_model_get_config (model)->upscale;
   n = (gsize) 3 * w * s * h * s;
   e32 = engine_for (model, EHAT_PRECISION_FP32);

@@ -484,6 +484,16 @@ test_errors (void)
   }
 }
 
+/* bf16 tensor cores: compute capability 8.0 and newer */
+static gboolean
+have_bf16 (void)
+{
+  int major = 0;
+  g_assert_cmpint (cudaDeviceGetAttribute (&major,
+          cudaDevAttrComputeCapabilityMajor, 0), ==, cudaSuccess);
+  return major >= 8;
+}
+
 /* Every precision creates (bf16 from compute capability 8.0), says what it
  * is, and stores activations in its width; auto is fp16. */
 static void
@@ -503,13 +513,10 @@ test_precision (void)
   };
   g_autoptr (GError) error = NULL;
   EhatBackend *b;
-  int major = 0;
 
-  g_assert_cmpint (cudaDeviceGetAttribute (&major,
-          cudaDevAttrComputeCapabilityMajor, 0), ==, cudaSuccess);
   for (guint i = 0; i < G_N_ELEMENTS (cases); i++) {
     b = ehat_backend_cuda_new (0, cases[i].asked, FALSE, &error);
-    if (cases[i].asked == EHAT_PRECISION_BF16 && major < 8) {
+    if (cases[i].asked == EHAT_PRECISION_BF16 && !have_bf16 ()) {
       g_assert_null (b);
       g_assert_error (error, EHAT_ERROR, EHAT_ERROR_UNSUPPORTED);
       g_clear_error (&error);
@@ -622,14 +629,6 @@ gpu_engine (EhatModel *model, EhatPrecision p)
   return e;
 }
 
-static gboolean
-have_bf16 (void)
-{
-  int major = 0;
-  cudaDeviceGetAttribute (&major, cudaDevAttrComputeCapabilityMajor, 0);
-  return major >= 8;
-}
-
 /* Every golden case in tf32, fp16 and bf16 (the issue's bars: ≥ 45 dB for
  * fp16, ≥ 38 dB for bf16 against the float64 reference), all finite, and an
  * odd batch of 3 whose copies of one image come out alike.
@@ -696,9 +695,6 @@ static void
 test_shipped_narrow (gconstpointer data)
 {
   const char *name = data;
-  const char *dir = g_getenv ("EHAT_MODELS_DIR");
-  g_autofree char *file = g_strconcat (name, ".safetensors", NULL);
-  g_autofree char *path = dir ? g_build_filename (dir, file, NULL) : NULL;
   g_autoptr (GError) error = NULL;
   g_autoptr (EhatModel) model = NULL;
   g_autoptr (EhatEngine) e32 = NULL;
@@ -706,15 +702,8 @@ test_shipped_narrow (gconstpointer data)
   int w, h, s;
   gsize n;
 
-  if (!path || !g_file_test (path, G_FILE_TEST_EXISTS)) {
-    g_test_fail_printf ("shipped model missing (EHAT_MODELS_DIR=%s)", dir);
+  if (!load_shipped (name, &model, &in, &w, &h))
     return;
-  }
-  in = load_png ("eval/Set5/LR_bicubic/X2/butterflyx2.png", &w, &h);
-  if (!in)
-    return;
-  model = ehat_model_load (path, &error);
-  g_assert_no_error (error);
   s = ehat_model_get_config (model)->upscale;
   n = (gsize) 3 * w * s * h * s;
   e32 = gpu_engine (model, EHAT_PRECISION_FP32);
