@@ -1,9 +1,9 @@
 /* The CPU backend: float32 (the numerical reference of the project and the
  * fallback when no GPU exists) or bf16 GEMMs with fp32 accumulation
  * (precision=bf16 on CPUs with AVX512-BF16).  GEMMs run on the own
- * micro-kernels of ehat-cpu-gemm.c with weights packed once (convolutions
- * at upload, linear layers on first use), through OpenBLAS on CPUs without
- * AVX-512; the pool of ehat-pool.c runs everything in parallel. */
+ * micro-kernels of ehat-cpu-gemm.c with weights packed once, at load
+ * (upload_conv, prepare_linear), through OpenBLAS on CPUs without AVX-512;
+ * the pool of ehat-pool.c runs everything in parallel. */
 #include "ehat-cpu.h"
 #include "ehat-fault.h"
 
@@ -35,8 +35,6 @@ cpu_destroy (EhatBackend *be)
   g_free (cpu->abuf);
   g_free (cpu->abuf_len);
   g_free (cpu->xbf);
-  g_hash_table_destroy (cpu->packed);
-  g_mutex_clear (&cpu->packed_lock);
   g_free (CPU (be)->dense_bias);
   g_free (CPU (be)->description);
   g_free (be);
@@ -77,6 +75,11 @@ cpu_free (EhatBackend *be, void *p)
   free (p);
 }
 
+/* Packed weights (convolutions, prepared linear layers) are one allocation:
+ * an EhatGemmB header, then the panels at this offset (64-byte aligned). */
+#define PACK_HEADER 64
+G_STATIC_ASSERT (sizeof (EhatGemmB) <= PACK_HEADER);
+
 static float *
 cpu_upload (EhatBackend *be, const float *host, gsize n, GError **error)
 {
@@ -92,35 +95,10 @@ cpu_borrow (EhatBackend *be, const float *host, gsize n, GError **error)
   return (float *) host;
 }
 
-/* A linear weight packed on first use (the backend sees linear weights
- * only as borrowed float pointers).  The copy is checked against a few
- * values of the source on every use, so that memory reused for other
- * weights at the same address is packed again. */
-#define N_SAMPLES 8
-
-typedef struct
-{
-  const float *src;
-  int in, out;
-  float sample[N_SAMPLES];
-  EhatGemmB b;
-} LinearPack;
-
-static void
-linear_pack_free (gpointer p)
-{
-  LinearPack *lp = p;
-  free (lp->b.data);
-  g_free (lp);
-}
-
 static void
 cpu_unborrow (EhatBackend *be, float *p)
 {
-  EhatCpuBackend *cpu = CPU (be);
-  g_mutex_lock (&cpu->packed_lock);
-  g_hash_table_remove (cpu->packed, p);
-  g_mutex_unlock (&cpu->packed_lock);
+  /* the model owns borrowed weights */
 }
 
 /* Which GEMM a k×n weight gets.  bf16 only where it pays and costs no
@@ -134,52 +112,35 @@ gemm_kind (EhatCpuBackend *cpu, gsize k, int n)
   return cpu->own_f32 ? EHAT_GEMM_F32 : EHAT_GEMM_BLAS;
 }
 
-static void
-take_samples (const float *w, gsize n, float *out)
+/* A linear weight packed for the GEMM kernels once, at load: one
+ * allocation holding the EhatGemmB and its panels, B(i, j) = W[j][i].
+ * Without the own kernels (no AVX-512) OpenBLAS reads W as it is. */
+static gboolean
+cpu_prepare_linear (EhatBackend *be, EhatLinearW *lw, GError **error)
 {
-  for (int i = 0; i < N_SAMPLES; i++)
-    out[i] = w[(n - 1) * i / (N_SAMPLES - 1)];
+  EhatGemmKind kind = gemm_kind (CPU (be), lw->in, lw->out);
+  EhatGemmB b;
+  char *p;
+
+  lw->prepared = NULL;
+  if (kind == EHAT_GEMM_BLAS)
+    return TRUE;
+  ehat_gemm_layout (&b, kind, lw->in, lw->out);
+  p = (char *) cpu_alloc (be, (PACK_HEADER + ehat_gemm_data_bytes (&b)
+          + sizeof (float) - 1) / sizeof (float), error);
+  if (!p)
+    return FALSE;
+  ehat_gemm_pack (&b, p + PACK_HEADER, lw->w, 1, lw->in);
+  memcpy (p, &b, sizeof b);
+  lw->prepared = p;
+  return TRUE;
 }
 
-/* The packed form of lw, or NULL for OpenBLAS on lw->w as it is. */
-static const EhatGemmB *
-linear_packed (EhatCpuBackend *cpu, const EhatLinearW *lw)
+static void
+cpu_release_linear (EhatBackend *be, EhatLinearW *lw)
 {
-  EhatGemmKind kind = gemm_kind (cpu, lw->in, lw->out);
-  gsize n = (gsize) lw->in * lw->out;
-  float now[N_SAMPLES];
-  LinearPack *lp;
-
-  if (kind == EHAT_GEMM_BLAS)
-    return NULL;
-  take_samples (lw->w, n, now);
-  g_mutex_lock (&cpu->packed_lock);
-  lp = g_hash_table_lookup (cpu->packed, lw->w);
-  if (lp && (lp->in != lw->in || lp->out != lw->out
-          || memcmp (lp->sample, now, sizeof now) != 0)) {
-    g_hash_table_remove (cpu->packed, lw->w);
-    lp = NULL;
-  }
-  if (!lp) {
-    void *data = NULL;
-    lp = g_new0 (LinearPack, 1);
-    lp->src = lw->w;
-    lp->in = lw->in;
-    lp->out = lw->out;
-    memcpy (lp->sample, now, sizeof now);
-    ehat_gemm_layout (&lp->b, kind, lw->in, lw->out);
-    if (posix_memalign (&data, 64, ehat_gemm_data_bytes (&lp->b)) != 0) {
-      /* out of memory: OpenBLAS on the weights as they are */
-      g_free (lp);
-      g_mutex_unlock (&cpu->packed_lock);
-      return NULL;
-    }
-    /* B(i, j) = W[j][i] */
-    ehat_gemm_pack (&lp->b, data, lw->w, 1, lw->in);
-    g_hash_table_insert (cpu->packed, (gpointer) lw->w, lp);
-  }
-  g_mutex_unlock (&cpu->packed_lock);
-  return &lp->b;
+  free (lw->prepared);
+  lw->prepared = NULL;
 }
 
 static gint32 *
@@ -192,8 +153,6 @@ cpu_upload_index (EhatBackend *be, const gint32 *host, gsize n,
 /* A convolution's weights: one allocation (freed by cpu_free) holding an
  * EhatGemmB header, then B = [(ky·k + kx)·cin + ci][cout] (the im2col
  * order) packed for its kernel. */
-#define CONV_HEADER 64
-G_STATIC_ASSERT (sizeof (EhatGemmB) <= CONV_HEADER);
 
 static float *
 cpu_upload_conv (EhatBackend *be, const float *w, int cout, int cin, int k,
@@ -209,16 +168,16 @@ cpu_upload_conv (EhatBackend *be, const float *w, int cout, int cin, int k,
      * the image itself) stays fp32 */
     ehat_gemm_layout_narrow (&b, CPU (be)->bf16 && kc >= 32 && cout > 3, k,
         cin, cout);
-    p = (char *) cpu_alloc (be, (CONV_HEADER + ehat_gemm_data_bytes (&b)
+    p = (char *) cpu_alloc (be, (PACK_HEADER + ehat_gemm_data_bytes (&b)
             + sizeof (float) - 1) / sizeof (float), error);
     if (!p)
       return NULL;
-    ehat_gemm_pack_narrow (&b, p + CONV_HEADER, w);
+    ehat_gemm_pack_narrow (&b, p + PACK_HEADER, w);
     memcpy (p, &b, sizeof b);
     return (float *) p;
   }
   ehat_gemm_layout (&b, gemm_kind (CPU (be), kc, cout), (int) kc, cout);
-  p = (char *) cpu_alloc (be, (CONV_HEADER + ehat_gemm_data_bytes (&b)
+  p = (char *) cpu_alloc (be, (PACK_HEADER + ehat_gemm_data_bytes (&b)
           + sizeof (float) - 1) / sizeof (float), error);
   if (!p)
     return NULL;
@@ -233,7 +192,7 @@ cpu_upload_conv (EhatBackend *be, const float *w, int cout, int cin, int k,
     for (int ci = 0; ci < cin; ci++)
       for (gsize tap = 0; tap < kk; tap++)
         t[(tap * cin + ci) * cout + co] = w[((gsize) co * cin + ci) * kk + tap];
-  ehat_gemm_pack (&b, p + CONV_HEADER, t, cout, 1);
+  ehat_gemm_pack (&b, p + PACK_HEADER, t, cout, 1);
   memcpy (p, &b, sizeof b);
   return (float *) p;
 }
@@ -529,6 +488,12 @@ to_bf16_rows (gpointer data, gsize begin, gsize end, int thread)
   }
 }
 
+static inline int
+round_up_int (int v, int m)
+{
+  return (v + m - 1) / m * m;
+}
+
 static void
 cpu_conv (EhatBackend *be, const EhatConvW *cw, const float *x, int n, int h,
     int w, float *y, EhatAct act, const float *res, float alpha, int shuffle)
@@ -539,12 +504,18 @@ cpu_conv (EhatBackend *be, const EhatConvW *cw, const float *x, int n, int h,
   gboolean narrow = b->kind == EHAT_GEMM_NARROW_F32
       || b->kind == EHAT_GEMM_NARROW_BF16;
   gsize kc = (gsize) cw->k * cw->k * cw->cin;
-  gsize fit = BAND_FLOATS / (kc * w);
-  /* at least one band per thread, so small maps still use every core;
-   * the direct (narrow) convolution needs no column buffer: a few bands
-   * per thread for balance */
-  int band = narrow ? MAX (1, h / (4 * nt))
-      : (int) CLAMP (fit, 1, (gsize) MAX (1, h / nt));
+  gsize fit = MAX (BAND_FLOATS / (kc * w), 1);
+  /* Bands of rows whose column buffer fits BAND_FLOATS, as many as a
+   * multiple of the threads and of equal height, so that no thread waits
+   * for another's extra band (HAT's 3×3 convolutions over 180 channels at
+   * 64 columns: 7 bands of 10 rows left one of two threads idle an eighth
+   * of the time).  The direct (narrow) convolution needs no column buffer:
+   * a few bands per thread. */
+  int bands = (int) MIN ((h + fit - 1) / fit, (gsize) h);
+  int band;
+
+  bands = MIN (round_up_int (MAX (bands, nt), nt), h);
+  band = narrow ? MAX (1, h / (4 * nt)) : (h + bands - 1) / bands;
   g_autofree float **col = g_new0 (float *, nt);
   g_autofree float **tmp = shuffle > 1 ? g_new0 (float *, nt) : NULL;
   ConvJob j = { cw, b, NULL, x, res, y, h, w, band, (h + band - 1) / band,
@@ -609,10 +580,13 @@ cpu_linear (EhatBackend *be, const EhatLinearW *lw, const float *x,
     gsize rows, float *y, EhatAct act, float beta)
 {
   EhatCpuBackend *cpu = CPU (be);
-  LinearJob j = { lw, linear_packed (cpu, lw), cpu->abuf, x, y, act, beta };
+  LinearJob j = { lw, (const EhatGemmB *) lw->prepared, cpu->abuf, x, y,
+    act, beta
+  };
   int nt = CPU (be)->n_threads;
-  /* a few blocks per thread for balance, each large enough for the GEMM */
-  gsize grain = MAX ((rows + 4 * nt - 1) / (4 * nt), 64);
+  /* several blocks per thread for balance (a thread slowed by the machine
+   * takes fewer), each large enough for the GEMM */
+  gsize grain = MAX ((rows + 8 * nt - 1) / (8 * nt), 64);
 
   if (j.b && j.b->kind == EHAT_GEMM_BF16)
     for (int t = 0; t < nt; t++)
@@ -803,6 +777,8 @@ static const EhatBackendOps cpu_ops = {
   .unborrow = cpu_unborrow,
   .upload_index = cpu_upload_index,
   .upload_conv = cpu_upload_conv,
+  .prepare_linear = cpu_prepare_linear,
+  .release_linear = cpu_release_linear,
   .input = cpu_input,
   .output = cpu_output,
   .conv = cpu_conv,
@@ -843,8 +819,6 @@ ehat_backend_cpu_new_full (int n_threads, gboolean bf16, GError **error)
   cpu->conv_tmp_len = g_new0 (gsize, n_threads);
   cpu->abuf = g_new0 (guint16 *, n_threads);
   cpu->abuf_len = g_new0 (gsize, n_threads);
-  cpu->packed = g_hash_table_new_full (NULL, NULL, NULL, linear_pack_free);
-  g_mutex_init (&cpu->packed_lock);
   cpu->own_f32 = ehat_cpu_has_avx512 ();
   cpu->bf16 = bf16 && ehat_cpu_has_bf16 ();
   if (cpu->bf16)

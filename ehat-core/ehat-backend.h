@@ -45,6 +45,9 @@ typedef struct
   float *w;
   float *b;
   int in, out;
+  /* W in the backend's own layout, made once at load by prepare_linear
+   * (the CPU backend's packed GEMM panels); NULL: linear() reads w. */
+  gpointer prepared;
 } EhatLinearW;
 
 typedef struct
@@ -97,6 +100,12 @@ struct _EhatBackendOps
   /* Uploads a PyTorch conv weight [cout, cin, k, k] in the backend's layout. */
   float *(*upload_conv) (EhatBackend *be, const float *w, int cout, int cin,
       int k, GError **error);
+  /* Optional (NULL: linear() reads lw->w as it is).  Sets lw->prepared
+   * to W in the layout the backend's GEMM wants, so that no weight is
+   * repacked per call; release_linear frees it.  lw->w stays valid. */
+  gboolean (*prepare_linear) (EhatBackend *be, EhatLinearW *lw,
+      GError **error);
+  void (*release_linear) (EhatBackend *be, EhatLinearW *lw);
 
   /* Host planar RGB n×3×h×w → backend NHWC n×H×W×3: reflect-padded
    * bottom/right to H×W, then (x − mean)·range. */
@@ -154,6 +163,11 @@ struct _EhatBackendOps
 
   /* Waits for queued work; reports the first failure since the last sync. */
   gboolean (*sync) (EhatBackend *be, GError **error);
+
+  /* Optional (NULL: host memory only).  Bytes of device memory the backend
+   * holds now and at most since its creation: weights, activations,
+   * scratch; not the driver's context nor the libraries' own workspaces. */
+  void (*device_memory) (EhatBackend *be, gsize *now, gsize *peak);
 };
 
 EhatBackend *ehat_backend_cpu_new (int n_threads, GError **error);
@@ -171,7 +185,7 @@ EhatBackend *ehat_backend_cpu_new (int n_threads, GError **error);
  * changes: this header (EhatBackend, EhatBackendOps, the weight structs,
  * EhatBackendModule), the enums of ehat.h that cross it (EhatPrecision,
  * EhatBackendKind, EhatError), or the libehat functions modules call. */
-#define EHAT_BACKEND_ABI_VERSION 2
+#define EHAT_BACKEND_ABI_VERSION 3
 #define EHAT_BACKEND_MODULE_ENTRY "ehat_backend_module_entry"
 
 /* The first two fields stay where they are in every ABI version. */

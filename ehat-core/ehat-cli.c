@@ -13,6 +13,7 @@
 #include <json-glib/json-glib.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/resource.h>
 
 static char *opt_model;
@@ -339,12 +340,13 @@ cmd_bench (int argc, char **argv, GError **error)
       entries);
   g_autoptr (EhatEngine) engine = NULL;
   g_autofree float *in = NULL, *out = NULL;
-  g_autofree double *times = NULL;
+  g_autofree double *times = NULL, *runs = NULL;
   g_autoptr (GRand) rand = g_rand_new_with_seed (1);
   struct rusage ru;
   int w = 64, h = 64, s;
   double median, macs, mp, gflops;
-  gsize n_in;
+  gsize n_in, dev_weights = 0, dev_peak = 0;
+  gboolean on_device;
 
   if (!g_option_context_parse (ctx, &argc, &argv, error))
     return 2;
@@ -373,6 +375,7 @@ cmd_bench (int argc, char **argv, GError **error)
   for (gsize i = 0; i < n_in; i++)
     in[i] = (float) g_rand_double (rand);
   times = g_new (double, repeat);
+  runs = g_new (double, repeat);
   for (int i = 0; i < warmup + repeat; i++) {
     gint64 t0 = g_get_monotonic_time ();
     if (!ehat_engine_process (engine, in, batch, w, h, out, error))
@@ -380,10 +383,15 @@ cmd_bench (int argc, char **argv, GError **error)
     if (i >= warmup)
       times[i - warmup] = (g_get_monotonic_time () - t0) / 1000.0;
   }
+  /* in run order for the JSON (benchmarks combine runs of several
+   * invocations), sorted for the statistics */
+  memcpy (runs, times, sizeof (double) * repeat);
   qsort (times, repeat, sizeof (double), cmp_double);
   median = repeat % 2 ? times[repeat / 2]
       : 0.5 * (times[repeat / 2 - 1] + times[repeat / 2]);
   getrusage (RUSAGE_SELF, &ru);
+  on_device = ehat_engine_get_device_memory (engine, &dev_weights, NULL,
+      &dev_peak);
   macs = ehat_model_get_macs_per_pixel (ehat_engine_get_model (engine), w, h)
       * w * h * batch;
   mp = (double) w * h * batch / 1e6 / (median / 1000.0);
@@ -424,6 +432,11 @@ cmd_bench (int argc, char **argv, GError **error)
     json_builder_add_double_value (b, times[0]);
     json_builder_set_member_name (b, "max_ms");
     json_builder_add_double_value (b, times[repeat - 1]);
+    json_builder_set_member_name (b, "times_ms");
+    json_builder_begin_array (b);
+    for (int i = 0; i < repeat; i++)
+      json_builder_add_double_value (b, runs[i]);
+    json_builder_end_array (b);
     json_builder_set_member_name (b, "mp_per_s");
     json_builder_add_double_value (b, mp);
     json_builder_set_member_name (b, "gmacs");
@@ -434,6 +447,18 @@ cmd_bench (int argc, char **argv, GError **error)
     json_builder_add_int_value (b, (gint64) ru.ru_maxrss * 1024);
     json_builder_set_member_name (b, "workspace_bytes");
     json_builder_add_int_value (b, ehat_engine_get_peak_workspace (engine));
+    /* a GPU backend's own device memory: after the weights were loaded,
+     * and its peak over the runs (weights + activations + scratch) */
+    json_builder_set_member_name (b, "device_weights_bytes");
+    if (on_device)
+      json_builder_add_int_value (b, dev_weights);
+    else
+      json_builder_add_null_value (b);
+    json_builder_set_member_name (b, "device_peak_bytes");
+    if (on_device)
+      json_builder_add_int_value (b, dev_peak);
+    else
+      json_builder_add_null_value (b);
     json_builder_end_object (b);
     root = json_builder_get_root (b);
     json_generator_set_root (gen, root);
@@ -450,6 +475,9 @@ cmd_bench (int argc, char **argv, GError **error)
     g_print ("memory      peak RSS %.1f MiB, workspace %.1f MiB\n",
         ru.ru_maxrss / 1024.0,
         ehat_engine_get_peak_workspace (engine) / 1048576.0);
+    if (on_device)
+      g_print ("device      %.1f MiB after loading, peak %.1f MiB\n",
+          dev_weights / 1048576.0, dev_peak / 1048576.0);
   }
   return 0;
 }

@@ -32,6 +32,20 @@ G_BEGIN_DECLS
 #define EHAT_T_BF16 \
   __attribute__ ((target ("avx512f,avx512bw,avx512dq,avx512vl,avx512bf16,fma,avx2,bmi2")))
 #define EHAT_INLINE static inline __attribute__ ((always_inline))
+#include <immintrin.h>
+
+/* acc += a·b over bf16 pairs, b being the pair at p in every lane: one
+ * vdpbf16ps with an embedded {1to16} broadcast of its memory operand.
+ * Compilers do not fold _mm512_set1_epi32 into this instruction (they do
+ * for vfmadd231ps), and the separate vpbroadcastd takes a vector slot per
+ * row of a register tile. */
+EHAT_T_BF16 EHAT_INLINE __m512
+ehat_dpbf16_bcast (__m512 acc, __m512bh a, const void *p)
+{
+  __asm__ ("vdpbf16ps %2%{1to16%}, %1, %0"
+      : "+v" (acc) : "v" (a), "m" (*(const guint32 *) p));
+  return acc;
+}
 #endif
 
 typedef struct
@@ -52,9 +66,6 @@ typedef struct
   /* GEMMs: bf16 (precision=bf16 on a CPU with AVX512-BF16), else the own
    * fp32 kernels where AVX-512F exists, else OpenBLAS */
   gboolean bf16, own_f32;
-  /* linear weights packed on first use: weight pointer → LinearPack */
-  GHashTable *packed;
-  GMutex packed_lock;
   /* per-thread bf16 rows of A (linear layers) */
   guint16 **abuf;
   gsize *abuf_len;

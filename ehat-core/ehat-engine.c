@@ -13,6 +13,7 @@ struct _EhatEngine
   EhatPrecision precision;
   char *fallback_reason;
   gsize peak_workspace;
+  gsize device_weights;         /* device bytes held once the weights are in */
 };
 
 static EhatBackend *
@@ -97,6 +98,10 @@ ehat_engine_new (EhatModel *model, const EhatEngineOptions *opts,
     ehat_engine_free (e);
     return NULL;
   }
+  if (e->be->ops->device_memory) {
+    gsize peak;
+    e->be->ops->device_memory (e->be, &e->device_weights, &peak);
+  }
   return e;
 }
 
@@ -147,6 +152,24 @@ gsize
 ehat_engine_get_peak_workspace (EhatEngine *e)
 {
   return e->peak_workspace;
+}
+
+gboolean
+ehat_engine_get_device_memory (EhatEngine *e, gsize *weights, gsize *now,
+    gsize *peak)
+{
+  gsize n = 0, p = 0;
+
+  g_return_val_if_fail (e != NULL, FALSE);
+  if (e->be->ops->device_memory)
+    e->be->ops->device_memory (e->be, &n, &p);
+  if (weights)
+    *weights = e->device_weights;
+  if (now)
+    *now = n;
+  if (peak)
+    *peak = p;
+  return e->be->ops->device_memory != NULL;
 }
 
 gsize

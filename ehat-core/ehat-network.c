@@ -56,6 +56,8 @@ struct _EhatNetwork
   /* Every backend allocation, freed together; borrowed weights apart. */
   GPtrArray *allocs;
   GPtrArray *borrowed;
+  /* linear weights the backend prepared (EhatLinearW *, inside net) */
+  GPtrArray *prepared;
 
   /* Activation arena for the current (n, H, W). */
   float *arena;
@@ -152,8 +154,16 @@ up_linear (EhatNetwork *net, EhatLinearW *lw, const char *prefix, int in,
   g_autofree char *bn = g_strdup_printf ("%s.bias", prefix);
   lw->in = in;
   lw->out = out;
-  return up_vec (net, &lw->w, wn, (gsize) in * out, error)
-      && up_vec (net, &lw->b, bn, out, error);
+  lw->prepared = NULL;
+  if (!up_vec (net, &lw->w, wn, (gsize) in * out, error)
+      || !up_vec (net, &lw->b, bn, out, error))
+    return FALSE;
+  if (!net->be->ops->prepare_linear)
+    return TRUE;
+  if (!net->be->ops->prepare_linear (net->be, lw, error))
+    return FALSE;
+  g_ptr_array_add (net->prepared, lw);
+  return TRUE;
 }
 
 static gboolean
@@ -248,6 +258,7 @@ ehat_network_new (EhatModel *model, EhatBackend *be, GError **error)
   net->cfg = *c;
   net->allocs = g_ptr_array_new ();
   net->borrowed = g_ptr_array_new ();
+  net->prepared = g_ptr_array_new ();
 
   ok = (net->sa_index = up_index (net, c->window_size, 0, FALSE, error))
       && (net->oca_index = up_index (net, c->window_size, c->overlap_window,
@@ -339,6 +350,10 @@ ehat_network_free (EhatNetwork *net)
   for (guint i = 0; i < net->allocs->len; i++)
     net->be->ops->free (net->be, g_ptr_array_index (net->allocs, i));
   g_ptr_array_free (net->allocs, TRUE);
+  for (guint i = 0; i < net->prepared->len; i++)
+    net->be->ops->release_linear (net->be,
+        g_ptr_array_index (net->prepared, i));
+  g_ptr_array_free (net->prepared, TRUE);
   for (guint i = 0; i < net->borrowed->len; i++)
     net->be->ops->unborrow (net->be, g_ptr_array_index (net->borrowed, i));
   g_ptr_array_free (net->borrowed, TRUE);

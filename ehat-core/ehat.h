@@ -126,6 +126,11 @@ const char *ehat_engine_describe (EhatEngine *engine);
 const char *ehat_engine_get_fallback_reason (EhatEngine *engine);
 /* Peak bytes of activation memory used by the last forward passes. */
 gsize ehat_engine_get_peak_workspace (EhatEngine *engine);
+/* Device memory held by a GPU backend: once the weights were uploaded, now
+ * and at most so far (weights, activations, scratch; the CUDA context and
+ * the libraries' workspaces not counted).  FALSE, and zeros, on the CPU. */
+gboolean ehat_engine_get_device_memory (EhatEngine *engine, gsize *weights,
+    gsize *now, gsize *peak);
 
 /* Bytes of activation workspace ehat_engine_process() will need for n
  * images of width×height (computed from the network's arena plan, nothing

@@ -71,6 +71,10 @@ typedef struct
    * the narrow copies made of them (device pointer → copy) */
   GHashTable *weights;
   GHashTable *narrow;
+  /* every device allocation (pointer → bytes), what they add up to now
+   * and at most (dev_malloc / dev_free) */
+  GHashTable *sizes;
+  gsize dev_bytes, dev_peak;
   cudaStream_t stream;
   cublasHandle_t blas;
   char *description;
@@ -204,6 +208,42 @@ set_gerror (GError **error, cudaError_t e, const char *what)
       "CUDA error in %s: %s", what, cudaGetErrorString (e));
 }
 
+/* Every device allocation goes through these two, so that the backend
+ * can say what it holds (ehat_engine_get_device_memory, `ehat bench`). */
+static cudaError_t
+dev_malloc (EhatCudaBackend *cb, void **p, gsize bytes)
+{
+  cudaError_t e = cudaMalloc (p, bytes);
+
+  if (e == cudaSuccess) {
+    g_hash_table_insert (cb->sizes, *p, GSIZE_TO_POINTER (bytes));
+    cb->dev_bytes += bytes;
+    cb->dev_peak = MAX (cb->dev_peak, cb->dev_bytes);
+  }
+  return e;
+}
+
+static cudaError_t
+dev_free (EhatCudaBackend *cb, void *p)
+{
+  gpointer n;
+
+  if (!p)
+    return cudaSuccess;
+  if (g_hash_table_lookup_extended (cb->sizes, p, NULL, &n)) {
+    cb->dev_bytes -= GPOINTER_TO_SIZE (n);
+    g_hash_table_remove (cb->sizes, p);
+  }
+  return cudaFree (p);
+}
+
+static void
+cuda_device_memory (EhatBackend *be, gsize *now, gsize *peak)
+{
+  *now = CB (be)->dev_bytes;
+  *peak = CB (be)->dev_peak;
+}
+
 /* A scratch buffer of at least `bytes`, grown on demand (after the stream
  * has drained: queued kernels may still use the old one). */
 static void *
@@ -216,12 +256,12 @@ scratch (EhatCudaBackend *cb, EhatScratch slot, gsize bytes)
     return cb->scratch[slot];
   if (cb->scratch[slot]) {
     record_cuda (cb, cudaStreamSynchronize (cb->stream), "scratch");
-    cudaFree (cb->scratch[slot]);
+    dev_free (cb, cb->scratch[slot]);
     cb->scratch[slot] = NULL;
     cb->scratch_bytes[slot] = 0;
   }
   bytes = (MAX (bytes, 1) + 0xfffff) & ~(gsize) 0xfffff;
-  e = cudaMalloc (&p, bytes);
+  e = dev_malloc (cb, &p, bytes);
   if (e != cudaSuccess) {
     record_cuda (cb, e, "scratch allocation");
     return NULL;
@@ -247,17 +287,19 @@ cuda_destroy (EhatBackend *be)
     cudaStreamSynchronize (cb->stream);
   for (int i = 0; i < N_SCRATCH; i++)
     if (cb->scratch[i])
-      cudaFree (cb->scratch[i]);
+      dev_free (cb, cb->scratch[i]);
   if (cb->narrow) {
     GHashTableIter it;
     gpointer copy;
     g_hash_table_iter_init (&it, cb->narrow);
     while (g_hash_table_iter_next (&it, NULL, &copy))
-      cudaFree (copy);
+      dev_free (cb, copy);
     g_hash_table_destroy (cb->narrow);
   }
   if (cb->weights)
     g_hash_table_destroy (cb->weights);
+  if (cb->sizes)
+    g_hash_table_destroy (cb->sizes);
   if (cb->blas)
     cublasDestroy (cb->blas);
   if (cb->stream)
@@ -288,7 +330,7 @@ cuda_alloc (EhatBackend *be, gsize n, GError **error)
     return NULL;
   }
   cudaSetDevice (cb->device);
-  e = cudaMalloc (&p, MAX (n, 1) * sizeof (float));
+  e = dev_malloc (cb, &p, MAX (n, 1) * sizeof (float));
   if (e != cudaSuccess) {
     (void) cudaGetLastError ();
     g_set_error (error, EHAT_ERROR, e == cudaErrorMemoryAllocation
@@ -311,7 +353,7 @@ cuda_free (EhatBackend *be, void *p)
   cudaSetDevice (cb->device);
   /* queued work may still read it */
   record_cuda (cb, cudaStreamSynchronize (cb->stream), "free");
-  record_cuda (cb, cudaFree (p), "cudaFree");
+  record_cuda (cb, dev_free (cb, p), "cudaFree");
 }
 
 static void *
@@ -328,7 +370,7 @@ upload_bytes (EhatCudaBackend *cb, const void *host, gsize bytes,
   e = cudaMemcpyAsync (p, host, bytes, cudaMemcpyHostToDevice, cb->stream);
   if (e != cudaSuccess) {
     set_gerror (error, e, "upload");
-    cudaFree (p);
+    dev_free (cb, p);
     return NULL;
   }
   return p;
@@ -382,7 +424,8 @@ as_act (EhatCudaBackend *cb, const float *p)
     return p;
   if ((copy = g_hash_table_lookup (cb->narrow, p)))
     return copy;
-  e = cudaMalloc (&d, MAX (GPOINTER_TO_SIZE (n), 1) * cb->parent.act_bytes);
+  e = dev_malloc (cb, &d, MAX (GPOINTER_TO_SIZE (n), 1)
+      * cb->parent.act_bytes);
   if (e != cudaSuccess) {
     record_cuda (cb, e, "narrow weight copy");
     return NULL;
@@ -439,11 +482,11 @@ cuda_upload_conv (EhatBackend *be, const float *w, int cout, int cin, int k,
       e = cudaStreamSynchronize (cb->stream);
     if (e != cudaSuccess) {
       set_gerror (error, e, "convolution weight conversion");
-      cudaFree (narrow);
+      dev_free (cb, narrow);
       narrow = NULL;
     }
   }
-  cudaFree (f32);
+  dev_free (cb, f32);
   return narrow;
 }
 
@@ -460,7 +503,7 @@ linear_weight (EhatCudaBackend *cb, const EhatLinearW *lw, int kp, int mp)
     return lw->w;
   if ((copy = g_hash_table_lookup (cb->narrow, lw->w)))
     return copy;
-  e = cudaMalloc (&d, MAX ((gsize) kp * mp, 1) * cb->parent.act_bytes);
+  e = dev_malloc (cb, &d, MAX ((gsize) kp * mp, 1) * cb->parent.act_bytes);
   if (e != cudaSuccess) {
     record_cuda (cb, e, "linear weight copy");
     return NULL;
@@ -469,6 +512,30 @@ linear_weight (EhatCudaBackend *cb, const EhatLinearW *lw, int kp, int mp)
           mp, kp, cb->dt, d), "linear weight conversion");
   g_hash_table_insert (cb->narrow, lw->w, d);
   return d;
+}
+
+/* Linear weights get their GEMM copy at load rather than at first use, so
+ * that processing allocates no weights (the copy is cached by lw->w and
+ * freed with it by unborrow). */
+static gboolean
+cuda_prepare_linear (EhatBackend *be, EhatLinearW *lw, GError **error)
+{
+  EhatCudaBackend *cb = CB (be);
+
+  lw->prepared = NULL;
+  if (linear_weight (cb, lw, gemm_dim (cb, lw->in), gemm_dim (cb, lw->out)))
+    return TRUE;
+  if (cb->error)
+    g_propagate_error (error, g_steal_pointer (&cb->error));
+  else
+    g_set_error (error, EHAT_ERROR, EHAT_ERROR_BACKEND,
+        "could not prepare a linear weight");
+  return FALSE;
+}
+
+static void
+cuda_release_linear (EhatBackend *be, EhatLinearW *lw)
+{
 }
 
 /* ---- input / output ---- */
@@ -816,11 +883,14 @@ static const EhatBackendOps cuda_ops = {
   .describe = cuda_describe,
   .alloc = cuda_alloc,
   .free = cuda_free,
+  .device_memory = cuda_device_memory,
   .upload = cuda_upload,
   .borrow = cuda_borrow,
   .unborrow = cuda_unborrow,
   .upload_index = cuda_upload_index,
   .upload_conv = cuda_upload_conv,
+  .prepare_linear = cuda_prepare_linear,
+  .release_linear = cuda_release_linear,
   .input = cuda_input,
   .output = cuda_output,
   .conv = cuda_conv,
@@ -906,6 +976,7 @@ cuda_backend_new (int device_id, EhatPrecision precision, GError **error)
   if (g_getenv ("EHAT_CUDA_PROFILE"))
     cb->prof = g_hash_table_new_full (g_str_hash, g_str_equal, NULL, g_free);
   cb->narrow = g_hash_table_new (NULL, NULL);
+  cb->sizes = g_hash_table_new (NULL, NULL);
 
   e = cudaSetDevice (device_id);
   if (e == cudaSuccess)

@@ -79,7 +79,10 @@ test_ops (void)
     g_autofree float *b = rnd (out, 0.5);
     g_autofree float *y0 = rnd ((gsize) rows * out, 1.0);
     g_autofree float *y = g_new (float, (gsize) rows * out);
-    EhatLinearW lw = { w, b, in, out };
+    EhatLinearW lw = { w, b, in, out, NULL };
+
+    g_assert_true (be->ops->prepare_linear (be, &lw, NULL));
+    g_assert_nonnull (lw.prepared);
 
     for (int v = 0; v < 2; v++) {
       EhatAct act = v ? EHAT_ACT_NONE : EHAT_ACT_GELU;
@@ -101,6 +104,7 @@ test_ops (void)
           out, act, worst);
       g_assert_cmpfloat (worst, <, 1e-5);
     }
+    be->ops->release_linear (be, &lw);
   }
 
   for (guint si = 0; si < G_N_ELEMENTS (conv); si++) {

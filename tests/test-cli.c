@@ -95,6 +95,13 @@ test_bench_json (void)
   g_assert_cmpfloat (json_object_get_double_member (o, "gflops"), >, 0.0);
   g_assert_cmpint (json_object_get_int_member (o, "peak_rss_bytes"), >, 0);
   g_assert_cmpint (json_object_get_int_member (o, "width"), ==, 24);
+  /* every timed run, in run order; no device memory on the CPU */
+  g_assert_cmpuint (json_array_get_length (json_object_get_array_member (o,
+              "times_ms")), ==, 2);
+  g_assert_cmpfloat (json_array_get_double_element
+      (json_object_get_array_member (o, "times_ms"), 0), >, 0.0);
+  g_assert_true (json_object_get_null_member (o, "device_peak_bytes"));
+  g_assert_true (json_object_get_null_member (o, "device_weights_bytes"));
 }
 
 static void

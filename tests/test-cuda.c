@@ -185,8 +185,8 @@ test_linear (void)
     g_autofree float *w = rnd ((gsize) out * in, 0.5);
     g_autofree float *b = rnd (out, 0.5);
     g_autofree float *y0 = rnd ((gsize) rows * out, 1.0);
-    EhatLinearW cl = { w, b, in, out };
-    EhatLinearW gl = { up (w, (gsize) out * in), up (b, out), in, out };
+    EhatLinearW cl = { w, b, in, out, NULL };
+    EhatLinearW gl = { up (w, (gsize) out * in), up (b, out), in, out, NULL };
     float *dx = up (x, (gsize) rows * in);
 
     for (int variant = 0; variant < 3; variant++) {
@@ -350,9 +350,9 @@ test_channel_attention (void)
     g_autofree float *uw = rnd ((gsize) c * sq, 1.0);
     g_autofree float *ub = rnd (c, 1.0);
     g_autofree float *vg = NULL;
-    EhatLinearW cd = { dw, db, c, sq }, cu = { uw, ub, sq, c };
-    EhatLinearW gd = { up (dw, (gsize) sq * c), up (db, sq), c, sq };
-    EhatLinearW gu = { up (uw, (gsize) c * sq), up (ub, c), sq, c };
+    EhatLinearW cd = { dw, db, c, sq, NULL }, cu = { uw, ub, sq, c, NULL };
+    EhatLinearW gd = { up (dw, (gsize) sq * c), up (db, sq), c, sq, NULL };
+    EhatLinearW gu = { up (uw, (gsize) c * sq), up (ub, c), sq, c, NULL };
     float *dv = up (v, total);
 
     cpu->ops->channel_attention (cpu, &cd, &cu, v, n, hw, c);
@@ -594,6 +594,22 @@ test_golden (gconstpointer data)
   err = max_abs_diff (out3 + n_out, ref1, n_out);
   g_test_message ("%s: batch of 3, image 2 against the CPU: %.3g", dir, err);
   g_assert_cmpfloat (err, <=, GOLDEN_TOLERANCE);
+
+  /* device memory: the weights (fp32) were in after loading; the peak
+   * holds them and the activation arena of the batch of 3 */
+  {
+    gsize weights, now, peak, params;
+    g_assert_true (ehat_engine_get_device_memory (eg, &weights, &now, &peak));
+    params = ehat_model_get_n_params (model);
+    g_test_message ("%s: device memory after loading %" G_GSIZE_FORMAT
+        " B (%" G_GSIZE_FORMAT " parameters), now %" G_GSIZE_FORMAT
+        " B, peak %" G_GSIZE_FORMAT " B, workspace %" G_GSIZE_FORMAT " B",
+        dir, weights, params, now, peak, ehat_engine_get_peak_workspace (eg));
+    g_assert_cmpuint (weights, >=, params * sizeof (float));
+    g_assert_cmpuint (now, <=, peak);
+    g_assert_cmpuint (peak, >=, weights + ehat_engine_get_peak_workspace (eg));
+    g_assert_false (ehat_engine_get_device_memory (ec, NULL, NULL, NULL));
+  }
 
   g_free (lr.data);
   g_free (sr.data);

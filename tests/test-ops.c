@@ -141,11 +141,17 @@ test_linear_layernorm_axpby (void)
   g_autofree float *y = rnd ((gsize) rows * out, 1.0);
   g_autofree float *y0 = g_memdup2 (y, (gsize) rows * out * sizeof (float));
   g_autofree double *ref = g_new (double, (gsize) rows * MAX (out, in));
-  EhatLinearW lw = { w, b, in, out };
+  EhatLinearW lw = { w, b, in, out, NULL };
   EhatNormW nw = { rnd (in, 1.0), rnd (in, 1.0) };
 
-  for (int beta = 0; beta < 2; beta++) {
+  /* W as it is (OpenBLAS), then W prepared (packed) by the backend */
+  for (int v = 0; v < 4; v++) {
+    int beta = v % 2;
     EhatAct act = beta ? EHAT_ACT_NONE : EHAT_ACT_GELU;
+    if (v == 2) {
+      g_assert_true (be->ops->prepare_linear (be, &lw, NULL));
+      g_assert_true (lw.prepared != NULL || !ehat_cpu_has_avx512 ());
+    }
     memcpy (y, y0, (gsize) rows * out * sizeof (float));
     be->ops->linear (be, &lw, x, rows, y, act, beta ? 0.3f : 0.0f);
     for (int r = 0; r < rows; r++)
@@ -157,6 +163,8 @@ test_linear_layernorm_axpby (void)
       }
     assert_close (y, ref, (gsize) rows * out, 1e-5);
   }
+  be->ops->release_linear (be, &lw);
+  g_assert_null (lw.prepared);
 
   /* LayerNorm in place, against a double two-pass reference. */
   for (int r = 0; r < rows; r++) {
@@ -338,8 +346,8 @@ check_channel_attention (EhatBackend *b, int hw)
   int n = 2, c = 12, sq = 3;
   g_autofree float *v = rnd ((gsize) n * hw * c, 1.0);
   g_autofree double *ref = g_new (double, (gsize) n * hw * c);
-  EhatLinearW down = { rnd ((gsize) sq * c, 1.0), rnd (sq, 1.0), c, sq };
-  EhatLinearW up = { rnd ((gsize) c * sq, 1.0), rnd (c, 1.0), sq, c };
+  EhatLinearW down = { rnd ((gsize) sq * c, 1.0), rnd (sq, 1.0), c, sq, NULL };
+  EhatLinearW up = { rnd ((gsize) c * sq, 1.0), rnd (c, 1.0), sq, c, NULL };
 
   for (int i = 0; i < n; i++) {
     double mean[12] = { 0 }, mid[3], sc[12];
