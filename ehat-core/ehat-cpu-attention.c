@@ -331,8 +331,7 @@ typedef struct _Fast
 {
   gsize *qpos, *kpos;
   gint8 *reg;                   /* region of each token, nkp + 64 entries */
-  /* q in blocks of ARB queries, value e (fp32) or pair p (bf16) of the
-   * block's rows side by side: [nq/ARB][d or d/2][ARB] */
+  /* q row-major: [nq][d] (fp32) or [nq][d/2] pairs (bf16) */
   float *q, *kT, *v;            /* fp32 */
   guint32 *qw;                  /* bf16 pairs */
   guint32 *kw;                  /* bf16 pairs [dpairs][nkp] */
@@ -510,6 +509,54 @@ prefetch_part (const AttnJob *j, const gsize *pos, int t, int n, int part)
     _mm_prefetch (p + off, _MM_HINT_T0);
 }
 
+/* r[e] lane i ← r[i] lane e: 16 rows of 16 dwords transposed in registers
+ * (two unpack stages within 128-bit lanes, then 4×4 blocks of lanes), so
+ * that the gathers write k transposed with vector stores. */
+EHAT_T_F32 EHAT_INLINE void
+transpose16 (__m512i r[16])
+{
+  __m512i t[16];
+
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; i++) {
+    t[2 * i] = _mm512_unpacklo_epi32 (r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_epi32 (r[2 * i], r[2 * i + 1]);
+  }
+#pragma GCC unroll 4
+  for (int i = 0; i < 4; i++) {
+    r[4 * i] = _mm512_unpacklo_epi64 (t[4 * i], t[4 * i + 2]);
+    r[4 * i + 1] = _mm512_unpackhi_epi64 (t[4 * i], t[4 * i + 2]);
+    r[4 * i + 2] = _mm512_unpacklo_epi64 (t[4 * i + 1], t[4 * i + 3]);
+    r[4 * i + 3] = _mm512_unpackhi_epi64 (t[4 * i + 1], t[4 * i + 3]);
+  }
+  /* r[4i + k], lane L: element 4L + k of rows 4i … 4i + 3 */
+#pragma GCC unroll 4
+  for (int k = 0; k < 4; k++) {
+    __m512i a = _mm512_shuffle_i32x4 (r[k], r[4 + k], 0x88);
+    __m512i b = _mm512_shuffle_i32x4 (r[k], r[4 + k], 0xdd);
+    __m512i c = _mm512_shuffle_i32x4 (r[8 + k], r[12 + k], 0x88);
+    __m512i d = _mm512_shuffle_i32x4 (r[8 + k], r[12 + k], 0xdd);
+    t[k] = _mm512_shuffle_i32x4 (a, c, 0x88);
+    t[8 + k] = _mm512_shuffle_i32x4 (a, c, 0xdd);
+    t[4 + k] = _mm512_shuffle_i32x4 (b, d, 0x88);
+    t[12 + k] = _mm512_shuffle_i32x4 (b, d, 0xdd);
+  }
+#pragma GCC unroll 16
+  for (int i = 0; i < 16; i++)
+    r[i] = t[i];
+}
+
+/* Prefetches the k (and v) parts of the next block of 16 keys. */
+static inline void
+prefetch_keys (const AttnJob *j, const Fast *f, int t0, gboolean v)
+{
+  for (int i = 0; i < 16; i++) {
+    prefetch_part (j, f->kpos, t0 + i, j->nk, 1);
+    if (v)
+      prefetch_part (j, f->kpos, t0 + i, j->nk, 2);
+  }
+}
+
 EHAT_T_F32 static void
 gather_f32 (const AttnJob *j, Fast *f, int h0, int nh)
 {
@@ -517,31 +564,46 @@ gather_f32 (const AttnJob *j, Fast *f, int h0, int nh)
   __mmask16 m1 = lanes (d - 16);
   __m512 sc = _mm512_set1_ps (j->scale * (float) LOG2E);
 
+  /* q (scaled) row-major */
   for (int t = 0; t < j->nq; t++) {
     prefetch_part (j, f->qpos, t + PF, j->nq, 0);
     for (int s = 0; s < nh; s++) {
       const float *row = q_row (j, f, t, h0 + s);
-      float *dst = f->q_all + s * f->qsz + (gsize) (t / ARB) * d * ARB
-          + t % ARB;
-      float w[32] __attribute__ ((aligned (64)));
-      _mm512_store_ps (w, _mm512_mul_ps (sc, load_head (row, d)));
-      _mm512_store_ps (w + 16, _mm512_mul_ps (sc, load_tail (row + 16, d)));
-      for (int e = 0; e < d; e++)
-        dst[e * ARB] = w[e];
+      float *dst = f->q_all + s * f->qsz + (gsize) t * d;
+      _mm512_mask_storeu_ps (dst, lanes (d), _mm512_mul_ps (sc,
+              load_head (row, d)));
+      if (m1)
+        _mm512_mask_storeu_ps (dst + 16, m1, _mm512_mul_ps (sc,
+                load_tail (row + 16, d)));
     }
   }
-  for (int t = 0; t < j->nk; t++) {
-    prefetch_part (j, f->kpos, t + PF, j->nk, 1);
-    prefetch_part (j, f->kpos, t + PF, j->nk, 2);
+  /* kᵀ by blocks of 16 keys (keys past nk: zero rows), v row-major */
+  prefetch_keys (j, f, 0, TRUE);
+  for (int t0 = 0; t0 < j->nk; t0 += 16) {
+    prefetch_keys (j, f, t0 + 16, TRUE);
     for (int s = 0; s < nh; s++) {
-      const float *kr = k_row (j, f, t, h0 + s), *vr = v_row (j, f, t,
-          h0 + s);
-      float *kT = f->kT_all + s * f->ksz, *v = f->v_all + s * f->vsz;
-      for (int e = 0; e < d; e++)
-        kT[(gsize) e * nkp + t] = kr[e];
-      _mm512_storeu_ps (v + (gsize) t * dv, load_head (vr, d));
-      if (m1)
-        _mm512_storeu_ps (v + (gsize) t * dv + 16, load_tail (vr + 16, d));
+      float *kT = f->kT_all + s * f->ksz + t0, *v = f->v_all + s * f->vsz;
+      __m512i r[16];
+      for (int i = 0; i < 16; i++)
+        r[i] = _mm512_castps_si512 (load_head (k_row (j, f, t0 + i, h0 + s),
+                d));
+      transpose16 (r);
+      for (int e = 0; e < MIN (d, 16); e++)
+        _mm512_storeu_si512 (kT + (gsize) e * nkp, r[e]);
+      if (m1) {
+        for (int i = 0; i < 16; i++)
+          r[i] = _mm512_castps_si512 (load_tail (k_row (j, f, t0 + i,
+                      h0 + s) + 16, d));
+        transpose16 (r);
+        for (int e = 16; e < d; e++)
+          _mm512_storeu_si512 (kT + (gsize) e * nkp, r[e - 16]);
+      }
+      for (int t = t0; t < MIN (t0 + 16, j->nk); t++) {
+        const float *vr = v_row (j, f, t, h0 + s);
+        _mm512_storeu_ps (v + (gsize) t * dv, load_head (vr, d));
+        if (m1)
+          _mm512_storeu_ps (v + (gsize) t * dv + 16, load_tail (vr + 16, d));
+      }
     }
   }
 }
@@ -557,30 +619,32 @@ gather_bf16 (const AttnJob *j, Fast *f, int h0, int nh)
       27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2,
       17, 1, 16, 0);
 
+  /* q (scaled) row-major, rows of np pairs */
   for (int t = 0; t < j->nq; t++) {
     prefetch_part (j, f->qpos, t + PF, j->nq, 0);
     for (int s = 0; s < nh; s++) {
       const float *row = q_row (j, f, t, h0 + s);
-      guint32 *dst = f->qw_all + s * f->qsz + (gsize) (t / ARB) * np * ARB
-          + t % ARB;
-      guint32 w[16] __attribute__ ((aligned (64)));
       __m512 lo = _mm512_mul_ps (sc, load_head (row, d));
       __m512 hi = _mm512_mul_ps (sc, load_tail (row + 16, d));
-      _mm512_store_si512 (w, (__m512i) _mm512_cvtne2ps_pbh (hi, lo));
-      for (int p = 0; p < np; p++)
-        dst[p * ARB] = w[p];
+      _mm512_mask_storeu_epi32 (f->qw_all + s * f->qsz + (gsize) t * np,
+          lanes (np), (__m512i) _mm512_cvtne2ps_pbh (hi, lo));
     }
   }
-  for (int t = 0; t < j->nk; t++) {
-    prefetch_part (j, f->kpos, t + PF, j->nk, 1);
+  /* k as [pair][key], by blocks of 16 keys (keys past nk: zero rows) */
+  prefetch_keys (j, f, 0, FALSE);
+  for (int t0 = 0; t0 < j->nk; t0 += 16) {
+    prefetch_keys (j, f, t0 + 16, FALSE);
     for (int s = 0; s < nh; s++) {
-      const float *kr = k_row (j, f, t, h0 + s);
-      guint32 *kw = f->kw_all + s * f->ksz;
-      guint32 w[16] __attribute__ ((aligned (64)));
-      _mm512_store_si512 (w, (__m512i) _mm512_cvtne2ps_pbh (
-              load_tail (kr + 16, d), load_head (kr, d)));
+      guint32 *kw = f->kw_all + s * f->ksz + t0;
+      __m512i r[16];
+      for (int i = 0; i < 16; i++) {
+        const float *kr = k_row (j, f, t0 + i, h0 + s);
+        r[i] = (__m512i) _mm512_cvtne2ps_pbh (load_tail (kr + 16, d),
+            load_head (kr, d));
+      }
+      transpose16 (r);
       for (int p = 0; p < np; p++)
-        kw[(gsize) p * nkp + t] = w[p];
+        _mm512_storeu_si512 (kw + (gsize) p * nkp, r[p]);
     }
   }
   for (int u = 0; u < (j->nk + 1) / 2; u++) {
@@ -599,6 +663,17 @@ gather_bf16 (const AttnJob *j, Fast *f, int h0, int nh)
                     load_tail (a + 16, d))));
     }
   }
+}
+
+/* Vectors of keys in the S tile at key j0: 3, but a 16-key tail becomes
+ * two tiles of 2 (nk = 256: 4 × 48 + 2 × 32), since a one-vector tile
+ * costs a broadcast per product. */
+static inline int
+key_tile (int nkp, int j0)
+{
+  if (nkp % 48 == 16 && nkp >= 64 && nkp - j0 <= 64)
+    return 2;
+  return MIN (3, (nkp - j0) / 16);
 }
 
 /* The accumulators of an S tile start as the bias. */
@@ -691,17 +766,20 @@ qk_f32 (int nv, const AttnJob *j, Fast *f, int i0, int rows, int j0,
 {
   __m512 acc[ARB][3];
   int d = j->d, nkp = f->nkp;
-  const float *qb = f->q + (gsize) i0 * d, *kr = f->kT + j0;
+  const float *qr[ARB], *kr = f->kT + j0;
 
+#pragma GCC unroll 8
+  for (int r = 0; r < ARB; r++)
+    qr[r] = f->q + (gsize) (i0 + MIN (r, rows - 1)) * d;
   qk_init (acc, nv, rows, j0, j, i0, bias);
-  for (int e = 0; e < d; e++, qb += ARB, kr += nkp) {
+  for (int e = 0; e < d; e++, kr += nkp) {
     __m512 b[3];
 #pragma GCC unroll 3
     for (int v = 0; v < nv; v++)
       b[v] = _mm512_loadu_ps (kr + 16 * v);
 #pragma GCC unroll 8
     for (int r = 0; r < ARB; r++) {
-      __m512 a = _mm512_set1_ps (qb[r]);
+      __m512 a = _mm512_set1_ps (qr[r][e]);
 #pragma GCC unroll 3
       for (int v = 0; v < nv; v++)
         acc[r][v] = _mm512_fmadd_ps (a, b[v], acc[r][v]);
@@ -716,17 +794,20 @@ qk_bf16 (int nv, const AttnJob *j, Fast *f, int i0, int rows, int j0,
 {
   __m512 acc[ARB][3];
   int np = f->dpairs, nkp = f->nkp;
-  const guint32 *qb = f->qw + (gsize) i0 * np, *kr = f->kw + j0;
+  const guint32 *qr[ARB], *kr = f->kw + j0;
 
+#pragma GCC unroll 8
+  for (int r = 0; r < ARB; r++)
+    qr[r] = f->qw + (gsize) (i0 + MIN (r, rows - 1)) * np;
   qk_init (acc, nv, rows, j0, j, i0, bias);
-  for (int p = 0; p < np; p++, qb += ARB, kr += nkp) {
+  for (int p = 0; p < np; p++, kr += nkp) {
     __m512bh b[3];
 #pragma GCC unroll 3
     for (int v = 0; v < nv; v++)
       b[v] = (__m512bh) _mm512_loadu_si512 (kr + 16 * v);
 #pragma GCC unroll 8
     for (int r = 0; r < ARB; r++) {
-      __m512bh a = (__m512bh) _mm512_set1_epi32 ((int) qb[r]);
+      __m512bh a = (__m512bh) _mm512_set1_epi32 ((int) qr[r][p]);
 #pragma GCC unroll 3
       for (int v = 0; v < nv; v++)
         acc[r][v] = _mm512_dpbf16_ps (acc[r][v], a, b[v]);
@@ -741,8 +822,8 @@ scores_f32 (const AttnJob *j, Fast *f, int i0, int rows,
 {
   for (int r = 0; r < ARB; r++)
     _mm512_storeu_ps (f->rmax[r], _mm512_set1_ps (-G_MAXFLOAT));
-  for (int j0 = 0; j0 < f->nkp; j0 += 48) {
-    int nv = MIN (3, (f->nkp - j0) / 16);
+  for (int j0 = 0, nv; j0 < f->nkp; j0 += 16 * nv) {
+    nv = key_tile (f->nkp, j0);
     if (nv == 3)
       qk_f32 (3, j, f, i0, rows, j0, bias, S);
     else if (nv == 2)
@@ -758,8 +839,8 @@ scores_bf16 (const AttnJob *j, Fast *f, int i0, int rows,
 {
   for (int r = 0; r < ARB; r++)
     _mm512_storeu_ps (f->rmax[r], _mm512_set1_ps (-G_MAXFLOAT));
-  for (int j0 = 0; j0 < f->nkp; j0 += 48) {
-    int nv = MIN (3, (f->nkp - j0) / 16);
+  for (int j0 = 0, nv; j0 < f->nkp; j0 += 16 * nv) {
+    nv = key_tile (f->nkp, j0);
     if (nv == 3)
       qk_bf16 (3, j, f, i0, rows, j0, bias, S);
     else if (nv == 2)

@@ -101,6 +101,19 @@ ehat_bf16_to_f32 (guint16 h)
   return f;
 }
 
+/* Width of the column panel starting at j0 (panels are packed one after
+ * another, panel j0 at j0·kp).  48 columns, but a 16-wide tail becomes two
+ * 32-wide panels: a one-vector tile loads 8 broadcasts per 8 products,
+ * twice the cost per product of the others (N = 60, 64 and 256 in HAT:
+ * CAB's squeeze, the upsampler). */
+static inline int
+panel_width (int np, int j0)
+{
+  if (np % NR == 16 && np >= NR + 16 && np - j0 <= NR + 16)
+    return 32;
+  return MIN (NR, np - j0);
+}
+
 void
 ehat_gemm_layout (EhatGemmB *b, EhatGemmKind kind, int k, int n)
 {
@@ -170,8 +183,8 @@ ehat_gemm_pack (EhatGemmB *b, void *data, const float *src, gsize sk,
         d[(gsize) i * b->n + j] = src[i * sk + j * sn];
     return;
   }
-  for (int j0 = 0; j0 < b->np; j0 += NR) {
-    int w = MIN (NR, b->np - j0);
+  for (int j0 = 0, w; j0 < b->np; j0 += w) {
+    w = panel_width (b->np, j0);
     if (b->kind == EHAT_GEMM_F32) {
       float *d = (float *) data + (gsize) j0 * b->kp;
       for (int i = 0; i < b->kp; i++)
@@ -387,8 +400,10 @@ static void
 gemm_f32_block (const EhatGemmB *b, const float *a, gsize lda, int m,
     float *c, gsize ldc, const EhatGemmEpi *e)
 {
-  for (int j0 = 0; j0 < b->n; j0 += NR) {
-    int w = MIN (NR, b->np - j0), cols = MIN (NR, b->n - j0);
+  for (int j0 = 0, w; j0 < b->n; j0 += w) {
+    int cols;
+    w = panel_width (b->np, j0);
+    cols = MIN (w, b->n - j0);
     const float *bp = (const float *) b->data + (gsize) j0 * b->kp;
     EhatGemmEpi ej = *e;
     for (int i0 = 0; i0 < m; i0 += MR) {
@@ -431,10 +446,9 @@ tile_bf16 (int nv, const guint16 *a, gsize lda, int rows, const guint16 *bp,
           * 2);
 #pragma GCC unroll 8
     for (int r = 0; r < MR; r++) {
-      __m512bh av = (__m512bh) _mm512_set1_epi32 (ar[r][p]);
 #pragma GCC unroll 3
       for (int v = 0; v < nv; v++)
-        acc[r][v] = _mm512_dpbf16_ps (acc[r][v], av, bv[v]);
+        acc[r][v] = ehat_dpbf16_bcast (acc[r][v], bv[v], ar[r] + p);
     }
   }
   store_tile (acc, nv, rows, cols, c, ldc, e, j0);
@@ -467,8 +481,10 @@ gemm_bf16_block (const EhatGemmB *b, const guint16 *a, gsize lda, int m,
 {
   int pairs = b->kp / 2;
 
-  for (int j0 = 0; j0 < b->n; j0 += NR) {
-    int w = MIN (NR, b->np - j0), cols = MIN (NR, b->n - j0);
+  for (int j0 = 0, w; j0 < b->n; j0 += w) {
+    int cols;
+    w = panel_width (b->np, j0);
+    cols = MIN (w, b->n - j0);
     const guint16 *bp = (const guint16 *) b->data + (gsize) j0 * b->kp;
     EhatGemmEpi ej = *e;
     for (int i0 = 0; i0 < m; i0 += MR) {
