@@ -807,10 +807,9 @@ qk_bf16 (int nv, const AttnJob *j, Fast *f, int i0, int rows, int j0,
       b[v] = (__m512bh) _mm512_loadu_si512 (kr + 16 * v);
 #pragma GCC unroll 8
     for (int r = 0; r < ARB; r++) {
-      __m512bh a = (__m512bh) _mm512_set1_epi32 ((int) qr[r][p]);
 #pragma GCC unroll 3
       for (int v = 0; v < nv; v++)
-        acc[r][v] = _mm512_dpbf16_ps (acc[r][v], a, b[v]);
+        acc[r][v] = ehat_dpbf16_bcast (acc[r][v], b[v], qr[r] + p);
     }
   }
   qk_store (acc, nv, rows, j0, j, f, i0, S);
@@ -973,13 +972,12 @@ pv_bf16 (int v2, const AttnJob *j, const Fast *f, int i0, int rows,
       v1y = (__m256bh) _mm256_loadu_si256 ((const __m256i *) (vr + 16));
 #pragma GCC unroll 8
     for (int r = 0; r < ARB; r++) {
-      __m512i p = _mm512_set1_epi32 ((int) pr[r][u]);
-      a0[r] = _mm512_dpbf16_ps (a0[r], (__m512bh) p, v0);
+      a0[r] = ehat_dpbf16_bcast (a0[r], v0, pr[r] + u);
       if (v2 == 16)
-        a1z[r] = _mm512_dpbf16_ps (a1z[r], (__m512bh) p, v1z);
+        a1z[r] = ehat_dpbf16_bcast (a1z[r], v1z, pr[r] + u);
       else if (v2 == 8)
         a1y[r] = _mm256_dpbf16_ps (a1y[r], (__m256bh)
-            _mm512_castsi512_si256 (p), v1y);
+            _mm256_set1_epi32 ((int) pr[r][u]), v1y);
     }
   }
   pv_store (a0, a1z, a1y, v2, j, f, i0, rows, inv, hd);

@@ -79,8 +79,9 @@ def load_pairs(paths: List[str], s: int, cache: str, log=print) -> List[Tuple[np
         else:
             hr = ev.mod_crop(ev.read_image(p), s)
             lr = ev.imresize(hr, 1.0 / s)
-            np.savez(cp + ".tmp.npz", lr=lr, hr=hr)
-            os.replace(cp + ".tmp.npz", cp)
+            tmp = f"{cp}.{os.getpid()}.tmp.npz"  # concurrent trainings may fill the cache at once
+            np.savez(tmp, lr=lr, hr=hr)
+            os.replace(tmp, cp)
         pairs.append((lr, hr))
     log(f"{len(pairs)} training images, {sum(h.shape[0] * h.shape[1] for _, h in pairs) / 1e6:.1f} MP HR")
     return pairs
@@ -236,6 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--compress-ratio", type=int, default=3)
     g.add_argument("--squeeze-factor", type=int, default=16)
     g.add_argument("--mlp-ratio", type=float, default=2.0)
+    g.add_argument("--danet", action="store_true",
+                   help="add the DANet block after the body's norm (spec section 6; its gammas start at 0)")
     g.add_argument("--init", help="model file to take matching tensors from (e.g. a x2 body for x4)")
     g = p.add_argument_group("training")
     g.add_argument("--train", action="append", help="image folder or file (repeatable; default: "
@@ -270,7 +273,8 @@ def make_config(a) -> EhatConfig:
     heads = a.heads if len(a.heads) == len(a.depths) else [a.heads[0]] * len(a.depths)
     cfg = EhatConfig(arch=a.arch, upscale=a.scale, embed_dim=a.embed_dim, depths=list(a.depths),
                      num_heads=heads, window_size=a.window, compress_ratio=a.compress_ratio,
-                     squeeze_factor=a.squeeze_factor, conv_scale=0.01, mlp_ratio=a.mlp_ratio)
+                     squeeze_factor=a.squeeze_factor, conv_scale=0.01, mlp_ratio=a.mlp_ratio,
+                     danet=a.danet)
     cfg.validate()
     return cfg
 
