@@ -360,6 +360,28 @@ def print_table(head, rows, left=()):
         print(line(row))
 
 
+def cpu_times():
+    """(busy, steal) seconds of all CPUs from /proc/stat, or None where it is not readable."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    hz = os.sysconf("SC_CLK_TCK")
+    steal = v[7] if len(v) > 7 else 0
+    busy = sum(v[:3]) + sum(v[5:7])  # user nice system irq softirq
+    return busy / hz, steal / hz
+
+
+def steal_share(t0, t1):
+    """Share of the CPU time the hypervisor gave to other guests between two cpu_times():
+    a virtual machine's benchmarks are only as steady as this is low."""
+    if not t0 or not t1:
+        return None
+    busy, steal = t1[0] - t0[0], t1[1] - t0[1]
+    return steal / (busy + steal) if busy + steal > 0 else 0.0
+
+
 def host_line(threads):
     import platform
 
