@@ -52,6 +52,9 @@ def test_smoke(tmp_path):
     rows = {(x["case"], x["runtime"], x["precision"]): x for x in doc["results"]}
     e = rows[("32x32", "ehat", "fp32")]
     assert e["status"] == "ok" and e["ms"] > 0 and e["rss_bytes"] > 0 and e["max_abs_diff"] <= 1e-4
+    # one round in smoke mode; best and median over its timed runs, ratios best against best
+    assert doc["rounds"] == 1 and 0 < e["best_ms"] <= e["ms"] and e["times_ms"]
+    assert doc["steal_share"] is None or 0.0 <= doc["steal_share"] <= 1.0
     t = rows[("32x32", "torch eager", "fp32")]
     assert t["status"] == "ok" and t["ms"] > 0 and t["rss_bytes"] > 0
     # ehat bf16 is a number once supported, "n/a" until then
