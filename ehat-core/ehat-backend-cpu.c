@@ -80,6 +80,22 @@ cpu_free (EhatBackend *be, void *p)
 #define PACK_HEADER 64
 G_STATIC_ASSERT (sizeof (EhatGemmB) <= PACK_HEADER);
 
+/* The allocation for b's packed data: its panels start at PACK_HEADER;
+ * pack_done () writes the header once they are filled. */
+static char *
+pack_alloc (EhatBackend *be, const EhatGemmB *b, GError **error)
+{
+  return (char *) cpu_alloc (be, (PACK_HEADER + ehat_gemm_data_bytes (b)
+          + sizeof (float) - 1) / sizeof (float), error);
+}
+
+static float *
+pack_done (char *p, const EhatGemmB *b)
+{
+  memcpy (p, b, sizeof *b);
+  return (float *) p;
+}
+
 static float *
 cpu_upload (EhatBackend *be, const float *host, gsize n, GError **error)
 {
@@ -126,13 +142,10 @@ cpu_prepare_linear (EhatBackend *be, EhatLinearW *lw, GError **error)
   if (kind == EHAT_GEMM_BLAS)
     return TRUE;
   ehat_gemm_layout (&b, kind, lw->in, lw->out);
-  p = (char *) cpu_alloc (be, (PACK_HEADER + ehat_gemm_data_bytes (&b)
-          + sizeof (float) - 1) / sizeof (float), error);
-  if (!p)
+  if (!(p = pack_alloc (be, &b, error)))
     return FALSE;
   ehat_gemm_pack (&b, p + PACK_HEADER, lw->w, 1, lw->in);
-  memcpy (p, &b, sizeof b);
-  lw->prepared = p;
+  lw->prepared = pack_done (p, &b);
   return TRUE;
 }
 
@@ -168,18 +181,13 @@ cpu_upload_conv (EhatBackend *be, const float *w, int cout, int cin, int k,
      * the image itself) stays fp32 */
     ehat_gemm_layout_narrow (&b, CPU (be)->bf16 && kc >= 32 && cout > 3, k,
         cin, cout);
-    p = (char *) cpu_alloc (be, (PACK_HEADER + ehat_gemm_data_bytes (&b)
-            + sizeof (float) - 1) / sizeof (float), error);
-    if (!p)
+    if (!(p = pack_alloc (be, &b, error)))
       return NULL;
     ehat_gemm_pack_narrow (&b, p + PACK_HEADER, w);
-    memcpy (p, &b, sizeof b);
-    return (float *) p;
+    return pack_done (p, &b);
   }
   ehat_gemm_layout (&b, gemm_kind (CPU (be), kc, cout), (int) kc, cout);
-  p = (char *) cpu_alloc (be, (PACK_HEADER + ehat_gemm_data_bytes (&b)
-          + sizeof (float) - 1) / sizeof (float), error);
-  if (!p)
+  if (!(p = pack_alloc (be, &b, error)))
     return NULL;
   t = g_try_new (float, kc * cout);
   if (!t) {
@@ -193,8 +201,7 @@ cpu_upload_conv (EhatBackend *be, const float *w, int cout, int cin, int k,
       for (gsize tap = 0; tap < kk; tap++)
         t[(tap * cin + ci) * cout + co] = w[((gsize) co * cin + ci) * kk + tap];
   ehat_gemm_pack (&b, p + PACK_HEADER, t, cout, 1);
-  memcpy (p, &b, sizeof b);
-  return (float *) p;
+  return pack_done (p, &b);
 }
 
 /* PyTorch 'reflect' padding, extended periodically for pads ≥ the size
@@ -511,11 +518,9 @@ cpu_conv (EhatBackend *be, const EhatConvW *cw, const float *x, int n, int h,
    * 64 columns: 7 bands of 10 rows left one of two threads idle an eighth
    * of the time).  The direct (narrow) convolution needs no column buffer:
    * a few bands per thread. */
-  int bands = (int) MIN ((h + fit - 1) / fit, (gsize) h);
-  int band;
-
-  bands = MIN (round_up_int (MAX (bands, nt), nt), h);
-  band = narrow ? MAX (1, h / (4 * nt)) : (h + bands - 1) / bands;
+  int bands = MIN (round_up_int ((int) MAX ((h + fit - 1) / fit,
+              (gsize) nt), nt), h);
+  int band = narrow ? MAX (1, h / (4 * nt)) : (h + bands - 1) / bands;
   g_autofree float **col = g_new0 (float *, nt);
   g_autofree float **tmp = shuffle > 1 ? g_new0 (float *, nt) : NULL;
   ConvJob j = { cw, b, NULL, x, res, y, h, w, band, (h + band - 1) / band,

@@ -665,17 +665,6 @@ gather_bf16 (const AttnJob *j, Fast *f, int h0, int nh)
   }
 }
 
-/* Vectors of keys in the S tile at key j0: 3, but a 16-key tail becomes
- * two tiles of 2 (nk = 256: 4 × 48 + 2 × 32), since a one-vector tile
- * costs a broadcast per product. */
-static inline int
-key_tile (int nkp, int j0)
-{
-  if (nkp % 48 == 16 && nkp >= 64 && nkp - j0 <= 64)
-    return 2;
-  return MIN (3, (nkp - j0) / 16);
-}
-
 /* The accumulators of an S tile start as the bias. */
 EHAT_T_F32 EHAT_INLINE void
 qk_init (__m512 acc[ARB][3], int nv, int rows, int j0, const AttnJob *j,
@@ -822,7 +811,7 @@ scores_f32 (const AttnJob *j, Fast *f, int i0, int rows,
   for (int r = 0; r < ARB; r++)
     _mm512_storeu_ps (f->rmax[r], _mm512_set1_ps (-G_MAXFLOAT));
   for (int j0 = 0, nv; j0 < f->nkp; j0 += 16 * nv) {
-    nv = key_tile (f->nkp, j0);
+    nv = ehat_tile_width (f->nkp, j0) / 16;
     if (nv == 3)
       qk_f32 (3, j, f, i0, rows, j0, bias, S);
     else if (nv == 2)
@@ -839,7 +828,7 @@ scores_bf16 (const AttnJob *j, Fast *f, int i0, int rows,
   for (int r = 0; r < ARB; r++)
     _mm512_storeu_ps (f->rmax[r], _mm512_set1_ps (-G_MAXFLOAT));
   for (int j0 = 0, nv; j0 < f->nkp; j0 += 16 * nv) {
-    nv = key_tile (f->nkp, j0);
+    nv = ehat_tile_width (f->nkp, j0) / 16;
     if (nv == 3)
       qk_bf16 (3, j, f, i0, rows, j0, bias, S);
     else if (nv == 2)

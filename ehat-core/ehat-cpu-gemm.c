@@ -101,18 +101,9 @@ ehat_bf16_to_f32 (guint16 h)
   return f;
 }
 
-/* Width of the column panel starting at j0 (panels are packed one after
- * another, panel j0 at j0·kp).  48 columns, but a 16-wide tail becomes two
- * 32-wide panels: a one-vector tile loads 8 broadcasts per 8 products,
- * twice the cost per product of the others (N = 60, 64 and 256 in HAT:
- * CAB's squeeze, the upsampler). */
-static inline int
-panel_width (int np, int j0)
-{
-  if (np % NR == 16 && np >= NR + 16 && np - j0 <= NR + 16)
-    return 32;
-  return MIN (NR, np - j0);
-}
+/* Panels of B are ehat_tile_width () columns wide, packed one after
+ * another (panel j0 at j0·kp). */
+G_STATIC_ASSERT (NR == 48);
 
 void
 ehat_gemm_layout (EhatGemmB *b, EhatGemmKind kind, int k, int n)
@@ -184,7 +175,7 @@ ehat_gemm_pack (EhatGemmB *b, void *data, const float *src, gsize sk,
     return;
   }
   for (int j0 = 0, w; j0 < b->np; j0 += w) {
-    w = panel_width (b->np, j0);
+    w = ehat_tile_width (b->np, j0);
     if (b->kind == EHAT_GEMM_F32) {
       float *d = (float *) data + (gsize) j0 * b->kp;
       for (int i = 0; i < b->kp; i++)
@@ -402,7 +393,7 @@ gemm_f32_block (const EhatGemmB *b, const float *a, gsize lda, int m,
 {
   for (int j0 = 0, w; j0 < b->n; j0 += w) {
     int cols;
-    w = panel_width (b->np, j0);
+    w = ehat_tile_width (b->np, j0);
     cols = MIN (w, b->n - j0);
     const float *bp = (const float *) b->data + (gsize) j0 * b->kp;
     EhatGemmEpi ej = *e;
@@ -483,7 +474,7 @@ gemm_bf16_block (const EhatGemmB *b, const guint16 *a, gsize lda, int m,
 
   for (int j0 = 0, w; j0 < b->n; j0 += w) {
     int cols;
-    w = panel_width (b->np, j0);
+    w = ehat_tile_width (b->np, j0);
     cols = MIN (w, b->n - j0);
     const guint16 *bp = (const guint16 *) b->data + (gsize) j0 * b->kp;
     EhatGemmEpi ej = *e;

@@ -74,6 +74,19 @@ typedef struct
   gsize xbf_len;
 } EhatCpuBackend;
 
+/* Width of the register tile starting at column j0 of n (a multiple of
+ * 16): the kernels' tiles are 48 wide (three 16-lane vectors), but a
+ * 16-wide tail becomes two tiles of 32, since a one-vector tile costs a
+ * broadcast per product (HAT: the GEMMs' 60, 64, 256 and 540 outputs,
+ * window attention's 256 keys = 4·48 + 2·32). */
+static inline int
+ehat_tile_width (int n, int j0)
+{
+  if (n % 48 == 16 && n >= 64 && n - j0 <= 64)
+    return 32;
+  return MIN (48, n - j0);
+}
+
 /* precision=bf16 needs ehat_cpu_has_bf16 (); the engine checks. */
 EhatBackend *ehat_backend_cpu_new_full (int n_threads, gboolean bf16,
     GError **error);
