@@ -131,6 +131,20 @@ test_conv (void)
   }
 }
 
+/* ref[r][o] = b[o] + Σk x[r][k]·w[o][k], in double */
+static void
+linear_ref (const float *x, const float *w, const float *b, int rows, int in,
+    int out, double *ref)
+{
+  for (int r = 0; r < rows; r++)
+    for (int o = 0; o < out; o++) {
+      double s = b[o];
+      for (int k = 0; k < in; k++)
+        s += (double) x[r * in + k] * w[o * in + k];
+      ref[r * out + o] = s;
+    }
+}
+
 /* Widths that the packed GEMM splits into panels of 48, 32 (a 16-wide
  * tail becomes two of 32) and 16, against a double reference. */
 static void
@@ -150,13 +164,7 @@ test_linear_panels (void)
 
     g_assert_true (be->ops->prepare_linear (be, &lw, NULL));
     be->ops->linear (be, &lw, x, rows, y, EHAT_ACT_NONE, 0.0f);
-    for (int r = 0; r < rows; r++)
-      for (int o = 0; o < out; o++) {
-        double sum = b[o];
-        for (int k = 0; k < in; k++)
-          sum += (double) x[r * in + k] * w[o * in + k];
-        ref[r * out + o] = sum;
-      }
+    linear_ref (x, w, b, rows, in, out, ref);
     assert_close (y, ref, (gsize) rows * out, 1e-5);
     be->ops->release_linear (be, &lw);
   }
@@ -185,13 +193,9 @@ test_linear_layernorm_axpby (void)
     }
     memcpy (y, y0, (gsize) rows * out * sizeof (float));
     be->ops->linear (be, &lw, x, rows, y, act, beta ? 0.3f : 0.0f);
-    for (int r = 0; r < rows; r++)
-      for (int o = 0; o < out; o++) {
-        double s = b[o];
-        for (int k = 0; k < in; k++)
-          s += (double) x[r * in + k] * w[o * in + k];
-        ref[r * out + o] = beta ? s + 0.3 * y0[r * out + o] : gelu_ref (s);
-      }
+    linear_ref (x, w, b, rows, in, out, ref);
+    for (gsize i = 0; i < (gsize) rows * out; i++)
+      ref[i] = beta ? ref[i] + 0.3 * y0[i] : gelu_ref (ref[i]);
     assert_close (y, ref, (gsize) rows * out, 1e-5);
   }
   be->ops->release_linear (be, &lw);
