@@ -30,11 +30,16 @@ cpu_destroy (EhatBackend *be)
   g_free (cpu->conv_tmp);
   g_free (cpu->conv_col_len);
   g_free (cpu->conv_tmp_len);
-  for (int t = 0; t < cpu->n_threads; t++)
+  for (int t = 0; t < cpu->n_threads; t++) {
     g_free (cpu->abuf[t]);
+    g_free (cpu->mlp_buf[t]);
+  }
+  g_free (cpu->mlp_buf);
+  g_free (cpu->mlp_buf_len);
   g_free (cpu->abuf);
   g_free (cpu->abuf_len);
   g_free (cpu->xbf);
+  g_free (cpu->norm_out);
   g_free (CPU (be)->dense_bias);
   g_free (CPU (be)->description);
   g_free (be);
@@ -456,7 +461,7 @@ conv_bands (gpointer data, gsize begin, gsize end, int thread)
           cw->cout, &e);
     } else {
       im2col (xi, h, w, cw->cin, cw->k, y0, y1, col);
-      ehat_gemm (j->b, col, kc, rows, dst, cw->cout, &e, NULL);
+      ehat_gemm (j->b, col, kc, rows, dst, cw->cout, &e, NULL, NULL);
     }
     if (tmp)
       shuffle_band (tmp, w, y0, y1, cw->cout, s, yi);
@@ -552,6 +557,7 @@ typedef struct
 {
   const EhatLinearW *lw;
   const EhatGemmB *b;           /* NULL: OpenBLAS on lw->w */
+  const EhatNormW *nw;          /* LayerNorm on x first (with b only) */
   guint16 **abuf;
   const float *x;
   float *y;
@@ -570,7 +576,7 @@ linear_rows (gpointer data, gsize begin, gsize end, int thread)
   if (j->b) {
     EhatGemmEpi e = { lw->b, j->act, j->beta, NULL, 0.0f };
     ehat_gemm (j->b, j->x + begin * lw->in, lw->in, end - begin,
-        j->y + begin * lw->out, lw->out, &e, j->abuf[thread]);
+        j->y + begin * lw->out, lw->out, &e, j->nw, j->abuf[thread]);
     return;
   }
   cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasTrans, (int) (end - begin),
@@ -580,24 +586,32 @@ linear_rows (gpointer data, gsize begin, gsize end, int thread)
       NULL, 0.0f);
 }
 
+/* nw only with packed weights (lw->prepared). */
 static void
-cpu_linear (EhatBackend *be, const EhatLinearW *lw, const float *x,
-    gsize rows, float *y, EhatAct act, float beta)
+linear_run (EhatCpuBackend *cpu, const EhatLinearW *lw, const EhatNormW *nw,
+    const float *x, gsize rows, float *y, EhatAct act, float beta)
 {
-  EhatCpuBackend *cpu = CPU (be);
-  LinearJob j = { lw, (const EhatGemmB *) lw->prepared, cpu->abuf, x, y,
+  LinearJob j = { lw, (const EhatGemmB *) lw->prepared, nw, cpu->abuf, x, y,
     act, beta
   };
-  int nt = CPU (be)->n_threads;
+  int nt = cpu->n_threads;
   /* several blocks per thread for balance (a thread slowed by the machine
    * takes fewer), each large enough for the GEMM */
   gsize grain = MAX ((rows + 8 * nt - 1) / (8 * nt), 64);
 
-  if (j.b && j.b->kind == EHAT_GEMM_BF16)
+  g_assert (nw == NULL || j.b != NULL);
+  if (j.b && (j.b->kind == EHAT_GEMM_BF16 || nw))
     for (int t = 0; t < nt; t++)
       thread_buffer ((float **) cpu->abuf, cpu->abuf_len, t,
           (ehat_gemm_abuf_elems (j.b) + 1) / 2);
-  ehat_pool_parallel_for (CPU (be)->pool, rows, grain, linear_rows, &j);
+  ehat_pool_parallel_for (cpu->pool, rows, grain, linear_rows, &j);
+}
+
+static void
+cpu_linear (EhatBackend *be, const EhatLinearW *lw, const float *x,
+    gsize rows, float *y, EhatAct act, float beta)
+{
+  linear_run (CPU (be), lw, NULL, x, rows, y, act, beta);
 }
 
 typedef struct
@@ -608,28 +622,13 @@ typedef struct
   int c;
 } NormJob;
 
-EHAT_CLONES static void
+static void
 layernorm_rows (gpointer data, gsize begin, gsize end, int thread)
 {
   const NormJob *j = data;
-  int c = j->c;
 
-  for (gsize r = begin; r < end; r++) {
-    const float *xr = j->x + r * c;
-    float *yr = j->y + r * c;
-    float mean = 0.0f, var = 0.0f, inv;
-#pragma omp simd reduction(+:mean)
-    for (int k = 0; k < c; k++)
-      mean += xr[k];
-    mean /= c;
-#pragma omp simd reduction(+:var)
-    for (int k = 0; k < c; k++)
-      var += (xr[k] - mean) * (xr[k] - mean);
-    inv = 1.0f / sqrtf (var / c + 1e-5f);
-#pragma omp simd
-    for (int k = 0; k < c; k++)
-      yr[k] = (xr[k] - mean) * inv * j->nw->w[k] + j->nw->b[k];
-  }
+  for (gsize r = begin; r < end; r++)
+    ehat_cpu_layernorm_row (j->nw, j->x + r * j->c, j->c, j->y + r * j->c);
 }
 
 static void
@@ -638,6 +637,99 @@ cpu_layernorm (EhatBackend *be, const EhatNormW *nw, const float *x,
 {
   NormJob j = { nw, x, y, c };
   ehat_pool_parallel_for (CPU (be)->pool, rows, 64, layernorm_rows, &j);
+}
+
+static void
+cpu_norm_linear (EhatBackend *be, const EhatNormW *nw, const EhatLinearW *lw,
+    const float *x, gsize rows, float *y, EhatAct act)
+{
+  EhatCpuBackend *cpu = CPU (be);
+  float *n;
+
+  if (lw->prepared) {
+    linear_run (cpu, lw, nw, x, rows, y, act, 0.0f);
+    return;
+  }
+  /* OpenBLAS on W as it is: normalise first, as the network would */
+  n = thread_buffer (&cpu->norm_out, &cpu->norm_out_len, 0, rows * lw->in);
+  cpu_layernorm (be, nw, x, rows, lw->in, n);
+  linear_run (cpu, lw, NULL, n, rows, y, act, 0.0f);
+}
+
+/* Rows of a fused-MLP block: their hidden activations (HAT ×2: 64 × 360
+ * floats, 92 KiB) stay in L2 between fc1 and fc2, with both weights. */
+#define MLP_BLOCK 64
+
+typedef struct
+{
+  const EhatNormW *nw;
+  const EhatLinearW *fc1, *fc2;
+  const float *x;
+  float *y;
+  float beta;
+  float **buf;
+  guint16 **abuf;
+} MlpJob;
+
+static void
+mlp_rows (gpointer data, gsize begin, gsize end, int thread)
+{
+  const MlpJob *j = data;
+  const EhatLinearW *fc1 = j->fc1, *fc2 = j->fc2;
+  const EhatGemmB *b1 = fc1->prepared, *b2 = fc2->prepared;
+  float *hid = j->buf[thread], *n = hid + (gsize) MLP_BLOCK * fc1->out;
+
+  for (gsize r0 = begin; r0 < end; r0 += MLP_BLOCK) {
+    gsize rows = MIN ((gsize) MLP_BLOCK, end - r0);
+    const float *x = j->x + r0 * fc1->in;
+    float *y = j->y + r0 * fc2->out;
+
+    /* the block's x is read (fc1) before its y is written (fc2): y may
+     * be x */
+    if (b1 && b2) {
+      EhatGemmEpi e1 = { fc1->b, EHAT_ACT_GELU, 0.0f, NULL, 0.0f };
+      EhatGemmEpi e2 = { fc2->b, EHAT_ACT_NONE, j->beta, NULL, 0.0f };
+      ehat_gemm (b1, x, fc1->in, rows, hid, fc1->out, &e1, j->nw,
+          j->abuf[thread]);
+      ehat_gemm (b2, hid, fc1->out, rows, y, fc2->out, &e2, NULL,
+          j->abuf[thread]);
+      continue;
+    }
+    /* OpenBLAS on W as it is */
+    for (gsize r = 0; r < rows; r++)
+      ehat_cpu_layernorm_row (j->nw, x + r * fc1->in, fc1->in,
+          n + r * fc1->in);
+    cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasTrans, (int) rows,
+        fc1->out, fc1->in, 1.0f, n, fc1->in, fc1->w, fc1->in, 0.0f, hid,
+        fc1->out);
+    epilogue (hid, rows, fc1->out, fc1->b, EHAT_ACT_GELU, NULL, 0.0f);
+    cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasTrans, (int) rows,
+        fc2->out, fc2->in, 1.0f, hid, fc2->in, fc2->w, fc2->in, j->beta, y,
+        fc2->out);
+    epilogue (y, rows, fc2->out, fc2->b, EHAT_ACT_NONE, NULL, 0.0f);
+  }
+}
+
+static void
+cpu_mlp (EhatBackend *be, const EhatNormW *nw, const EhatLinearW *fc1,
+    const EhatLinearW *fc2, const float *x, gsize rows, float *y, float beta)
+{
+  EhatCpuBackend *cpu = CPU (be);
+  MlpJob j = { nw, fc1, fc2, x, y, beta, cpu->mlp_buf, cpu->abuf };
+  const EhatGemmB *b1 = fc1->prepared, *b2 = fc2->prepared;
+  int nt = cpu->n_threads;
+  gsize grain = MAX ((rows + 8 * nt - 1) / (8 * nt), MLP_BLOCK);
+
+  g_assert (fc1->out == fc2->in);
+  for (int t = 0; t < nt; t++) {
+    thread_buffer (cpu->mlp_buf, cpu->mlp_buf_len, t,
+        (gsize) MLP_BLOCK * (fc1->out + fc1->in));
+    if (b1 && b2)
+      thread_buffer ((float **) cpu->abuf, cpu->abuf_len, t,
+          (MAX (ehat_gemm_abuf_elems (b1), ehat_gemm_abuf_elems (b2)) + 1)
+          / 2);
+  }
+  ehat_pool_parallel_for (cpu->pool, rows, grain, mlp_rows, &j);
 }
 
 typedef struct
@@ -683,6 +775,10 @@ typedef struct
   const float *scale;
   gsize grain;
   int c;
+  /* channel_attention_add: t = w1·t + alpha·(v·scale + w0·x0) */
+  const float *x0;
+  float *t;
+  float w0, alpha, w1;
 } CaJob;
 
 #define CA_GRAIN 1024
@@ -713,9 +809,64 @@ ca_scale (gpointer data, gsize begin, gsize end, int thread)
       j->vw[r * j->c + k] *= j->scale[k];
 }
 
+/* The scaling pass with the residual sums around CAB folded in: the
+ * expressions of the ops it replaces (axpby's a·x + b·y; the compiler may
+ * contract them into fmas differently, a rounding apart). */
+EHAT_CLONES static void
+ca_add (gpointer data, gsize begin, gsize end, int thread)
+{
+  const CaJob *j = data;
+  int c = j->c;
+  float w0 = j->w0, alpha = j->alpha, w1 = j->w1;
+
+  for (gsize r = begin; r < end; r++) {
+    const float *v = j->v + r * c, *x0 = j->x0 ? j->x0 + r * c : NULL;
+    float *t = j->t + r * c;
+#pragma omp simd
+    for (int k = 0; k < c; k++) {
+      float a = v[k] * j->scale[k];
+      if (x0)
+        a = w0 * x0[k] + a;
+      t[k] = w1 == 0.0f ? alpha * a : alpha * a + w1 * t[k];
+    }
+  }
+}
+
+/* σ(up(ReLU(down(mean of v over hw rows)))) into scale[c]. */
 static void
-cpu_channel_attention (EhatBackend *be, const EhatLinearW *down,
-    const EhatLinearW *up, float *v, int n, gsize hw, int c)
+ca_gate (EhatBackend *be, const EhatLinearW *down, const EhatLinearW *up,
+    CaJob *j, gsize hw, double *partial, float *mid, float *scale)
+{
+  gsize chunks = (hw + CA_GRAIN - 1) / CA_GRAIN;
+  int c = j->c;
+
+  /* Sums in double, per fixed chunk and added in chunk order: the mean
+   * runs over up to millions of rows, and the result must not depend on
+   * which thread took which chunk. */
+  ehat_pool_parallel_for (CPU (be)->pool, hw, CA_GRAIN, ca_sums, j);
+  for (int o = 0; o < down->out; o++) {
+    float s = down->b[o];
+    for (int k = 0; k < c; k++) {
+      double sum = 0.0;
+      for (gsize ch = 0; ch < chunks; ch++)
+        sum += partial[ch * c + k];
+      s += down->w[(gsize) o * c + k] * (float) (sum / hw);
+    }
+    mid[o] = s > 0.0f ? s : 0.0f;
+  }
+  for (int o = 0; o < c; o++) {
+    float s = up->b[o];
+    for (int k = 0; k < down->out; k++)
+      s += up->w[(gsize) o * down->out + k] * mid[k];
+    scale[o] = 1.0f / (1.0f + expf (-s));
+  }
+}
+
+/* v ·= gate (x0 NULL, t NULL), or t = w1·t + alpha·(v·gate + w0·x0). */
+static void
+channel_attention_run (EhatBackend *be, const EhatLinearW *down,
+    const EhatLinearW *up, float *v, int n, gsize hw, int c, float w0,
+    const float *x0, float alpha, float w1, float *t)
 {
   gsize chunks = (hw + CA_GRAIN - 1) / CA_GRAIN;
   g_autofree double *partial = g_new (double, chunks * c);
@@ -723,31 +874,33 @@ cpu_channel_attention (EhatBackend *be, const EhatLinearW *down,
   g_autofree float *scale = g_new (float, c);
 
   for (int i = 0; i < n; i++) {
-    float *vi = v + (gsize) i * hw * c;
-    CaJob j = { vi, vi, partial, scale, CA_GRAIN, c };
+    gsize at = (gsize) i * hw * c;
+    CaJob j = { v + at, v + at, partial, scale, CA_GRAIN, c,
+      x0 ? x0 + at : NULL, t ? t + at : NULL, w0, alpha, w1
+    };
 
-    /* Sums in double, per fixed chunk and added in chunk order: the mean
-     * runs over up to millions of rows, and the result must not depend on
-     * which thread took which chunk. */
-    ehat_pool_parallel_for (CPU (be)->pool, hw, CA_GRAIN, ca_sums, &j);
-    for (int o = 0; o < down->out; o++) {
-      float s = down->b[o];
-      for (int k = 0; k < c; k++) {
-        double sum = 0.0;
-        for (gsize ch = 0; ch < chunks; ch++)
-          sum += partial[ch * c + k];
-        s += down->w[(gsize) o * c + k] * (float) (sum / hw);
-      }
-      mid[o] = s > 0.0f ? s : 0.0f;
-    }
-    for (int o = 0; o < c; o++) {
-      float s = up->b[o];
-      for (int k = 0; k < down->out; k++)
-        s += up->w[(gsize) o * down->out + k] * mid[k];
-      scale[o] = 1.0f / (1.0f + expf (-s));
-    }
-    ehat_pool_parallel_for (CPU (be)->pool, hw, 256, ca_scale, &j);
+    ca_gate (be, down, up, &j, hw, partial, mid, scale);
+    ehat_pool_parallel_for (CPU (be)->pool, hw, 256, t ? ca_add : ca_scale,
+        &j);
   }
+}
+
+static void
+cpu_channel_attention (EhatBackend *be, const EhatLinearW *down,
+    const EhatLinearW *up, float *v, int n, gsize hw, int c)
+{
+  channel_attention_run (be, down, up, v, n, hw, c, 0.0f, NULL, 0.0f, 0.0f,
+      NULL);
+}
+
+static void
+cpu_channel_attention_add (EhatBackend *be, const EhatLinearW *down,
+    const EhatLinearW *up, const float *v, int n, gsize hw, int c, float w0,
+    const float *x0, float alpha, float w1, float *t)
+{
+  /* v is only read on this path */
+  channel_attention_run (be, down, up, (float *) v, n, hw, c, w0, x0, alpha,
+      w1, t);
 }
 
 static gboolean
@@ -788,11 +941,14 @@ static const EhatBackendOps cpu_ops = {
   .output = cpu_output,
   .conv = cpu_conv,
   .linear = cpu_linear,
+  .norm_linear = cpu_norm_linear,
+  .mlp = cpu_mlp,
   .layernorm = cpu_layernorm,
   .axpby = cpu_axpby,
   .window_attention = ehat_cpu_window_attention,
   .overlap_attention = ehat_cpu_overlap_attention,
   .channel_attention = cpu_channel_attention,
+  .channel_attention_add = cpu_channel_attention_add,
   .position_attention = ehat_cpu_position_attention,
   .channel_gram_attention = ehat_cpu_channel_gram_attention,
   .sync = cpu_sync,
@@ -824,6 +980,8 @@ ehat_backend_cpu_new_full (int n_threads, gboolean bf16, GError **error)
   cpu->conv_tmp_len = g_new0 (gsize, n_threads);
   cpu->abuf = g_new0 (guint16 *, n_threads);
   cpu->abuf_len = g_new0 (gsize, n_threads);
+  cpu->mlp_buf = g_new0 (float *, n_threads);
+  cpu->mlp_buf_len = g_new0 (gsize, n_threads);
   cpu->own_f32 = ehat_cpu_has_avx512 ();
   cpu->bf16 = bf16 && ehat_cpu_has_bf16 ();
   if (cpu->bf16)

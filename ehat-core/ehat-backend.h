@@ -102,7 +102,8 @@ struct _EhatBackendOps
       int k, GError **error);
   /* Optional (NULL: linear() reads lw->w as it is).  Sets lw->prepared
    * to W in the layout the backend's GEMM wants, so that no weight is
-   * repacked per call; release_linear frees it.  lw->w stays valid. */
+   * repacked per call; release_linear (optional too: NULL when the
+   * backend frees the copy with lw->w) frees it.  lw->w stays valid. */
   gboolean (*prepare_linear) (EhatBackend *be, EhatLinearW *lw,
       GError **error);
   void (*release_linear) (EhatBackend *be, EhatLinearW *lw);
@@ -125,6 +126,23 @@ struct _EhatBackendOps
   /* y = act(x·Wᵀ + b) + beta·y over rows; beta ≠ 0 only with act NONE. */
   void (*linear) (EhatBackend *be, const EhatLinearW *lw, const float *x,
       gsize rows, float *y, EhatAct act, float beta);
+  /* Optional (NULL: the network calls layernorm, then linear, through a
+   * buffer of its own).  y = act(LN(x)·Wᵀ + b), LN over the lw->in
+   * channels of each row as layernorm() computes it, applied while the
+   * GEMM reads x: the normalised map never goes through memory (HAT's
+   * norm2 → fc1, and OCAB's norm1 → qkv, have no other reader). */
+  void (*norm_linear) (EhatBackend *be, const EhatNormW *nw,
+      const EhatLinearW *lw, const float *x, gsize rows, float *y,
+      EhatAct act);
+  /* Optional (NULL: norm_linear, then linear, through a buffer of the
+   * network's): a transformer block's MLP with its residual,
+   * y = beta·y + fc2(GELU(fc1(LN(x)))) over rows of fc1->in; y may be x
+   * (HAT: t = w1·t + MLP(LN(t))).  Run block of rows by block, the hidden
+   * activations (fc1->out wide: the widest map of the network, 2–4× the
+   * embedding) stay in cache instead of going through memory twice. */
+  void (*mlp) (EhatBackend *be, const EhatNormW *nw, const EhatLinearW *fc1,
+      const EhatLinearW *fc2, const float *x, gsize rows, float *y,
+      float beta);
   /* Per row over c channels, eps 1e-5, biased variance; y may be x. */
   void (*layernorm) (EhatBackend *be, const EhatNormW *nw, const float *x,
       gsize rows, int c, float *y);
@@ -149,6 +167,14 @@ struct _EhatBackendOps
   /* v ·= sigmoid(up(ReLU(down(mean over each image's hw rows of v)))) */
   void (*channel_attention) (EhatBackend *be, const EhatLinearW *down,
       const EhatLinearW *up, float *v, int n, gsize hw, int c);
+  /* Optional (NULL: channel_attention, then axpby): CAB's channel
+   * attention with the sums around it folded into its scaling pass,
+   * t = w1·t + alpha·(v·σ(…) + w0·x0), σ(…) as above per image, x0 read
+   * only when not NULL (EHAT's branch weight w0 on the block's LN output;
+   * HAT: NULL), t not read when w1 = 0; v is not written. */
+  void (*channel_attention_add) (EhatBackend *be, const EhatLinearW *down,
+      const EhatLinearW *up, const float *v, int n, gsize hw, int c,
+      float w0, const float *x0, float alpha, float w1, float *t);
 
   /* DANet (EHAT-SPEC.md §6), per image of hw tokens:
    * out += gamma · softmax_j(q_i·k_j)·v_j over all positions j (q, k rows
@@ -185,7 +211,7 @@ EhatBackend *ehat_backend_cpu_new (int n_threads, GError **error);
  * changes: this header (EhatBackend, EhatBackendOps, the weight structs,
  * EhatBackendModule), the enums of ehat.h that cross it (EhatPrecision,
  * EhatBackendKind, EhatError), or the libehat functions modules call. */
-#define EHAT_BACKEND_ABI_VERSION 3
+#define EHAT_BACKEND_ABI_VERSION 4
 #define EHAT_BACKEND_MODULE_ENTRY "ehat_backend_module_entry"
 
 /* The first two fields stay where they are in every ABI version. */

@@ -583,20 +583,17 @@ gather_f32 (const AttnJob *j, Fast *f, int h0, int nh)
     prefetch_keys (j, f, t0 + 16, TRUE);
     for (int s = 0; s < nh; s++) {
       float *kT = f->kT_all + s * f->ksz + t0, *v = f->v_all + s * f->vsz;
-      __m512i r[16];
-      for (int i = 0; i < 16; i++)
-        r[i] = _mm512_castps_si512 (load_head (k_row (j, f, t0 + i, h0 + s),
-                d));
-      transpose16 (r);
-      for (int e = 0; e < MIN (d, 16); e++)
-        _mm512_storeu_si512 (kT + (gsize) e * nkp, r[e]);
-      if (m1) {
-        for (int i = 0; i < 16; i++)
-          r[i] = _mm512_castps_si512 (load_tail (k_row (j, f, t0 + i,
-                      h0 + s) + 16, d));
+      /* channels 0–15, then 16–31 (heads wider than 16) */
+      for (int e0 = 0; e0 < d; e0 += 16) {
+        __m512i r[16];
+        for (int i = 0; i < 16; i++) {
+          const float *kr = k_row (j, f, t0 + i, h0 + s);
+          r[i] = _mm512_castps_si512 (e0 ? load_tail (kr + 16, d)
+              : load_head (kr, d));
+        }
         transpose16 (r);
-        for (int e = 16; e < d; e++)
-          _mm512_storeu_si512 (kT + (gsize) e * nkp, r[e - 16]);
+        for (int e = e0; e < MIN (d, e0 + 16); e++)
+          _mm512_storeu_si512 (kT + (gsize) e * nkp, r[e - e0]);
       }
       for (int t = t0; t < MIN (t0 + 16, j->nk); t++) {
         const float *vr = v_row (j, f, t, h0 + s);

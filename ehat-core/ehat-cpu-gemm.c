@@ -676,7 +676,109 @@ f32_to_bf16_avx512 (guint16 *dst, const float *src, gsize n)
   }
 }
 
+/* ---- LayerNorm rows (the layernorm op, and fused into A's packing) ----
+ * Two passes like PyTorch: the mean, then the biased variance around it
+ * (one pass of Σx and Σx² loses the variance when the mean is large).
+ * Lanes past c are masked off, so rows of any width sum in 16-lane
+ * vectors; the whole row stays in L1 between the passes. */
+
+T_F32 static void
+row_stats_avx512 (const float *x, int c, float *mean, float *inv)
+{
+  __m512 s = _mm512_setzero_ps (), q = _mm512_setzero_ps (), vm;
+  float m;
+
+  for (int i = 0; i < c; i += 16)
+    s = _mm512_add_ps (s, _mm512_maskz_loadu_ps (lanes16 (c - i), x + i));
+  m = _mm512_reduce_add_ps (s) / c;
+  vm = _mm512_set1_ps (m);
+  for (int i = 0; i < c; i += 16) {
+    __mmask16 mk = lanes16 (c - i);
+    __m512 d = _mm512_maskz_sub_ps (mk, _mm512_maskz_loadu_ps (mk, x + i),
+        vm);
+    q = _mm512_fmadd_ps (d, d, q);
+  }
+  *mean = m;
+  *inv = 1.0f / sqrtf (_mm512_reduce_add_ps (q) / c + 1e-5f);
+}
+
+/* ((x − mean)·inv)·w + b on the 16 lanes of mk at i */
+T_F32 EHAT_INLINE __m512
+ln16 (const EhatNormW *nw, const float *x, int i, __mmask16 mk, __m512 vm,
+    __m512 vi)
+{
+  __m512 v = _mm512_mul_ps (_mm512_sub_ps (_mm512_maskz_loadu_ps (mk, x + i),
+          vm), vi);
+  return _mm512_fmadd_ps (v, _mm512_maskz_loadu_ps (mk, nw->w + i),
+      _mm512_maskz_loadu_ps (mk, nw->b + i));
+}
+
+T_F32 static void
+layernorm_row_avx512 (const EhatNormW *nw, const float *x, int c, float *y)
+{
+  float mean, inv;
+  __m512 vm, vi;
+
+  row_stats_avx512 (x, c, &mean, &inv);
+  vm = _mm512_set1_ps (mean);
+  vi = _mm512_set1_ps (inv);
+  for (int i = 0; i < c; i += 16) {
+    __mmask16 mk = lanes16 (c - i);
+    _mm512_mask_storeu_ps (y + i, mk, ln16 (nw, x, i, mk, vm, vi));
+  }
+}
+
+/* LN(src) → bf16: LayerNorm fused into the conversion that packs A
+ * anyway, the same floats as layernorm_row_avx512 before rounding. */
+T_BF16 static void
+norm_to_bf16_avx512 (guint16 *dst, const float *src, int n,
+    const EhatNormW *nw)
+{
+  float mean, inv;
+  __m512 vm, vi;
+
+  row_stats_avx512 (src, n, &mean, &inv);
+  vm = _mm512_set1_ps (mean);
+  vi = _mm512_set1_ps (inv);
+  for (int i = 0; i < n; i += 16) {
+    __mmask16 mk = lanes16 (n - i);
+    _mm256_mask_storeu_epi16 (dst + i, mk,
+        (__m256i) _mm512_cvtneps_pbh (ln16 (nw, src, i, mk, vm, vi)));
+  }
+}
+
 #endif /* EHAT_GEMM_X86 */
+
+/* The same without AVX-512 (vectorised by the clones). */
+EHAT_CLONES static void
+layernorm_row_plain (const EhatNormW *nw, const float *x, int c, float *y)
+{
+  float m = 0.0f, var = 0.0f, inv;
+#pragma omp simd reduction(+:m)
+  for (int k = 0; k < c; k++)
+    m += x[k];
+  m /= c;
+#pragma omp simd reduction(+:var)
+  for (int k = 0; k < c; k++)
+    var += (x[k] - m) * (x[k] - m);
+  inv = 1.0f / sqrtf (var / c + 1e-5f);
+#pragma omp simd
+  for (int k = 0; k < c; k++)
+    y[k] = (x[k] - m) * inv * nw->w[k] + nw->b[k];
+}
+
+void
+ehat_cpu_layernorm_row (const EhatNormW *nw, const float *x, int c, float *y)
+{
+#ifdef EHAT_GEMM_X86
+  probe ();
+  if (hw_avx512) {
+    layernorm_row_avx512 (nw, x, c, y);
+    return;
+  }
+#endif
+  layernorm_row_plain (nw, x, c, y);
+}
 
 void
 ehat_f32_to_bf16 (guint16 *dst, const float *src, gsize n)
@@ -704,27 +806,42 @@ block_rows (const EhatGemmB *b, int elem)
 gsize
 ehat_gemm_abuf_elems (const EhatGemmB *b)
 {
-  return (gsize) block_rows (b, 2) * b->kp + 32;
+  /* a block of A in bf16, or (fp32 kernels with a LayerNorm) in fp32 */
+  gsize bf = (gsize) block_rows (b, 2) * b->kp;
+  gsize f32 = (gsize) block_rows (b, 4) * b->k * 2;
+  return MAX (bf, f32) + 32;
 }
 
 void
 ehat_gemm (const EhatGemmB *b, const float *a, gsize lda, gsize m, float *c,
-    gsize ldc, const EhatGemmEpi *e, guint16 *abuf)
+    gsize ldc, const EhatGemmEpi *e, const EhatNormW *norm, guint16 *abuf)
 {
   if (m == 0)
     return;
   switch (b->kind) {
     case EHAT_GEMM_BLAS:
+      g_assert (norm == NULL);
       gemm_blas (b, a, lda, m, c, ldc, e);
       return;
 #ifdef EHAT_GEMM_X86
     case EHAT_GEMM_F32:{
       int mb = block_rows (b, 4);
       for (gsize i0 = 0; i0 < m; i0 += mb) {
+        int rows = (int) MIN ((gsize) mb, m - i0);
+        const float *ab = a + i0 * lda;
+        gsize ld = lda;
         EhatGemmEpi eb = *e;
+        if (norm) {
+          /* the block normalised into abuf, read from L2 by every panel */
+          float *nb = (float *) abuf;
+          for (int r = 0; r < rows; r++)
+            ehat_cpu_layernorm_row (norm, ab + r * lda, b->k,
+                nb + (gsize) r * b->k);
+          ab = nb;
+          ld = b->k;
+        }
         eb.res = e->res ? e->res + i0 * ldc : NULL;
-        gemm_f32_block (b, a + i0 * lda, lda, (int) MIN ((gsize) mb, m - i0),
-            c + i0 * ldc, ldc, &eb);
+        gemm_f32_block (b, ab, ld, rows, c + i0 * ldc, ldc, &eb);
       }
       return;
     }
@@ -735,7 +852,10 @@ ehat_gemm (const EhatGemmB *b, const float *a, gsize lda, gsize m, float *c,
         EhatGemmEpi eb = *e;
         for (int r = 0; r < rows; r++) {
           guint16 *dr = abuf + (gsize) r * b->kp;
-          f32_to_bf16_avx512 (dr, a + (i0 + r) * lda, b->k);
+          if (norm)
+            norm_to_bf16_avx512 (dr, a + (i0 + r) * lda, b->k, norm);
+          else
+            f32_to_bf16_avx512 (dr, a + (i0 + r) * lda, b->k);
           if (b->kp > b->k)
             dr[b->k] = 0;
         }

@@ -72,6 +72,13 @@ typedef struct
   /* the input of a bf16 convolution, in bf16 */
   guint16 *xbf;
   gsize xbf_len;
+  /* norm_linear without packed weights (OpenBLAS): LayerNorm's output */
+  float *norm_out;
+  gsize norm_out_len;
+  /* per-thread blocks of the fused MLP: hidden activations, and LN's
+   * output where OpenBLAS multiplies */
+  float **mlp_buf;
+  gsize *mlp_buf_len;
 } EhatCpuBackend;
 
 /* Width of the register tile starting at column j0 of n (a multiple of
@@ -209,17 +216,27 @@ void ehat_gemm_pack_narrow (EhatGemmB *b, void *data, const float *w);
 int ehat_narrow_x_stride (const EhatGemmB *b);
 void ehat_conv_narrow (const EhatGemmB *b, const void *x, int h, int w,
     int y0, int y1, float *c, const EhatGemmEpi *e);
-/* bf16 scratch a thread needs for ehat_gemm with a bf16 B. */
+/* Scratch (in bf16 elements) a thread needs for ehat_gemm with a bf16 B,
+ * or with a LayerNorm on A. */
 gsize ehat_gemm_abuf_elems (const EhatGemmB *b);
-/* C[m×n] (row stride ldc) = epilogue(A·B), A fp32 rows of stride lda;
- * abuf: ehat_gemm_abuf_elems() bf16 for a bf16 B (A converted in blocks),
- * else unused. */
+/* C[m×n] (row stride ldc) = epilogue(A'·B), A fp32 rows of stride lda, and
+ * A' = A, or LN(A) row by row when norm is set (own kernels only: the rows
+ * are normalised as a block of A is converted to bf16 or copied to abuf,
+ * where it stays in L2 for every panel).  abuf: ehat_gemm_abuf_elems()
+ * for a bf16 B or a norm, else unused. */
 void ehat_gemm (const EhatGemmB *b, const float *a, gsize lda, gsize m,
-    float *c, gsize ldc, const EhatGemmEpi *e, guint16 *abuf);
+    float *c, gsize ldc, const EhatGemmEpi *e, const EhatNormW *norm,
+    guint16 *abuf);
 /* The same with A already bf16 (rows of lda elements, lda even, the pad
  * column past k zero), B bf16. */
 void ehat_gemm_bf16a (const EhatGemmB *b, const guint16 *a, gsize lda,
     gsize m, float *c, gsize ldc, const EhatGemmEpi *e);
+
+/* LayerNorm of one row of c floats into y (may be x): eps 1e-5, biased
+ * variance, two passes like PyTorch.  The layernorm op and the GEMM's
+ * fused form compute it alike, so that both give the same floats. */
+void ehat_cpu_layernorm_row (const EhatNormW *nw, const float *x, int c,
+    float *y);
 
 /* Vectorised helpers used by the tests as well. */
 void ehat_cpu_exp_inplace (float *x, gsize n);

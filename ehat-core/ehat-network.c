@@ -350,7 +350,8 @@ ehat_network_free (EhatNetwork *net)
   for (guint i = 0; i < net->allocs->len; i++)
     net->be->ops->free (net->be, g_ptr_array_index (net->allocs, i));
   g_ptr_array_free (net->allocs, TRUE);
-  for (guint i = 0; i < net->prepared->len; i++)
+  for (guint i = 0; net->be->ops->release_linear && i < net->prepared->len;
+      i++)
     net->be->ops->release_linear (net->be,
         g_ptr_array_index (net->prepared, i));
   g_ptr_array_free (net->prepared, TRUE);
@@ -464,16 +465,33 @@ next_w1 (EhatBranch *br)
   return br->w1 ? br->w1[br->i1++] : 1.0f;
 }
 
+/* y = act(LN(x)·Wᵀ + b) for a LayerNorm whose output has no other reader:
+ * fused where the backend can, else through tmp. */
+static void
+norm_linear (EhatBackend *be, const EhatNormW *nw, const EhatLinearW *lw,
+    const float *x, gsize m, float *tmp, float *y, EhatAct act)
+{
+  if (be->ops->norm_linear) {
+    be->ops->norm_linear (be, nw, lw, x, m, y, act);
+    return;
+  }
+  be->ops->layernorm (be, nw, x, m, lw->in, tmp);
+  be->ops->linear (be, lw, tmp, m, y, act, 0.0f);
+}
+
 static void
 attention_mlp_tail (EhatNetwork *net, const EhatBlockW *bw, EhatSlots *s,
     gsize m, float w1)
 {
   EhatBackend *be = net->be;
-  int C = net->cfg.embed_dim;
 
   /* t = w1·t + MLP(LayerNorm(t)) */
-  be->ops->layernorm (be, &bw->norm2, s->t, m, C, s->n);
-  be->ops->linear (be, &bw->fc1, s->n, m, s->big, EHAT_ACT_GELU, 0.0f);
+  if (be->ops->mlp) {
+    be->ops->mlp (be, &bw->norm2, &bw->fc1, &bw->fc2, s->t, m, s->t, w1);
+    return;
+  }
+  norm_linear (be, &bw->norm2, &bw->fc1, s->t, m, s->n, s->big,
+      EHAT_ACT_GELU);
   be->ops->linear (be, &bw->fc2, s->big, m, s->t, EHAT_ACT_NONE, w1);
 }
 
@@ -485,7 +503,7 @@ hab (EhatNetwork *net, const EhatBlockW *bw, EhatSlots *s, int nimg, int H,
   const EhatConfig *c = &net->cfg;
   int C = c->embed_dim;
   gsize m = (gsize) nimg * H * W;
-  float w1;
+  float w0, w1;
 
   be->ops->layernorm (be, &bw->norm1, s->t, m, C, s->n);
 
@@ -494,16 +512,20 @@ hab (EhatNetwork *net, const EhatBlockW *bw, EhatSlots *s, int nimg, int H,
       NULL, 0.0f, 1);
   be->ops->conv (be, &bw->cab2, s->big, nimg, H, W, s->a, EHAT_ACT_NONE,
       NULL, 0.0f, 1);
-  be->ops->channel_attention (be, &bw->ca_down, &bw->ca_up, s->a, nimg,
-      (gsize) H * W, C);
-  if (br->w0) {
-    float w0 = next_w0 (br);
-    be->ops->axpby (be, s->a, w0, s->n, 1.0f, m * C);
-  }
-
-  /* t = w1·t + attn(n) + conv_scale·cab */
+  /* t = w1·t + conv_scale·(CA(a) + w0·n) (EHAT; HAT: no w0·n); the
+   * attention branch is added below */
+  w0 = br->w0 ? next_w0 (br) : 0.0f;
   w1 = next_w1 (br);
-  be->ops->axpby (be, s->t, c->conv_scale, s->a, w1, m * C);
+  if (be->ops->channel_attention_add) {
+    be->ops->channel_attention_add (be, &bw->ca_down, &bw->ca_up, s->a, nimg,
+        (gsize) H * W, C, w0, br->w0 ? s->n : NULL, c->conv_scale, w1, s->t);
+  } else {
+    be->ops->channel_attention (be, &bw->ca_down, &bw->ca_up, s->a, nimg,
+        (gsize) H * W, C);
+    if (br->w0)
+      be->ops->axpby (be, s->a, w0, s->n, 1.0f, m * C);
+    be->ops->axpby (be, s->t, c->conv_scale, s->a, w1, m * C);
+  }
   be->ops->linear (be, &bw->qkv, s->n, m, s->big, EHAT_ACT_NONE, 0.0f);
   be->ops->window_attention (be, s->big, nimg, H, W, C, heads,
       c->window_size, shift, bw->bias_table, net->sa_index, s->a);
@@ -521,8 +543,8 @@ ocab (EhatNetwork *net, const EhatBlockW *bw, EhatSlots *s, int nimg, int H,
   int C = c->embed_dim;
   gsize m = (gsize) nimg * H * W;
 
-  be->ops->layernorm (be, &bw->norm1, s->t, m, C, s->n);
-  be->ops->linear (be, &bw->qkv, s->n, m, s->big, EHAT_ACT_NONE, 0.0f);
+  norm_linear (be, &bw->norm1, &bw->qkv, s->t, m, s->n, s->big,
+      EHAT_ACT_NONE);
   be->ops->overlap_attention (be, s->big, nimg, H, W, C, heads,
       c->window_size, c->overlap_window, bw->bias_table, net->oca_index,
       s->a);

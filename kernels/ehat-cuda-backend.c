@@ -516,7 +516,7 @@ linear_weight (EhatCudaBackend *cb, const EhatLinearW *lw, int kp, int mp)
 
 /* Linear weights get their GEMM copy at load rather than at first use, so
  * that processing allocates no weights (the copy is cached by lw->w and
- * freed with it by unborrow). */
+ * freed with it by unborrow: no release_linear). */
 static gboolean
 cuda_prepare_linear (EhatBackend *be, EhatLinearW *lw, GError **error)
 {
@@ -531,11 +531,6 @@ cuda_prepare_linear (EhatBackend *be, EhatLinearW *lw, GError **error)
     g_set_error (error, EHAT_ERROR, EHAT_ERROR_BACKEND,
         "could not prepare a linear weight");
   return FALSE;
-}
-
-static void
-cuda_release_linear (EhatBackend *be, EhatLinearW *lw)
-{
 }
 
 /* ---- input / output ---- */
@@ -890,7 +885,6 @@ static const EhatBackendOps cuda_ops = {
   .upload_index = cuda_upload_index,
   .upload_conv = cuda_upload_conv,
   .prepare_linear = cuda_prepare_linear,
-  .release_linear = cuda_release_linear,
   .input = cuda_input,
   .output = cuda_output,
   .conv = cuda_conv,

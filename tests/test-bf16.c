@@ -157,6 +157,141 @@ test_ops (void)
   be->ops->destroy (be);
 }
 
+/* norm_linear in bf16 (LayerNorm applied as A is converted to bf16): bit
+ * for bit the layernorm op followed by the linear op (whose GEMM test_ops
+ * checks), and near the double LN → linear; odd k, a pad column, and more
+ * rows than one block. */
+static void
+test_norm_linear (void)
+{
+  static const int shapes[][3] = { {61, 64, 50}, {9, 33, 17},
+    {1100, 144, 432}, {40, 180, 360},
+  };
+  EhatBackend *be;
+
+  if (!need_bf16 ())
+    return;
+  be = ehat_backend_cpu_new_full (2, TRUE, NULL);
+  for (guint si = 0; si < G_N_ELEMENTS (shapes); si++) {
+    int rows = shapes[si][0], in = shapes[si][1], out = shapes[si][2];
+    gsize nx = (gsize) rows * in, ny = (gsize) rows * out;
+    g_autofree float *x = rnd (nx, 1.0);
+    g_autofree float *w = rnd ((gsize) out * in, 0.3);
+    g_autofree float *b = rnd (out, 0.5);
+    g_autofree float *nwt = rnd (in, 1.0), *nbt = rnd (in, 1.0);
+    g_autofree float *y = g_new (float, ny), *y2 = g_new (float, ny);
+    g_autofree float *n = g_new (float, nx);
+    EhatLinearW lw = { w, b, in, out, NULL };
+    EhatNormW nw = { nwt, nbt };
+    double worst = 0.0;
+
+    for (gsize i = 0; i < nx; i++)
+      x[i] += 5.0f;
+    g_assert_true (be->ops->prepare_linear (be, &lw, NULL));
+    be->ops->norm_linear (be, &nw, &lw, x, rows, y, EHAT_ACT_NONE);
+    be->ops->layernorm (be, &nw, x, rows, in, n);
+    be->ops->linear (be, &lw, n, rows, y2, EHAT_ACT_NONE, 0.0f);
+    g_assert_cmpmem (y, ny * sizeof (float), y2, ny * sizeof (float));
+    for (int r = 0; r < rows; r++) {
+      double mean = 0, var = 0;
+      for (int k = 0; k < in; k++)
+        mean += x[r * in + k];
+      mean /= in;
+      for (int k = 0; k < in; k++)
+        var += (x[r * in + k] - mean) * (x[r * in + k] - mean);
+      var /= in;
+      for (int o = 0; o < out; o++) {
+        double s = b[o], mag = 0.0;
+        for (int k = 0; k < in; k++) {
+          double l = (x[r * in + k] - mean) / sqrt (var + 1e-5) * nwt[k]
+              + nbt[k];
+          s += l * w[o * in + k];
+          mag += fabs (l * w[o * in + k]);
+        }
+        worst = MAX (worst, fabs (y[r * out + o] - s) / (1.0 + mag));
+      }
+    }
+    g_test_message ("norm_linear %d×%d→%d: worst error %.3g", rows, in, out,
+        worst);
+    /* two bf16 roundings (LN output, W): ≤ 2⁻⁸ relative each */
+    g_assert_cmpfloat (worst, <, 1e-2);
+    be->ops->release_linear (be, &lw);
+  }
+  be->ops->destroy (be);
+}
+
+/* The fused MLP in bf16, in place: bit for bit the layernorm, linear and
+ * linear ops it replaces, and near double LN → fc1 → GELU → fc2 + β·x. */
+static void
+test_mlp (void)
+{
+  static const int shapes[][3] = { {200, 180, 360}, {7, 33, 66},
+    {129, 144, 288},
+  };
+  EhatBackend *be;
+
+  if (!need_bf16 ())
+    return;
+  be = ehat_backend_cpu_new_full (2, TRUE, NULL);
+  for (guint si = 0; si < G_N_ELEMENTS (shapes); si++) {
+    int rows = shapes[si][0], in = shapes[si][1], hid = shapes[si][2];
+    gsize nx = (gsize) rows * in, nh = (gsize) rows * hid;
+    g_autofree float *x = rnd (nx, 1.0);
+    g_autofree float *w1 = rnd ((gsize) hid * in, 0.3);
+    g_autofree float *w2 = rnd ((gsize) in * hid, 0.2);
+    g_autofree float *b1 = rnd (hid, 0.5), *b2 = rnd (in, 0.5);
+    g_autofree float *nwt = rnd (in, 1.0), *nbt = rnd (in, 1.0);
+    g_autofree float *t = g_new (float, nx), *t2 = g_new (float, nx);
+    g_autofree float *n = g_new (float, nx), *h = g_new (float, nh);
+    g_autofree double *hr = g_new (double, hid);
+    EhatLinearW fc1 = { w1, b1, in, hid, NULL };
+    EhatLinearW fc2 = { w2, b2, hid, in, NULL };
+    EhatNormW nw = { nwt, nbt };
+    float beta = 0.7f;
+    double worst = 0.0;
+
+    g_assert_true (be->ops->prepare_linear (be, &fc1, NULL));
+    g_assert_true (be->ops->prepare_linear (be, &fc2, NULL));
+    memcpy (t, x, nx * sizeof (float));
+    be->ops->mlp (be, &nw, &fc1, &fc2, t, rows, t, beta);
+    memcpy (t2, x, nx * sizeof (float));
+    be->ops->layernorm (be, &nw, t2, rows, in, n);
+    be->ops->linear (be, &fc1, n, rows, h, EHAT_ACT_GELU, 0.0f);
+    be->ops->linear (be, &fc2, h, rows, t2, EHAT_ACT_NONE, beta);
+    g_assert_cmpmem (t, nx * sizeof (float), t2, nx * sizeof (float));
+    for (int r = 0; r < rows; r++) {
+      const float *xr = x + (gsize) r * in;
+      double mean = 0, var = 0, mag = 0;
+      for (int k = 0; k < in; k++)
+        mean += xr[k];
+      mean /= in;
+      for (int k = 0; k < in; k++)
+        var += (xr[k] - mean) * (xr[k] - mean);
+      var /= in;
+      for (int o = 0; o < hid; o++) {
+        double a = b1[o];
+        for (int k = 0; k < in; k++)
+          a += ((xr[k] - mean) / sqrt (var + 1e-5) * nwt[k] + nbt[k])
+              * w1[o * in + k];
+        hr[o] = gelu_ref (a);
+        mag += fabs (hr[o]);
+      }
+      for (int o = 0; o < in; o++) {
+        double a = b2[o] + (double) beta * xr[o];
+        for (int k = 0; k < hid; k++)
+          a += hr[k] * w2[o * hid + k];
+        worst = MAX (worst, fabs (t[(gsize) r * in + o] - a)
+            / (1.0 + 0.2 * mag));
+      }
+    }
+    g_test_message ("mlp %d×%d→%d: worst error %.3g", rows, in, hid, worst);
+    g_assert_cmpfloat (worst, <, 1e-2);
+    be->ops->release_linear (be, &fc1);
+    be->ops->release_linear (be, &fc2);
+  }
+  be->ops->destroy (be);
+}
+
 /* Window (shifted or not) and overlapping attention of a bf16 backend
  * (q·kᵀ and P·v in bf16, softmax fp32) against the fp32 backend, head
  * dimensions 9 (odd), 24 and 30. */
@@ -367,6 +502,8 @@ main (int argc, char **argv)
   rng = g_rand_new_with_seed (11);
   g_test_add_func ("/bf16/fallback", test_fallback);
   g_test_add_func ("/bf16/ops", test_ops);
+  g_test_add_func ("/bf16/norm-linear", test_norm_linear);
+  g_test_add_func ("/bf16/mlp", test_mlp);
   g_test_add_func ("/bf16/attention", test_attention);
   g_assert_cmpuint (golden_add_cases (shared, "/bf16/golden", test_golden,
           keep), >=, 5);

@@ -170,6 +170,149 @@ test_linear_panels (void)
   }
 }
 
+/* ref[r][k] = LN(x)[r][k] in double, two passes (EHAT-SPEC.md: eps 1e-5,
+ * biased variance). */
+static void
+layernorm_ref (const float *x, const EhatNormW *nw, int rows, int c,
+    double *ref)
+{
+  for (int r = 0; r < rows; r++) {
+    double mean = 0, var = 0;
+    for (int k = 0; k < c; k++)
+      mean += x[r * c + k];
+    mean /= c;
+    for (int k = 0; k < c; k++)
+      var += (x[r * c + k] - mean) * (x[r * c + k] - mean);
+    var /= c;
+    for (int k = 0; k < c; k++)
+      ref[r * c + k] = (x[r * c + k] - mean) / sqrt (var + 1e-5) * nw->w[k]
+          + nw->b[k];
+  }
+}
+
+/* norm_linear = LayerNorm fused into the GEMM's reading of A: against
+ * double LN → linear → GELU, and bit for bit against the layernorm op
+ * followed by the linear op (a network's output must not depend on the
+ * backend fusing).  Packed weights (own kernels, the normalised block in
+ * the thread's scratch; 600 rows cross the 512-row block) and W as it is
+ * (OpenBLAS after a separate LayerNorm).  x has a large mean, which a
+ * one-pass variance would get wrong. */
+static void
+test_norm_linear (void)
+{
+  static const int shapes[][3] = { {37, 19, 23}, {600, 40, 60},
+    {70, 180, 360}, {5, 144, 17},
+  };
+
+  for (guint si = 0; si < G_N_ELEMENTS (shapes); si++) {
+    int rows = shapes[si][0], in = shapes[si][1], out = shapes[si][2];
+    gsize nx = (gsize) rows * in, ny = (gsize) rows * out;
+    g_autofree float *x = rnd (nx, 1.0);
+    g_autofree float *w = rnd ((gsize) out * in, 0.3);
+    g_autofree float *b = rnd (out, 0.5);
+    g_autofree float *nwt = rnd (in, 1.0), *nbt = rnd (in, 1.0);
+    g_autofree float *y = g_new (float, ny), *y2 = g_new (float, ny);
+    g_autofree float *n = g_new (float, nx);
+    g_autofree double *ln = g_new (double, nx);
+    g_autofree double *ref = g_new (double, ny);
+    EhatLinearW lw = { w, b, in, out, NULL };
+    EhatNormW nw = { nwt, nbt };
+
+    for (gsize i = 0; i < nx; i++)
+      x[i] += 7.0f;
+    layernorm_ref (x, &nw, rows, in, ln);
+    for (int r = 0; r < rows; r++)
+      for (int o = 0; o < out; o++) {
+        double s = b[o];
+        for (int k = 0; k < in; k++)
+          s += ln[r * in + k] * w[o * in + k];
+        ref[r * out + o] = gelu_ref (s);
+      }
+    for (int v = 0; v < 2; v++) {
+      if (v == 1)
+        g_assert_true (be->ops->prepare_linear (be, &lw, NULL));
+      be->ops->norm_linear (be, &nw, &lw, x, rows, y, EHAT_ACT_GELU);
+      assert_close (y, ref, ny, 1e-4);
+      be->ops->layernorm (be, &nw, x, rows, in, n);
+      be->ops->linear (be, &lw, n, rows, y2, EHAT_ACT_GELU, 0.0f);
+      g_assert_cmpmem (y, ny * sizeof (float), y2, ny * sizeof (float));
+    }
+    be->ops->release_linear (be, &lw);
+  }
+}
+
+/* The fused MLP, in place as the network calls it (t = β·t +
+ * fc2(GELU(fc1(LN(t))))): against double, and bit for bit against the
+ * three ops it replaces (within 1e-5 with OpenBLAS); rows that are no
+ * multiple of its 64-row blocks; packed weights and W as it is. */
+static void
+test_mlp (void)
+{
+  static const int shapes[][3] = { {37, 19, 38}, {601, 40, 80},
+    {130, 180, 360}, {3, 144, 288},
+  };
+
+  for (guint si = 0; si < G_N_ELEMENTS (shapes); si++) {
+    int rows = shapes[si][0], in = shapes[si][1], hid = shapes[si][2];
+    gsize nx = (gsize) rows * in, nh = (gsize) rows * hid;
+    g_autofree float *x = rnd (nx, 1.0);
+    g_autofree float *w1 = rnd ((gsize) hid * in, 0.3);
+    g_autofree float *w2 = rnd ((gsize) in * hid, 0.2);
+    g_autofree float *b1 = rnd (hid, 0.5), *b2 = rnd (in, 0.5);
+    g_autofree float *nwt = rnd (in, 1.0), *nbt = rnd (in, 1.0);
+    g_autofree float *t = g_new (float, nx), *t2 = g_new (float, nx);
+    g_autofree float *n = g_new (float, nx), *h = g_new (float, nh);
+    g_autofree double *ln = g_new (double, nx);
+    g_autofree double *hr = g_new (double, nh);
+    g_autofree double *ref = g_new (double, nx);
+    EhatLinearW fc1 = { w1, b1, in, hid, NULL };
+    EhatLinearW fc2 = { w2, b2, hid, in, NULL };
+    EhatNormW nw = { nwt, nbt };
+    float beta = 0.7f;
+
+    for (gsize i = 0; i < nx; i++)
+      x[i] += 3.0f;
+    layernorm_ref (x, &nw, rows, in, ln);
+    for (int r = 0; r < rows; r++) {
+      for (int o = 0; o < hid; o++) {
+        double a = b1[o];
+        for (int k = 0; k < in; k++)
+          a += ln[r * in + k] * w1[o * in + k];
+        hr[r * hid + o] = gelu_ref (a);
+      }
+      for (int o = 0; o < in; o++) {
+        double a = b2[o] + (double) beta * x[r * in + o];
+        for (int k = 0; k < hid; k++)
+          a += hr[r * hid + k] * w2[o * hid + k];
+        ref[r * in + o] = a;
+      }
+    }
+    for (int v = 0; v < 2; v++) {
+      if (v == 1) {
+        g_assert_true (be->ops->prepare_linear (be, &fc1, NULL));
+        g_assert_true (be->ops->prepare_linear (be, &fc2, NULL));
+      }
+      memcpy (t, x, nx * sizeof (float));
+      be->ops->mlp (be, &nw, &fc1, &fc2, t, rows, t, beta);
+      assert_close (t, ref, nx, 1e-4);
+      memcpy (t2, x, nx * sizeof (float));
+      be->ops->layernorm (be, &nw, t2, rows, in, n);
+      be->ops->linear (be, &fc1, n, rows, h, EHAT_ACT_GELU, 0.0f);
+      be->ops->linear (be, &fc2, h, rows, t2, EHAT_ACT_NONE, beta);
+      /* the own kernels compute each row alike in any block; OpenBLAS
+       * may pick other kernels for other row counts */
+      if (fc1.prepared)
+        g_assert_cmpmem (t, nx * sizeof (float), t2, nx * sizeof (float));
+      else
+        for (gsize i = 0; i < nx; i++)
+          g_assert_cmpfloat (fabsf (t[i] - t2[i]), <=, 1e-5f * (1.0f
+                  + fabsf (t2[i])));
+    }
+    be->ops->release_linear (be, &fc1);
+    be->ops->release_linear (be, &fc2);
+  }
+}
+
 static void
 test_linear_layernorm_axpby (void)
 {
@@ -202,18 +345,7 @@ test_linear_layernorm_axpby (void)
   g_assert_null (lw.prepared);
 
   /* LayerNorm in place, against a double two-pass reference. */
-  for (int r = 0; r < rows; r++) {
-    double mean = 0, var = 0;
-    for (int k = 0; k < in; k++)
-      mean += x[r * in + k];
-    mean /= in;
-    for (int k = 0; k < in; k++)
-      var += (x[r * in + k] - mean) * (x[r * in + k] - mean);
-    var /= in;
-    for (int k = 0; k < in; k++)
-      ref[r * in + k] = (x[r * in + k] - mean) / sqrt (var + 1e-5)
-          * nw.w[k] + nw.b[k];
-  }
+  layernorm_ref (x, &nw, rows, in, ref);
   be->ops->layernorm (be, &nw, x, rows, in, x);
   assert_close (x, ref, (gsize) rows * in, 2e-5);
 
@@ -374,6 +506,47 @@ test_overlap_attention (void)
   }
 }
 
+/* channel_attention_add (CAB's residual sums folded into the scaling):
+ * t = w1·t + alpha·(v·gate + w0·x0) with x0 (EHAT) and without it, w1 = 0
+ * over a NaN-filled t (never read); against double (ref = v·gate) and
+ * against channel_attention + axpby + axpby; v left unchanged. */
+static void
+check_channel_attention_add (EhatBackend *b, const EhatLinearW *down,
+    const EhatLinearW *up, const float *v, int n, int hw, int c,
+    const double *ref)
+{
+  gsize nv = (gsize) n * hw * c;
+  g_autofree float *v0 = g_memdup2 (v, nv * sizeof (float));
+  g_autofree float *x0 = rnd (nv, 1.0), *t = rnd (nv, 1.0);
+  g_autofree float *t2 = g_memdup2 (t, nv * sizeof (float));
+  g_autofree float *a = g_memdup2 (v, nv * sizeof (float));
+  g_autofree double *want = g_new (double, nv);
+  float w0 = 0.3f, alpha = 0.02f, w1 = 0.9f;
+
+  for (gsize i = 0; i < nv; i++)
+    want[i] = w1 * (double) t[i] + alpha * (ref[i] + w0 * (double) x0[i]);
+  b->ops->channel_attention_add (b, down, up, v, n, hw, c, w0, x0, alpha, w1,
+      t);
+  assert_close (t, want, nv, 1e-5);
+  g_assert_cmpmem (v, nv * sizeof (float), v0, nv * sizeof (float));
+  b->ops->channel_attention (b, down, up, a, n, hw, c);
+  b->ops->axpby (b, a, w0, x0, 1.0f, nv);
+  b->ops->axpby (b, t2, alpha, a, w1, nv);
+  /* the same expressions, but the compiler may contract them into fmas
+   * differently in the two loops: a rounding apart at most */
+  for (gsize i = 0; i < nv; i++)
+    g_assert_cmpfloat (fabsf (t[i] - t2[i]), <=, 1e-6f * (1.0f
+            + fabsf (t2[i])));
+
+  for (gsize i = 0; i < nv; i++) {
+    t[i] = NAN;
+    want[i] = alpha * ref[i];
+  }
+  b->ops->channel_attention_add (b, down, up, v, n, hw, c, 0.0f, NULL, alpha,
+      0.0f, t);
+  assert_close (t, want, nv, 1e-6);
+}
+
 /* hw crosses the backend's chunking of the mean; 1 and 3 threads */
 static void
 check_channel_attention (EhatBackend *b, int hw)
@@ -406,6 +579,7 @@ check_channel_attention (EhatBackend *b, int hw)
         ref[((gsize) i * hw + r) * c + j] =
             v[((gsize) i * hw + r) * c + j] * sc[j];
   }
+  check_channel_attention_add (b, &down, &up, v, n, hw, c, ref);
   b->ops->channel_attention (b, &down, &up, v, n, hw, c);
   assert_close (v, ref, (gsize) n * hw * c, 1e-5);
   g_free (down.w);
@@ -543,6 +717,8 @@ main (int argc, char **argv)
   g_test_add_func ("/ops/conv", test_conv);
   g_test_add_func ("/ops/linear-layernorm-axpby", test_linear_layernorm_axpby);
   g_test_add_func ("/ops/linear-panels", test_linear_panels);
+  g_test_add_func ("/ops/norm-linear", test_norm_linear);
+  g_test_add_func ("/ops/mlp", test_mlp);
   g_test_add_func ("/ops/window-attention", test_window_attention);
   g_test_add_func ("/ops/overlap-attention", test_overlap_attention);
   g_test_add_func ("/ops/channel-attention", test_channel_attention);
