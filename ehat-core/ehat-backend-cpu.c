@@ -445,8 +445,8 @@ conv_bands (gpointer data, gsize begin, gsize end, int thread)
     float *dst = tmp ? tmp : yi + (gsize) y0 * w * cw->cout;
     /* The residual may be the output itself (an in-place update): the
      * kernels read each value before they overwrite it. */
-    EhatGemmEpi e = { cw->b, j->act, 0.0f,
-      ri ? ri + (gsize) y0 * w * cw->cout : NULL, j->alpha
+    EhatGemmEpi e = { .bias = cw->b, .act = j->act,
+      .res = ri ? ri + (gsize) y0 * w * cw->cout : NULL, .alpha = j->alpha
     };
 
     if (j->b->kind == EHAT_GEMM_NARROW_F32) {
@@ -574,7 +574,7 @@ linear_rows (gpointer data, gsize begin, gsize end, int thread)
   const EhatLinearW *lw = j->lw;
 
   if (j->b) {
-    EhatGemmEpi e = { lw->b, j->act, j->beta, NULL, 0.0f };
+    EhatGemmEpi e = { .bias = lw->b, .act = j->act, .beta = j->beta };
     ehat_gemm (j->b, j->x + begin * lw->in, lw->in, end - begin,
         j->y + begin * lw->out, lw->out, &e, j->nw, j->abuf[thread]);
     return;
@@ -667,6 +667,8 @@ typedef struct
   const float *x;
   float *y;
   float beta;
+  float *acc;
+  float acc_w;
   float **buf;
   guint16 **abuf;
 } MlpJob;
@@ -687,8 +689,11 @@ mlp_rows (gpointer data, gsize begin, gsize end, int thread)
     /* the block's x is read (fc1) before its y is written (fc2): y may
      * be x */
     if (b1 && b2) {
-      EhatGemmEpi e1 = { fc1->b, EHAT_ACT_GELU, 0.0f, NULL, 0.0f };
-      EhatGemmEpi e2 = { fc2->b, EHAT_ACT_NONE, j->beta, NULL, 0.0f };
+      EhatGemmEpi e1 = { .bias = fc1->b, .act = EHAT_ACT_GELU };
+      EhatGemmEpi e2 = { .bias = fc2->b, .act = EHAT_ACT_NONE,
+        .beta = j->beta, .acc = j->acc ? j->acc + r0 * fc2->out : NULL,
+        .acc_w = j->acc_w
+      };
       ehat_gemm (b1, x, fc1->in, rows, hid, fc1->out, &e1, j->nw,
           j->abuf[thread]);
       ehat_gemm (b2, hid, fc1->out, rows, y, fc2->out, &e2, NULL,
@@ -707,15 +712,23 @@ mlp_rows (gpointer data, gsize begin, gsize end, int thread)
         fc2->out, fc2->in, 1.0f, hid, fc2->in, fc2->w, fc2->in, j->beta, y,
         fc2->out);
     epilogue (y, rows, fc2->out, fc2->b, EHAT_ACT_NONE, NULL, 0.0f);
+    if (j->acc) {
+      float *acc = j->acc + r0 * fc2->out;
+      for (gsize i = 0; i < rows * fc2->out; i++)
+        acc[i] += j->acc_w * y[i];
+    }
   }
 }
 
 static void
 cpu_mlp (EhatBackend *be, const EhatNormW *nw, const EhatLinearW *fc1,
-    const EhatLinearW *fc2, const float *x, gsize rows, float *y, float beta)
+    const EhatLinearW *fc2, const float *x, gsize rows, float *y, float beta,
+    float *acc, float acc_w)
 {
   EhatCpuBackend *cpu = CPU (be);
-  MlpJob j = { nw, fc1, fc2, x, y, beta, cpu->mlp_buf, cpu->abuf };
+  MlpJob j = { nw, fc1, fc2, x, y, beta, acc, acc_w, cpu->mlp_buf,
+    cpu->abuf
+  };
   const EhatGemmB *b1 = fc1->prepared, *b2 = fc2->prepared;
   int nt = cpu->n_threads;
   gsize grain = MAX ((rows + 8 * nt - 1) / (8 * nt), MLP_BLOCK);

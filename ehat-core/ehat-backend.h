@@ -135,14 +135,15 @@ struct _EhatBackendOps
       const EhatLinearW *lw, const float *x, gsize rows, float *y,
       EhatAct act);
   /* Optional (NULL: norm_linear, then linear, through a buffer of the
-   * network's): a transformer block's MLP with its residual,
+   * network's, then axpby): a transformer block's MLP with its residual,
    * y = beta·y + fc2(GELU(fc1(LN(x)))) over rows of fc1->in; y may be x
-   * (HAT: t = w1·t + MLP(LN(t))).  Run block of rows by block, the hidden
-   * activations (fc1->out wide: the widest map of the network, 2–4× the
-   * embedding) stay in cache instead of going through memory twice. */
+   * (HAT: t = w1·t + MLP(LN(t))); then acc += acc_w·y when acc is set
+   * (EHAT's sum of the blocks' outputs).  Run block of rows by block, the
+   * hidden activations (fc1->out wide: the widest map of the network, 2–4×
+   * the embedding) stay in cache instead of going through memory twice. */
   void (*mlp) (EhatBackend *be, const EhatNormW *nw, const EhatLinearW *fc1,
       const EhatLinearW *fc2, const float *x, gsize rows, float *y,
-      float beta);
+      float beta, float *acc, float acc_w);
   /* Per row over c channels, eps 1e-5, biased variance; y may be x. */
   void (*layernorm) (EhatBackend *be, const EhatNormW *nw, const float *x,
       gsize rows, int c, float *y);

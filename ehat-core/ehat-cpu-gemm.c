@@ -195,6 +195,17 @@ ehat_gemm_pack (EhatGemmB *b, void *data, const float *src, gsize sk,
   }
 }
 
+/* e with its row-major pointers (res, acc) advanced by off elements: the
+ * epilogue of a block or tile at that offset of C. */
+static inline EhatGemmEpi
+epi_at (const EhatGemmEpi *e, gsize off)
+{
+  EhatGemmEpi r = *e;
+  r.res = e->res ? e->res + off : NULL;
+  r.acc = e->acc ? e->acc + off : NULL;
+  return r;
+}
+
 /* ---- BLAS path (no AVX-512): sgemm, then the epilogue over the rows ---- */
 
 static void
@@ -231,6 +242,8 @@ gemm_blas (const EhatGemmB *b, const float *a, gsize lda, gsize m, float *c,
           break;
       }
       cr[j] = rr ? v + alpha * rr[j] : v;
+      if (e->acc)
+        e->acc[r * ldc + j] += e->acc_w * cr[j];
     }
   }
 }
@@ -326,6 +339,11 @@ store_tile (__m512 acc[MR][3], int nv, int rows, int cols, float *c,
         x = _mm512_fmadd_ps (_mm512_set1_ps (e->alpha),
             _mm512_maskz_loadu_ps (mk[v], rr + v * 16), x);
       _mm512_mask_storeu_ps (cr + v * 16, mk[v], x);
+      if (e->acc) {
+        float *ar = e->acc + (gsize) r * ldc + v * 16;
+        _mm512_mask_storeu_ps (ar, mk[v], _mm512_fmadd_ps (_mm512_set1_ps
+                (e->acc_w), x, _mm512_maskz_loadu_ps (mk[v], ar)));
+      }
     }
   }
 }
@@ -396,12 +414,12 @@ gemm_f32_block (const EhatGemmB *b, const float *a, gsize lda, int m,
     w = ehat_tile_width (b->np, j0);
     cols = MIN (w, b->n - j0);
     const float *bp = (const float *) b->data + (gsize) j0 * b->kp;
-    EhatGemmEpi ej = *e;
+    EhatGemmEpi ej;
     for (int i0 = 0; i0 < m; i0 += MR) {
       int rows = MIN (MR, m - i0);
       const float *ai = a + (gsize) i0 * lda;
       float *ci = c + (gsize) i0 * ldc + j0;
-      ej.res = e->res ? e->res + (gsize) i0 * ldc + j0 : NULL;
+      ej = epi_at (e, (gsize) i0 * ldc + j0);
       if (w == 48)
         tile_f32_3 (ai, lda, rows, bp, b->k, ci, ldc, cols, &ej, j0);
       else if (w == 32)
@@ -477,12 +495,12 @@ gemm_bf16_block (const EhatGemmB *b, const guint16 *a, gsize lda, int m,
     w = ehat_tile_width (b->np, j0);
     cols = MIN (w, b->n - j0);
     const guint16 *bp = (const guint16 *) b->data + (gsize) j0 * b->kp;
-    EhatGemmEpi ej = *e;
+    EhatGemmEpi ej;
     for (int i0 = 0; i0 < m; i0 += MR) {
       int rows = MIN (MR, m - i0);
       const guint16 *ai = a + (gsize) i0 * lda;
       float *ci = c + (gsize) i0 * ldc + j0;
-      ej.res = e->res ? e->res + (gsize) i0 * ldc + j0 : NULL;
+      ej = epi_at (e, (gsize) i0 * ldc + j0);
       if (w == 48)
         tile_bf16_3 (ai, lda, rows, bp, pairs, ci, ldc, cols, &ej, j0);
       else if (w == 32)
@@ -830,7 +848,7 @@ ehat_gemm (const EhatGemmB *b, const float *a, gsize lda, gsize m, float *c,
         int rows = (int) MIN ((gsize) mb, m - i0);
         const float *ab = a + i0 * lda;
         gsize ld = lda;
-        EhatGemmEpi eb = *e;
+        EhatGemmEpi eb;
         if (norm) {
           /* the block normalised into abuf, read from L2 by every panel */
           float *nb = (float *) abuf;
@@ -840,7 +858,7 @@ ehat_gemm (const EhatGemmB *b, const float *a, gsize lda, gsize m, float *c,
           ab = nb;
           ld = b->k;
         }
-        eb.res = e->res ? e->res + i0 * ldc : NULL;
+        eb = epi_at (e, i0 * ldc);
         gemm_f32_block (b, ab, ld, rows, c + i0 * ldc, ldc, &eb);
       }
       return;
@@ -849,7 +867,7 @@ ehat_gemm (const EhatGemmB *b, const float *a, gsize lda, gsize m, float *c,
       int mb = block_rows (b, 2);
       for (gsize i0 = 0; i0 < m; i0 += mb) {
         int rows = (int) MIN ((gsize) mb, m - i0);
-        EhatGemmEpi eb = *e;
+        EhatGemmEpi eb;
         for (int r = 0; r < rows; r++) {
           guint16 *dr = abuf + (gsize) r * b->kp;
           if (norm)
@@ -859,7 +877,7 @@ ehat_gemm (const EhatGemmB *b, const float *a, gsize lda, gsize m, float *c,
           if (b->kp > b->k)
             dr[b->k] = 0;
         }
-        eb.res = e->res ? e->res + i0 * ldc : NULL;
+        eb = epi_at (e, i0 * ldc);
         gemm_bf16_block (b, abuf, b->kp, rows, c + i0 * ldc, ldc, &eb);
       }
       return;
@@ -883,6 +901,7 @@ ehat_conv_narrow (const EhatGemmB *b, const void *x, int h, int w, int y0,
   EhatGemmEpi ep = *e;
 
   g_assert (b->n <= EHAT_NARROW_MAX);
+  g_assert (e->acc == NULL);
   if (b->cinp > (int) G_N_ELEMENTS (zero))
     z = big = g_new0 (float, b->cinp);
   for (int y = y0; y < y1; y++)
@@ -922,8 +941,7 @@ ehat_gemm_bf16a (const EhatGemmB *b, const guint16 *a, gsize lda, gsize m,
 
   g_assert (b->kind == EHAT_GEMM_BF16);
   for (gsize i0 = 0; i0 < m; i0 += mb) {
-    EhatGemmEpi eb = *e;
-    eb.res = e->res ? e->res + i0 * ldc : NULL;
+    EhatGemmEpi eb = epi_at (e, i0 * ldc);
     gemm_bf16_block (b, a + i0 * lda, lda, (int) MIN ((gsize) mb, m - i0),
         c + i0 * ldc, ldc, &eb);
   }

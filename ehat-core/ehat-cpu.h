@@ -183,7 +183,9 @@ typedef struct
 } EhatGemmB;
 
 /* C = act(A·B + bias) + beta·C + alpha·res (res rows of ldc; may be C
- * itself; beta ≠ 0 only with act NONE; C is read only when beta ≠ 0). */
+ * itself; beta ≠ 0 only with act NONE; C is read only when beta ≠ 0),
+ * then acc += acc_w·C when acc is set (rows of ldc; EHAT's sums of block
+ * outputs; not for the narrow convolution). */
 typedef struct
 {
   const float *bias;
@@ -191,6 +193,8 @@ typedef struct
   float beta;
   const float *res;
   float alpha;
+  float *acc;
+  float acc_w;
 } EhatGemmEpi;
 
 gboolean ehat_cpu_has_avx512 (void);

@@ -479,25 +479,29 @@ norm_linear (EhatBackend *be, const EhatNormW *nw, const EhatLinearW *lw,
   be->ops->linear (be, lw, tmp, m, y, act, 0.0f);
 }
 
+/* t = w1·t + MLP(LayerNorm(t)), then acc += acc_w·t when acc is set */
 static void
 attention_mlp_tail (EhatNetwork *net, const EhatBlockW *bw, EhatSlots *s,
-    gsize m, float w1)
+    gsize m, float w1, float *acc, float acc_w)
 {
   EhatBackend *be = net->be;
 
-  /* t = w1·t + MLP(LayerNorm(t)) */
   if (be->ops->mlp) {
-    be->ops->mlp (be, &bw->norm2, &bw->fc1, &bw->fc2, s->t, m, s->t, w1);
+    be->ops->mlp (be, &bw->norm2, &bw->fc1, &bw->fc2, s->t, m, s->t, w1,
+        acc, acc_w);
     return;
   }
   norm_linear (be, &bw->norm2, &bw->fc1, s->t, m, s->n, s->big,
       EHAT_ACT_GELU);
   be->ops->linear (be, &bw->fc2, s->big, m, s->t, EHAT_ACT_NONE, w1);
+  if (acc)
+    be->ops->axpby (be, acc, acc_w, s->t, 1.0f, m * net->cfg.embed_dim);
 }
 
+/* acc: EHAT's z (acc += w0·output), NULL for HAT */
 static void
 hab (EhatNetwork *net, const EhatBlockW *bw, EhatSlots *s, int nimg, int H,
-    int W, int heads, int shift, EhatBranch *br)
+    int W, int heads, int shift, EhatBranch *br, float *acc)
 {
   EhatBackend *be = net->be;
   const EhatConfig *c = &net->cfg;
@@ -531,7 +535,9 @@ hab (EhatNetwork *net, const EhatBlockW *bw, EhatSlots *s, int nimg, int H,
       c->window_size, shift, bw->bias_table, net->sa_index, s->a);
   be->ops->linear (be, &bw->proj, s->a, m, s->t, EHAT_ACT_NONE, 1.0f);
 
-  attention_mlp_tail (net, bw, s, m, next_w1 (br));
+  w1 = next_w1 (br);
+  /* EHAT: the group's sum of block outputs, z += w0·t */
+  attention_mlp_tail (net, bw, s, m, w1, acc, acc ? next_w0 (br) : 0.0f);
 }
 
 static void
@@ -549,7 +555,7 @@ ocab (EhatNetwork *net, const EhatBlockW *bw, EhatSlots *s, int nimg, int H,
       c->window_size, c->overlap_window, bw->bias_table, net->oca_index,
       s->a);
   be->ops->linear (be, &bw->proj, s->a, m, s->t, EHAT_ACT_NONE, 1.0f);
-  attention_mlp_tail (net, bw, s, m, 1.0f);
+  attention_mlp_tail (net, bw, s, m, 1.0f, NULL, 0.0f);
 }
 
 static void
@@ -582,9 +588,7 @@ features (EhatNetwork *net, EhatSlots *s, int nimg, int H, int W,
       be->ops->axpby (be, s->z, next_w0 (br), s->t, 0.0f, mc);
     for (int i = 0; i < g->n_blocks; i++) {
       hab (net, &g->blocks[i], s, nimg, H, W, c->num_heads[l],
-          (i % 2) ? c->window_size / 2 : 0, br);
-      if (ehat)
-        be->ops->axpby (be, s->z, next_w0 (br), s->t, 1.0f, mc);
+          (i % 2) ? c->window_size / 2 : 0, br, ehat ? s->z : NULL);
     }
     if (ehat)
       be->ops->axpby (be, s->t, 1.0f, s->z, 1.0f, mc);

@@ -253,7 +253,7 @@ test_mlp (void)
     g_assert_true (be->ops->prepare_linear (be, &fc1, NULL));
     g_assert_true (be->ops->prepare_linear (be, &fc2, NULL));
     memcpy (t, x, nx * sizeof (float));
-    be->ops->mlp (be, &nw, &fc1, &fc2, t, rows, t, beta);
+    be->ops->mlp (be, &nw, &fc1, &fc2, t, rows, t, beta, NULL, 0.0f);
     memcpy (t2, x, nx * sizeof (float));
     be->ops->layernorm (be, &nw, t2, rows, in, n);
     be->ops->linear (be, &fc1, n, rows, h, EHAT_ACT_GELU, 0.0f);

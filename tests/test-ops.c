@@ -242,9 +242,10 @@ test_norm_linear (void)
 }
 
 /* The fused MLP, in place as the network calls it (t = β·t +
- * fc2(GELU(fc1(LN(t))))): against double, and bit for bit against the
- * three ops it replaces (within 1e-5 with OpenBLAS); rows that are no
- * multiple of its 64-row blocks; packed weights and W as it is. */
+ * fc2(GELU(fc1(LN(t)))), then EHAT's acc += 0.4·t): against double, and t
+ * bit for bit against the three ops it replaces (within 1e-5 with
+ * OpenBLAS); rows that are no multiple of its 64-row blocks; packed
+ * weights and W as it is. */
 static void
 test_mlp (void)
 {
@@ -265,6 +266,8 @@ test_mlp (void)
     g_autofree double *ln = g_new (double, nx);
     g_autofree double *hr = g_new (double, nh);
     g_autofree double *ref = g_new (double, nx);
+    g_autofree double *want = g_new (double, nx);
+    g_autofree float *acc0 = rnd (nx, 1.0), *acc = g_new (float, nx);
     EhatLinearW fc1 = { w1, b1, in, hid, NULL };
     EhatLinearW fc2 = { w2, b2, hid, in, NULL };
     EhatNormW nw = { nwt, nbt };
@@ -293,8 +296,12 @@ test_mlp (void)
         g_assert_true (be->ops->prepare_linear (be, &fc2, NULL));
       }
       memcpy (t, x, nx * sizeof (float));
-      be->ops->mlp (be, &nw, &fc1, &fc2, t, rows, t, beta);
+      memcpy (acc, acc0, nx * sizeof (float));
+      be->ops->mlp (be, &nw, &fc1, &fc2, t, rows, t, beta, acc, 0.4f);
       assert_close (t, ref, nx, 1e-4);
+      for (gsize i = 0; i < nx; i++)
+        want[i] = acc0[i] + 0.4 * ref[i];
+      assert_close (acc, want, nx, 1e-4);
       memcpy (t2, x, nx * sizeof (float));
       be->ops->layernorm (be, &nw, t2, rows, in, n);
       be->ops->linear (be, &fc1, n, rows, h, EHAT_ACT_GELU, 0.0f);
