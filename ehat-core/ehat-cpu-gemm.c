@@ -731,15 +731,23 @@ ln16 (const EhatNormW *nw, const float *x, int i, __mmask16 mk, __m512 vm,
       _mm512_maskz_loadu_ps (mk, nw->b + i));
 }
 
+/* The row's mean and 1/σ in every lane. */
+T_F32 EHAT_INLINE void
+ln_consts (const float *x, int c, __m512 *vm, __m512 *vi)
+{
+  float mean, inv;
+
+  row_stats_avx512 (x, c, &mean, &inv);
+  *vm = _mm512_set1_ps (mean);
+  *vi = _mm512_set1_ps (inv);
+}
+
 T_F32 static void
 layernorm_row_avx512 (const EhatNormW *nw, const float *x, int c, float *y)
 {
-  float mean, inv;
   __m512 vm, vi;
 
-  row_stats_avx512 (x, c, &mean, &inv);
-  vm = _mm512_set1_ps (mean);
-  vi = _mm512_set1_ps (inv);
+  ln_consts (x, c, &vm, &vi);
   for (int i = 0; i < c; i += 16) {
     __mmask16 mk = lanes16 (c - i);
     _mm512_mask_storeu_ps (y + i, mk, ln16 (nw, x, i, mk, vm, vi));
@@ -752,12 +760,9 @@ T_BF16 static void
 norm_to_bf16_avx512 (guint16 *dst, const float *src, int n,
     const EhatNormW *nw)
 {
-  float mean, inv;
   __m512 vm, vi;
 
-  row_stats_avx512 (src, n, &mean, &inv);
-  vm = _mm512_set1_ps (mean);
-  vi = _mm512_set1_ps (inv);
+  ln_consts (src, n, &vm, &vi);
   for (int i = 0; i < n; i += 16) {
     __mmask16 mk = lanes16 (n - i);
     _mm256_mask_storeu_epi16 (dst + i, mk,

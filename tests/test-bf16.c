@@ -14,6 +14,7 @@
 #include "ehat-network.h"
 #include "ehat-png.h"
 #include "golden-util.h"
+#include "mlp-case.h"
 
 #include <math.h>
 #include <string.h>
@@ -159,8 +160,8 @@ test_ops (void)
 
 /* norm_linear in bf16 (LayerNorm applied as A is converted to bf16): bit
  * for bit the layernorm op followed by the linear op (whose GEMM test_ops
- * checks), and near the double LN → linear; odd k, a pad column, and more
- * rows than one block. */
+ * checks), and near the double LN → linear → GELU; odd k, a pad column,
+ * and more rows than one block. */
 static void
 test_norm_linear (void)
 {
@@ -173,49 +174,33 @@ test_norm_linear (void)
     return;
   be = ehat_backend_cpu_new_full (2, TRUE, NULL);
   for (guint si = 0; si < G_N_ELEMENTS (shapes); si++) {
-    int rows = shapes[si][0], in = shapes[si][1], out = shapes[si][2];
+    MlpCase *mc = mlp_case_new (rng, shapes[si][0], shapes[si][1],
+        shapes[si][2], 5.0);
+    int rows = mc->rows, in = mc->in, out = mc->hid;
     gsize nx = (gsize) rows * in, ny = (gsize) rows * out;
-    g_autofree float *x = rnd (nx, 1.0);
-    g_autofree float *w = rnd ((gsize) out * in, 0.3);
-    g_autofree float *b = rnd (out, 0.5);
-    g_autofree float *nwt = rnd (in, 1.0), *nbt = rnd (in, 1.0);
     g_autofree float *y = g_new (float, ny), *y2 = g_new (float, ny);
     g_autofree float *n = g_new (float, nx);
-    EhatLinearW lw = { w, b, in, out, NULL };
-    EhatNormW nw = { nwt, nbt };
+    g_autofree double *h = g_new (double, out), *mag = g_new (double, out);
     double worst = 0.0;
 
-    for (gsize i = 0; i < nx; i++)
-      x[i] += 5.0f;
-    g_assert_true (be->ops->prepare_linear (be, &lw, NULL));
-    be->ops->norm_linear (be, &nw, &lw, x, rows, y, EHAT_ACT_NONE);
-    be->ops->layernorm (be, &nw, x, rows, in, n);
-    be->ops->linear (be, &lw, n, rows, y2, EHAT_ACT_NONE, 0.0f);
+    g_assert_true (be->ops->prepare_linear (be, &mc->fc1, NULL));
+    be->ops->norm_linear (be, &mc->nw, &mc->fc1, mc->x, rows, y,
+        EHAT_ACT_GELU);
+    be->ops->layernorm (be, &mc->nw, mc->x, rows, in, n);
+    be->ops->linear (be, &mc->fc1, n, rows, y2, EHAT_ACT_GELU, 0.0f);
     g_assert_cmpmem (y, ny * sizeof (float), y2, ny * sizeof (float));
     for (int r = 0; r < rows; r++) {
-      double mean = 0, var = 0;
-      for (int k = 0; k < in; k++)
-        mean += x[r * in + k];
-      mean /= in;
-      for (int k = 0; k < in; k++)
-        var += (x[r * in + k] - mean) * (x[r * in + k] - mean);
-      var /= in;
-      for (int o = 0; o < out; o++) {
-        double s = b[o], mag = 0.0;
-        for (int k = 0; k < in; k++) {
-          double l = (x[r * in + k] - mean) / sqrt (var + 1e-5) * nwt[k]
-              + nbt[k];
-          s += l * w[o * in + k];
-          mag += fabs (l * w[o * in + k]);
-        }
-        worst = MAX (worst, fabs (y[r * out + o] - s) / (1.0 + mag));
-      }
+      mlp_case_hidden (mc, r, h, mag);
+      for (int o = 0; o < out; o++)
+        worst = MAX (worst, fabs (y[(gsize) r * out + o] - h[o])
+            / (1.0 + mag[o]));
     }
     g_test_message ("norm_linear %d×%d→%d: worst error %.3g", rows, in, out,
         worst);
     /* two bf16 roundings (LN output, W): ≤ 2⁻⁸ relative each */
     g_assert_cmpfloat (worst, <, 1e-2);
-    be->ops->release_linear (be, &lw);
+    be->ops->release_linear (be, &mc->fc1);
+    mlp_case_free (mc);
   }
   be->ops->destroy (be);
 }
@@ -228,66 +213,38 @@ test_mlp (void)
   static const int shapes[][3] = { {200, 180, 360}, {7, 33, 66},
     {129, 144, 288},
   };
+  float beta = 0.7f;
   EhatBackend *be;
 
   if (!need_bf16 ())
     return;
   be = ehat_backend_cpu_new_full (2, TRUE, NULL);
   for (guint si = 0; si < G_N_ELEMENTS (shapes); si++) {
-    int rows = shapes[si][0], in = shapes[si][1], hid = shapes[si][2];
-    gsize nx = (gsize) rows * in, nh = (gsize) rows * hid;
-    g_autofree float *x = rnd (nx, 1.0);
-    g_autofree float *w1 = rnd ((gsize) hid * in, 0.3);
-    g_autofree float *w2 = rnd ((gsize) in * hid, 0.2);
-    g_autofree float *b1 = rnd (hid, 0.5), *b2 = rnd (in, 0.5);
-    g_autofree float *nwt = rnd (in, 1.0), *nbt = rnd (in, 1.0);
-    g_autofree float *t = g_new (float, nx), *t2 = g_new (float, nx);
-    g_autofree float *n = g_new (float, nx), *h = g_new (float, nh);
-    g_autofree double *hr = g_new (double, hid);
-    EhatLinearW fc1 = { w1, b1, in, hid, NULL };
-    EhatLinearW fc2 = { w2, b2, hid, in, NULL };
-    EhatNormW nw = { nwt, nbt };
-    float beta = 0.7f;
+    MlpCase *mc = mlp_case_new (rng, shapes[si][0], shapes[si][1],
+        shapes[si][2], 0.0);
+    gsize nx = (gsize) mc->rows * mc->in;
+    g_autofree float *t = g_memdup2 (mc->x, nx * sizeof (float));
+    g_autofree float *t2 = g_memdup2 (mc->x, nx * sizeof (float));
+    g_autofree double *ref = g_new (double, nx);
+    g_autofree double *mag = g_new (double, mc->rows);
     double worst = 0.0;
 
-    g_assert_true (be->ops->prepare_linear (be, &fc1, NULL));
-    g_assert_true (be->ops->prepare_linear (be, &fc2, NULL));
-    memcpy (t, x, nx * sizeof (float));
-    be->ops->mlp (be, &nw, &fc1, &fc2, t, rows, t, beta, NULL, 0.0f);
-    memcpy (t2, x, nx * sizeof (float));
-    be->ops->layernorm (be, &nw, t2, rows, in, n);
-    be->ops->linear (be, &fc1, n, rows, h, EHAT_ACT_GELU, 0.0f);
-    be->ops->linear (be, &fc2, h, rows, t2, EHAT_ACT_NONE, beta);
+    g_assert_true (be->ops->prepare_linear (be, &mc->fc1, NULL));
+    g_assert_true (be->ops->prepare_linear (be, &mc->fc2, NULL));
+    be->ops->mlp (be, &mc->nw, &mc->fc1, &mc->fc2, t, mc->rows, t, beta,
+        NULL, 0.0f);
+    mlp_case_unfused (be, mc, beta, t2);
     g_assert_cmpmem (t, nx * sizeof (float), t2, nx * sizeof (float));
-    for (int r = 0; r < rows; r++) {
-      const float *xr = x + (gsize) r * in;
-      double mean = 0, var = 0, mag = 0;
-      for (int k = 0; k < in; k++)
-        mean += xr[k];
-      mean /= in;
-      for (int k = 0; k < in; k++)
-        var += (xr[k] - mean) * (xr[k] - mean);
-      var /= in;
-      for (int o = 0; o < hid; o++) {
-        double a = b1[o];
-        for (int k = 0; k < in; k++)
-          a += ((xr[k] - mean) / sqrt (var + 1e-5) * nwt[k] + nbt[k])
-              * w1[o * in + k];
-        hr[o] = gelu_ref (a);
-        mag += fabs (hr[o]);
-      }
-      for (int o = 0; o < in; o++) {
-        double a = b2[o] + (double) beta * xr[o];
-        for (int k = 0; k < hid; k++)
-          a += hr[k] * w2[o * hid + k];
-        worst = MAX (worst, fabs (t[(gsize) r * in + o] - a)
-            / (1.0 + 0.2 * mag));
-      }
-    }
-    g_test_message ("mlp %d×%d→%d: worst error %.3g", rows, in, hid, worst);
+    mlp_case_ref (mc, beta, ref, mag);
+    for (gsize i = 0; i < nx; i++)
+      worst = MAX (worst, fabs (t[i] - ref[i]) / (1.0 + 0.2
+              * mag[i / mc->in]));
+    g_test_message ("mlp %d×%d→%d: worst error %.3g", mc->rows, mc->in,
+        mc->hid, worst);
     g_assert_cmpfloat (worst, <, 1e-2);
-    be->ops->release_linear (be, &fc1);
-    be->ops->release_linear (be, &fc2);
+    be->ops->release_linear (be, &mc->fc1);
+    be->ops->release_linear (be, &mc->fc2);
+    mlp_case_free (mc);
   }
   be->ops->destroy (be);
 }

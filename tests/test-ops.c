@@ -2,6 +2,7 @@
  * straight from EHAT-SPEC.md, on random shapes including odd sizes. */
 #include "ehat-cpu.h"
 #include "ehat-network.h"
+#include "mlp-case.h"
 
 #include <math.h>
 #include <string.h>
@@ -205,39 +206,28 @@ test_norm_linear (void)
   };
 
   for (guint si = 0; si < G_N_ELEMENTS (shapes); si++) {
-    int rows = shapes[si][0], in = shapes[si][1], out = shapes[si][2];
+    MlpCase *mc = mlp_case_new (rng, shapes[si][0], shapes[si][1],
+        shapes[si][2], 7.0);
+    int rows = mc->rows, in = mc->in, out = mc->hid;
     gsize nx = (gsize) rows * in, ny = (gsize) rows * out;
-    g_autofree float *x = rnd (nx, 1.0);
-    g_autofree float *w = rnd ((gsize) out * in, 0.3);
-    g_autofree float *b = rnd (out, 0.5);
-    g_autofree float *nwt = rnd (in, 1.0), *nbt = rnd (in, 1.0);
     g_autofree float *y = g_new (float, ny), *y2 = g_new (float, ny);
     g_autofree float *n = g_new (float, nx);
-    g_autofree double *ln = g_new (double, nx);
     g_autofree double *ref = g_new (double, ny);
-    EhatLinearW lw = { w, b, in, out, NULL };
-    EhatNormW nw = { nwt, nbt };
 
-    for (gsize i = 0; i < nx; i++)
-      x[i] += 7.0f;
-    layernorm_ref (x, &nw, rows, in, ln);
     for (int r = 0; r < rows; r++)
-      for (int o = 0; o < out; o++) {
-        double s = b[o];
-        for (int k = 0; k < in; k++)
-          s += ln[r * in + k] * w[o * in + k];
-        ref[r * out + o] = gelu_ref (s);
-      }
+      mlp_case_hidden (mc, r, ref + (gsize) r * out, NULL);
     for (int v = 0; v < 2; v++) {
       if (v == 1)
-        g_assert_true (be->ops->prepare_linear (be, &lw, NULL));
-      be->ops->norm_linear (be, &nw, &lw, x, rows, y, EHAT_ACT_GELU);
+        g_assert_true (be->ops->prepare_linear (be, &mc->fc1, NULL));
+      be->ops->norm_linear (be, &mc->nw, &mc->fc1, mc->x, rows, y,
+          EHAT_ACT_GELU);
       assert_close (y, ref, ny, 1e-4);
-      be->ops->layernorm (be, &nw, x, rows, in, n);
-      be->ops->linear (be, &lw, n, rows, y2, EHAT_ACT_GELU, 0.0f);
+      be->ops->layernorm (be, &mc->nw, mc->x, rows, in, n);
+      be->ops->linear (be, &mc->fc1, n, rows, y2, EHAT_ACT_GELU, 0.0f);
       g_assert_cmpmem (y, ny * sizeof (float), y2, ny * sizeof (float));
     }
-    be->ops->release_linear (be, &lw);
+    be->ops->release_linear (be, &mc->fc1);
+    mlp_case_free (mc);
   }
 }
 
@@ -252,71 +242,45 @@ test_mlp (void)
   static const int shapes[][3] = { {37, 19, 38}, {601, 40, 80},
     {130, 180, 360}, {3, 144, 288},
   };
+  float beta = 0.7f;
 
   for (guint si = 0; si < G_N_ELEMENTS (shapes); si++) {
-    int rows = shapes[si][0], in = shapes[si][1], hid = shapes[si][2];
-    gsize nx = (gsize) rows * in, nh = (gsize) rows * hid;
-    g_autofree float *x = rnd (nx, 1.0);
-    g_autofree float *w1 = rnd ((gsize) hid * in, 0.3);
-    g_autofree float *w2 = rnd ((gsize) in * hid, 0.2);
-    g_autofree float *b1 = rnd (hid, 0.5), *b2 = rnd (in, 0.5);
-    g_autofree float *nwt = rnd (in, 1.0), *nbt = rnd (in, 1.0);
+    MlpCase *mc = mlp_case_new (rng, shapes[si][0], shapes[si][1],
+        shapes[si][2], 3.0);
+    gsize nx = (gsize) mc->rows * mc->in;
     g_autofree float *t = g_new (float, nx), *t2 = g_new (float, nx);
-    g_autofree float *n = g_new (float, nx), *h = g_new (float, nh);
-    g_autofree double *ln = g_new (double, nx);
-    g_autofree double *hr = g_new (double, nh);
+    g_autofree float *acc0 = rnd (nx, 1.0), *acc = g_new (float, nx);
     g_autofree double *ref = g_new (double, nx);
     g_autofree double *want = g_new (double, nx);
-    g_autofree float *acc0 = rnd (nx, 1.0), *acc = g_new (float, nx);
-    EhatLinearW fc1 = { w1, b1, in, hid, NULL };
-    EhatLinearW fc2 = { w2, b2, hid, in, NULL };
-    EhatNormW nw = { nwt, nbt };
-    float beta = 0.7f;
 
+    mlp_case_ref (mc, beta, ref, NULL);
     for (gsize i = 0; i < nx; i++)
-      x[i] += 3.0f;
-    layernorm_ref (x, &nw, rows, in, ln);
-    for (int r = 0; r < rows; r++) {
-      for (int o = 0; o < hid; o++) {
-        double a = b1[o];
-        for (int k = 0; k < in; k++)
-          a += ln[r * in + k] * w1[o * in + k];
-        hr[r * hid + o] = gelu_ref (a);
-      }
-      for (int o = 0; o < in; o++) {
-        double a = b2[o] + (double) beta * x[r * in + o];
-        for (int k = 0; k < hid; k++)
-          a += hr[r * hid + k] * w2[o * hid + k];
-        ref[r * in + o] = a;
-      }
-    }
+      want[i] = acc0[i] + 0.4 * ref[i];
     for (int v = 0; v < 2; v++) {
       if (v == 1) {
-        g_assert_true (be->ops->prepare_linear (be, &fc1, NULL));
-        g_assert_true (be->ops->prepare_linear (be, &fc2, NULL));
+        g_assert_true (be->ops->prepare_linear (be, &mc->fc1, NULL));
+        g_assert_true (be->ops->prepare_linear (be, &mc->fc2, NULL));
       }
-      memcpy (t, x, nx * sizeof (float));
+      memcpy (t, mc->x, nx * sizeof (float));
       memcpy (acc, acc0, nx * sizeof (float));
-      be->ops->mlp (be, &nw, &fc1, &fc2, t, rows, t, beta, acc, 0.4f);
+      be->ops->mlp (be, &mc->nw, &mc->fc1, &mc->fc2, t, mc->rows, t, beta,
+          acc, 0.4f);
       assert_close (t, ref, nx, 1e-4);
-      for (gsize i = 0; i < nx; i++)
-        want[i] = acc0[i] + 0.4 * ref[i];
       assert_close (acc, want, nx, 1e-4);
-      memcpy (t2, x, nx * sizeof (float));
-      be->ops->layernorm (be, &nw, t2, rows, in, n);
-      be->ops->linear (be, &fc1, n, rows, h, EHAT_ACT_GELU, 0.0f);
-      be->ops->linear (be, &fc2, h, rows, t2, EHAT_ACT_NONE, beta);
+      memcpy (t2, mc->x, nx * sizeof (float));
+      mlp_case_unfused (be, mc, beta, t2);
       /* the own kernels compute each row alike in any block; OpenBLAS
        * may pick other kernels for other row counts */
-      if (fc1.prepared)
+      if (mc->fc1.prepared)
         g_assert_cmpmem (t, nx * sizeof (float), t2, nx * sizeof (float));
       else
         for (gsize i = 0; i < nx; i++)
           g_assert_cmpfloat (fabsf (t[i] - t2[i]), <=, 1e-5f * (1.0f
                   + fabsf (t2[i])));
     }
-    be->ops->release_linear (be, &fc1);
-    be->ops->release_linear (be, &fc2);
+    be->ops->release_linear (be, &mc->fc1);
+    be->ops->release_linear (be, &mc->fc2);
+    mlp_case_free (mc);
   }
 }
 
