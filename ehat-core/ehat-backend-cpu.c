@@ -32,14 +32,13 @@ cpu_destroy (EhatBackend *be)
   g_free (cpu->conv_tmp_len);
   for (int t = 0; t < cpu->n_threads; t++) {
     g_free (cpu->abuf[t]);
-    g_free (cpu->mlp_buf[t]);
+    g_free (cpu->block[t]);
   }
-  g_free (cpu->mlp_buf);
-  g_free (cpu->mlp_buf_len);
+  g_free (cpu->block);
+  g_free (cpu->block_len);
   g_free (cpu->abuf);
   g_free (cpu->abuf_len);
   g_free (cpu->xbf);
-  g_free (cpu->norm_out);
   g_free (CPU (be)->dense_bias);
   g_free (CPU (be)->description);
   g_free (be);
@@ -553,17 +552,42 @@ cpu_conv (EhatBackend *be, const EhatConvW *cw, const float *x, int n, int h,
   ehat_pool_parallel_for (cpu->pool, (gsize) n * j.bands, 1, conv_bands, &j);
 }
 
+/* Rows per block of the fused operations on a thread: LayerNorm's output
+ * where OpenBLAS multiplies, the MLP's hidden activations (HAT ×2: 64 ×
+ * 360 floats, 92 KiB), each kept in L2 between its producer and its
+ * consumer. */
+#define BLOCK_ROWS 64
+
 typedef struct
 {
   const EhatLinearW *lw;
   const EhatGemmB *b;           /* NULL: OpenBLAS on lw->w */
-  const EhatNormW *nw;          /* LayerNorm on x first (with b only) */
+  const EhatNormW *nw;          /* LayerNorm on x first */
   guint16 **abuf;
+  float **block;                /* per thread, with nw and no b */
   const float *x;
   float *y;
   EhatAct act;
   float beta;
 } LinearJob;
+
+/* y = act(x·Wᵀ + b) + beta·y over rows, by OpenBLAS on W as it is. */
+static void
+blas_rows (const EhatLinearW *lw, const float *x, gsize rows, float *y,
+    EhatAct act, float beta)
+{
+  cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasTrans, (int) rows, lw->out,
+      lw->in, 1.0f, x, lw->in, lw->w, lw->in, beta, y, lw->out);
+  epilogue (y, rows, lw->out, lw->b, act, NULL, 0.0f);
+}
+
+static void
+layernorm_block (const EhatNormW *nw, const float *x, gsize rows, int c,
+    float *y)
+{
+  for (gsize r = 0; r < rows; r++)
+    ehat_cpu_layernorm_row (nw, x + r * c, c, y + r * c);
+}
 
 /* A block of rows: a single-threaded GEMM plus its epilogue while the rows
  * are still in cache. */
@@ -572,38 +596,49 @@ linear_rows (gpointer data, gsize begin, gsize end, int thread)
 {
   const LinearJob *j = data;
   const EhatLinearW *lw = j->lw;
+  const float *x = j->x + begin * lw->in;
+  float *y = j->y + begin * lw->out;
 
   if (j->b) {
     EhatGemmEpi e = { .bias = lw->b, .act = j->act, .beta = j->beta };
-    ehat_gemm (j->b, j->x + begin * lw->in, lw->in, end - begin,
-        j->y + begin * lw->out, lw->out, &e, j->nw, j->abuf[thread]);
+    ehat_gemm (j->b, x, lw->in, end - begin, y, lw->out, &e, j->nw,
+        j->abuf[thread]);
     return;
   }
-  cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasTrans, (int) (end - begin),
-      lw->out, lw->in, 1.0f, j->x + begin * lw->in, lw->in, lw->w, lw->in,
-      j->beta, j->y + begin * lw->out, lw->out);
-  epilogue (j->y + begin * lw->out, end - begin, lw->out, lw->b, j->act,
-      NULL, 0.0f);
+  if (!j->nw) {
+    blas_rows (lw, x, end - begin, y, j->act, j->beta);
+    return;
+  }
+  /* OpenBLAS: the LayerNorm a block at a time, through the thread's
+   * buffer */
+  for (gsize r0 = 0; r0 < end - begin; r0 += BLOCK_ROWS) {
+    gsize rows = MIN ((gsize) BLOCK_ROWS, end - begin - r0);
+    layernorm_block (j->nw, x + r0 * lw->in, rows, lw->in, j->block[thread]);
+    blas_rows (lw, j->block[thread], rows, y + r0 * lw->out, j->act,
+        j->beta);
+  }
 }
 
-/* nw only with packed weights (lw->prepared). */
 static void
 linear_run (EhatCpuBackend *cpu, const EhatLinearW *lw, const EhatNormW *nw,
     const float *x, gsize rows, float *y, EhatAct act, float beta)
 {
-  LinearJob j = { lw, (const EhatGemmB *) lw->prepared, nw, cpu->abuf, x, y,
-    act, beta
+  LinearJob j = { lw, (const EhatGemmB *) lw->prepared, nw, cpu->abuf,
+    cpu->block, x, y, act, beta
   };
   int nt = cpu->n_threads;
   /* several blocks per thread for balance (a thread slowed by the machine
    * takes fewer), each large enough for the GEMM */
   gsize grain = MAX ((rows + 8 * nt - 1) / (8 * nt), 64);
 
-  g_assert (nw == NULL || j.b != NULL);
-  if (j.b && (j.b->kind == EHAT_GEMM_BF16 || nw))
-    for (int t = 0; t < nt; t++)
+  for (int t = 0; t < nt; t++) {
+    if (j.b && (j.b->kind == EHAT_GEMM_BF16 || nw))
       thread_buffer ((float **) cpu->abuf, cpu->abuf_len, t,
           (ehat_gemm_abuf_elems (j.b) + 1) / 2);
+    if (!j.b && nw)
+      thread_buffer (cpu->block, cpu->block_len, t,
+          (gsize) BLOCK_ROWS * lw->in);
+  }
   ehat_pool_parallel_for (cpu->pool, rows, grain, linear_rows, &j);
 }
 
@@ -627,8 +662,8 @@ layernorm_rows (gpointer data, gsize begin, gsize end, int thread)
 {
   const NormJob *j = data;
 
-  for (gsize r = begin; r < end; r++)
-    ehat_cpu_layernorm_row (j->nw, j->x + r * j->c, j->c, j->y + r * j->c);
+  layernorm_block (j->nw, j->x + begin * j->c, end - begin, j->c,
+      j->y + begin * j->c);
 }
 
 static void
@@ -643,22 +678,8 @@ static void
 cpu_norm_linear (EhatBackend *be, const EhatNormW *nw, const EhatLinearW *lw,
     const float *x, gsize rows, float *y, EhatAct act)
 {
-  EhatCpuBackend *cpu = CPU (be);
-  float *n;
-
-  if (lw->prepared) {
-    linear_run (cpu, lw, nw, x, rows, y, act, 0.0f);
-    return;
-  }
-  /* OpenBLAS on W as it is: normalise first, as the network would */
-  n = thread_buffer (&cpu->norm_out, &cpu->norm_out_len, 0, rows * lw->in);
-  cpu_layernorm (be, nw, x, rows, lw->in, n);
-  linear_run (cpu, lw, NULL, n, rows, y, act, 0.0f);
+  linear_run (CPU (be), lw, nw, x, rows, y, act, 0.0f);
 }
-
-/* Rows of a fused-MLP block: their hidden activations (HAT ×2: 64 × 360
- * floats, 92 KiB) stay in L2 between fc1 and fc2, with both weights. */
-#define MLP_BLOCK 64
 
 typedef struct
 {
@@ -679,10 +700,10 @@ mlp_rows (gpointer data, gsize begin, gsize end, int thread)
   const MlpJob *j = data;
   const EhatLinearW *fc1 = j->fc1, *fc2 = j->fc2;
   const EhatGemmB *b1 = fc1->prepared, *b2 = fc2->prepared;
-  float *hid = j->buf[thread], *n = hid + (gsize) MLP_BLOCK * fc1->out;
+  float *hid = j->buf[thread], *n = hid + (gsize) BLOCK_ROWS * fc1->out;
 
-  for (gsize r0 = begin; r0 < end; r0 += MLP_BLOCK) {
-    gsize rows = MIN ((gsize) MLP_BLOCK, end - r0);
+  for (gsize r0 = begin; r0 < end; r0 += BLOCK_ROWS) {
+    gsize rows = MIN ((gsize) BLOCK_ROWS, end - r0);
     const float *x = j->x + r0 * fc1->in;
     float *y = j->y + r0 * fc2->out;
 
@@ -701,17 +722,9 @@ mlp_rows (gpointer data, gsize begin, gsize end, int thread)
       continue;
     }
     /* OpenBLAS on W as it is */
-    for (gsize r = 0; r < rows; r++)
-      ehat_cpu_layernorm_row (j->nw, x + r * fc1->in, fc1->in,
-          n + r * fc1->in);
-    cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasTrans, (int) rows,
-        fc1->out, fc1->in, 1.0f, n, fc1->in, fc1->w, fc1->in, 0.0f, hid,
-        fc1->out);
-    epilogue (hid, rows, fc1->out, fc1->b, EHAT_ACT_GELU, NULL, 0.0f);
-    cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasTrans, (int) rows,
-        fc2->out, fc2->in, 1.0f, hid, fc2->in, fc2->w, fc2->in, j->beta, y,
-        fc2->out);
-    epilogue (y, rows, fc2->out, fc2->b, EHAT_ACT_NONE, NULL, 0.0f);
+    layernorm_block (j->nw, x, rows, fc1->in, n);
+    blas_rows (fc1, n, rows, hid, EHAT_ACT_GELU, 0.0f);
+    blas_rows (fc2, hid, rows, y, EHAT_ACT_NONE, j->beta);
     if (j->acc) {
       float *acc = j->acc + r0 * fc2->out;
       for (gsize i = 0; i < rows * fc2->out; i++)
@@ -726,17 +739,17 @@ cpu_mlp (EhatBackend *be, const EhatNormW *nw, const EhatLinearW *fc1,
     float *acc, float acc_w)
 {
   EhatCpuBackend *cpu = CPU (be);
-  MlpJob j = { nw, fc1, fc2, x, y, beta, acc, acc_w, cpu->mlp_buf,
+  MlpJob j = { nw, fc1, fc2, x, y, beta, acc, acc_w, cpu->block,
     cpu->abuf
   };
   const EhatGemmB *b1 = fc1->prepared, *b2 = fc2->prepared;
   int nt = cpu->n_threads;
-  gsize grain = MAX ((rows + 8 * nt - 1) / (8 * nt), MLP_BLOCK);
+  gsize grain = MAX ((rows + 8 * nt - 1) / (8 * nt), BLOCK_ROWS);
 
   g_assert (fc1->out == fc2->in);
   for (int t = 0; t < nt; t++) {
-    thread_buffer (cpu->mlp_buf, cpu->mlp_buf_len, t,
-        (gsize) MLP_BLOCK * (fc1->out + fc1->in));
+    thread_buffer (cpu->block, cpu->block_len, t,
+        (gsize) BLOCK_ROWS * (fc1->out + fc1->in));
     if (b1 && b2)
       thread_buffer ((float **) cpu->abuf, cpu->abuf_len, t,
           (MAX (ehat_gemm_abuf_elems (b1), ehat_gemm_abuf_elems (b2)) + 1)
@@ -848,8 +861,9 @@ ca_add (gpointer data, gsize begin, gsize end, int thread)
 /* σ(up(ReLU(down(mean of v over hw rows)))) into scale[c]. */
 static void
 ca_gate (EhatBackend *be, const EhatLinearW *down, const EhatLinearW *up,
-    CaJob *j, gsize hw, double *partial, float *mid, float *scale)
+    CaJob *j, gsize hw, float *mid, float *scale)
 {
+  const double *partial = j->partial;
   gsize chunks = (hw + CA_GRAIN - 1) / CA_GRAIN;
   int c = j->c;
 
@@ -892,7 +906,7 @@ channel_attention_run (EhatBackend *be, const EhatLinearW *down,
       x0 ? x0 + at : NULL, t ? t + at : NULL, w0, alpha, w1
     };
 
-    ca_gate (be, down, up, &j, hw, partial, mid, scale);
+    ca_gate (be, down, up, &j, hw, mid, scale);
     ehat_pool_parallel_for (CPU (be)->pool, hw, 256, t ? ca_add : ca_scale,
         &j);
   }
@@ -993,8 +1007,8 @@ ehat_backend_cpu_new_full (int n_threads, gboolean bf16, GError **error)
   cpu->conv_tmp_len = g_new0 (gsize, n_threads);
   cpu->abuf = g_new0 (guint16 *, n_threads);
   cpu->abuf_len = g_new0 (gsize, n_threads);
-  cpu->mlp_buf = g_new0 (float *, n_threads);
-  cpu->mlp_buf_len = g_new0 (gsize, n_threads);
+  cpu->block = g_new0 (float *, n_threads);
+  cpu->block_len = g_new0 (gsize, n_threads);
   cpu->own_f32 = ehat_cpu_has_avx512 ();
   cpu->bf16 = bf16 && ehat_cpu_has_bf16 ();
   if (cpu->bf16)

@@ -72,13 +72,11 @@ typedef struct
   /* the input of a bf16 convolution, in bf16 */
   guint16 *xbf;
   gsize xbf_len;
-  /* norm_linear without packed weights (OpenBLAS): LayerNorm's output */
-  float *norm_out;
-  gsize norm_out_len;
-  /* per-thread blocks of the fused MLP: hidden activations, and LN's
-   * output where OpenBLAS multiplies */
-  float **mlp_buf;
-  gsize *mlp_buf_len;
+  /* per-thread row blocks of the fused operations (BLOCK_ROWS rows): the
+   * MLP's hidden activations, LayerNorm's output where OpenBLAS
+   * multiplies */
+  float **block;
+  gsize *block_len;
 } EhatCpuBackend;
 
 /* Width of the register tile starting at column j0 of n (a multiple of
