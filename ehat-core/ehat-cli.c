@@ -1,8 +1,8 @@
 /* ehat — command-line front end of libehat.
  *
  *   ehat info MODEL
- *   ehat run --model M --input LR.safetensors --output SR.safetensors
- *   ehat upscale --model M IN.png OUT.png
+ *   ehat run --model M --input LR.safetensors --output SR.safetensors [-e N]
+ *   ehat upscale --model M IN.png OUT.png [--ensemble N]
  *   ehat bench --model M --size WxH [--json]
  */
 #include "ehat.h"
@@ -21,6 +21,13 @@ static char *opt_backend = NULL;
 static char *opt_precision = NULL;
 static int opt_threads;
 static int opt_device;
+static int opt_ensemble = 1;
+
+/* run and upscale: the self-ensemble (ehat-tiler.h) */
+#define ENSEMBLE_ENTRY \
+  {"ensemble", 'e', 0, G_OPTION_ARG_INT, &opt_ensemble, \
+      "Self-ensemble: the mean over 1 (off), 2, 4 or 8 flipped and " \
+      "transposed copies; costs as many passes", "N"}
 
 static GOptionEntry common_entries[] = {
   {"model", 'm', 0, G_OPTION_ARG_FILENAME, &opt_model, "Model file", "M"},
@@ -180,6 +187,7 @@ cmd_run (int argc, char **argv, GError **error)
         "LR tensor file (tensor 'image' [1,3,H,W] float)", "LR"},
     {"output", 'o', 0, G_OPTION_ARG_FILENAME, &output,
         "SR tensor file to write", "SR"},
+    ENSEMBLE_ENTRY,
     {NULL}
   };
   g_autoptr (GOptionContext) ctx = make_context ("",
@@ -230,7 +238,8 @@ cmd_run (int argc, char **argv, GError **error)
         "out of memory");
     return 1;
   }
-  if (!ehat_engine_process (engine, in, n, w, h, out, error))
+  if (!ehat_engine_process_ensemble (engine, in, n, w, h, opt_ensemble, out,
+          error))
     return 1;
   {
     const char *names[] = { "image" };
@@ -256,6 +265,7 @@ cmd_upscale (int argc, char **argv, GError **error)
         "Tile size in LR pixels (0 = automatic)", "T"},
     {"tile-overlap", 0, 0, G_OPTION_ARG_INT, &tile_overlap,
         "Tile overlap in LR pixels (-1 = default)", "O"},
+    ENSEMBLE_ENTRY,
     {NULL}
   };
   g_autoptr (GOptionContext) ctx = make_context ("IN.png OUT.png",
@@ -287,6 +297,7 @@ cmd_upscale (int argc, char **argv, GError **error)
     return 1;
   }
   topt.tile_size = tile_size;
+  topt.ensemble = opt_ensemble;
   if (tile_overlap >= 0)
     topt.overlap = tile_overlap;
   if (!ehat_upscale_tiled (engine, in, w, h, out, &topt, NULL, error))

@@ -20,6 +20,7 @@
  * off the window grid the same tiling gave 15 dB: see n_tiles_1d.)
  */
 #include "ehat-tiler.h"
+#include "ehat-ensemble.h"
 
 #include <math.h>
 #include <string.h>
@@ -330,6 +331,7 @@ ehat_upscale_tiled_custom (EhatTileProcessFunc func, gpointer user_data,
 {
   EhatTileOptions defaults = EHAT_TILE_OPTIONS_INIT;
   EhatTileStats stats = { 0, };
+  EhatEnsemble ens;
   int tile, tw, th, nx, ny, n_tiles, batch, ow, oh, otw, oth;
   int *ox = NULL, *oy = NULL;
   float *wx = NULL, *wy = NULL, *sum_x = NULL, *sum_y = NULL;
@@ -369,6 +371,18 @@ ehat_upscale_tiled_custom (EhatTileProcessFunc func, gpointer user_data,
     g_set_error (error, EHAT_ERROR, EHAT_ERROR_INVALID_ARGUMENT,
         "tiler: tile size %d×%d invalid", opt->tile_size, opt->tile_height);
     return FALSE;
+  }
+
+  if (!ehat_ensemble_check (opt->ensemble, error))
+    return FALSE;
+  if (opt->ensemble > 1) {
+    /* every call below goes through the ensemble, per tile (or frame) */
+    ens.func = func;
+    ens.user_data = user_data;
+    ens.n_transforms = opt->ensemble;
+    ens.scale = scale;
+    func = ehat_ensemble_process;
+    user_data = &ens;
   }
 
   tile = opt->tile_size ? opt->tile_size : ehat_tile_auto_size (width,
@@ -551,13 +565,6 @@ done:
   return ok;
 }
 
-static gboolean
-engine_process (gpointer user_data, const float *in, int n, int width,
-    int height, float *out, GError **error)
-{
-  return ehat_engine_process (user_data, in, n, width, height, out, error);
-}
-
 gboolean
 ehat_upscale_tiled (EhatEngine *engine, const float *in, int width,
     int height, float *out, const EhatTileOptions *opt,
@@ -599,7 +606,7 @@ ehat_upscale_tiled (EhatEngine *engine, const float *in, int width,
     EhatTileStats stats;
     int tile, tile_h;
 
-    if (ehat_upscale_tiled_custom (engine_process, engine, cfg->upscale,
+    if (ehat_upscale_tiled_custom (ehat_engine_tile_func, engine, cfg->upscale,
             cfg->window_size, in, width, height, out, &o, &stats, &err)) {
       stats.retries = retries;
       if (stats_out)

@@ -42,9 +42,15 @@ typedef struct
   /* Tile height when different from tile_size (only with tile_size > 0);
    * 0 = square tiles.  Rounded up to a multiple of the window size. */
   int tile_height;
+  /* Self-ensemble: average the network over this many flipped and
+   * transposed copies of every tile (2: and its mirror image, 4: every
+   * flip, 8: the transposes too), each mapped back; 0 or 1 = off.  Costs
+   * that many forward passes; typically worth 0.1–0.2 dB PSNR (measured:
+   * docs/models.md).  See ehat-ensemble.h. */
+  int ensemble;
 } EhatTileOptions;
 
-#define EHAT_TILE_OPTIONS_INIT { 0, 16, 0, -1, 0 }
+#define EHAT_TILE_OPTIONS_INIT { 0, 16, 0, -1, 0, 1 }
 
 typedef struct
 {
@@ -79,6 +85,13 @@ gboolean ehat_upscale_tiled_custom (EhatTileProcessFunc func,
     gpointer user_data, int scale, int window_size, const float *in,
     int width, int height, float *out, const EhatTileOptions *opt,
     EhatTileStats *stats_out, GError **error);
+
+/* ehat_engine_process() on a whole batch under the self-ensemble of
+ * n_transforms (0 or 1 = plain, 2, 4 or 8; see EhatTileOptions.ensemble):
+ * what tools/ehat_ref's upscale (model, lr, ensemble=n) computes. */
+gboolean ehat_engine_process_ensemble (EhatEngine *engine, const float *in,
+    int n, int width, int height, int n_transforms, float *out,
+    GError **error);
 
 /* The automatic tile size without an engine (ehat_upscale_tiled_custom()):
  * 0 (whole frame) when width·height ≤ 512·512, else 256.  Returned before

@@ -40,6 +40,7 @@ GST_DEBUG_CATEGORY_STATIC (gst_ehat_sr_debug);
 #define DEFAULT_PRECISION GST_EHAT_SR_PRECISION_AUTO
 #define DEFAULT_TILE_SIZE 0
 #define DEFAULT_TILE_OVERLAP 16
+#define DEFAULT_ENSEMBLE 1
 #define DEFAULT_QOS_FALLBACK GST_EHAT_SR_QOS_FALLBACK_DROP
 #define DEFAULT_POST_MESSAGES FALSE
 
@@ -56,6 +57,7 @@ enum
   PROP_STATS,
   PROP_QOS_FALLBACK,
   PROP_POST_MESSAGES,
+  PROP_ENSEMBLE,
 };
 
 /* Formats of ours and GStreamer's, in the same order. */
@@ -794,6 +796,7 @@ gst_ehat_sr_transform_frame (GstVideoFilter * filter, GstVideoFrame * in,
   GST_OBJECT_LOCK (self);
   opt.tile_size = self->tile_size;
   opt.overlap = self->tile_overlap;
+  opt.ensemble = self->ensemble;
   post = self->post_messages;
   GST_OBJECT_UNLOCK (self);
   late = gst_ehat_sr_frame_is_late (self, in->buffer,
@@ -1144,6 +1147,19 @@ gst_ehat_sr_set_property (GObject * object, guint prop_id,
       self->tile_overlap = g_value_get_int (value);
       GST_OBJECT_UNLOCK (self);
       break;
+    case PROP_ENSEMBLE:{
+      guint n = g_value_get_uint (value), p = 1;
+
+      /* libehat takes 1, 2, 4 or 8 transforms (the flips first) */
+      while (p * 2 <= n)
+        p *= 2;
+      if (p != n)
+        GST_WARNING_OBJECT (self, "ensemble %u: using %u transforms", n, p);
+      GST_OBJECT_LOCK (self);
+      self->ensemble = p;
+      GST_OBJECT_UNLOCK (self);
+      break;
+    }
     case PROP_QOS_FALLBACK:
       GST_OBJECT_LOCK (self);
       self->qos_fallback = g_value_get_enum (value);
@@ -1190,6 +1206,11 @@ gst_ehat_sr_get_property (GObject * object, guint prop_id, GValue * value,
     case PROP_TILE_SIZE:
       GST_OBJECT_LOCK (self);
       g_value_set_int (value, self->tile_size);
+      GST_OBJECT_UNLOCK (self);
+      break;
+    case PROP_ENSEMBLE:
+      GST_OBJECT_LOCK (self);
+      g_value_set_uint (value, self->ensemble);
       GST_OBJECT_UNLOCK (self);
       break;
     case PROP_TILE_OVERLAP:
@@ -1288,6 +1309,15 @@ gst_ehat_sr_class_init (GstEhatSrClass * klass)
           "over half of it", 0, 1024, DEFAULT_TILE_OVERLAP,
           G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
           GST_PARAM_MUTABLE_PLAYING));
+  g_object_class_install_property (gobject_class, PROP_ENSEMBLE,
+      g_param_spec_uint ("ensemble", "Self-ensemble",
+          "Average the network over this many flipped and transposed "
+          "copies of every tile, each mapped back (1 = off; 2: and its "
+          "mirror image, 4: every flip, 8: the transposes too; other values "
+          "round down): better quality for offline work at that many times "
+          "the computation", 1, 8, DEFAULT_ENSEMBLE,
+          G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
+          GST_PARAM_MUTABLE_PLAYING));
   g_object_class_install_property (gobject_class, PROP_QOS_FALLBACK,
       g_param_spec_enum ("qos-fallback", "QoS fallback",
           "What to do with a frame that is already late (needs qos=true): "
@@ -1354,6 +1384,7 @@ gst_ehat_sr_init (GstEhatSr * self)
   self->precision = DEFAULT_PRECISION;
   self->tile_size = DEFAULT_TILE_SIZE;
   self->tile_overlap = DEFAULT_TILE_OVERLAP;
+  self->ensemble = DEFAULT_ENSEMBLE;
   self->qos_fallback = DEFAULT_QOS_FALLBACK;
   self->post_messages = DEFAULT_POST_MESSAGES;
   self->earliest_time = GST_CLOCK_TIME_NONE;

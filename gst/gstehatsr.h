@@ -55,6 +55,7 @@ struct _GstEhatSr
   GstEhatSrPrecision precision;
   gint tile_size;
   gint tile_overlap;
+  guint ensemble;               /* 1, 2, 4 or 8 */
   GstEhatSrQosFallback qos_fallback;
   gboolean post_messages;
 

@@ -1,7 +1,8 @@
 /* The ehatsr element on real frames: a crop of a Vid4 video frame from
  * ../shared/data pushed through the element must give exactly what
  * `ehat upscale` gives for the same PNG (same library, same tiler, same
- * defaults), in RGB and in a padded BGR order; and two ehatsr elements in
+ * defaults), in RGB and in a padded BGR order, tiled and with the
+ * self-ensemble; and two ehatsr elements in
  * one pipeline (chained, and on two tee branches running at once) must each
  * produce every frame.
  *
@@ -56,19 +57,30 @@ real_crop (const char *frame, int x0, int y0, const char *png_out)
 
 static guint8 *
 cli_upscale (const char *model, const char *in_png, const char *out_png,
-    const char *tile_size, int *ow, int *oh)
+    const char *tile_size, const char *ensemble, int *ow, int *oh)
 {
   const gchar *cli = g_getenv ("EHAT_CLI");
-  const gchar *argv[] = { cli, "upscale", "--backend", "cpu", "--model",
-    model, in_png, out_png, tile_size ? "--tile-size" : NULL, tile_size,
-    NULL
+  /* NULL-terminated: room for the 8 fixed arguments, 4 optional ones and
+   * the terminator */
+  const gchar *argv[13] = { cli, "upscale", "--backend", "cpu", "--model",
+    model, in_png, out_png
   };
+  int argc = 8;
   gchar *err_out = NULL;
   gint status = 0;
   GError *err = NULL;
   guint8 *rgb;
 
   fail_unless (cli != NULL, "EHAT_CLI not set");
+  if (tile_size) {
+    argv[argc++] = "--tile-size";
+    argv[argc++] = tile_size;
+  }
+  if (ensemble) {
+    argv[argc++] = "--ensemble";
+    argv[argc++] = ensemble;
+  }
+  g_assert (argc < (int) G_N_ELEMENTS (argv));
   fail_unless (g_spawn_sync (NULL, (gchar **) argv, NULL,
           G_SPAWN_STDOUT_TO_DEV_NULL, NULL, NULL, NULL, &err_out, &status,
           &err), "%s", err ? err->message : "?");
@@ -140,7 +152,8 @@ max_diff (GstBuffer *out, GstCaps *caps, const guint8 *rgb, int w, int h)
 /* Two consecutive Vid4 frames through one element instance (the engine and
  * tiler plan are reused across frames), each compared with the CLI. */
 static void
-check_real_frames (const char *format, const char *tile_size)
+check_real_frames (const char *format, const char *tile_size,
+    const char *ensemble)
 {
   static const char *frames[] = { "video/vid4-calendar/frame_001.png",
     "video/vid4-calendar/frame_002.png"
@@ -157,6 +170,8 @@ check_real_frames (const char *format, const char *tile_size)
   g_object_set (e, "model", model, "backend", 2 /* cpu */ , NULL);
   if (tile_size)
     g_object_set (e, "tile-size", atoi (tile_size), NULL);
+  if (ensemble)
+    g_object_set (e, "ensemble", (guint) atoi (ensemble), NULL);
   hr = gst_harness_new_with_element (e, "sink", "src");
   gst_object_unref (e);
   caps = g_strdup_printf ("video/x-raw,format=%s,width=%d,height=%d,"
@@ -171,7 +186,8 @@ check_real_frames (const char *format, const char *tile_size)
     /* a textured region of the calendar (lettering, edges) */
     guint8 *crop = real_crop (frames[i], 300, 200, in_png);
     int ow, oh, d;
-    guint8 *ref = cli_upscale (model, in_png, out_png, tile_size, &ow, &oh);
+    guint8 *ref = cli_upscale (model, in_png, out_png, tile_size, ensemble,
+        &ow, &oh);
     GstBuffer *in = pack_frame (crop, format, &info), *out;
     GstCaps *ocaps;
 
@@ -184,9 +200,9 @@ check_real_frames (const char *format, const char *tile_size)
     fail_unless_equals_int (oh, CROP_H * 2);
     d = max_diff (out, ocaps, ref, ow, oh);
     /* Same library and tiler on the same pixels: identical bytes. */
-    fail_unless (d == 0, "%s frame %u (tile-size %s): element differs from "
-        "ehat upscale by up to %d levels", format, i,
-        tile_size ? tile_size : "auto", d);
+    fail_unless (d == 0, "%s frame %u (tile-size %s, ensemble %s): element "
+        "differs from ehat upscale by up to %d levels", format, i,
+        tile_size ? tile_size : "auto", ensemble ? ensemble : "1", d);
     gst_caps_unref (ocaps);
     gst_buffer_unref (out);
     g_free (ref);
@@ -205,10 +221,12 @@ check_real_frames (const char *format, const char *tile_size)
 
 GST_START_TEST (test_real_frames_match_cli)
 {
-  check_real_frames ("RGB", NULL);
-  check_real_frames ("BGRx", NULL);
+  check_real_frames ("RGB", NULL, NULL);
+  check_real_frames ("BGRx", NULL, NULL);
   /* several tiles per frame: the blend is the tiler's, not the element's */
-  check_real_frames ("RGB", "32");
+  check_real_frames ("RGB", "32", NULL);
+  /* the self-ensemble, per tile, as the library and the CLI do it */
+  check_real_frames ("BGRx", "32", "4");
 }
 
 GST_END_TEST;

@@ -286,6 +286,23 @@ GST_START_TEST (test_properties)
   g_object_get (e, "tile-size", &tile, "tile-overlap", &overlap, NULL);
   fail_unless_equals_int (tile, 64);
   fail_unless_equals_int (overlap, 8);
+  {
+    /* self-ensemble: 1 (off) by default; 1, 2, 4 or 8, others round down */
+    static const guint set[] = { 8, 2, 5, 7, 3, 1 }, want[] = { 8, 2, 4, 4,
+      2, 1
+    };
+    guint n;
+
+    g_object_get (e, "ensemble", &n, NULL);
+    fail_unless_equals_int (n, 1);
+    fail_unless (g_object_class_find_property (klass, "ensemble")->flags
+        & GST_PARAM_MUTABLE_PLAYING);
+    for (guint i = 0; i < G_N_ELEMENTS (set); i++) {
+      g_object_set (e, "ensemble", set[i], NULL);
+      g_object_get (e, "ensemble", &n, NULL);
+      fail_unless_equals_int (n, want[i]);
+    }
+  }
   gst_object_unref (e);
 }
 

@@ -335,6 +335,50 @@ test_single (void)
   assert_check_ok (clip, single_out);
 }
 
+/* --ensemble reaches every worker's ehatsr: other frames than the plain
+ * single run's, at the same times, and the setting is kept in the manifest
+ * so that a resume asking for another one is refused. */
+static void
+test_ensemble (void)
+{
+  g_autofree gchar *out = tmp_path ("ensemble.mkv");
+  g_autofree gchar *work = tmp_path ("ensemble.work");
+  Result r = run (clip, out, "--encoder", "ffv1", "--segment-seconds", "1",
+      "--jobs", "2", "--ensemble", "2", "--workdir", work, "--keep-workdir",
+      "--json", NULL);
+  assert_success (&r);
+  JsonParser *keep = NULL;
+  JsonObject *rep = find_event (r.out, "report", &keep);
+  g_assert_nonnull (rep);
+  g_assert_cmpint (json_object_get_int_member (rep, "ensemble"), ==, 2);
+  g_assert_cmpint (json_object_get_int_member (rep, "frames-out"), ==, 48);
+  g_object_unref (keep);
+  result_clear (&r);
+
+  g_autoptr (JsonParser) mp = NULL;
+  JsonObject *m = load_manifest (work, &mp);
+  g_assert_cmpint (json_object_get_int_member (json_object_get_object_member
+          (m, "settings"), "ensemble"), ==, 2);
+
+  g_autoptr (GArray) fa = decode_frames (single_out);
+  g_autoptr (GArray) fb = decode_frames (out);
+  guint differ = 0;
+  g_assert_cmpuint (fb->len, ==, fa->len);
+  for (guint i = 0; i < fa->len; i++) {
+    g_assert_cmpuint (g_array_index (fa, Frame, i).pts, ==,
+        g_array_index (fb, Frame, i).pts);
+    differ += g_array_index (fa, Frame, i).hash
+        != g_array_index (fb, Frame, i).hash;
+  }
+  g_assert_cmpuint (differ, >, fa->len / 2);
+
+  g_assert_cmpint (g_unlink (out), ==, 0);
+  Result again = run (clip, out, "--resume", "--ensemble", "4", "--workdir",
+      work, NULL);
+  assert_failure (&again, 2, "ensemble 2, not 4");
+  result_clear (&again);
+}
+
 /* Four segments on two workers must give the same frames, bit for bit, as
  * the single process: nothing lost, doubled or reordered at the cuts. */
 static void
@@ -698,6 +742,7 @@ test_errors (void)
     {{clip, out, "--encoder", "ffv1", "--quality", "5"}, 2, "lossless"},
     {{clip, out, "--backend", "tpu"}, 2, "unknown backend"},
     {{clip, out, "--precision", "fp8"}, 2, "unknown precision"},
+    {{clip, out, "--ensemble", "3"}, 2, "--ensemble 3: 1, 2, 4 or 8"},
     {{clip, "out.mp4"}, 2, ".mkv"},
     {{clip, clip, "--force"}, 2, "must not be the input"},
     {{clip, single_out}, 2, "exists"},
@@ -754,6 +799,7 @@ main (int argc, char **argv)
   g_test_add_func ("/remaster/segments-frame-exact",
       test_segments_frame_exact);
   g_test_add_func ("/remaster/resume-after-kill", test_resume_after_kill);
+  g_test_add_func ("/remaster/ensemble", test_ensemble);
   g_test_add_func ("/remaster/vfr", test_vfr);
   g_test_add_func ("/remaster/h264-open-gop", test_h264_open_gop);
   g_test_add_func ("/remaster/errors", test_errors);

@@ -1,6 +1,7 @@
 /* Tiled vs whole-frame upscaling (ehat-tiler). */
 #include "ehat.h"
 #include "ehat-tiler.h"
+#include "ehat-ensemble.h"
 #include "ehat-png.h"
 
 #include <math.h>
@@ -91,7 +92,7 @@ check_fake (int w, int h, int scale, int ws, int tile, int overlap,
     int blend, int batch)
 {
   FakeNet net = { scale, 0, 0, 0, 0 };
-  EhatTileOptions opt = { tile, overlap, batch, blend, 0 };
+  EhatTileOptions opt = { tile, overlap, batch, blend, 0, 1 };
   EhatTileStats st;
   float *in = make_image (w, h, w * 1000 + h);
   gsize n_out = (gsize) 3 * w * h * scale * scale;
@@ -143,11 +144,111 @@ test_fake_sizes (void)
     }
 }
 
+/* The self-ensemble through the tiler.  fake_process is equivariant in the
+ * pixel values (nearest neighbour) but not in its sub-pixel terms
+ * 0.01·(x mod s) + 0.02·(y mod s): mirrored, x mod s becomes s−1−(x mod s),
+ * so the mean over the transforms is known in closed form.  That checks
+ * every forward transform against its inverse, on tiles, non-square
+ * (transposed) tiles and whole frames. */
+static void
+check_ensemble (int w, int h, int scale, int tile, int n_transforms)
+{
+  FakeNet net = { scale, 0, 0, 0, 0 };
+  EhatTileOptions opt = { tile, 8, 0, -1, 0, n_transforms };
+  EhatTileStats st;
+  float *in = make_image (w, h, 7 * w + h);
+  int ow = w * scale, oh = h * scale;
+  float *out = g_new (float, (gsize) 3 * ow * oh);
+  double half = (scale - 1) / 2.0, worst = 0.0;
+  GError *err = NULL;
+
+  g_assert_true (ehat_upscale_tiled_custom (fake_process, &net, scale, 8,
+          in, w, h, out, &opt, &st, &err));
+  g_assert_no_error (err);
+  g_assert_cmpint (net.calls, ==, n_transforms * st.n_batches);
+  for (int c = 0; c < 3; c++)
+    for (int y = 0; y < oh; y++)
+      for (int x = 0; x < ow; x++) {
+        double v = in[((gsize) c * h + y / scale) * w + x / scale];
+        double sub = n_transforms == 2 ? 0.01 * half + 0.02 * (y % scale)
+            : 0.03 * half;
+        double got = out[((gsize) c * oh + y) * ow + x];
+
+        worst = MAX (worst, fabs (got - (2.0 * v - 0.25 + sub)));
+      }
+  g_assert_cmpfloat (worst, <, 2e-6);
+  g_free (in);
+  g_free (out);
+}
+
+static void
+test_ensemble (void)
+{
+  static const int sizes[][2] = {
+    {1, 1}, {5, 3}, {64, 64}, {100, 37}, {37, 100}, {129, 131},
+  };
+  static const int bad[] = { -1, 3, 5, 16 };
+  float img[6] = { 1, 2, 3, 4, 5, 6 }, t[6], back[6];
+  FakeNet net = { 2, 0, 0, 0, 0 };
+  EhatTileOptions opt = EHAT_TILE_OPTIONS_INIT;
+  float out[24];
+  GError *err = NULL;
+
+  for (int s = 2; s <= 3; s++)
+    for (guint i = 0; i < G_N_ELEMENTS (sizes); i++)
+      for (int n = 2; n <= 8; n *= 2) {
+        check_ensemble (sizes[i][0], sizes[i][1], s, 32, n);
+        check_ensemble (sizes[i][0], sizes[i][1], s, 0, n);
+      }
+
+  /* a 3×2 image: transform 4 is the plain transpose, and every transform
+   * followed by its inverse gives the image back */
+  ehat_dihedral (img, 1, 3, 2, 4, t, FALSE);
+  for (int y = 0; y < 3; y++)
+    for (int x = 0; x < 2; x++)
+      g_assert_cmpfloat (t[y * 2 + x], ==, img[x * 3 + y]);
+  for (int k = 0; k < 8; k++) {
+    memset (back, 0, sizeof back);
+    ehat_dihedral (img, 1, 3, 2, k, t, FALSE);
+    ehat_dihedral (t, 1, 3, 2, k, back, TRUE);
+    g_assert_cmpmem (back, sizeof back, img, sizeof img);
+  }
+
+  for (guint i = 0; i < G_N_ELEMENTS (bad); i++) {
+    opt.ensemble = bad[i];
+    g_assert_false (ehat_upscale_tiled_custom (fake_process, &net, 2, 8, img,
+            1, 2, out, &opt, NULL, &err));
+    g_assert_error (err, EHAT_ERROR, EHAT_ERROR_INVALID_ARGUMENT);
+    g_clear_error (&err);
+  }
+  g_assert_cmpint (net.calls, ==, 0);
+
+  /* the batch function refuses what it cannot size, before any call */
+  {
+    EhatEnsemble e = { fake_process, &net, 8, 2 };
+    static const int dims[][3] = { {0, 4, 4}, {1, 0, 4}, {1, 4, -1},
+    {1, G_MAXINT / 2 + 1, 1}, {G_MAXINT, G_MAXINT, G_MAXINT}
+    };
+
+    for (guint i = 0; i < G_N_ELEMENTS (dims); i++) {
+      g_assert_false (ehat_ensemble_process (&e, img, dims[i][0], dims[i][1],
+              dims[i][2], out, &err));
+      g_assert_error (err, EHAT_ERROR, EHAT_ERROR_INVALID_ARGUMENT);
+      g_clear_error (&err);
+    }
+    g_assert_false (ehat_engine_process_ensemble (NULL, img, 1, 1, 2, 8, out,
+            &err));
+    g_assert_error (err, EHAT_ERROR, EHAT_ERROR_INVALID_ARGUMENT);
+    g_clear_error (&err);
+    g_assert_cmpint (net.calls, ==, 0);
+  }
+}
+
 static void
 test_whole_frame_when_small (void)
 {
   FakeNet net = { 2, 0, 0, 0, 0 };
-  EhatTileOptions opt = { 64, 16, 0, -1, 0 };
+  EhatTileOptions opt = { 64, 16, 0, -1, 0, 1 };
   EhatTileStats st;
   float *in = make_image (50, 33, 1), *out = g_new (float, 3 * 100 * 66);
 
@@ -230,7 +331,7 @@ static void
 test_invalid (void)
 {
   FakeNet net = { 2, 0, 0, 0, 0 };
-  EhatTileOptions opt = { 16, 16, 0, -1, 0 };
+  EhatTileOptions opt = { 16, 16, 0, -1, 0, 1 };
   float *in = make_image (40, 40, 2), *out = g_new (float, 3 * 80 * 80);
   GError *err = NULL;
 
@@ -281,7 +382,7 @@ static void
 test_oom_error_passes_through (void)
 {
   FakeNet net = { 2, 0, 0, 0, 0 };
-  EhatTileOptions opt = { 64, 8, 0, -1, 0 };
+  EhatTileOptions opt = { 64, 8, 0, -1, 0, 1 };
   float *in = make_image (100, 100, 3), *out = g_new (float, 3 * 200 * 200);
   GError *err = NULL;
 
@@ -457,7 +558,7 @@ test_golden_small (void)
     float *in = make_image (w, h, i);
     gsize n = (gsize) 3 * w * h * 4;
     float *whole = g_new (float, n), *tiled = g_new (float, n);
-    EhatTileOptions opt = { 32, 8, 0, -1, 0 };
+    EhatTileOptions opt = { 32, 8, 0, -1, 0, 1 };
     gsize k;
 
     g_assert_true (ehat_engine_process (engine, in, 1, w, h, whole, &err));
@@ -558,7 +659,7 @@ test_auto_size_from_memory (void)
    * the same grid where the frame is one tile high */
   {
     float *a = g_new (float, (gsize) 3 * w * h * 4);
-    EhatTileOptions o1 = { 16, 8, 0, -1, 0 }, o2 = { 16, 8, 0, -1, 24 };
+    EhatTileOptions o1 = { 16, 8, 0, -1, 0, 1 }, o2 = { 16, 8, 0, -1, 24, 1 };
     EhatTileStats st;
 
     g_assert_true (ehat_upscale_tiled (engine, in, w, h, a, &o2, &st, &err));
@@ -603,6 +704,7 @@ main (int argc, char **argv)
   g_test_add_func ("/tiler/whole-frame-when-small",
       test_whole_frame_when_small);
   g_test_add_func ("/tiler/invalid", test_invalid);
+  g_test_add_func ("/tiler/ensemble", test_ensemble);
   g_test_add_func ("/tiler/oom-error", test_oom_error_passes_through);
   g_test_add_func ("/tiler/golden/small", test_golden_small);
   g_test_add_func ("/tiler/auto-size-from-memory",

@@ -13,8 +13,10 @@ The protocol of the SR papers (EDSR, SwinIR, HAT; see docs/models.md):
     tools/eval.py --bicubic --scale 2                   # bicubic baseline, Set5/Set14/Urban100-10
     tools/eval.py --model models/ehat-fast-x2.safetensors
     tools/eval.py --model m.safetensors --sets Set5 --json
+    tools/eval.py --model m.safetensors --cli build/ehat-core/ehat --precision bf16 --ensemble 1,8
 
-Set5 uses its provided LR files; Set14 and Urban100-10 use :func:`imresize` of the HR.
+``--cli`` measures what the C library computes (``ehat upscale``: its tiler, precision and
+self-ensemble) instead of the PyTorch reference. Set5 uses its provided LR files; Set14 and Urban100-10 use :func:`imresize` of the HR.
 Data: ``--data`` (default ``$EHAT_DATA``, ``$EHAT_SHARED_DATA`` or ``../shared/data`` next to the
 repository). PNG IO needs Pillow (Debian ``python3-pil``).
 """
@@ -200,8 +202,9 @@ def bicubic_upscaler(s: int):
     return lambda lr: imresize(lr, float(s))
 
 
-def model_upscaler(model, threads: Optional[int] = None):
-    """uint8 LR -> uint8 SR with the PyTorch reference (``tools/ehat_ref``)."""
+def model_upscaler(model, threads: Optional[int] = None, ensemble: int = 1):
+    """uint8 LR -> uint8 SR with the PyTorch reference (``tools/ehat_ref``); ``ensemble`` > 1:
+    its self-ensemble over that many flips/transposes (libehat's ``ensemble``)."""
     import torch
 
     sys.path.insert(0, HERE)
@@ -210,8 +213,28 @@ def model_upscaler(model, threads: Optional[int] = None):
     def run(lr: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(lr.astype(np.float32) / 255.0).permute(2, 0, 1)
         dev = next(model.parameters()).device
-        y = upscale(model, x.to(dev)).clamp(0, 1)
+        y = upscale(model, x.to(dev), ensemble=ensemble).clamp(0, 1)
         return (y.permute(1, 2, 0).cpu().numpy() * 255.0).round().astype(np.uint8)
+
+    return run
+
+
+def cli_upscaler(ehat: str, model: str, ensemble: int = 1, precision: str = "fp32",
+                 threads: int = 0):
+    """uint8 LR -> uint8 SR through the C library: ``ehat upscale`` on the CPU (PNG in, PNG out)."""
+    import subprocess
+    import tempfile
+
+    def run(lr: np.ndarray) -> np.ndarray:
+        with tempfile.TemporaryDirectory() as tmp:
+            src, dst = os.path.join(tmp, "lr.png"), os.path.join(tmp, "sr.png")
+            write_image(src, lr)
+            cmd = [ehat, "upscale", "-m", model, "-b", "cpu", "-p", precision, "-t", str(threads),
+                   "--ensemble", str(ensemble), src, dst]
+            r = subprocess.run(cmd, capture_output=True, text=True)
+            if r.returncode != 0:
+                raise RuntimeError(f"{' '.join(cmd)}: {r.stderr.strip()}")
+            return read_image(dst)
 
     return run
 
@@ -236,14 +259,15 @@ def evaluate(upscaler, s: int, sets: Sequence[str] = SETS, data: str = DEFAULT_D
 
 
 def evaluate_model_file(path: str, sets: Sequence[str] = SETS, data: str = DEFAULT_DATA,
-                        device: str = "cpu", progress: bool = False):
+                        device: str = "cpu", progress: bool = False, ensemble: int = 1):
     import torch
 
     sys.path.insert(0, HERE)
     from ehat_ref import load
 
     model = load(path, dtype=torch.float32).to(device)
-    return evaluate(model_upscaler(model), model.cfg.upscale, sets, data, progress), model.cfg.upscale
+    return (evaluate(model_upscaler(model, ensemble=ensemble), model.cfg.upscale, sets, data, progress),
+            model.cfg.upscale)
 
 
 def format_table(rows: Dict[str, Dict[str, Dict[str, float]]], sets: Sequence[str]) -> str:
@@ -267,6 +291,10 @@ def main(argv=None) -> int:
     p.add_argument("--data", default=DEFAULT_DATA)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    p.add_argument("--ensemble", default="1",
+                   help="comma list of self-ensemble sizes (1, 2, 4, 8) to evaluate each model with")
+    p.add_argument("--cli", metavar="EHAT", help="evaluate through this `ehat` binary (the C library)")
+    p.add_argument("--precision", default="fp32", help="with --cli: fp32 or bf16")
     p.add_argument("--json", action="store_true")
     p.add_argument("-v", "--verbose", action="store_true", help="per-image numbers on stderr")
     a = p.parse_args(argv)
@@ -277,12 +305,23 @@ def main(argv=None) -> int:
         torch.set_num_threads(a.threads)
     rows: Dict[str, Dict[str, Dict[str, float]]] = {}
     scale = a.scale
+    ensembles = [int(e) for e in a.ensemble.split(",") if e]
+    if any(e not in (1, 2, 4, 8) for e in ensembles):
+        p.error("--ensemble takes 1, 2, 4 or 8")
     for m in a.model:
-        t0 = time.time()
-        r, s = evaluate_model_file(m, sets, a.data, a.device, a.verbose)
-        scale = scale or s
-        rows[f"{os.path.basename(m)} (x{s})"] = r
-        print(f"evaluated {m} in {time.time() - t0:.0f} s", file=sys.stderr)
+        for e in ensembles:
+            t0 = time.time()
+            if a.cli:
+                sys.path.insert(0, HERE)
+                from ehat_ref import load_file
+
+                s = int(load_file(m)[1]["upscale"])
+                r = evaluate(cli_upscaler(a.cli, m, e, a.precision, a.threads), s, sets, a.data, a.verbose)
+            else:
+                r, s = evaluate_model_file(m, sets, a.data, a.device, a.verbose, e)
+            scale = scale or s
+            rows[f"{os.path.basename(m)} (x{s})" + (f", ensemble {e}" if e > 1 else "")] = r
+            print(f"evaluated {m} (ensemble {e}) in {time.time() - t0:.0f} s", file=sys.stderr)
     if a.bicubic or not a.model:
         s = scale or 4
         rows[f"bicubic (x{s})"] = evaluate(bicubic_upscaler(s), s, sets, a.data, a.verbose)

@@ -60,7 +60,7 @@ def list_images(dirs: List[str]) -> List[str]:
             out.append(d)
             continue
         for f in sorted(os.listdir(d)):
-            if f.lower().endswith((".png", ".jpg", ".jpeg", ".bmp")):
+            if f.lower().endswith((".png", ".jpg", ".jpeg", ".bmp", ".webp")):
                 out.append(os.path.join(d, f))
     return out
 
@@ -287,6 +287,11 @@ def main(argv=None) -> int:
         print("train: --patch must be a multiple of --window", file=sys.stderr)
         return 2
     dev = torch.device(a.device)
+    if a.device == "cuda":
+        # TF32 products (10-bit mantissa, fp32 range and accumulation) are what the SR
+        # trainers use on Ampere and later; the saved EMA weights stay fp32
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     work = a.work or os.path.splitext(a.output)[0] + ".work"
     os.makedirs(work, exist_ok=True)
     ckpt_path = os.path.join(work, "checkpoint.pt")

@@ -42,6 +42,7 @@ typedef struct
   gchar *devices;
   gchar *backend;
   gchar *precision;
+  gint ensemble;                /* 0: not given */
   gchar *workdir;
   gboolean resume;
   gboolean json;
@@ -252,7 +253,7 @@ run_film (Options * o)
   RemasterPlanOptions po = {
     o->rest[0], o->rest[1], o->model, o->backend, o->precision, o->encoder,
     o->quality,
-    0, 0, o->segment_seconds, o->force
+    0, 0, o->segment_seconds, o->force, o->ensemble
   };
   if (o->scale_to && !parse_size (o->scale_to, &po.scale_to_width,
           &po.scale_to_height, &error))
@@ -441,6 +442,9 @@ main (int argc, char **argv)
     {"precision", 0, 0, G_OPTION_ARG_STRING, &o.precision,
         "ehatsr precision: auto (default: fp16 on a GPU), fp32, fp16, bf16, "
         "tf32 (GPU)", "P"},
+    {"ensemble", 0, 0, G_OPTION_ARG_INT, &o.ensemble,
+        "ehatsr self-ensemble: 1 (default, off), 2, 4 or 8 transforms per "
+        "tile, for that many times the computation", "N"},
     {"workdir", 0, 0, G_OPTION_ARG_FILENAME, &o.workdir,
         "Work directory (default: OUT.ehat-work; shared storage for --slurm)",
         "DIR"},

@@ -157,6 +157,7 @@ manifest_to_json (const RemasterManifest * m)
   add_int (b, "scale", m->settings.scale);
   add_string (b, "backend", m->settings.backend);
   add_string (b, "precision", m->settings.precision);
+  add_int (b, "ensemble", m->settings.ensemble);
   add_string (b, "encoder", m->settings.encoder);
   add_int (b, "quality", m->settings.quality);
   add_int (b, "scale-to-width", m->settings.scale_to_width);
@@ -317,6 +318,8 @@ manifest_from_json (const gchar * path, JsonNode * root, GError ** error)
   m->settings.backend = g_strdup (get_string (st, "backend"));
   m->settings.precision = g_strdup (get_string (st, "precision") ?
       get_string (st, "precision") : "auto");
+  /* manifests written before the option have no ensemble: 1, off */
+  m->settings.ensemble = (gint) get_int (st, "ensemble", 1);
   m->settings.encoder = g_strdup (get_string (st, "encoder"));
   m->settings.quality = (gint) get_int (st, "quality", -1);
   m->settings.scale_to_width = (gint) get_int (st, "scale-to-width", 0);

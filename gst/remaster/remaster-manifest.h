@@ -56,6 +56,7 @@ typedef struct
   gint scale;                   /* the model's scale */
   gchar *backend;               /* ehatsr backend: auto, cuda, cpu */
   gchar *precision;             /* ehatsr precision: auto, fp32, fp16, bf16 */
+  gint ensemble;                /* ehatsr self-ensemble: 1, 2, 4 or 8 */
   gchar *encoder;               /* --encoder name */
   gint quality;                 /* -1: the encoder's default */
   gint scale_to_width;          /* 0: the model's scale only */

@@ -92,6 +92,12 @@ remaster_plan_check (const RemasterPlanOptions * o, GError ** error)
         o->precision);
     return FALSE;
   }
+  if (o->ensemble != 0 && o->ensemble != 1 && o->ensemble != 2
+      && o->ensemble != 4 && o->ensemble != 8) {
+    g_set_error (error, REMASTER_ERROR, REMASTER_ERROR_ARGS,
+        "--ensemble %d: 1, 2, 4 or 8", o->ensemble);
+    return FALSE;
+  }
   const gchar *encoder = o->encoder ? o->encoder : remaster_encoder_default ();
   return remaster_encoder_check (encoder, o->quality, error);
 }
@@ -160,6 +166,7 @@ remaster_plan_create (const gchar * workdir, const RemasterPlanOptions * o,
     return NULL;
   st->backend = g_strdup (o->backend);
   st->precision = g_strdup (o->precision);
+  st->ensemble = o->ensemble > 0 ? o->ensemble : 1;
   st->encoder = g_strdup (o->encoder ? o->encoder :
       remaster_encoder_default ());
   st->quality = o->quality;
@@ -248,6 +255,11 @@ remaster_plan_matches (const RemasterManifest * m,
   if (!g_str_equal (o->precision, "auto")
       && g_strcmp0 (o->precision, st->precision) != 0)
     return differs ("precision", st->precision, o->precision, error);
+  if (o->ensemble > 0 && o->ensemble != st->ensemble) {
+    g_autofree gchar *a = g_strdup_printf ("%d", st->ensemble);
+    g_autofree gchar *b = g_strdup_printf ("%d", o->ensemble);
+    return differs ("ensemble", a, b, error);
+  }
   if (o->encoder && !g_str_equal (o->encoder, st->encoder))
     return differs ("encoder", st->encoder, o->encoder, error);
   if (o->quality >= 0 && o->quality != st->quality) {

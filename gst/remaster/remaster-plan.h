@@ -22,6 +22,7 @@ typedef struct
   gint scale_to_height;
   gdouble segment_seconds;      /* <= 0: the default (60 s) */
   gboolean force;               /* overwrite an existing output */
+  gint ensemble;                /* ehatsr ensemble: 1, 2, 4, 8; 0: not given */
 } RemasterPlanOptions;
 
 #define REMASTER_DEFAULT_SEGMENT_SECONDS 60.0

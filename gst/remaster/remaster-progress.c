@@ -234,6 +234,7 @@ remaster_progress_report (RemasterProgress * p, const RemasterManifest * m,
         "\"frames-in\":%" G_GUINT64_FORMAT ",\"frames-out\":%"
         G_GUINT64_FORMAT ",\"dropped\":%" G_GUINT64_FORMAT ",\"seconds\":%.3f,"
         "\"fps\":%.3f,\"model\":%s,\"scale\":%d,\"backend\":%s,\"precision\":\"%s\","
+        "\"ensemble\":%d,"
         "\"encoder\":%s,"
         "\"quality\":%d,\"width-in\":%d,\"height-in\":%d,\"width-out\":%d,"
         "\"height-out\":%d,\"segments\":%u,\"segment-seconds\":%g,"
@@ -242,15 +243,18 @@ remaster_progress_report (RemasterProgress * p, const RemasterManifest * m,
         G_GUINT64_FORMAT ",\"skipped-undecodable\":%" G_GUINT64_FORMAT ","
         "\"join-seconds\":%.3f}\n", qin, qout, m->frames, r->frames_out, dropped,
         elapsed, fps, qmodel, st->scale, qbk,
-        st->precision ? st->precision : "auto", qenc, st->quality, m->width,
+        st->precision ? st->precision : "auto", st->ensemble, qenc,
+        st->quality, m->width,
         m->height, r->out_width, r->out_height, m->segments->len,
         st->segment_seconds, r->reused, r->redone, r->jobs, qdev, m->n_audio,
         m->n_subtitle, r->output_bytes, m->skipped, r->join_seconds);
     fflush (stdout);
     return;
   }
-  gchar el_s[32];
+  gchar el_s[32], ensemble_note[32];
   format_duration (el_s, sizeof el_s, elapsed);
+  g_snprintf (ensemble_note, sizeof ensemble_note, ", ensemble %d",
+      st->ensemble);
   g_print ("ehat-remaster: %s -> %s\n", m->input, m->output);
   g_print ("  frames      in %" G_GUINT64_FORMAT ", out %" G_GUINT64_FORMAT
       ", dropped %" G_GUINT64_FORMAT "\n", m->frames, r->frames_out, dropped);
@@ -259,9 +263,10 @@ remaster_progress_report (RemasterProgress * p, const RemasterManifest * m,
         "keyframe: undecodable, left out)\n", m->skipped);
   g_print ("  time        %s (%.1f s, %.2f fps over %" G_GUINT64_FORMAT
       " frames processed in this run)\n", el_s, elapsed, fps, run_frames);
-  g_print ("  model       %s (x%d, backend %s, precision %s)\n", st->model,
-      st->scale, backends->len ? backends->str : st->backend,
-      st->precision ? st->precision : "auto");
+  g_print ("  model       %s (x%d, backend %s, precision %s%s)\n",
+      st->model, st->scale, backends->len ? backends->str : st->backend,
+      st->precision ? st->precision : "auto", st->ensemble > 1 ?
+      ensemble_note : "");
   g_print ("  video       %dx%d -> %dx%d, encoder %s\n", m->width, m->height,
       r->out_width, r->out_height, enc);
   if (r->jobs)

@@ -260,6 +260,7 @@ build_encode (Worker * w, GError ** error)
   g_object_set (w->ehatsr, "model", st->model, "qos", FALSE, NULL);
   gst_util_set_object_arg (G_OBJECT (w->ehatsr), "backend", st->backend);
   gst_util_set_object_arg (G_OBJECT (w->ehatsr), "precision", st->precision);
+  g_object_set (w->ehatsr, "ensemble", (guint) st->ensemble, NULL);
   if (w->options->device_id >= 0)
     g_object_set (w->ehatsr, "device-id", w->options->device_id, NULL);
   if (scale_to) {

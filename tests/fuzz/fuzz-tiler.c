@@ -2,9 +2,10 @@
  *
  * The input bytes choose a frame size (1..48 × 1..48, or up to 300 × 300
  * when asked for: large frames cost ~10-40 ms per run), scale (2..4),
- * window size, tile size, overlap, batch and blend width; the "network" is
- * a nearest-neighbour upscaler, so no model runs and the exact expected
- * output is known: with weights that sum to one and a normalisation by the
+ * window size, tile size, overlap, batch, blend width and self-ensemble;
+ * the "network" is a nearest-neighbour upscaler, so no model runs and the
+ * exact expected output is known (it commutes with the ensemble's flips
+ * and transposes, so the ensemble must give it back too): with weights that sum to one and a normalisation by the
  * accumulated weight, the tiled result must equal the nearest-neighbour
  * upscale of the whole frame (to float rounding).  Checked for every input:
  *   - valid options: success, every output pixel written (the output is
@@ -77,6 +78,15 @@ nn_upscale (const float *in, int n, int w, int h, int s, float *out)
     }
 }
 
+/* A w×h tile of an fw×fh frame: at most a window larger than the frame
+ * (the padding), and whole windows unless it is the whole axis. */
+static gboolean
+tile_fits (const Case *c, int w, int h, int fw, int fh)
+{
+  return w <= fw + c->window && h <= fh + c->window
+      && (w == fw || w % c->window == 0) && (h == fh || h % c->window == 0);
+}
+
 /* Nearest-neighbour "network": out = in repeated scale×scale. */
 static gboolean
 nn_process (gpointer user_data, const float *in, int n, int w, int h,
@@ -89,12 +99,11 @@ nn_process (gpointer user_data, const float *in, int n, int w, int h,
   int limit = c->opt.max_batch ? c->opt.max_batch : 4;
 
   c->calls++;
-  if (n < 1 || n > limit || w < 1 || h < 1 || w > c->width + c->window
-      || h > c->height + c->window)
-    abort ();
-  /* tile sizes are whole windows unless the tile is the whole axis */
-  if ((w != c->width && w % c->window != 0)
-      || (h != c->height && h % c->window != 0))
+  /* an ensemble of 8 also runs transposed tiles */
+  if (n < 1 || n > limit || w < 1 || h < 1
+      || !(tile_fits (c, w, h, c->width, c->height)
+          || (c->opt.ensemble == 8 && tile_fits (c, w, h, c->height,
+                  c->width))))
     abort ();
   c->max_batch_seen = MAX (c->max_batch_seen, n);
 
@@ -161,7 +170,9 @@ u8 (const uint8_t * d, size_t size, size_t i)
  *        raw (0 allowed); bit 2 → scale 1 + (b4 % 6) (1..6, 5 and 6 are
  *        valid for the tiler too); bit 3 → huge tile size;
  *        bit 4 → oversized frame (must be refused before any read);
- *        bit 5 → large frame: sides 1 + u16 % 300. */
+ *        bit 5 → large frame: sides 1 + u16 % 300;
+ *        bit 6 → self-ensemble of 1 << (byte 15 % 4) transforms;
+ *        bit 7 → self-ensemble raw from byte 15 (mostly invalid). */
 static void
 decode (const uint8_t * d, size_t size, Case *c)
 {
@@ -190,6 +201,11 @@ decode (const uint8_t * d, size_t size, Case *c)
     c->scale = 1 + u8 (d, size, 4) % 6;
   if (flags & 8)
     c->opt.tile_size = G_MAXINT - u8 (d, size, 6);
+  c->opt.ensemble = 1;
+  if (flags & 64)
+    c->opt.ensemble = 1 << (u8 (d, size, 15) % 4);
+  if (flags & 128)
+    c->opt.ensemble = i8 (d, size, 15);
 }
 
 static gboolean
@@ -200,6 +216,9 @@ options_valid (const Case *c)
 
   if (c->window < 1 || o->tile_size < 0 || o->overlap < 0
       || o->max_batch < 0 || o->blend < -1 || o->tile_size > G_MAXINT / 2)
+    return FALSE;
+  if (o->ensemble != 0 && o->ensemble != 1 && o->ensemble != 2
+      && o->ensemble != 4 && o->ensemble != 8)
     return FALSE;
   tile = o->tile_size ? o->tile_size : ehat_tile_auto_size (c->width,
       c->height);
@@ -278,7 +297,9 @@ LLVMFuzzerTestOneInput (const uint8_t * data, size_t size)
   } else {
     if (err || !c.expect_ok || c.calls < 1 || stats.n_tiles < 1
         || stats.n_tiles != stats.tiles_x * stats.tiles_y
-        || stats.n_batches != c.calls || stats.tile_width < 1
+        /* the ensemble calls the network once per transform and batch */
+        || stats.n_batches * MAX (c.opt.ensemble, 1) != c.calls
+        || stats.tile_width < 1
         || stats.tile_height < 1)
       abort ();
     if (!check_output (in, c.width, c.height, s, out))

@@ -141,6 +141,10 @@ def tiler_seeds():
         "scale6": rec(20, 30, 6, 1, 8, 2, 0, -1, flags=4),
         "huge-tile": rec(50, 50, 2, 3, 0, 4, 0, -1, flags=8),
         "oversized": rec(1, 1, 2, 3, 16, 4, 0, -1, flags=16),
+        # self-ensemble (byte 15): 8 on a non-square grid, 4 on a whole frame, 3 (refused)
+        "ensemble8-grid": rec(45, 30, 3, 3, 16, 8, 2, -1, flags=64, rwin=3),
+        "ensemble4-whole": rec(37, 21, 2, 3, 0, 16, 0, -1, flags=64, rwin=2),
+        "ensemble-bad": rec(40, 40, 2, 3, 16, 4, 0, -1, flags=128, rwin=3),
     }
 
 

@@ -55,3 +55,21 @@ def test_metrics():
 def test_bicubic_set5_x4_matches_published():
     r = ev.evaluate(ev.bicubic_upscaler(4), 4, ["Set5"])
     assert r["Set5"]["psnr"] == pytest.approx(28.42, abs=0.02)
+
+
+@need_data
+def test_cli_path_matches_reference_and_ensemble_gains():
+    """--cli measures the C library: the same Set5 PSNR as the PyTorch reference (uint8 outputs
+    may differ by a rounding), and the self-ensemble of 8 scores higher than the plain model."""
+    torch = pytest.importorskip("torch")  # noqa: F841
+    ehat = os.environ.get("EHAT_CLI")
+    if not ehat or not os.access(ehat, os.X_OK):
+        pytest.skip("EHAT_CLI not set")
+    model = os.path.join(os.path.dirname(ev.HERE), "models", "ehat-fast-x2.safetensors")
+    ref, _ = ev.evaluate_model_file(model, ["Set5"])
+    c1 = ev.evaluate(ev.cli_upscaler(ehat, model, 1, threads=1), 2, ["Set5"])
+    c8 = ev.evaluate(ev.cli_upscaler(ehat, model, 8, threads=1), 2, ["Set5"])
+    assert c1["Set5"]["psnr"] == pytest.approx(ref["Set5"]["psnr"], abs=0.01)
+    assert c8["Set5"]["psnr"] > c1["Set5"]["psnr"] + 0.1
+    with pytest.raises(RuntimeError, match="1, 2, 4 or 8"):
+        ev.cli_upscaler(ehat, model, 3)(np.zeros((8, 8, 3), np.uint8))

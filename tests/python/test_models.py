@@ -59,6 +59,35 @@ def test_c_matches_reference(path, tmp_path):
 
 
 @params
+def test_c_ensemble_matches_reference(path, tmp_path):
+    """`ehat run --ensemble 8` against the reference's self-ensemble, on a frame that is neither
+    square nor a multiple of the window (each transposed copy is padded on its own)."""
+    ehat = os.environ.get("EHAT_CLI")
+    if not ehat or not os.access(ehat, os.X_OK):
+        pytest.skip("EHAT_CLI not set")
+    lr = torch.from_numpy(_test_image(h=36, w=50)).permute(2, 0, 1).unsqueeze(0).contiguous()
+    model = load(path, dtype=torch.float64)
+    save_file(str(tmp_path / "lr.safetensors"), {"image": lr}, {})
+    outs = {}
+    for n in (1, 2, 8):
+        r = subprocess.run([ehat, "run", "-m", path, "-b", "cpu", "-p", "fp32", "-t", "1", "-e", str(n),
+                            "-i", str(tmp_path / "lr.safetensors"), "-o", str(tmp_path / f"sr{n}.safetensors")],
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        outs[n] = load_file(str(tmp_path / f"sr{n}.safetensors"))[0]["image"]
+        ref = upscale(model, lr.double(), ensemble=n).float().numpy()
+        assert outs[n].shape == ref.shape
+        d = float(np.abs(outs[n] - ref).max())
+        assert d <= 1e-4, f"ensemble {n}: max abs diff {d}"
+    # the ensembles are different functions, not the plain output again
+    assert float(np.abs(outs[8] - outs[1]).mean()) > 1e-4
+    assert float(np.abs(outs[8] - outs[2]).mean()) > 1e-4
+    r = subprocess.run([ehat, "run", "-m", path, "-b", "cpu", "-e", "3", "-i", str(tmp_path / "lr.safetensors"),
+                        "-o", str(tmp_path / "bad.safetensors")], capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and "1, 2, 4 or 8" in r.stderr
+
+
+@params
 def test_better_than_bicubic(path):
     ev = pytest.importorskip("eval")
     pytest.importorskip("PIL")

@@ -306,6 +306,30 @@ def test_danet_zero_gamma_is_identity_and_chunking():
         assert torch.allclose(full.flatten(2), v @ s.transpose(1, 2), atol=1e-12)
 
 
+def test_self_ensemble_is_equivariant():
+    """The self-ensemble over a group of transforms commutes with every transform of that group
+    (padding included: the padded network is just some function), while the plain network does
+    not; and each transform is undone by its inverse."""
+    cfg = M.EhatConfig(arch="ehat", embed_dim=16, depths=[1], num_heads=[2], window_size=4,
+                       squeeze_factor=4, compress_ratio=2, upscale=2)
+    torch.manual_seed(0)
+    model = make_model.make(cfg, 1).double().eval()
+    x = torch.rand(1, 3, 6, 9, dtype=torch.float64)  # not a multiple of the window, not square
+    for t in range(8):
+        assert torch.equal(M.dihedral(M.dihedral(x, t), t, inverse=True), x)
+    # transform 5 mirrors the columns, then transposes: a quarter turn anticlockwise
+    assert torch.equal(M.dihedral(x, 5), torch.rot90(x, 1, (-2, -1)))
+    for n in (2, 4, 8):
+        y = M.upscale(model, x, ensemble=n)
+        for t in range(n):
+            yt = M.upscale(model, M.dihedral(x, t), ensemble=n)
+            assert torch.allclose(yt, M.dihedral(y, t), atol=1e-12), (n, t)
+    plain = M.upscale(model, x)
+    assert not torch.allclose(M.upscale(model, M.dihedral(x, 1)), M.dihedral(plain, 1), atol=1e-6)
+    with pytest.raises(ValueError):
+        M.upscale(model, x, ensemble=3)
+
+
 def test_trace_and_onnx_export():
     cfg = M.EhatConfig(**make_model.PRESETS["ehat-tiny-x2"])
     model = make_model.make(cfg, 0)

@@ -802,12 +802,35 @@ def reflect_pad(x: torch.Tensor, hp: int, wp: int) -> torch.Tensor:
     return x.index_select(-1, _mirror_index(w, wp, x.device))
 
 
-def upscale(model: EhatNet, lr, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+def dihedral(x: torch.Tensor, t: int, inverse: bool = False) -> torch.Tensor:
+    """Transform ``t`` (0–7) of the self-ensemble on the last two axes: bit 0 flips columns, bit 1
+    flips rows, bit 2 then transposes. ``inverse`` undoes it (transpose first, then the flips)."""
+    flips = [d for bit, d in ((1, -1), (2, -2)) if t & bit]
+    if not inverse and flips:
+        x = torch.flip(x, flips)
+    if t & 4:
+        x = x.transpose(-1, -2)
+    if inverse and flips:
+        x = torch.flip(x, flips)
+    return x
+
+
+def upscale(model: EhatNet, lr, dtype: Optional[torch.dtype] = None, ensemble: int = 1) -> torch.Tensor:
     """Whole test pipeline: reflect-pad to a multiple of the window size, normalise, run the
     network, denormalise, crop to ``r·h × r·w``. ``lr``: ``[3,h,w]`` or ``[B,3,h,w]`` (numpy or
     torch) in [0,1]. Runs in the model's dtype unless ``dtype`` is given (the model is converted).
     Returns a tensor of the input's rank; no clamping.
+
+    ``ensemble`` > 1 is the self-ensemble of the SR papers ("+" results): the mean of the outputs
+    for transforms 0 … ensemble−1 of :func:`dihedral` (2: and the mirror image; 4: all flips; 8:
+    and the transposes), each mapped back. libehat's tiler computes the same per tile.
     """
+    if ensemble not in (1, 2, 4, 8):
+        raise ValueError(f"ensemble must be 1, 2, 4 or 8, not {ensemble}")
+    if ensemble > 1:
+        x = torch.as_tensor(np.asarray(lr) if not torch.is_tensor(lr) else lr)
+        ys = [dihedral(upscale(model, dihedral(x, t), dtype), t, inverse=True) for t in range(ensemble)]
+        return torch.stack(ys).mean(0)
     param = next(model.parameters())
     if dtype is not None and param.dtype != dtype:
         model.to(dtype)
