@@ -300,9 +300,10 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     sets = [s for s in a.sets.split(",") if s]
     if a.threads:
-        import torch
+        sys.path.insert(0, HERE)
+        from ehat_ref.threads import set_threads
 
-        torch.set_num_threads(a.threads)
+        set_threads(a.threads)
     rows: Dict[str, Dict[str, Dict[str, float]]] = {}
     scale = a.scale
     ensembles = [int(e) for e in a.ensemble.split(",") if e]

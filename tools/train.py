@@ -43,6 +43,7 @@ sys.path.insert(0, HERE)
 import eval as ev  # noqa: E402
 from ehat_ref.model import EhatConfig, EhatNet, save  # noqa: E402
 from ehat_ref import load  # noqa: E402
+from ehat_ref.threads import set_threads  # noqa: E402
 
 DEFAULT_TRAIN = [os.path.join(ev.DEFAULT_DATA, "train", "Urban100-60"),
                  os.path.join(ev.DEFAULT_DATA, "train", "misc")]
@@ -282,7 +283,7 @@ def make_config(a) -> EhatConfig:
 def main(argv=None) -> int:
     a = build_parser().parse_args(argv)
     if a.threads:
-        torch.set_num_threads(a.threads)
+        set_threads(a.threads)
     if a.patch % a.window:
         print("train: --patch must be a multiple of --window", file=sys.stderr)
         return 2

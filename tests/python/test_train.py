@@ -104,3 +104,21 @@ def test_gpu_train_pack_and_calls(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "signal 15" in r.stderr
     assert (tmp_path / "o3" / "checkpoint-x2.pt").exists()
+
+
+def test_set_threads_limits_openblas_too():
+    """--threads N must bind the BLAS torch multiplies in, not only torch's own pool: OpenBLAS
+    (pthread build, installed by tools/setup-debian.sh) otherwise runs a spinning thread per core."""
+    code = ("import sys, torch; sys.path.insert(0, sys.argv[1])\n"
+            "from ehat_ref.threads import set_threads, blas_threads\n"
+            "x = torch.ones(256, 256); (x @ x).sum()\n"
+            "before = blas_threads(); set_threads(1)\n"
+            "print(before, blas_threads(), torch.get_num_threads())\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}
+    r = subprocess.run([sys.executable, "-c", code, os.path.join(ROOT, "tools")], capture_output=True,
+                       text=True, timeout=120, env=env)
+    assert r.returncode == 0, r.stderr
+    before, after, torch_threads = r.stdout.split()
+    # torch's GEMMs run in the system OpenBLAS here; None would mean the lookup is broken
+    assert before != "None", "OpenBLAS not found in the torch process"
+    assert after == "1" and torch_threads == "1"
