@@ -37,10 +37,6 @@ gboolean ehat_engine_tile_func (gpointer engine, const float *in, int n,
 gboolean ehat_ensemble_process (gpointer ensemble, const float *in, int n,
     int width, int height, float *out, GError **error);
 
-/* TRUE when n_transforms is 0, 1, 2, 4 or 8; else an
- * EHAT_ERROR_INVALID_ARGUMENT naming the allowed values. */
-gboolean ehat_ensemble_check (int n_transforms, GError **error);
-
 /* Planar image `src` (planes of width×height) under dihedral transform t
  * into dst: planes of width×height, or height×width when t transposes.
  * With accumulate, dst instead receives the inverse transform of src

@@ -93,6 +93,10 @@ gboolean ehat_engine_process_ensemble (EhatEngine *engine, const float *in,
     int n, int width, int height, int n_transforms, float *out,
     GError **error);
 
+/* TRUE when n_transforms is a self-ensemble size libehat takes (0, 1, 2,
+ * 4 or 8); else an EHAT_ERROR_INVALID_ARGUMENT naming the allowed values. */
+gboolean ehat_ensemble_check (int n_transforms, GError **error);
+
 /* The automatic tile size without an engine (ehat_upscale_tiled_custom()):
  * 0 (whole frame) when width·height ≤ 512·512, else 256.  Returned before
  * window rounding. */

@@ -259,15 +259,14 @@ def evaluate(upscaler, s: int, sets: Sequence[str] = SETS, data: str = DEFAULT_D
 
 
 def evaluate_model_file(path: str, sets: Sequence[str] = SETS, data: str = DEFAULT_DATA,
-                        device: str = "cpu", progress: bool = False, ensemble: int = 1):
+                        device: str = "cpu", progress: bool = False):
     import torch
 
     sys.path.insert(0, HERE)
     from ehat_ref import load
 
     model = load(path, dtype=torch.float32).to(device)
-    return (evaluate(model_upscaler(model, ensemble=ensemble), model.cfg.upscale, sets, data, progress),
-            model.cfg.upscale)
+    return evaluate(model_upscaler(model), model.cfg.upscale, sets, data, progress), model.cfg.upscale
 
 
 def format_table(rows: Dict[str, Dict[str, Dict[str, float]]], sets: Sequence[str]) -> str:
@@ -299,8 +298,8 @@ def main(argv=None) -> int:
     p.add_argument("-v", "--verbose", action="store_true", help="per-image numbers on stderr")
     a = p.parse_args(argv)
     sets = [s for s in a.sets.split(",") if s]
+    sys.path.insert(0, HERE)
     if a.threads:
-        sys.path.insert(0, HERE)
         from ehat_ref.threads import set_threads
 
         set_threads(a.threads)
@@ -310,17 +309,24 @@ def main(argv=None) -> int:
     if any(e not in (1, 2, 4, 8) for e in ensembles):
         p.error("--ensemble takes 1, 2, 4 or 8")
     for m in a.model:
+        # the model is read once; each ensemble size is one more evaluation of it
+        if a.cli:
+            from ehat_ref import load_file
+
+            s = int(load_file(m)[1]["upscale"])
+            upscaler = lambda e, m=m: cli_upscaler(a.cli, m, e, a.precision, a.threads)  # noqa: E731
+        else:
+            import torch
+
+            from ehat_ref import load
+
+            model = load(m, dtype=torch.float32).to(a.device)
+            s = model.cfg.upscale
+            upscaler = lambda e, model=model: model_upscaler(model, ensemble=e)  # noqa: E731
+        scale = scale or s
         for e in ensembles:
             t0 = time.time()
-            if a.cli:
-                sys.path.insert(0, HERE)
-                from ehat_ref import load_file
-
-                s = int(load_file(m)[1]["upscale"])
-                r = evaluate(cli_upscaler(a.cli, m, e, a.precision, a.threads), s, sets, a.data, a.verbose)
-            else:
-                r, s = evaluate_model_file(m, sets, a.data, a.device, a.verbose, e)
-            scale = scale or s
+            r = evaluate(upscaler(e), s, sets, a.data, a.verbose)
             rows[f"{os.path.basename(m)} (x{s})" + (f", ensemble {e}" if e > 1 else "")] = r
             print(f"evaluated {m} (ensemble {e}) in {time.time() - t0:.0f} s", file=sys.stderr)
     if a.bicubic or not a.model:

@@ -8,6 +8,7 @@
 #include "remaster-segment.h"
 
 #include <ehat.h>
+#include <ehat-tiler.h>
 #include <errno.h>
 #include <glib/gstdio.h>
 #include <sys/stat.h>
@@ -92,8 +93,8 @@ remaster_plan_check (const RemasterPlanOptions * o, GError ** error)
         o->precision);
     return FALSE;
   }
-  if (o->ensemble != 0 && o->ensemble != 1 && o->ensemble != 2
-      && o->ensemble != 4 && o->ensemble != 8) {
+  /* libehat's sizes; 0 = not given */
+  if (!ehat_ensemble_check (o->ensemble, NULL)) {
     g_set_error (error, REMASTER_ERROR, REMASTER_ERROR_ARGS,
         "--ensemble %d: 1, 2, 4 or 8", o->ensemble);
     return FALSE;

@@ -7,13 +7,13 @@ included), so the images are stored as lossless WebP (a quarter smaller than PNG
 in order until --budget-mib is reached; what did not fit is listed. Then, on the device
 (tools/ is tracked, so tools/gpu-carry/train.sh travels with the checkout):
 
-    run(carry=[".gpu-train"], command="bash tools/gpu-carry/train.sh 2 8 --init models/ehat-fast-x2.safetensors")
+    run(carry=[".gpu-train"], command="bash tools/gpu-carry/train.sh 2 24 8 --init models/ehat-fast-x2.safetensors")
 
-train.sh trains for the given minutes (resuming from .gpu-train/work-xS when it holds a
+train.sh SCALE TOTAL_MIN CALL_MIN trains for CALL_MIN minutes of a TOTAL_MIN schedule (resuming from .gpu-train/work-xS when it holds a
 checkpoint) and leaves the model and the checkpoint in $OUT; copy the checkpoint back into
-.gpu-train/work-xS/ before the next call to continue (docs/models.md, "Training on the GPU").
+.gpu-train/work-xS/ before the next call to continue (docs/models.md, "On this project's device machine").
 
-    tools/gpu-carry/pack-train.py [--budget-mib 52] [DIR ...]   # default: the shared training sets
+    tools/gpu-carry/pack-train.py [--budget-mib 46] [DIR ...]   # default: the shared training sets
 """
 
 from __future__ import annotations
