@@ -295,12 +295,20 @@ compare_tags (Listing * a, Listing * b, GPtrArray * diffs)
         || g_str_equal (name, GST_TAG_APPLICATION_NAME)
         || g_str_equal (name, GST_TAG_DATE_TIME))
       continue;
-    const GValue *va = gst_tag_list_get_value_index (a->tags, name, 0);
-    const GValue *vb = b->tags ? gst_tag_list_get_value_index (b->tags, name,
-        0) : NULL;
-    if (!vb || gst_value_compare (va, vb) != GST_VALUE_EQUAL) {
-      g_autofree gchar *s = gst_value_serialize (va);
-      differ (diffs, "tag %s (%s) is missing or different", name, s);
+    /* every value, in any order: extended-comment holds one "NAME=value"
+     * per free-form Matroska tag */
+    guint na = gst_tag_list_get_tag_size (a->tags, name);
+    guint nb = b->tags ? gst_tag_list_get_tag_size (b->tags, name) : 0;
+    for (guint k = 0; k < na; k++) {
+      const GValue *va = gst_tag_list_get_value_index (a->tags, name, k);
+      gboolean found = FALSE;
+      for (guint m = 0; m < nb && !found; m++)
+        found = gst_value_compare (va, gst_tag_list_get_value_index (b->tags,
+                name, m)) == GST_VALUE_EQUAL;
+      if (!found) {
+        g_autofree gchar *s = gst_value_serialize (va);
+        differ (diffs, "tag %s (%s) is missing or different", name, s);
+      }
     }
   }
 }

@@ -12,6 +12,7 @@
  * take new tracks once its header is written) and the input's chapters
  * and tags have been seen. */
 #include "remaster-join.h"
+#include "remaster-mkvtags.h"
 #include "remaster-error.h"
 #include "remaster-fs.h"
 #include "remaster-manifest.h"
@@ -223,6 +224,48 @@ stopping (Join * j)
   return s;
 }
 
+/* The container's chapters and global tags, set on the muxer before any
+ * data flows. */
+static void
+apply_metadata (Join * j)
+{
+  g_mutex_lock (&j->lock);
+  if (j->toc)
+    gst_toc_setter_set_toc (GST_TOC_SETTER (j->mux), j->toc);
+  if (j->global_tags)
+    gst_tag_setter_merge_tags (GST_TAG_SETTER (j->mux), j->global_tags,
+        GST_TAG_MERGE_REPLACE);
+  g_mutex_unlock (&j->lock);
+}
+
+/* Of the video track's own tags only what still describes it: title and
+ * language, not the old codec or bitrate.  Sent after the caps: appsrc
+ * queues serialized events in order with its caps and buffers, and a tag
+ * event ahead of the caps would make the pad push its segment before them
+ * (a sticky-event misordering warning from appsrc and the muxer). */
+static void
+send_video_tags (Join * j)
+{
+  static const gchar *names[] = { GST_TAG_TITLE, GST_TAG_LANGUAGE_CODE,
+    GST_TAG_LANGUAGE_NAME
+  };
+  GstTagList *keep = gst_tag_list_new_empty ();
+
+  gst_tag_list_set_scope (keep, GST_TAG_SCOPE_STREAM);
+  g_mutex_lock (&j->lock);
+  for (guint i = 0; j->video_tags && i < G_N_ELEMENTS (names); i++) {
+    const GValue *v = gst_tag_list_get_value_index (j->video_tags, names[i],
+        0);
+    if (v)
+      gst_tag_list_add_value (keep, GST_TAG_MERGE_APPEND, names[i], v);
+  }
+  g_mutex_unlock (&j->lock);
+  if (!gst_tag_list_is_empty (keep))
+    gst_element_send_event (j->appsrc, gst_event_new_tag (keep));
+  else
+    gst_tag_list_unref (keep);
+}
+
 static gboolean
 push_segment (Join * j, RemasterSegment * seg, GstCaps ** caps,
     GstClockTime * last_end, GError ** error)
@@ -281,6 +324,7 @@ push_segment (Join * j, RemasterSegment * seg, GstCaps ** caps,
       g_autoptr (GstCaps) for_mux = gst_caps_intersect (scaps, accepted);
       gst_app_src_set_caps (GST_APP_SRC (j->appsrc),
           gst_caps_is_empty (for_mux) ? scaps : for_mux);
+      send_video_tags (j);
       GstStructure *s = gst_caps_get_structure (scaps, 0);
       gst_structure_get_int (s, "width", &j->width);
       gst_structure_get_int (s, "height", &j->height);
@@ -340,38 +384,6 @@ push_segment (Join * j, RemasterSegment * seg, GstCaps ** caps,
     *last_end = end;
   j->frames += n;
   return TRUE;
-}
-
-static void
-apply_metadata (Join * j)
-{
-  g_mutex_lock (&j->lock);
-  if (j->toc)
-    gst_toc_setter_set_toc (GST_TOC_SETTER (j->mux), j->toc);
-  if (j->global_tags)
-    gst_tag_setter_merge_tags (GST_TAG_SETTER (j->mux), j->global_tags,
-        GST_TAG_MERGE_REPLACE);
-  /* Of the video track's own tags only what still describes it: title and
-   * language, not the old codec or bitrate. */
-  GstTagList *keep = NULL;
-  if (j->video_tags) {
-    static const gchar *names[] = { GST_TAG_TITLE, GST_TAG_LANGUAGE_CODE,
-      GST_TAG_LANGUAGE_NAME
-    };
-    keep = gst_tag_list_new_empty ();
-    gst_tag_list_set_scope (keep, GST_TAG_SCOPE_STREAM);
-    for (guint i = 0; i < G_N_ELEMENTS (names); i++) {
-      const GValue *v = gst_tag_list_get_value_index (j->video_tags, names[i],
-          0);
-      if (v)
-        gst_tag_list_add_value (keep, GST_TAG_MERGE_APPEND, names[i], v);
-    }
-  }
-  g_mutex_unlock (&j->lock);
-  if (keep && !gst_tag_list_is_empty (keep))
-    gst_element_send_event (j->appsrc, gst_event_new_tag (keep));
-  else if (keep)
-    gst_tag_list_unref (keep);
 }
 
 static gpointer
@@ -538,6 +550,12 @@ remaster_join_run (const gchar * workdir, RemasterJoinResult * result,
         "the joined video has %" G_GUINT64_FORMAT " frames, the input %"
         G_GUINT64_FORMAT, j.frames, j.manifest->frames);
     ok = FALSE;
+  }
+  /* the input's free-form global tags, which matroskamux does not write */
+  if (ok && j.global_tags) {
+    g_autoptr (GError) tag_error = NULL;
+    if (!remaster_mkv_add_tags (temp, j.global_tags, NULL, &tag_error))
+      g_printerr ("ehat-remaster: warning: %s\n", tag_error->message);
   }
   ok = ok && remaster_fs_sync_file (temp, error)
       && remaster_fs_rename (temp, j.manifest->output, error);
