@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Runs meson tests by name on the device from .gpu/tests.json (meson introspect --tests made
 here), with meson's environment, without meson (the device's is newer than the build tree's).
-usage: run.py [--wrap "compute-sanitizer --tool memcheck"] [--timeout S] NAME... [-- TEST ARGS]"""
+usage: run.py [--wrap "compute-sanitizer --tool memcheck"] [--timeout S] NAME... [-- TEST ARGS]
+Exit status: 0 when every test passed or skipped (77), else 1."""
 import json, os, subprocess, sys, time, shlex
 here = os.path.dirname(os.path.abspath(__file__))
 tests = {t['name']: t for t in json.load(open(os.path.join(here, 'tests.json')))}
@@ -13,6 +14,7 @@ wrap = []; timeout = 300
 while args and args[0].startswith('--'):
     if args[0] == '--wrap': wrap = shlex.split(args[1]); args = args[2:]
     elif args[0] == '--timeout': timeout = int(args[1]); args = args[2:]
+failed = []
 for name in args:
     t = tests[name]
     env = dict(os.environ); env.update(t['env'])
@@ -25,3 +27,8 @@ for name in args:
     except subprocess.TimeoutExpired:
         rc = 'TIMEOUT'
     print(f"=== {name}: rc={rc} in {time.time()-t0:.1f}s", flush=True)
+    if rc not in (0, 77):
+        failed.append(name)
+if failed:
+    print(f"=== failed: {' '.join(failed)}", flush=True)
+sys.exit(1 if failed else 0)

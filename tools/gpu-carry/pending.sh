@@ -1,0 +1,147 @@
+#!/bin/bash
+# Every GPU check issues 6 and 10 still owe, in one device call, most important first.
+# Made for sessions with little device time: each step has its own time limit, the whole run
+# ends before EHAT_PENDING_SECONDS (default 570, inside a 600 s call), a step that would not
+# fit is reported as not run, and every step's full log lands in $OUT.
+#
+#   here:        ninja -C build && tools/gpu-carry/make.sh
+#   device tool: run(carry=[".gpu"], timeout_s=600, command="bash tools/gpu-carry/pending.sh")
+#                (or name steps: ... pending.sh remaster bench)
+#
+# Steps (default: all, in this order):
+#   cuda       meson's cuda suite and backend-module tests (every golden case per precision,
+#              the kernels against the CPU, OOM retry, shipped models; device-memory figures)
+#   sanitize   compute-sanitizer memcheck on a golden case, racecheck on the attention kernels
+#   installed  `meson install` layout unpacked into / (root only): `ehat` finds the CUDA module
+#              under $libdir/ehat-1 without EHAT_BACKEND_PATH, and gst-launch-1.0 runs the
+#              installed ehatsr with its default model on the GPU
+#   remaster   ehat-remaster on a 960×540 clip: --backend cuda with nvh264 and nvh265, and
+#              --devices 0,0 --jobs 2 (two workers sharing the GPU), each checked with --check;
+#              the JSON reports give frames/s for docs/remastering.md
+#   memory     ehat bench of a HAT-L ×4 at 480×270 in fp16: weights and device peak
+#   bench      bench/gpu-vs-torch, EHAT-L-sized ×2 at 960×540 (issue 6's case b): ehat in every
+#              precision, torch fp16 eager, half eager and torch.compile
+# Without a GPU (a dry run on the machine that made .gpu) the CUDA steps skip or fail fast.
+set -uo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$root"
+t_start=$(date +%s)
+deadline=$((t_start + ${EHAT_PENDING_SECONDS:-570}))
+out=${OUT:-/tmp/ehat-pending}
+work=${TMPDIR:-/tmp}/ehat-pending-work
+mkdir -p "$out" "$work"
+[ -f .gpu/setup.sh ] || { echo "pending.sh: no .gpu (run tools/gpu-carry/make.sh first)" >&2; exit 2; }
+# shellcheck source=/dev/null
+source .gpu/setup.sh || exit 2
+steps=("$@")
+[ ${#steps[@]} -gt 0 ] || steps=(cuda sanitize installed remaster memory bench)
+summary=()
+
+# step NAME LIMIT: run step_NAME (in a child: `timeout` runs programs, not functions) with at
+# most LIMIT seconds (less when the deadline is near),
+# its output in $out/NAME.log, the log's end echoed for the call's output tail
+step() {
+  local name=$1 limit=$2 left t0 rc
+  left=$((deadline - $(date +%s) - 5))
+  if [ "$left" -lt 20 ]; then
+    summary+=("$name: not run (no time left)")
+    return
+  fi
+  [ "$limit" -gt "$left" ] && limit=$left
+  echo "### $name (limit ${limit}s)"
+  t0=$(date +%s)
+  timeout -k 5 "$limit" bash "$0" --one "$name" >"$out/$name.log" 2>&1
+  rc=$?
+  tail -n "${EHAT_PENDING_TAIL:-25}" "$out/$name.log"
+  summary+=("$name: rc=$rc in $(($(date +%s) - t0)) s$([ $rc -eq 124 ] && echo ' (time limit)')")
+}
+
+step_cuda() {
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
+  "${PYTHON:-python3}" .gpu/run.py --timeout 300 cuda backend-module
+}
+
+step_sanitize() {
+  local cs=compute-sanitizer rc=0
+  "${PYTHON:-python3}" .gpu/run.py --timeout 120 --wrap "$cs --tool memcheck --error-exitcode 3" cuda \
+    -- -p /cuda/golden/ehat-tiny-x2 -p /cuda/input-output -p /cuda/conv || rc=1
+  "${PYTHON:-python3}" .gpu/run.py --timeout 120 --wrap "$cs --tool racecheck --error-exitcode 3" cuda \
+    -- -p /cuda/attention -p /cuda/channel-attention || rc=1
+  return $rc
+}
+
+step_installed() {
+  local lib model
+  if [ "$root" = "$CHECKOUT" ]; then
+    echo "installed: dry run on the machine that made .gpu; not unpacking into / here"
+    return 0
+  fi
+  if [ "$(id -u)" != 0 ]; then
+    echo "installed: not root, cannot unpack into /"
+    return 1
+  fi
+  tar xJf .gpu/install.tar.xz -C / && ldconfig
+  lib=$(dirname "$(find /usr/local/lib* -name libehat.so.0 -print -quit)")
+  model=$(find /usr/local/share -name ehat-fast-x2.safetensors -print -quit)
+  echo "libehat in $lib, module: $(ls "$lib"/ehat-1/)"
+  # no EHAT_BACKEND_PATH: libehat must find its module where meson installed it
+  env -u EHAT_BACKEND_PATH /usr/local/bin/ehat bench --model "$model" --size 256x256 \
+    --backend cuda --repeat 3 --json || return 1
+  # the README's main job, on the installed plugin and its default model: GPU when present
+  env -u EHAT_BACKEND_PATH GST_PLUGIN_PATH_1_0="$lib/gstreamer-1.0" GST_DEBUG=ehatsr:4 \
+    gst-launch-1.0 filesrc location=samples/cockatoo-320x180.webm ! decodebin ! videoconvert ! \
+    ehatsr ! videoconvert ! fakesink 2>&1 | grep -E "engine:|fallback|ERROR|Execution ended"
+}
+
+step_remaster() {
+  # EHAT_PENDING_BACKEND / _CLIP: a dry run here on the CPU, e.g. cpu and the sample clip
+  local clip=${EHAT_PENDING_CLIP:-.gpu/clip-960x540.webm} be=${EHAT_PENDING_BACKEND:-cuda}
+  local model=models/ehat-fast-x2.safetensors rc=0
+  gst-inspect-1.0 nvh264enc >/dev/null 2>&1 || echo "remaster: no nvh264enc here (NVENC libraries missing?)"
+  for run in "nvh264 --backend $be" "nvh265 --backend $be" \
+      "x264 --backend $be --devices 0,0 --jobs 2 --segment-seconds 1"; do
+    set -- $run
+    local enc=$1
+    shift
+    echo "--- ehat-remaster --encoder $enc $*"
+    build/gst/remaster/ehat-remaster "$clip" "$work/r-$enc.mkv" --model "$model" --encoder "$enc" --force --json "$@" \
+      | grep -v '"event":"progress"' | tail -n 3 || rc=1
+    build/gst/remaster/ehat-remaster "$clip" "$work/r-$enc.mkv" --check || rc=1
+  done
+  return $rc
+}
+
+step_memory() {
+  "${PYTHON:-python3}" tools/make_model.py --preset hat-l-x4 -o "$work/hat-l-x4.safetensors" &&
+    build/ehat-core/ehat bench --model "$work/hat-l-x4.safetensors" --size 480x270 \
+      --backend cuda --precision fp16 --repeat 3 --json
+}
+
+step_bench() {
+  PYTHONUNBUFFERED=1 "${PYTHON:-python3}" bench/gpu-vs-torch --ehat build/ehat-core/ehat --preset ehat-x2 \
+    --size 960x540 --torch-modes fp16-eager,half-eager,fp16-compile --repeat 3 --warmup 1 \
+    --timeout 400 --json "$out/gpu-vs-torch-ehat-x2-960x540.json"
+}
+
+limit_of() {
+  case $1 in
+    cuda) echo 200 ;; sanitize) echo 150 ;; installed) echo 60 ;; remaster) echo 120 ;;
+    memory) echo 60 ;; bench) echo 450 ;; *) echo 0 ;;
+  esac
+}
+
+if [ "${1:-}" = --one ]; then
+  "step_$2"
+  exit
+fi
+for s in "${steps[@]}"; do
+  if [ "$(limit_of "$s")" = 0 ]; then
+    echo "pending.sh: no step '$s'" >&2
+    exit 2
+  fi
+done
+for s in "${steps[@]}"; do
+  step "$s" "$(limit_of "$s")"
+done
+echo "### summary ($(($(date +%s) - t_start)) s; logs in \$OUT)"
+printf '  %s\n' "${summary[@]}"
