@@ -32,8 +32,9 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import eval as ev  # noqa: E402
 
-# package -> (photographs to keep, their licence as the package's copyright file states it).
-# Plasma's other wallpapers are renders or flat art, not photographs.
+# package -> the photographs to keep and their licences, as each package's copyright file states
+# them. The same packages also hold renders and flat art (Plasma's other wallpapers, Lomiri's
+# umang and Infinite-Sea, MATE's abstract and desktop folders), which are left out.
 SOURCES: Dict[str, Dict] = {
     "plasma-workspace-wallpapers": {
         "pattern": "usr/share/wallpapers/{name}/contents/images/*",
@@ -41,7 +42,45 @@ SOURCES: Dict[str, Dict] = {
                   "OneStandsOut", "Path"],
         "licence": "GPL-2+ (KDE Visual Design Group; photographers named in each wallpaper's metadata)",
     },
+    # Photographs by the Ubuntu/UBports community, each under its own licence.
+    "lomiri-wallpapers-16.04": {
+        "pattern": "usr/share/backgrounds/{name}.jpg",
+        "names": {
+            "Bridge_by_Sander_Klootwijk": "CC-BY-SA-4.0",
+            "Dragonfly_by_Bolly": "CC-BY-SA-4.0",
+            "Picture_0B_by_freespace": "CC-BY-4.0",
+            "Picture_1A_by_freespace": "CC-BY-4.0",
+            "Wine_by_Jakkub_Mede": "CC-BY-4.0",
+            "aitzgorri_by_Aitzol_Berasategi": "CC-BY-4.0",
+            "free_by_Peter_Nerlich": "CC-BY-SA-4.0",
+            "friends_by_Aitzol_Berasategi": "CC-BY-4.0",
+            "greentock_by_Peter_Nerlich": "CC-BY-SA-4.0",
+            "life_by_Aitzol_Berasategi": "CC-BY-4.0",
+            "picosdeeuropa_by_Aitzol_Berasategi": "CC-BY-4.0",
+            "seeding_by_Clements_Engelhardt": "CC0-1.0",
+            "sunset_by_Aitzol_Berasategi": "CC-BY-4.0",
+        },
+    },
+    "lomiri-wallpapers-20.04": {
+        "pattern": "usr/share/backgrounds/{name}.jpg",
+        "names": {"Kleiber_by_Lukas_Baubkus": "CC-BY-SA-3.0"},
+    },
+    # MATE's "nature" folder: macro and landscape photographs (2005-2008).
+    "mate-backgrounds": {
+        "pattern": "usr/share/backgrounds/mate/nature/{name}.jpg",
+        "names": ["Aqua", "Blinds", "Dune", "FreshFlower", "Garden", "GreenMeadow", "LadyBird",
+                  "RainDrops", "Storm", "TwoWings", "Wood", "YellowFlower"],
+        "licence": "GPL-2+ (MATE; authors in the package's AUTHORS and copyright files)",
+    },
 }
+
+
+def photographs(src: Dict) -> Dict[str, str]:
+    """name -> licence of one SOURCES entry (a list shares the package's licence)."""
+    names = src["names"]
+    if isinstance(names, dict):
+        return dict(names)
+    return {name: src["licence"] for name in names}
 
 
 def largest(paths: List[str]) -> str:
@@ -82,7 +121,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for package, src in SOURCES.items():
             root = a.from_dir or fetch(package, tmp)
-            for name in src["names"]:
+            for name, licence in photographs(src).items():
                 found = glob.glob(os.path.join(root, src["pattern"].format(name=name)))
                 if not found:
                     print(f"train_images: {package} has no {name}; skipped", file=sys.stderr)
@@ -93,7 +132,7 @@ def main(argv=None) -> int:
                 out = os.path.join(a.output, f"{package.split('-')[0]}-{name}.png")
                 ev.write_image(out, img)
                 written += 1
-                print(f"{out}: {img.shape[1]}x{img.shape[0]} ({src['licence']})")
+                print(f"{out}: {img.shape[1]}x{img.shape[0]} ({licence})")
     if not written:
         print("train_images: no image written", file=sys.stderr)
         return 1

@@ -49,13 +49,20 @@ def test_train_images_from_unpacked_tree(tmp_path):
         d.mkdir(parents=True)
         for w, h in sizes:
             ev.write_image(str(d / f"{w}x{h}.png"), rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+    # Lomiri's photographs carry a licence each; its renders (umang) are not on the list
+    lomiri = root / "usr/share/backgrounds"
+    lomiri.mkdir(parents=True)
+    for name in ("Bridge_by_Sander_Klootwijk", "umang_by_Abhishek_Mudgal"):
+        ev.write_image(str(lomiri / f"{name}.jpg"), rng.integers(0, 256, (24, 36, 3), dtype=np.uint8))
     out = tmp_path / "out"
     r = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "train_images.py"), "-o", str(out),
                         "--from-dir", str(root)], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     # Kite is flat art, not on the list; the other listed photographs are missing and reported.
-    assert sorted(os.listdir(out)) == ["plasma-Grey.png", "plasma-Path.png"]
-    assert "has no BytheWater" in r.stderr
+    assert sorted(os.listdir(out)) == ["lomiri-Bridge_by_Sander_Klootwijk.png", "plasma-Grey.png",
+                                       "plasma-Path.png"]
+    assert "has no BytheWater" in r.stderr and "has no Aqua" in r.stderr
+    assert "lomiri-Bridge_by_Sander_Klootwijk.png: 18x12 (CC-BY-SA-4.0)" in r.stdout
     path = ev.read_image(str(out / "plasma-Path.png"))
     assert path.shape == (20, 32, 3)  # the 64x40 file, halved
     src = ev.read_image(str(root / os.path.dirname(pattern.format(name="Path")) / "64x40.png"))
