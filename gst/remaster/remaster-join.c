@@ -20,6 +20,7 @@
 #include "remaster-subtitle.h"
 
 #include <gst/app/app.h>
+#include <gst/pbutils/pbutils.h>
 #include <glib/gstdio.h>
 #include <string.h>
 
@@ -114,6 +115,22 @@ on_queue_full (GstElement * queue, gpointer user_data)
   g_object_set (queue, "max-size-time", limit + QUEUE_TIME, NULL);
 }
 
+static const gchar *
+muxer_for (const gchar * output)
+{
+  g_autofree gchar *lower = g_ascii_strdown (output, -1);
+  return g_str_has_suffix (lower, ".webm") ? "webmmux" : "matroskamux";
+}
+
+/* The join's rule: text with Pango markup goes through a converter to
+ * plain UTF-8; everything else must match the muxer's template as it is. */
+static gboolean
+stream_fits (const GstCaps * caps, GstCaps * accepted)
+{
+  return !caps || remaster_subtitle_is_markup (caps)
+      || gst_caps_can_intersect (caps, accepted);
+}
+
 static gboolean
 link_to_mux (Join * j, GstPad * pad, const gchar * template_name)
 {
@@ -125,7 +142,7 @@ link_to_mux (Join * j, GstPad * pad, const gchar * template_name)
   GST_DEBUG_OBJECT (pad, "%" GST_PTR_FORMAT " into %" GST_PTR_FORMAT, caps,
       accepted);
   gboolean markup = remaster_subtitle_is_markup (caps);
-  if (caps && !markup && !gst_caps_can_intersect (caps, accepted)) {
+  if (!stream_fits (caps, accepted)) {
     gst_element_release_request_pad (j->mux, muxpad);
     gst_object_unref (muxpad);
     return FALSE;
@@ -190,8 +207,8 @@ on_input_pad (GstElement * parsebin, GstPad * pad, gpointer user_data)
     g_autofree gchar *s = caps ? gst_caps_to_string (caps) : g_strdup ("?");
     g_mutex_lock (&j->lock);
     if (!j->link_error)
-      j->link_error = g_strdup_printf ("the output container cannot store "
-          "the input's %s stream (%s); choose .mkv for the output",
+      j->link_error = g_strdup_printf ("%s cannot store the input's %s "
+          "stream (%s)", muxer_for (j->manifest->output),
           kind == REMASTER_STREAM_AUDIO ? "audio" : "subtitle", s);
     g_mutex_unlock (&j->lock);
   }
@@ -431,14 +448,67 @@ pump_thread (gpointer user_data)
   return NULL;
 }
 
+/* ---- before the job: can the output hold the input's streams ---- */
+
+/* The first stream of `all` that `muxer`'s `tmpl` pads refuse, or -1. */
+static gint
+first_refused (GstElement * muxer, const gchar * tmpl, const GPtrArray * all)
+{
+  GstPadTemplate *t = gst_element_get_pad_template (muxer, tmpl);
+  g_autoptr (GstCaps) accepted = t ? gst_pad_template_get_caps (t) : NULL;
+  for (guint i = 0; all && i < all->len; i++)
+    if (!accepted || !stream_fits (g_ptr_array_index (all, i), accepted))
+      return (gint) i;
+  return -1;
+}
+
+gboolean
+remaster_join_check_streams (const gchar * output,
+    const GPtrArray * audio_caps, const GPtrArray * subtitle_caps,
+    GError ** error)
+{
+  const gchar *name = muxer_for (output);
+  g_autoptr (GstElement) mux = remaster_make (name, NULL, error);
+  if (!mux)
+    return FALSE;
+  gst_object_ref_sink (mux);
+  const GPtrArray *lists[] = { audio_caps, subtitle_caps };
+  const gchar *tmpls[] = { "audio_%u", "subtitle_%u" };
+  for (guint k = 0; k < 2; k++) {
+    gint i = first_refused (mux, tmpls[k], lists[k]);
+    if (i < 0)
+      continue;
+    GstCaps *caps = g_ptr_array_index (lists[k], i);
+    g_autofree gchar *codec = gst_pb_utils_get_codec_description (caps);
+    const gchar *type = gst_structure_get_name (gst_caps_get_structure (caps,
+            0));
+    g_autofree gchar *s = codec ? g_strdup_printf ("%s, %s", codec, type) :
+        g_strdup (type);
+    /* a WebM output may be the only problem */
+    gboolean mkv_would = FALSE;
+    if (!g_str_equal (name, "matroskamux")) {
+      g_autoptr (GstElement) mkv = gst_element_factory_make ("matroskamux",
+          NULL);
+      if (mkv) {
+        gst_object_ref_sink (mkv);
+        mkv_would = first_refused (mkv, tmpls[0], lists[0]) < 0
+            && first_refused (mkv, tmpls[1], lists[1]) < 0;
+      }
+    }
+    g_set_error (error, REMASTER_ERROR, REMASTER_ERROR_INPUT,
+        "%s cannot store the input's %s stream %d (%s), so the join would "
+        "fail after the upscaling; %s", name, k ? "subtitle" : "audio",
+        i + 1, s, mkv_would ? "choose .mkv for the output" :
+        "remaster a copy of the input without it and add it back to the "
+        "result afterwards (docs/remastering.md, \"Streams GStreamer cannot "
+        "mux\")");
+    return FALSE;
+  }
+  return TRUE;
+}
+
 /* ---- the whole ---- */
 
-static const gchar *
-muxer_for (const gchar * output)
-{
-  g_autofree gchar *lower = g_ascii_strdown (output, -1);
-  return g_str_has_suffix (lower, ".webm") ? "webmmux" : "matroskamux";
-}
 
 static gboolean
 build (Join * j, const gchar * temp, GError ** error)

@@ -1,6 +1,7 @@
 /* remaster-plan.c — validate the command line, probe, cut, write the
  * manifest. */
 #include "remaster-plan.h"
+#include "remaster-join.h"
 #include "remaster-encoder.h"
 #include "remaster-error.h"
 #include "remaster-pipeline.h"
@@ -179,6 +180,9 @@ remaster_plan_create (const gchar * workdir, const RemasterPlanOptions * o,
   GST_INFO ("probing %s", m->input);
   g_autoptr (RemasterProbe) probe = remaster_probe_run (m->input, error);
   if (!probe)
+    return NULL;
+  if (!remaster_join_check_streams (m->output, probe->audio_caps,
+          probe->subtitle_caps, error))
     return NULL;
   m->video_caps = gst_caps_to_string (probe->video_caps);
   GstStructure *s = gst_caps_get_structure (probe->video_caps, 0);

@@ -50,6 +50,13 @@ on_video_data (GstPad * pad, GstPadProbeInfo * info, gpointer user_data)
   return GST_PAD_PROBE_OK;
 }
 
+static GstCaps *
+stream_caps (GstPad * pad)
+{
+  GstCaps *caps = gst_pad_get_current_caps (pad);
+  return caps ? caps : gst_pad_query_caps (pad, NULL);
+}
+
 static void
 on_pad_added (GstElement * parsebin, GstPad * pad, gpointer user_data)
 {
@@ -72,9 +79,11 @@ on_pad_added (GstElement * parsebin, GstPad * pad, gpointer user_data)
       break;
     case REMASTER_STREAM_AUDIO:
       ctx->probe->n_audio++;
+      g_ptr_array_add (ctx->probe->audio_caps, stream_caps (pad));
       break;
     case REMASTER_STREAM_SUBTITLE:
       ctx->probe->n_subtitle++;
+      g_ptr_array_add (ctx->probe->subtitle_caps, stream_caps (pad));
       break;
     default:
       ctx->probe->n_ignored++;
@@ -92,6 +101,8 @@ remaster_probe_free (RemasterProbe * probe)
   if (probe->video_caps)
     gst_caps_unref (probe->video_caps);
   g_array_unref (probe->packets);
+  g_ptr_array_unref (probe->audio_caps);
+  g_ptr_array_unref (probe->subtitle_caps);
   g_free (probe);
 }
 
@@ -100,6 +111,10 @@ remaster_probe_run (const gchar * path, GError ** error)
 {
   g_autoptr (RemasterProbe) probe = g_new0 (RemasterProbe, 1);
   probe->packets = g_array_new (FALSE, FALSE, sizeof (RemasterPacket));
+  probe->audio_caps = g_ptr_array_new_with_free_func ((GDestroyNotify)
+      gst_caps_unref);
+  probe->subtitle_caps = g_ptr_array_new_with_free_func ((GDestroyNotify)
+      gst_caps_unref);
   probe->end = GST_CLOCK_TIME_NONE;
 
   g_autoptr (GstElement) pipeline = gst_pipeline_new ("probe");

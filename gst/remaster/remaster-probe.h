@@ -25,6 +25,8 @@ typedef struct
   GstClockTime end;             /* end of the last video frame */
   guint n_audio;                /* streams the join copies */
   guint n_subtitle;
+  GPtrArray *audio_caps;        /* GstCaps of each, in pad order */
+  GPtrArray *subtitle_caps;
   guint n_ignored;              /* further video streams, data streams */
 } RemasterProbe;
 

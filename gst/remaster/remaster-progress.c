@@ -270,8 +270,8 @@ remaster_progress_report (RemasterProgress * p, const RemasterManifest * m,
   g_print ("  video       %dx%d -> %dx%d, encoder %s\n", m->width, m->height,
       r->out_width, r->out_height, enc);
   if (r->jobs)
-    g_print ("  segments    %u of ~%g s, %u jobs%s%s; %u reused, %u redone\n",
-        m->segments->len, st->segment_seconds, r->jobs,
+    g_print ("  segments    %u of ~%g s, %u job%s%s%s; %u reused, %u redone\n",
+        m->segments->len, st->segment_seconds, r->jobs, r->jobs > 1 ? "s" : "",
         r->devices ? ", devices " : "", r->devices ? r->devices : "",
         r->reused, r->redone);
   else

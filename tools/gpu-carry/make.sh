@@ -53,5 +53,5 @@ gst-launch-1.0 -q videotestsrc num-buffers=96 pattern=ball ! \
   vp8enc deadline=1 keyframe-max-dist=24 ! webmmux ! filesink location=.gpu/clip-960x540.webm
 meson introspect "$build" --tests > .gpu/tests.json
 rm -rf .gpu/install && meson install -C "$build" --no-rebuild --quiet --destdir "$root/.gpu/install" >/dev/null
-tar cJf .gpu/install.tar.xz -C .gpu/install . && rm -rf .gpu/install
+tar cJf .gpu/install.tar.xz -C .gpu/install usr && rm -rf .gpu/install
 du -sh .gpu
