@@ -666,6 +666,23 @@ gst_ehat_sr_set_info (GstVideoFilter * filter, GstCaps * incaps,
         scale);
     return FALSE;
   }
+  /* The network sees a whole frame: two fields woven into one would be
+   * upscaled as a combed picture.  A "mixed" stream (DVD film, most of its
+   * frames progressive) is taken, with a warning at its first interlaced
+   * frame (transform_frame). */
+  if (GST_VIDEO_INFO_INTERLACE_MODE (in_info)
+      != GST_VIDEO_INTERLACE_MODE_PROGRESSIVE
+      && GST_VIDEO_INFO_INTERLACE_MODE (in_info)
+      != GST_VIDEO_INTERLACE_MODE_MIXED) {
+    GST_ELEMENT_ERROR (self, STREAM, FORMAT,
+        ("Interlaced video is not supported"),
+        ("interlace-mode=%s: deinterlace before ehatsr, e.g. "
+            "'deinterlace fields=top ! ehatsr'",
+            gst_video_interlace_mode_to_string (GST_VIDEO_INFO_INTERLACE_MODE
+                (in_info))));
+    return FALSE;
+  }
+  self->warned_interlaced = FALSE;
   if (!gst_ehat_sr_map_format (GST_VIDEO_INFO_FORMAT (in_info),
           &self->in_format)
       || !gst_ehat_sr_map_format (GST_VIDEO_INFO_FORMAT (out_info),
@@ -804,6 +821,14 @@ gst_ehat_sr_transform_frame (GstVideoFilter * filter, GstVideoFrame * in,
       &proportion);
   bicubic = late;
 
+  if (GST_VIDEO_FRAME_IS_INTERLACED (in) && !self->warned_interlaced) {
+    self->warned_interlaced = TRUE;
+    GST_ELEMENT_WARNING (self, STREAM, FORMAT,
+        ("Interlaced frames are upscaled as progressive ones"),
+        ("frame at %" GST_TIME_FORMAT " of this mixed stream is interlaced: "
+            "its fields are upscaled together (combing); deinterlace before "
+            "ehatsr for these", GST_TIME_ARGS (GST_BUFFER_PTS (in->buffer))));
+  }
   gst_ehat_sr_wrap_frame (in, self->in_format, &fin);
   gst_ehat_sr_wrap_frame (out, self->out_format, &fout);
 

@@ -82,6 +82,7 @@ struct _GstEhatSr
   EhatPixelFormat in_format;
   EhatPixelFormat out_format;
   gboolean has_alpha;
+  gboolean warned_interlaced;   /* once per stream (mixed interlace mode) */
   float *in_rgb, *out_rgb, *in_alpha, *out_alpha;
 
   /* statistics, under the object lock */

@@ -355,6 +355,69 @@ GST_START_TEST (test_missing_model)
 
 GST_END_TEST;
 
+/* Interleaved fields: refused with a clear error.  A mixed stream: taken,
+ * with one warning at its first interlaced frame. */
+GST_START_TEST (test_interlaced)
+{
+  GstHarness *hr = harness_new_for_scale (2);
+  GstBus *bus = gst_bus_new ();
+  GstMessage *msg;
+  GError *err = NULL;
+  gchar *debug = NULL;
+  GstBuffer *in, *out;
+  const gchar *caps = "video/x-raw,format=I420,width=16,height=12,"
+      "framerate=25/1,interlace-mode=interleaved";
+
+  gst_element_set_bus (hr->element, bus);
+  gst_harness_set_src_caps_str (hr, caps);
+  in = make_frame (caps, 0x40);
+  fail_unless (gst_harness_push (hr, in) != GST_FLOW_OK);
+  msg = gst_bus_pop_filtered (bus, GST_MESSAGE_ERROR);
+  fail_unless (msg != NULL, "no error for interleaved fields");
+  gst_message_parse_error (msg, &err, &debug);
+  fail_unless (err->domain == GST_STREAM_ERROR);
+  fail_unless (strstr (err->message, "Interlaced video is not supported"),
+      "message: %s", err->message);
+  fail_unless (strstr (debug, "deinterlace"), "debug: %s", debug);
+  g_clear_error (&err);
+  g_clear_pointer (&debug, g_free);
+  gst_message_unref (msg);
+  gst_element_set_bus (hr->element, NULL);
+  gst_harness_teardown (hr);
+
+  hr = harness_new_for_scale (2);
+  gst_element_set_bus (hr->element, bus);
+  caps = "video/x-raw,format=I420,width=16,height=12,framerate=25/1,"
+      "interlace-mode=mixed";
+  gst_harness_set_src_caps_str (hr, caps);
+  for (int i = 0; i < 3; i++) {
+    in = make_frame (caps, 0x40);
+    GST_BUFFER_PTS (in) = i * 40 * GST_MSECOND;
+    if (i > 0)
+      GST_BUFFER_FLAG_SET (in, GST_VIDEO_BUFFER_FLAG_INTERLACED);
+    out = gst_harness_push_and_pull (hr, in);
+    fail_unless (out != NULL, "mixed stream: no output for frame %d", i);
+    gst_buffer_unref (out);
+  }
+  msg = gst_bus_pop_filtered (bus, GST_MESSAGE_WARNING);
+  fail_unless (msg != NULL, "no warning for an interlaced frame");
+  gst_message_parse_warning (msg, &err, &debug);
+  fail_unless (strstr (err->message, "upscaled as progressive"), "message: %s",
+      err->message);
+  fail_unless (strstr (debug, "0:00:00.040000000"), "debug: %s", debug);
+  g_clear_error (&err);
+  g_clear_pointer (&debug, g_free);
+  gst_message_unref (msg);
+  /* once, not per frame */
+  fail_unless (gst_bus_pop_filtered (bus, GST_MESSAGE_WARNING) == NULL);
+  fail_unless (gst_bus_pop_filtered (bus, GST_MESSAGE_ERROR) == NULL);
+  gst_element_set_bus (hr->element, NULL);
+  gst_object_unref (bus);
+  gst_harness_teardown (hr);
+}
+
+GST_END_TEST;
+
 GST_START_TEST (test_timestamps_and_stats)
 {
   GstHarness *hr = harness_for (2, "I420", 16, 12);
@@ -838,6 +901,7 @@ ehatsr_suite (void)
   tcase_add_test (tc, test_auto_tiles_from_memory);
   tcase_add_test (tc, test_negotiation_all_formats);
   tcase_add_test (tc, test_odd_sizes);
+  tcase_add_test (tc, test_interlaced);
   return s;
 }
 

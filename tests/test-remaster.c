@@ -245,6 +245,24 @@ make_clip (const gchar * path, gboolean vfr, gboolean h264)
   gst_tag_list_unref (ff);
 }
 
+/* Runs `desc` into a file at `path`. */
+static void
+make_file (const gchar * desc, const gchar * path)
+{
+  g_autofree gchar *full = g_strdup_printf ("%s ! filesink location=\"%s\"",
+      desc, path);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GstElement) p = gst_parse_launch (full, &error);
+  g_assert_no_error (error);
+  gst_element_set_state (p, GST_STATE_PLAYING);
+  g_autoptr (GstBus) bus = gst_element_get_bus (p);
+  GstMessage *msg = gst_bus_timed_pop_filtered (bus, GST_CLOCK_TIME_NONE,
+      GST_MESSAGE_EOS | GST_MESSAGE_ERROR);
+  g_assert_cmpint (GST_MESSAGE_TYPE (msg), ==, GST_MESSAGE_EOS);
+  gst_message_unref (msg);
+  gst_element_set_state (p, GST_STATE_NULL);
+}
+
 /* ---- decoded frames ---- */
 
 typedef struct
@@ -744,22 +762,18 @@ test_errors (void)
   g_autofree gchar *text = tmp_path ("not-a-film.mkv");
   g_assert_true (g_file_set_contents (junk_model, "not a model", -1, NULL));
   g_assert_true (g_file_set_contents (text, "hello\n", -1, NULL));
-  /* AAC audio, which WebM cannot store: refused before any upscaling */
+  /* AAC audio, which WebM cannot store, and woven fields, which ehatsr
+   * cannot upscale: both refused before any upscaling */
   g_autofree gchar *aac = tmp_path ("aac.mkv");
   g_autofree gchar *webm = tmp_path ("err.webm");
-  g_autofree gchar *desc = g_strdup_printf ("videotestsrc num-buffers=8 ! "
+  g_autofree gchar *fields = tmp_path ("interlaced.mkv");
+  make_file ("videotestsrc num-buffers=8 ! "
       "video/x-raw,width=32,height=32,framerate=8/1 ! vp8enc deadline=1 ! "
       "mux. audiotestsrc num-buffers=10 ! avenc_aac ! aacparse ! mux. "
-      "matroskamux name=mux ! filesink location=\"%s\"", aac);
-  g_autoptr (GstElement) p = gst_parse_launch (desc, NULL);
-  g_assert_nonnull (p);
-  gst_element_set_state (p, GST_STATE_PLAYING);
-  g_autoptr (GstBus) bus = gst_element_get_bus (p);
-  GstMessage *msg = gst_bus_timed_pop_filtered (bus, GST_CLOCK_TIME_NONE,
-      GST_MESSAGE_EOS | GST_MESSAGE_ERROR);
-  g_assert_cmpint (GST_MESSAGE_TYPE (msg), ==, GST_MESSAGE_EOS);
-  gst_message_unref (msg);
-  gst_element_set_state (p, GST_STATE_NULL);
+      "matroskamux name=mux", aac);
+  make_file ("videotestsrc num-buffers=8 ! video/x-raw,width=32,height=32,"
+      "framerate=8/1,interlace-mode=interleaved ! x264enc interlaced=true ! "
+      "h264parse ! matroskamux", fields);
 
   struct
   {
@@ -782,6 +796,8 @@ test_errors (void)
     {{clip, out, "--precision", "fp8"}, 2, "unknown precision"},
     {{clip, out, "--ensemble", "3"}, 2, "--ensemble 3: 1, 2, 4 or 8"},
     {{clip, "out.mp4"}, 2, ".mkv"},
+    {{fields, out}, 1, "interlaced (interlace-mode=interleaved) and ehatsr "
+          "needs progressive frames: deinterlace it first"},
     {{aac, webm, "--encoder", "vp9"}, 1, "webmmux cannot store the input's "
           "audio stream 1 (MPEG-4 AAC, audio/mpeg), so the join would fail "
           "after the upscaling; choose .mkv"},
@@ -819,7 +835,7 @@ main (int argc, char **argv)
     return 1;
   }
   const gchar *need[] = { "videotestsrc", "vp8enc", "vorbisenc", "subparse",
-    "matroskamux", "avenc_ffv1", "avenc_aac", "aacparse"
+    "matroskamux", "avenc_ffv1", "avenc_aac", "aacparse", "x264enc"
   };
   for (guint i = 0; i < G_N_ELEMENTS (need); i++) {
     GstElementFactory *f = gst_element_factory_find (need[i]);

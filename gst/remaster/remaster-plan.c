@@ -186,6 +186,22 @@ remaster_plan_create (const gchar * workdir, const RemasterPlanOptions * o,
     return NULL;
   m->video_caps = gst_caps_to_string (probe->video_caps);
   GstStructure *s = gst_caps_get_structure (probe->video_caps, 0);
+  /* ehatsr takes whole progressive frames (it refuses woven fields, and
+   * warns at the first interlaced frame of a mixed stream): say so now,
+   * not in the first segment */
+  const gchar *interlace = gst_structure_get_string (s, "interlace-mode");
+  if (interlace && g_str_equal (interlace, "mixed")) {
+    g_printerr ("ehat-remaster: warning: the input's video is "
+        "interlace-mode=mixed: frames flagged interlaced are upscaled as "
+        "progressive ones; if many are, deinterlace it first "
+        "(docs/remastering.md, \"Interlaced sources\")\n");
+  } else if (interlace && !g_str_equal (interlace, "progressive")) {
+    g_set_error (error, REMASTER_ERROR, REMASTER_ERROR_INPUT,
+        "the input's video is interlaced (interlace-mode=%s) and ehatsr "
+        "needs progressive frames: deinterlace it first "
+        "(docs/remastering.md, \"Interlaced sources\")", interlace);
+    return NULL;
+  }
   gst_structure_get_int (s, "width", &m->width);
   gst_structure_get_int (s, "height", &m->height);
   if (!gst_structure_get_fraction (s, "framerate", &m->fps_n, &m->fps_d)) {
