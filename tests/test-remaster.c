@@ -168,6 +168,19 @@ make_vfr (GstPad * pad, GstPadProbeInfo * info, gpointer user_data)
   return GST_PAD_PROBE_OK;
 }
 
+/* Plays `p` to its end; an error fails the test. */
+static void
+run_to_eos (GstElement * p)
+{
+  gst_element_set_state (p, GST_STATE_PLAYING);
+  g_autoptr (GstBus) bus = gst_element_get_bus (p);
+  GstMessage *msg = gst_bus_timed_pop_filtered (bus, GST_CLOCK_TIME_NONE,
+      GST_MESSAGE_EOS | GST_MESSAGE_ERROR);
+  g_assert_cmpint (GST_MESSAGE_TYPE (msg), ==, GST_MESSAGE_EOS);
+  gst_message_unref (msg);
+  gst_element_set_state (p, GST_STATE_NULL);
+}
+
 /* vfr: variable frame rate; h264: open-GOP H.264 with B-frames (frames
  * reordered across the cuts, leading B-frames that reference the previous
  * GOP) instead of VP8. */
@@ -224,13 +237,7 @@ make_clip (const gchar * path, gboolean vfr, gboolean h264)
     gst_object_unref (pad);
     gst_object_unref (enc);
   }
-  gst_element_set_state (p, GST_STATE_PLAYING);
-  g_autoptr (GstBus) bus = gst_element_get_bus (p);
-  GstMessage *msg = gst_bus_timed_pop_filtered (bus, GST_CLOCK_TIME_NONE,
-      GST_MESSAGE_EOS | GST_MESSAGE_ERROR);
-  g_assert_cmpint (GST_MESSAGE_TYPE (msg), ==, GST_MESSAGE_EOS);
-  gst_message_unref (msg);
-  gst_element_set_state (p, GST_STATE_NULL);
+  run_to_eos (p);
 
   /* free-form global tags, as ffmpeg writes them (matroskamux itself cannot
    * write these): --check wants them in every remaster */
@@ -254,13 +261,7 @@ make_file (const gchar * desc, const gchar * path)
   g_autoptr (GError) error = NULL;
   g_autoptr (GstElement) p = gst_parse_launch (full, &error);
   g_assert_no_error (error);
-  gst_element_set_state (p, GST_STATE_PLAYING);
-  g_autoptr (GstBus) bus = gst_element_get_bus (p);
-  GstMessage *msg = gst_bus_timed_pop_filtered (bus, GST_CLOCK_TIME_NONE,
-      GST_MESSAGE_EOS | GST_MESSAGE_ERROR);
-  g_assert_cmpint (GST_MESSAGE_TYPE (msg), ==, GST_MESSAGE_EOS);
-  gst_message_unref (msg);
-  gst_element_set_state (p, GST_STATE_NULL);
+  run_to_eos (p);
 }
 
 /* ---- decoded frames ---- */

@@ -74,11 +74,13 @@ pair_free (gpointer p)
   g_free (x);
 }
 
+/* pread/pwrite all `n` bytes at `pos` (retrying short transfers). */
 static gboolean
-read_at (int fd, guint64 pos, guint8 * buf, gsize n)
+io_at (int fd, guint64 pos, guint8 * buf, gsize n, gboolean write)
 {
   while (n > 0) {
-    ssize_t r = pread (fd, buf, n, (off_t) pos);
+    ssize_t r = write ? pwrite (fd, buf, n, (off_t) pos)
+        : pread (fd, buf, n, (off_t) pos);
     if (r < 0 && errno == EINTR)
       continue;
     if (r <= 0)
@@ -90,21 +92,8 @@ read_at (int fd, guint64 pos, guint8 * buf, gsize n)
   return TRUE;
 }
 
-static gboolean
-write_at (int fd, guint64 pos, const guint8 * buf, gsize n)
-{
-  while (n > 0) {
-    ssize_t r = pwrite (fd, buf, n, (off_t) pos);
-    if (r < 0 && errno == EINTR)
-      continue;
-    if (r <= 0)
-      return FALSE;
-    buf += r;
-    pos += (guint64) r;
-    n -= (gsize) r;
-  }
-  return TRUE;
-}
+#define read_at(fd, pos, buf, n) io_at (fd, pos, buf, n, FALSE)
+#define write_at(fd, pos, buf, n) io_at (fd, pos, (guint8 *) (buf), n, TRUE)
 
 /* The element header at `pos`, which must end by `end`. */
 static gboolean
