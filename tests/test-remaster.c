@@ -6,7 +6,7 @@
  * subparse, matroska, avenc_ffv1) and EHATSR_MODEL (the small x2 model).
  * Clips are tiny (96×64, 48 frames, a keyframe every 8 frames) so that the
  * whole suite stays well under a minute on two cores. */
-#include "remaster-mkvtags.h"
+#include "remaster-mkvpatch.h"
 
 #include <gst/gst.h>
 #include <gst/app/app.h>
@@ -351,7 +351,52 @@ assert_check_ok (const gchar * in, const gchar * out)
   result_clear (&r);
 }
 
+/* The first video stream's mastering-display-info as demuxed, or NULL. */
+static gchar *
+demuxed_mastering (const gchar * path)
+{
+  g_autofree gchar *desc = g_strdup_printf ("filesrc location=\"%s\" ! "
+      "matroskademux ! fakesink name=s", path);
+  g_autoptr (GstElement) p = gst_parse_launch (desc, NULL);
+  g_assert_nonnull (p);
+  gst_element_set_state (p, GST_STATE_PAUSED);
+  g_assert_cmpint (gst_element_get_state (p, NULL, NULL, GST_CLOCK_TIME_NONE),
+      ==, GST_STATE_CHANGE_SUCCESS);
+  GstElement *sink = gst_bin_get_by_name (GST_BIN (p), "s");
+  GstPad *pad = gst_element_get_static_pad (sink, "sink");
+  g_autoptr (GstCaps) caps = gst_pad_get_current_caps (pad);
+  gst_object_unref (pad);
+  gst_object_unref (sink);
+  gst_element_set_state (p, GST_STATE_NULL);
+  const gchar *v = caps ? gst_structure_get_string (gst_caps_get_structure
+      (caps, 0), "mastering-display-info") : NULL;
+  return g_strdup (v);
+}
+
 /* ---- tests ---- */
+
+/* HDR10: 10 bits, PQ and the mastering display survive two segments and
+ * the join (each Matroska write by matroskamux 1.22 used to divide the
+ * master's luminance by 5: 200 nits in, 8 out). */
+static void
+test_hdr (void)
+{
+  g_autofree gchar *in = tmp_path ("hdr.mkv");
+  g_autofree gchar *out = tmp_path ("hdr-x2.mkv");
+  make_file ("videotestsrc num-buffers=8 ! video/x-raw,format=I420_10LE,"
+      "width=128,height=64,framerate=8/1,colorimetry=bt2100-pq ! x265enc "
+      "key-int-max=4 option-string=\"master-display=G(13250,34500)"
+      "B(7500,3000)R(34000,16000)WP(15635,16450)L(10000000,1):"
+      "max-cll=1000,400\" ! h265parse ! matroskamux", in);
+  Result r = run (in, out, "--encoder", "x265", "--segment-seconds", "0.5",
+      "--jobs", "1", NULL);
+  assert_success (&r);
+  result_clear (&r);
+  g_autofree gchar *a = demuxed_mastering (in);
+  g_autofree gchar *b = demuxed_mastering (out);
+  g_assert_nonnull (a);
+  g_assert_cmpstr (b, ==, a);
+}
 
 /* One process, one segment: the reference for the others. */
 static void
@@ -836,7 +881,7 @@ main (int argc, char **argv)
     return 1;
   }
   const gchar *need[] = { "videotestsrc", "vp8enc", "vorbisenc", "subparse",
-    "matroskamux", "avenc_ffv1", "avenc_aac", "aacparse", "x264enc"
+    "matroskamux", "avenc_ffv1", "avenc_aac", "aacparse", "x264enc", "x265enc"
   };
   for (guint i = 0; i < G_N_ELEMENTS (need); i++) {
     GstElementFactory *f = gst_element_factory_find (need[i]);
@@ -863,6 +908,7 @@ main (int argc, char **argv)
   g_test_add_func ("/remaster/vfr", test_vfr);
   g_test_add_func ("/remaster/h264-open-gop", test_h264_open_gop);
   g_test_add_func ("/remaster/errors", test_errors);
+  g_test_add_func ("/remaster/hdr", test_hdr);
   /* its own meson test (suite slurm): -p /remaster/slurm */
   g_test_add_func ("/remaster/slurm", test_slurm);
   int rc = g_test_run ();

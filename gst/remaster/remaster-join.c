@@ -12,7 +12,7 @@
  * take new tracks once its header is written) and the input's chapters
  * and tags have been seen. */
 #include "remaster-join.h"
-#include "remaster-mkvtags.h"
+#include "remaster-mkvpatch.h"
 #include "remaster-error.h"
 #include "remaster-fs.h"
 #include "remaster-manifest.h"
@@ -621,12 +621,15 @@ remaster_join_run (const gchar * workdir, RemasterJoinResult * result,
         G_GUINT64_FORMAT, j.frames, j.manifest->frames);
     ok = FALSE;
   }
-  /* the input's free-form global tags, which matroskamux does not write */
+  /* what matroskamux writes wrong or not at all: the input's free-form
+   * global tags, an HDR master's luminance */
   if (ok && j.global_tags) {
     g_autoptr (GError) tag_error = NULL;
     if (!remaster_mkv_add_tags (temp, j.global_tags, NULL, &tag_error))
       g_printerr ("ehat-remaster: warning: %s\n", tag_error->message);
   }
+  if (ok)
+    remaster_mkv_fix_hdr (temp, j.manifest->video_caps);
   ok = ok && remaster_fs_sync_file (temp, error)
       && remaster_fs_rename (temp, j.manifest->output, error);
   if (!ok)

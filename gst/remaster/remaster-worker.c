@@ -19,6 +19,7 @@
 #include "remaster-error.h"
 #include "remaster-fs.h"
 #include "remaster-manifest.h"
+#include "remaster-mkvpatch.h"
 #include "remaster-pipeline.h"
 #include "remaster-segment.h"
 
@@ -491,6 +492,8 @@ process (Worker * w, gchar ** backend, GError ** error)
   if (!ok)
     return FALSE;
   report_progress (w, TRUE);
+  /* each Matroska write would scale an HDR master's luminance down */
+  remaster_mkv_fix_hdr (w->temp_path, w->manifest->video_caps);
   /* Durable before visible: a crash after the rename leaves a complete
    * file, a crash before it leaves only a temporary one. */
   if (!remaster_fs_sync_file (w->temp_path, error)

@@ -1,10 +1,12 @@
-/* remaster_mkv_add_tags (gst/remaster/remaster-mkvtags.c): free-form global
- * tags written into files matroskamux made, read back by matroskademux;
- * nothing written twice; files of another layout left as they were. */
-#include "remaster-mkvtags.h"
+/* gst/remaster/remaster-mkvpatch.c on files matroskamux made, read back by
+ * matroskademux: free-form global tags added, nothing written twice, files
+ * of another layout left as they were; an HDR master's luminance restored
+ * where matroskamux mis-scaled it, and only there. */
+#include "remaster-mkvpatch.h"
 #include "remaster-error.h"
 
 #include <gst/gst.h>
+#include <gst/video/video.h>
 #include <glib/gstdio.h>
 #include <string.h>
 
@@ -224,18 +226,99 @@ test_refused (void)
   g_assert_no_error (error);
 }
 
+/* The mastering display of the file's video as matroskademux reports it
+ * (from the container's Colour element). */
+static gboolean
+demuxed_mastering (const gchar * path, GstVideoMasteringDisplayInfo * minfo)
+{
+  g_autofree gchar *desc = g_strdup_printf ("filesrc location=\"%s\" ! "
+      "matroskademux ! fakesink name=s", path);
+  g_autoptr (GstElement) p = gst_parse_launch (desc, NULL);
+  g_assert_nonnull (p);
+  gst_element_set_state (p, GST_STATE_PAUSED);
+  g_assert_cmpint (gst_element_get_state (p, NULL, NULL, GST_CLOCK_TIME_NONE),
+      ==, GST_STATE_CHANGE_SUCCESS);
+  GstElement *sink = gst_bin_get_by_name (GST_BIN (p), "s");
+  GstPad *pad = gst_element_get_static_pad (sink, "sink");
+  g_autoptr (GstCaps) caps = gst_pad_get_current_caps (pad);
+  gst_object_unref (pad);
+  gst_object_unref (sink);
+  gst_element_set_state (p, GST_STATE_NULL);
+  return caps && gst_video_mastering_display_info_from_caps (minfo, caps);
+}
+
+/* x265 writes a 1000-nit master (0.0001 cd/m² minimum); matroskamux labels
+ * it 200 nits; the fix puts the caps' values back.  (128×64 frames: x265's
+ * 10-bit lookahead overruns its buffers on much smaller ones.) */
+static void
+test_mastering_luminance (void)
+{
+  GstElementFactory *f = gst_element_factory_find ("x265enc");
+  if (!f) {
+    g_printerr ("x265enc missing: run tools/setup-debian.sh\n");
+    g_assert_not_reached ();
+  }
+  gst_object_unref (f);
+  g_autofree gchar *path = make_file ("hdr.mkv", "videotestsrc "
+      "num-buffers=4 ! video/x-raw,format=I420_10LE,width=128,height=64,"
+      "framerate=4/1,colorimetry=bt2100-pq ! x265enc option-string="
+      "\"master-display=G(13250,34500)B(7500,3000)R(34000,16000)"
+      "WP(15635,16450)L(10000000,1):max-cll=1000,400\" ! h265parse", NULL);
+  GstVideoMasteringDisplayInfo minfo, back;
+  g_assert_true (demuxed_mastering (path, &back));
+  /* the muxer's error, which this fix is for (a fixed GStreamer writes
+   * 10000000 here: then nothing is to be done, and this test says so) */
+  g_assert_cmpuint (back.max_display_mastering_luminance, ==, 2000000);
+
+  minfo = back;
+  minfo.max_display_mastering_luminance = 10000000;
+  minfo.min_display_mastering_luminance = 1;
+  g_autoptr (GError) error = NULL;
+  gboolean fixed = FALSE;
+  /* other values than the mis-scaled ones: left alone */
+  GstVideoMasteringDisplayInfo other = minfo;
+  other.max_display_mastering_luminance = 40000000;
+  other.min_display_mastering_luminance = 50;
+  g_assert_true (remaster_mkv_fix_mastering_luminance (path, &other, &fixed,
+          &error));
+  g_assert_false (fixed);
+  g_assert_true (remaster_mkv_fix_mastering_luminance (path, &minfo, &fixed,
+          &error));
+  g_assert_no_error (error);
+  g_assert_true (fixed);
+  g_assert_true (demuxed_mastering (path, &back));
+  g_assert_cmpuint (back.max_display_mastering_luminance, ==, 10000000);
+  g_assert_cmpuint (back.min_display_mastering_luminance, ==, 1);
+  guint frames;
+  g_autoptr (GstTagList) t = read_back (path, &frames);
+  g_assert_cmpuint (frames, ==, 4);
+  /* done once: a second pass finds nothing to fix */
+  g_assert_true (remaster_mkv_fix_mastering_luminance (path, &minfo, &fixed,
+          &error));
+  g_assert_false (fixed);
+
+  /* no mastering display in the file: nothing to do, no error */
+  g_autofree gchar *sdr = make_file ("sdr.mkv", "videotestsrc num-buffers=2 "
+      "! video/x-raw,format=I420,width=32,height=16,framerate=2/1", NULL);
+  g_assert_true (remaster_mkv_fix_mastering_luminance (sdr, &minfo, &fixed,
+          &error));
+  g_assert_no_error (error);
+  g_assert_false (fixed);
+}
+
 int
 main (int argc, char **argv)
 {
   gst_init (&argc, &argv);
   g_test_init (&argc, &argv, NULL);
   g_autoptr (GError) error = NULL;
-  tmpdir = g_dir_make_tmp ("ehat-mkvtags-XXXXXX", &error);
+  tmpdir = g_dir_make_tmp ("ehat-mkvpatch-XXXXXX", &error);
   g_assert_no_error (error);
 
-  g_test_add_func ("/mkvtags/grow-tags", test_grow_tags);
-  g_test_add_func ("/mkvtags/new-tags", test_new_tags);
-  g_test_add_func ("/mkvtags/refused", test_refused);
+  g_test_add_func ("/mkvpatch/grow-tags", test_grow_tags);
+  g_test_add_func ("/mkvpatch/new-tags", test_new_tags);
+  g_test_add_func ("/mkvpatch/refused", test_refused);
+  g_test_add_func ("/mkvpatch/mastering-luminance", test_mastering_luminance);
   int rc = g_test_run ();
   if (rc == 0) {
     g_autofree gchar *cmd = g_strdup_printf ("rm -rf '%s'", tmpdir);

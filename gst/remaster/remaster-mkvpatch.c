@@ -1,22 +1,30 @@
-/* remaster-mkvtags.c — free-form global tags into a finished Matroska file.
+/* remaster-mkvpatch.c — in-place fixes of a Matroska file matroskamux has
+ * just finished, for what GStreamer 1.22's matroskamux writes wrong or not
+ * at all.  Nothing before the old end of the file moves, so the Cues and
+ * every other position stay valid; a layout other than matroskamux's is
+ * left untouched and reported.
  *
- * matroskademux turns the SimpleTags it has no GStreamer name for (ffmpeg's
- * MAJOR_BRAND and COMPATIBLE_BRANDS, a studio's own fields) into
- * extended-comment "NAME=value" tags, but matroskamux (1.22) writes only the
- * tags of its own table and drops these.  So that a remaster keeps every
- * global tag, the join adds them to the file matroskamux has just finished,
- * in place, as one more global Tag (Matroska allows several):
+ * Free-form global tags.  matroskademux turns the SimpleTags it has no
+ * GStreamer name for (ffmpeg's MAJOR_BRAND and COMPATIBLE_BRANDS, a
+ * studio's own fields) into extended-comment "NAME=value" tags, but
+ * matroskamux writes only the tags of its own table and drops these.  So
+ * that a remaster keeps every global tag, they are added as one more global
+ * Tag (Matroska allows several):
  *  - a file with a Tags element: matroskamux writes it last, after the
  *    Cues, with 8-byte sizes; the new Tag goes at the end of the file and
  *    the sizes of Tags and Segment grow by its length;
  *  - a file without one: a Tags element is appended and the SeekHead entry
  *    matroskamux reserves for it (a Void) becomes its Seek.
- * Nothing moves, so the Cues and every other position stay valid.  A
- * layout other than these is left untouched and reported. */
-#include "remaster-mkvtags.h"
+ *
+ * HDR mastering luminance.  matroskamux writes the mastering display's
+ * LuminanceMax/Min (cd/m²) divided by 50000, the chromaticities' scale,
+ * instead of 10000: a 1000-nit master is labelled 200 nits.  The floats
+ * are rewritten in place, only where the file holds exactly that error. */
+#include "remaster-mkvpatch.h"
 #include "remaster-error.h"
 
 #include <errno.h>
+#include <math.h>
 #include <fcntl.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -31,6 +39,14 @@
 #define ID_VOID 0xECu
 #define ID_CLUSTER 0x1F43B675u
 #define ID_TAGS 0x1254C367u
+#define ID_TRACKS 0x1654AE6Bu
+#define ID_TRACKENTRY 0xAEu
+#define ID_TRACKTYPE 0x83u
+#define ID_VIDEO 0xE0u
+#define ID_COLOUR 0x55B0u
+#define ID_MASTERING 0x55D0u
+#define ID_LUMINANCEMAX 0x55D9u
+#define ID_LUMINANCEMIN 0x55DAu
 #define ID_TAG 0x7373u
 #define ID_TARGETS 0x63C0u
 #define ID_SIMPLETAG 0x67C8u
@@ -328,6 +344,8 @@ typedef struct
   Element segment;
   guint64 seg_data;             /* where Seek positions count from */
   Element seekhead;
+  gboolean have_tracks;
+  Element tracks;
   gboolean have_tags;
   Element tags;
   gboolean have_void;
@@ -393,6 +411,11 @@ read_layout (const gchar * path, Layout * l, GError ** error)
           read_uint (l->fd, &s, &id);
         else if (s.id == ID_SEEKPOS)
           read_uint (l->fd, &s, &rel);
+      }
+      if (id == ID_TRACKS && rel != G_MAXUINT64) {
+        l->have_tracks = read_element (l->fd, l->seg_data + rel,
+            l->file_size, &l->tracks) && l->tracks.id == ID_TRACKS
+            && !l->tracks.unknown;
       }
       if (id == ID_TAGS && rel != G_MAXUINT64) {
         if (l->have_tags)
@@ -545,4 +568,153 @@ remaster_mkv_add_tags (const gchar * path, const GstTagList * tags,
       && add_tags (path, &l, pairs, added, error);
   close (l.fd);
   return ok;
+}
+
+/* ---- HDR mastering luminance ---- */
+
+/* The first child of `parent` with `id`. */
+static gboolean
+find_child (int fd, const Element * parent, guint32 id, Element * found)
+{
+  guint64 end = END (*parent);
+  for (guint64 p = parent->pos + parent->hlen; p < end; p = END (*found)) {
+    if (!read_element (fd, p, end, found) || found->unknown)
+      return FALSE;
+    if (found->id == id)
+      return TRUE;
+  }
+  return FALSE;
+}
+
+static gboolean
+read_float (int fd, const Element * e, gdouble * v)
+{
+  guint8 b[8];
+  if ((e->size != 4 && e->size != 8) || !read_at (fd, e->pos + e->hlen, b,
+          e->size))
+    return FALSE;
+  if (e->size == 4) {
+    guint32 u = GST_READ_UINT32_BE (b);
+    gfloat f;
+    memcpy (&f, &u, 4);
+    *v = f;
+  } else {
+    guint64 u = GST_READ_UINT64_BE (b);
+    memcpy (v, &u, 8);
+  }
+  return TRUE;
+}
+
+static gboolean
+write_float (int fd, const Element * e, gdouble v)
+{
+  guint8 b[8];
+  if (e->size == 4) {
+    gfloat f = (gfloat) v;
+    guint32 u;
+    memcpy (&u, &f, 4);
+    GST_WRITE_UINT32_BE (b, u);
+  } else {
+    guint64 u;
+    memcpy (&u, &v, 8);
+    GST_WRITE_UINT64_BE (b, u);
+  }
+  return write_at (fd, e->pos + e->hlen, b, e->size);
+}
+
+static gboolean
+close_to (gdouble a, gdouble b)
+{
+  return fabs (a - b) <= 1e-4 * MAX (fabs (b), 1e-6);
+}
+
+/* The first video track's MasteringMetadata. */
+static gboolean
+find_mastering (int fd, const Layout * l, Element * mastering)
+{
+  guint64 end = END (l->tracks);
+  Element entry, e;
+  for (guint64 p = l->tracks.pos + l->tracks.hlen; p < end; p = END (entry)) {
+    if (!read_element (fd, p, end, &entry) || entry.unknown)
+      return FALSE;
+    guint64 type = 0;
+    if (entry.id != ID_TRACKENTRY || !find_child (fd, &entry, ID_TRACKTYPE, &e)
+        || !read_uint (fd, &e, &type) || type != 1)
+      continue;
+    Element video, colour;
+    return find_child (fd, &entry, ID_VIDEO, &video)
+        && find_child (fd, &video, ID_COLOUR, &colour)
+        && find_child (fd, &colour, ID_MASTERING, mastering);
+  }
+  return FALSE;
+}
+
+gboolean
+remaster_mkv_fix_mastering_luminance (const gchar * path,
+    const GstVideoMasteringDisplayInfo * minfo, gboolean * fixed,
+    GError ** error)
+{
+  Layout l = { .fd = -1 };
+  struct stat st;
+  Element mastering, lmax, lmin;
+  gboolean have_max, have_min, ok = TRUE;
+  gdouble vmax = 0, vmin = 0;
+
+  *fixed = FALSE;
+  l.fd = open (path, O_RDWR | O_CLOEXEC);
+  if (l.fd < 0 || fstat (l.fd, &st) != 0) {
+    int e = errno;
+    g_set_error (error, REMASTER_ERROR, REMASTER_ERROR_PIPELINE,
+        "cannot open %s: %s", path, g_strerror (e));
+    if (l.fd >= 0)
+      close (l.fd);
+    return FALSE;
+  }
+  l.file_size = (guint64) st.st_size;
+  if (!read_layout (path, &l, error)) {
+    close (l.fd);
+    return FALSE;
+  }
+  /* no HDR metadata in the file: nothing to fix */
+  if (!l.have_tracks || !find_mastering (l.fd, &l, &mastering)) {
+    close (l.fd);
+    return TRUE;
+  }
+  have_max = find_child (l.fd, &mastering, ID_LUMINANCEMAX, &lmax)
+      && read_float (l.fd, &lmax, &vmax);
+  have_min = find_child (l.fd, &mastering, ID_LUMINANCEMIN, &lmin)
+      && read_float (l.fd, &lmin, &vmin);
+  /* GstVideoMasteringDisplayInfo counts 0.0001 cd/m²; matroskamux divided
+   * by 50000 where 10000 was meant */
+  gdouble want_max = minfo->max_display_mastering_luminance / 10000.0;
+  gdouble want_min = minfo->min_display_mastering_luminance / 10000.0;
+  gboolean bad_max = have_max && want_max > 0
+      && close_to (vmax, want_max / 5.0) && !close_to (vmax, want_max);
+  gboolean bad_min = have_min && want_min > 0
+      && close_to (vmin, want_min / 5.0) && !close_to (vmin, want_min);
+  if ((bad_max && !write_float (l.fd, &lmax, want_max))
+      || (bad_min && !write_float (l.fd, &lmin, want_min))) {
+    int e = errno;
+    g_set_error (error, REMASTER_ERROR, REMASTER_ERROR_PIPELINE,
+        "cannot write the mastering luminance into %s: %s", path,
+        g_strerror (e));
+    ok = FALSE;
+  }
+  *fixed = ok && (bad_max || bad_min);
+  close (l.fd);
+  return ok;
+}
+
+void
+remaster_mkv_fix_hdr (const gchar * path, const gchar * video_caps)
+{
+  GstVideoMasteringDisplayInfo minfo;
+  g_autoptr (GstCaps) caps = video_caps ? gst_caps_from_string (video_caps)
+      : NULL;
+  g_autoptr (GError) error = NULL;
+  gboolean fixed;
+
+  if (caps && gst_video_mastering_display_info_from_caps (&minfo, caps)
+      && !remaster_mkv_fix_mastering_luminance (path, &minfo, &fixed, &error))
+    g_printerr ("ehat-remaster: warning: %s\n", error->message);
 }

@@ -1,0 +1,34 @@
+/* remaster-mkvpatch.h — in-place fixes of finished Matroska files. */
+#ifndef REMASTER_MKVPATCH_H
+#define REMASTER_MKVPATCH_H
+
+#include <gst/gst.h>
+#include <gst/video/video.h>
+
+G_BEGIN_DECLS
+
+/* Appends the "NAME=value" (or "NAME[lang]=value") entries of the
+ * extended-comment tag of `tags` to the Matroska/WebM file at `path` as one
+ * more global Tag, skipping those the file's global tags already hold.
+ * `added` (may be NULL): how many were written.  A file whose layout is not
+ * the one matroskamux writes is left untouched and reported as an error. */
+gboolean remaster_mkv_add_tags (const gchar * path, const GstTagList * tags,
+    guint * added, GError ** error);
+
+/* Rewrites the first video track's mastering display luminance (Colour ›
+ * MasteringMetadata › LuminanceMax/Min) to `minfo`'s where the file holds
+ * matroskamux 1.22's mis-scaled values (a fifth of them); `fixed` tells
+ * whether it did.  A file without the metadata, or with other values, is
+ * left as it is. */
+gboolean remaster_mkv_fix_mastering_luminance (const gchar * path,
+    const GstVideoMasteringDisplayInfo * minfo, gboolean * fixed,
+    GError ** error);
+
+/* The same for a file made from a video whose caps are `video_caps` (a
+ * string; no mastering display in them: nothing to do); a failure is
+ * printed as a warning, the file stays usable. */
+void remaster_mkv_fix_hdr (const gchar * path, const gchar * video_caps);
+
+G_END_DECLS
+
+#endif
