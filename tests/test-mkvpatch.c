@@ -306,6 +306,108 @@ test_mastering_luminance (void)
   g_assert_false (fixed);
 }
 
+static GstTagList *
+attachment_tags (const gchar * name, gsize size)
+{
+  GstBuffer *buf = gst_buffer_new_allocate (NULL, size, NULL);
+  GstMapInfo map;
+  g_assert_true (gst_buffer_map (buf, &map, GST_MAP_WRITE));
+  for (gsize i = 0; i < size; i++)
+    map.data[i] = (guint8) (i * 7 + 3);
+  gst_buffer_unmap (buf, &map);
+  GstStructure *info = gst_structure_new ("GstTagAttachmentInfo", "filename",
+      G_TYPE_STRING, name, "mimetype", G_TYPE_STRING, "font/ttf", NULL);
+  GstSample *sample = gst_sample_new (buf, NULL, NULL, info);
+  gst_buffer_unref (buf);
+  GstTagList *t = gst_tag_list_new (GST_TAG_ATTACHMENT, sample, NULL);
+  gst_sample_unref (sample);
+  return t;
+}
+
+/* The attachment read back is the one written: name, type and bytes. */
+static void
+check_attachment (const GstTagList * back, const GstTagList * want)
+{
+  GstSample *a = NULL, *b = NULL;
+  g_assert_true (gst_tag_list_get_sample_index (want, GST_TAG_ATTACHMENT, 0,
+          &a));
+  g_assert_true (gst_tag_list_get_sample_index (back, GST_TAG_ATTACHMENT, 0,
+          &b));
+  g_assert_cmpstr (gst_structure_get_string (gst_sample_get_info (b),
+          "filename"), ==, "font.ttf");
+  g_assert_cmpstr (gst_structure_get_string (gst_sample_get_info (b),
+          "mimetype"), ==, "font/ttf");
+  GstBuffer *ba = gst_sample_get_buffer (a), *bb = gst_sample_get_buffer (b);
+  g_assert_cmpuint (gst_buffer_get_size (bb), ==, gst_buffer_get_size (ba));
+  GstMapInfo map;
+  g_assert_true (gst_buffer_map (ba, &map, GST_MAP_READ));
+  g_assert_cmpint (gst_buffer_memcmp (bb, 0, map.data, map.size), ==, 0);
+  gst_buffer_unmap (ba, &map);
+  gst_sample_unref (a);
+  gst_sample_unref (b);
+}
+
+/* Attachments (which matroskamux cannot write) after the tags: in a file
+ * whose SeekHead matroskamux filled (chapters, cues, tags), and in one
+ * without any tags, where the SeekHead gains two entries. */
+static void
+test_attachments (void)
+{
+  g_autofree gchar *full = g_build_filename (tmpdir, "chapters.mkv", NULL);
+  /* chapters: the SeekHead's fifth entry */
+  {
+    g_autofree gchar *desc = g_strdup_printf ("videotestsrc num-buffers=12 ! "
+        "video/x-raw,width=64,height=48,framerate=12/1 ! vp8enc deadline=1 ! "
+        "matroskamux name=mux ! filesink location=\"%s\"", full);
+    g_autoptr (GstElement) p = gst_parse_launch (desc, NULL);
+    GstElement *mux = gst_bin_get_by_name (GST_BIN (p), "mux");
+    GstToc *toc = gst_toc_new (GST_TOC_SCOPE_GLOBAL);
+    GstTocEntry *ed = gst_toc_entry_new (GST_TOC_ENTRY_TYPE_EDITION, "ed");
+    GstTocEntry *ch = gst_toc_entry_new (GST_TOC_ENTRY_TYPE_CHAPTER, "c");
+    gst_toc_entry_set_start_stop_times (ch, 0, GST_SECOND);
+    gst_toc_entry_append_sub_entry (ed, ch);
+    gst_toc_append_entry (toc, ed);
+    gst_toc_setter_set_toc (GST_TOC_SETTER (mux), toc);
+    gst_toc_unref (toc);
+    gst_tag_setter_add_tags (GST_TAG_SETTER (mux), GST_TAG_MERGE_REPLACE,
+        GST_TAG_TITLE, "T", NULL);
+    gst_object_unref (mux);
+    gst_element_set_state (p, GST_STATE_PLAYING);
+    g_autoptr (GstBus) bus = gst_element_get_bus (p);
+    GstMessage *m = gst_bus_timed_pop_filtered (bus, GST_CLOCK_TIME_NONE,
+        GST_MESSAGE_EOS | GST_MESSAGE_ERROR);
+    g_assert_cmpint (GST_MESSAGE_TYPE (m), ==, GST_MESSAGE_EOS);
+    gst_message_unref (m);
+    gst_element_set_state (p, GST_STATE_NULL);
+  }
+  g_autofree gchar *bare = make_file ("bare.mkv", "videotestsrc "
+      "num-buffers=6 ! video/x-raw,format=I420,width=32,height=16,"
+      "framerate=6/1", NULL);
+  const gchar *files[] = { full, bare };
+  const guint frames_in[] = { 12, 6 };
+  for (guint f = 0; f < G_N_ELEMENTS (files); f++) {
+    g_autoptr (GstTagList) t = wanted ();
+    g_autoptr (GstTagList) att = attachment_tags ("font.ttf", 5000);
+    g_autoptr (GError) error = NULL;
+    guint added = 0;
+    g_assert_true (remaster_mkv_add_tags (files[f], t, &added, &error));
+    g_assert_no_error (error);
+    g_assert_cmpuint (added, ==, 2);
+    g_assert_true (remaster_mkv_add_attachments (files[f], att, &added,
+            &error));
+    g_assert_no_error (error);
+    g_assert_cmpuint (added, ==, 1);
+    check_added (files[f], frames_in[f]);
+    guint frames;
+    g_autoptr (GstTagList) back = read_back (files[f], &frames);
+    check_attachment (back, att);
+    /* the file has attachments now: a second call adds none */
+    g_assert_true (remaster_mkv_add_attachments (files[f], att, &added,
+            &error));
+    g_assert_cmpuint (added, ==, 0);
+  }
+}
+
 int
 main (int argc, char **argv)
 {
@@ -319,6 +421,7 @@ main (int argc, char **argv)
   g_test_add_func ("/mkvpatch/new-tags", test_new_tags);
   g_test_add_func ("/mkvpatch/refused", test_refused);
   g_test_add_func ("/mkvpatch/mastering-luminance", test_mastering_luminance);
+  g_test_add_func ("/mkvpatch/attachments", test_attachments);
   int rc = g_test_run ();
   if (rc == 0) {
     g_autofree gchar *cmd = g_strdup_printf ("rm -rf '%s'", tmpdir);

@@ -250,6 +250,20 @@ make_clip (const gchar * path, gboolean vfr, gboolean h264)
   g_assert_no_error (error);
   g_assert_cmpuint (added, ==, 2);
   gst_tag_list_unref (ff);
+  /* and an attachment (a font for SSA/ASS subtitles), which matroskamux
+   * cannot write either */
+  GstBuffer *font = gst_buffer_new_allocate (NULL, 3000, NULL);
+  gst_buffer_memset (font, 0, 0x5a, 3000);
+  GstSample *sample = gst_sample_new (font, NULL, NULL,
+      gst_structure_new ("GstTagAttachmentInfo", "filename", G_TYPE_STRING,
+          "font.ttf", "mimetype", G_TYPE_STRING, "font/ttf", NULL));
+  gst_buffer_unref (font);
+  GstTagList *att = gst_tag_list_new (GST_TAG_ATTACHMENT, sample, NULL);
+  gst_sample_unref (sample);
+  g_assert_true (remaster_mkv_add_attachments (path, att, &added, &error));
+  g_assert_no_error (error);
+  g_assert_cmpuint (added, ==, 1);
+  gst_tag_list_unref (att);
 }
 
 /* Runs `desc` into a file at `path`. */

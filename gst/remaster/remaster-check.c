@@ -281,6 +281,45 @@ compare_packets (const gchar * what, guint n, Stream * a, Stream * b,
     differ (diffs, "%s %u: %u packets differ in all", what, n, bad);
 }
 
+/* Samples (attachments, images) by their bytes and info; GStreamer
+ * compares them by pointer. */
+static gboolean
+same_value (const GValue * a, const GValue * b)
+{
+  if (G_VALUE_HOLDS (a, GST_TYPE_SAMPLE) && G_VALUE_HOLDS (b, GST_TYPE_SAMPLE)) {
+    GstSample *sa = gst_value_get_sample (a), *sb = gst_value_get_sample (b);
+    GstBuffer *ba = gst_sample_get_buffer (sa), *bb = gst_sample_get_buffer (sb);
+    const GstStructure *ia = gst_sample_get_info (sa);
+    const GstStructure *ib = gst_sample_get_info (sb);
+    gsize n = ba ? gst_buffer_get_size (ba) : 0;
+    GstMapInfo map;
+    gboolean same = ba && bb && n == gst_buffer_get_size (bb)
+        && (!ia || (ib && gst_structure_is_equal (ia, ib)));
+    if (same && gst_buffer_map (ba, &map, GST_MAP_READ)) {
+      same = gst_buffer_memcmp (bb, 0, map.data, map.size) == 0;
+      gst_buffer_unmap (ba, &map);
+    }
+    return same;
+  }
+  return gst_value_compare (a, b) == GST_VALUE_EQUAL;
+}
+
+/* A value for a message: a sample by its name and size, not its bytes. */
+static gchar *
+describe_value (const GValue * v)
+{
+  if (G_VALUE_HOLDS (v, GST_TYPE_SAMPLE)) {
+    GstSample *sample = gst_value_get_sample (v);
+    GstBuffer *buf = gst_sample_get_buffer (sample);
+    const GstStructure *info = gst_sample_get_info (sample);
+    const gchar *name = info ? gst_structure_get_string (info, "filename") :
+        NULL;
+    return g_strdup_printf ("%s, %" G_GSIZE_FORMAT " bytes", name ? name :
+        "a sample", buf ? gst_buffer_get_size (buf) : 0);
+  }
+  return gst_value_serialize (v);
+}
+
 static void
 compare_tags (Listing * a, Listing * b, GPtrArray * diffs)
 {
@@ -296,17 +335,17 @@ compare_tags (Listing * a, Listing * b, GPtrArray * diffs)
         || g_str_equal (name, GST_TAG_DATE_TIME))
       continue;
     /* every value, in any order: extended-comment holds one "NAME=value"
-     * per free-form Matroska tag */
+     * per free-form Matroska tag, attachment one file each */
     guint na = gst_tag_list_get_tag_size (a->tags, name);
     guint nb = b->tags ? gst_tag_list_get_tag_size (b->tags, name) : 0;
     for (guint k = 0; k < na; k++) {
       const GValue *va = gst_tag_list_get_value_index (a->tags, name, k);
       gboolean found = FALSE;
       for (guint m = 0; m < nb && !found; m++)
-        found = gst_value_compare (va, gst_tag_list_get_value_index (b->tags,
-                name, m)) == GST_VALUE_EQUAL;
+        found = same_value (va, gst_tag_list_get_value_index (b->tags, name,
+                m));
       if (!found) {
-        g_autofree gchar *s = gst_value_serialize (va);
+        g_autofree gchar *s = describe_value (va);
         differ (diffs, "tag %s (%s) is missing or different", name, s);
       }
     }

@@ -622,10 +622,13 @@ remaster_join_run (const gchar * workdir, RemasterJoinResult * result,
     ok = FALSE;
   }
   /* what matroskamux writes wrong or not at all: the input's free-form
-   * global tags, an HDR master's luminance */
+   * global tags and attachments (tags first: they grow the last element),
+   * an HDR master's luminance */
   if (ok && j.global_tags) {
     g_autoptr (GError) tag_error = NULL;
-    if (!remaster_mkv_add_tags (temp, j.global_tags, NULL, &tag_error))
+    if (!remaster_mkv_add_tags (temp, j.global_tags, NULL, &tag_error)
+        || !remaster_mkv_add_attachments (temp, j.global_tags, NULL,
+            &tag_error))
       g_printerr ("ehat-remaster: warning: %s\n", tag_error->message);
   }
   if (ok)

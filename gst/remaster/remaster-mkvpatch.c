@@ -13,8 +13,15 @@
  *  - a file with a Tags element: matroskamux writes it last, after the
  *    Cues, with 8-byte sizes; the new Tag goes at the end of the file and
  *    the sizes of Tags and Segment grow by its length;
- *  - a file without one: a Tags element is appended and the SeekHead entry
- *    matroskamux reserves for it (a Void) becomes its Seek.
+ *  - a file without one: a Tags element is appended.
+ *
+ * Attachments (fonts for SSA/ASS subtitles, cover art), which matroskademux
+ * reports as "attachment" tags and matroskamux drops: an Attachments element
+ * is appended after the Tags.
+ *
+ * An appended element is found through the SeekHead: matroskamux gives it
+ * 140 bytes, five 28-byte entries (Voids for those it leaves out), and
+ * rewritten compactly (at most 21 bytes each) they leave room for more.
  *
  * HDR mastering luminance.  matroskamux writes the mastering display's
  * LuminanceMax/Min (cd/m²) divided by 50000, the chromaticities' scale,
@@ -40,6 +47,12 @@
 #define ID_CLUSTER 0x1F43B675u
 #define ID_TAGS 0x1254C367u
 #define ID_TRACKS 0x1654AE6Bu
+#define ID_ATTACHMENTS 0x1941A469u
+#define ID_ATTACHEDFILE 0x61A7u
+#define ID_FILENAME 0x466Eu
+#define ID_FILEMIMETYPE 0x4660u
+#define ID_FILEDATA 0x465Cu
+#define ID_FILEUID 0x46AEu
 #define ID_TRACKENTRY 0xAEu
 #define ID_TRACKTYPE 0x83u
 #define ID_VIDEO 0xE0u
@@ -346,10 +359,13 @@ typedef struct
   Element seekhead;
   gboolean have_tracks;
   Element tracks;
+  gboolean have_attachments;
   gboolean have_tags;
   Element tags;
-  gboolean have_void;
-  Element seek_void;            /* a Void in the SeekHead */
+  /* the SeekHead's entries: level-1 ID and position from seg_data */
+  guint32 seek_ids[16];
+  guint64 seek_pos[16];
+  guint n_seeks;
 } Layout;
 
 static gboolean
@@ -397,10 +413,7 @@ read_layout (const gchar * path, Layout * l, GError ** error)
       p = END (e)) {
     if (!read_element (l->fd, p, end, &e) || e.unknown)
       return layout_error (error, path, "a damaged SeekHead");
-    if (e.id == ID_VOID && !l->have_void) {
-      l->seek_void = e;
-      l->have_void = TRUE;
-    } else if (e.id == ID_SEEK) {
+    if (e.id == ID_SEEK) {
       guint64 send = END (e), rel = G_MAXUINT64;
       guint64 id = 0;
       Element s;
@@ -412,6 +425,14 @@ read_layout (const gchar * path, Layout * l, GError ** error)
         else if (s.id == ID_SEEKPOS)
           read_uint (l->fd, &s, &rel);
       }
+      if (rel == G_MAXUINT64 || id == 0 || id > G_MAXUINT32)
+        return layout_error (error, path, "a damaged SeekHead");
+      if (l->n_seeks == G_N_ELEMENTS (l->seek_ids))
+        return layout_error (error, path, "too many SeekHead entries");
+      l->seek_ids[l->n_seeks] = (guint32) id;
+      l->seek_pos[l->n_seeks++] = rel;
+      if (id == ID_ATTACHMENTS)
+        l->have_attachments = TRUE;
       if (id == ID_TRACKS && rel != G_MAXUINT64) {
         l->have_tracks = read_element (l->fd, l->seg_data + rel,
             l->file_size, &l->tracks) && l->tracks.id == ID_TRACKS
@@ -431,6 +452,7 @@ read_layout (const gchar * path, Layout * l, GError ** error)
   return TRUE;
 }
 
+
 /* Rewrites the size field of `e` as `size`, in its present length. */
 static gboolean
 resize (int fd, const Element * e, guint64 size)
@@ -440,38 +462,86 @@ resize (int fd, const Element * e, guint64 size)
       && write_at (fd, e->pos + (e->hlen - e->size_len), s, e->size_len);
 }
 
-/* The Seek entry for a Tags element at `rel`, filling the SeekHead's Void
- * exactly: Seek { SeekID 4 bytes, SeekPosition 8 bytes }, its size field
- * taking up what is left of the room (1-8 bytes), else a Void after it. */
+/* Rewrites the SeekHead in its own room with one more entry (`id` at
+ * `rel`): matroskamux writes its entries with 8-byte sizes and positions
+ * (28 bytes each, with Voids for the ones it leaves out); compact ones take
+ * 21 bytes at most, so there is room for one or two more. */
 static gboolean
-make_seek (guint64 room, guint64 rel, guint8 seek[32], gsize * len)
+seekhead_add (Layout * l, guint32 id, guint64 rel)
 {
-  guint8 body[18] = { 0x53, 0xAB, 0x84, 0x12, 0x54, 0xC3, 0x67, 0x53, 0xAC,
-    0x88
-  };
-  for (guint i = 0; i < 8; i++)
-    body[10 + i] = (guint8) (rel >> (8 * (7 - i)));
-  if (room < 2 + 1 + sizeof body)
-    return FALSE;
-  guint sl = (guint) MIN (room - 2 - sizeof body, (guint64) 8);
-  guint64 rest = room - 2 - sl - sizeof body;
-  if (rest == 1) {
-    sl--;
-    rest++;
+  g_autoptr (GByteArray) body = g_byte_array_new ();
+  guint64 room = l->seekhead.size;
+
+  l->seek_ids[l->n_seeks] = id;
+  l->seek_pos[l->n_seeks] = rel;
+  for (guint i = 0; i <= l->n_seeks; i++) {
+    guint8 e[24];
+    guint n = 1;
+    while (n < 8 && (l->seek_pos[i] >> (8 * n)))
+      n++;
+    /* Seek { SeekID (4), SeekPosition (n) } */
+    e[0] = 0x4D;
+    e[1] = 0xBB;
+    e[2] = 0x80 | (guint8) (7 + 3 + n);
+    e[3] = 0x53;
+    e[4] = 0xAB;
+    e[5] = 0x84;
+    GST_WRITE_UINT32_BE (e + 6, l->seek_ids[i]);
+    e[10] = 0x53;
+    e[11] = 0xAC;
+    e[12] = 0x80 | (guint8) n;
+    for (guint k = 0; k < n; k++)
+      e[13 + k] = (guint8) (l->seek_pos[i] >> (8 * (n - 1 - k)));
+    g_byte_array_append (body, e, 13 + n);
   }
-  if (rest > 0 && (rest - 2 > 126 || 2 + sl + sizeof body + rest > 32))
+  if (body->len > room || room - body->len == 1)
     return FALSE;
-  seek[0] = 0x4D;
-  seek[1] = 0xBB;
-  encode_size (sizeof body, sl, seek + 2);
-  memcpy (seek + 2 + sl, body, sizeof body);
-  *len = 2 + sl + sizeof body;
+  /* the rest of the room: one Void */
+  guint64 rest = room - body->len;
   if (rest > 0) {
-    seek[*len] = ID_VOID;
-    encode_size (rest - 2, 1, seek + *len + 1);
-    memset (seek + *len + 2, 0, rest - 2);
-    *len += rest;
+    guint8 v[9] = { ID_VOID };
+    guint sl = rest - 2 <= 126 ? 1 : 8;
+    if (rest < 1 + sl || !encode_size (rest - 1 - sl, sl, v + 1))
+      return FALSE;
+    g_byte_array_append (body, v, 1 + sl);
+    g_byte_array_set_size (body, (guint) room);
+    memset (body->data + (room - (rest - 1 - sl)), 0, rest - 1 - sl);
   }
+  return write_at (l->fd, l->seekhead.pos + l->seekhead.hlen, body->data,
+      body->len);
+}
+
+/* Appends a level-1 element (`tail`: its body, given an 8-byte size as
+ * matroskamux's have) at the end of the segment and points the SeekHead at
+ * it. */
+static gboolean
+append_level1 (const gchar * path, Layout * l, guint32 id, GByteArray * tail,
+    GError ** error)
+{
+  guint8 head[12], probe[8];
+  GST_WRITE_UINT32_BE (head, id);
+  encode_size (tail->len, 8, head + 4);
+  g_byte_array_prepend (tail, head, sizeof head);
+  if (!l->segment.unknown && !encode_size (l->segment.size + tail->len,
+          l->segment.size_len, probe))
+    return layout_error (error, path, "the segment's size field is too "
+        "short");
+  guint64 at = l->file_size;
+  if (!write_at (l->fd, at, tail->data, tail->len)
+      || !seekhead_add (l, id, at - l->seg_data)
+      || (!l->segment.unknown && !resize (l->fd, &l->segment,
+              l->segment.size + tail->len))) {
+    int e = errno;
+    if (ftruncate (l->fd, (off_t) at) != 0)
+      (void) 0;
+    g_set_error (error, REMASTER_ERROR, REMASTER_ERROR_PIPELINE,
+        "cannot add to %s: %s", path, e ? g_strerror (e) :
+        "no room in the SeekHead");
+    return FALSE;
+  }
+  l->n_seeks++;
+  l->segment.size += tail->len;
+  l->file_size += tail->len;
   return TRUE;
 }
 
@@ -499,43 +569,29 @@ add_tags (const gchar * path, Layout * l, GPtrArray * pairs, guint * added,
     return TRUE;
 
   g_autoptr (GByteArray) tail = make_tag (pairs);
-  guint8 seek[32], probe[8];
-  gsize seek_len = 0;
-  if (l->have_tags) {
+  guint8 probe[8];
+  if (!l->have_tags) {
+    /* a new Tags element at the end */
+    if (!append_level1 (path, l, ID_TAGS, tail, error))
+      return FALSE;
+  } else {
     /* matroskamux's Tags is the file's last element: grow it */
     if (END (l->tags) != l->file_size)
       return layout_error (error, path, "the Tags element does not end the "
           "file");
-    if (!encode_size (l->tags.size + tail->len, l->tags.size_len, probe))
-      return layout_error (error, path, "the Tags element's size field is "
-          "too short");
-  } else {
-    /* a new Tags element at the end, found through the SeekHead's Void */
-    if (!l->have_void || !make_seek (l->seek_void.hlen + l->seek_void.size,
-            l->file_size - l->seg_data, seek, &seek_len))
-      return layout_error (error, path, "no room for a Tags entry in the "
-          "SeekHead");
-    /* with an 8-byte size, like matroskamux's */
-    guint8 head[12] = { 0x12, 0x54, 0xC3, 0x67 };
-    encode_size (tail->len, 8, head + 4);
-    g_byte_array_prepend (tail, head, sizeof head);
-  }
-  if (!l->segment.unknown && !encode_size (l->segment.size + tail->len,
-          l->segment.size_len, probe))
-    return layout_error (error, path, "the segment's size field is too "
-        "short");
-
-  /* append, then point at it: nothing before the old end moves */
-  if (!write_at (l->fd, l->file_size, tail->data, tail->len)
-      || (l->have_tags && !resize (l->fd, &l->tags, l->tags.size + tail->len))
-      || (!l->have_tags && !write_at (l->fd, l->seek_void.pos, seek,
-              seek_len))
-      || (!l->segment.unknown && !resize (l->fd, &l->segment,
-              l->segment.size + tail->len))) {
-    int e = errno;
-    g_set_error (error, REMASTER_ERROR, REMASTER_ERROR_PIPELINE,
-        "cannot write the tags into %s: %s", path, g_strerror (e));
-    return FALSE;
+    if (!encode_size (l->tags.size + tail->len, l->tags.size_len, probe)
+        || (!l->segment.unknown && !encode_size (l->segment.size + tail->len,
+                l->segment.size_len, probe)))
+      return layout_error (error, path, "a size field is too short");
+    if (!write_at (l->fd, l->file_size, tail->data, tail->len)
+        || !resize (l->fd, &l->tags, l->tags.size + tail->len)
+        || (!l->segment.unknown && !resize (l->fd, &l->segment,
+                l->segment.size + tail->len))) {
+      int e = errno;
+      g_set_error (error, REMASTER_ERROR, REMASTER_ERROR_PIPELINE,
+          "cannot write the tags into %s: %s", path, g_strerror (e));
+      return FALSE;
+    }
   }
   if (added)
     *added = pairs->len;
@@ -717,4 +773,88 @@ remaster_mkv_fix_hdr (const gchar * path, const gchar * video_caps)
   if (caps && gst_video_mastering_display_info_from_caps (&minfo, caps)
       && !remaster_mkv_fix_mastering_luminance (path, &minfo, &fixed, &error))
     g_printerr ("ehat-remaster: warning: %s\n", error->message);
+}
+
+/* ---- attachments ---- */
+
+/* An AttachedFile for one "attachment" tag value (a GstSample: the file's
+ * bytes, and an info structure with its filename and mimetype, as
+ * matroskademux makes them). */
+static gboolean
+put_attached_file (GByteArray * out, GstSample * sample)
+{
+  GstBuffer *buf = gst_sample_get_buffer (sample);
+  const GstStructure *info = gst_sample_get_info (sample);
+  const gchar *name = info ? gst_structure_get_string (info, "filename") :
+      NULL;
+  const gchar *mime = info ? gst_structure_get_string (info, "mimetype") :
+      NULL;
+  GstMapInfo map;
+
+  if (!buf || !name || !*name || !gst_buffer_map (buf, &map, GST_MAP_READ))
+    return FALSE;
+  g_autoptr (GByteArray) f = g_byte_array_new ();
+  put_string (f, ID_FILENAME, name);
+  put_string (f, ID_FILEMIMETYPE, mime && *mime ? mime :
+      "application/octet-stream");
+  put_id (f, ID_FILEDATA);
+  put_size (f, map.size);
+  g_byte_array_append (f, map.data, (guint) map.size);
+  gst_buffer_unmap (buf, &map);
+  /* FileUID: any non-zero number unique in the file */
+  guint8 uid[8];
+  GST_WRITE_UINT64_BE (uid, g_random_int () | ((guint64) g_random_int () <<
+          32) | 1);
+  put_id (f, ID_FILEUID);
+  put_size (f, 8);
+  g_byte_array_append (f, uid, 8);
+  put_id (out, ID_ATTACHEDFILE);
+  put_size (out, f->len);
+  g_byte_array_append (out, f->data, f->len);
+  return TRUE;
+}
+
+gboolean
+remaster_mkv_add_attachments (const gchar * path, const GstTagList * tags,
+    guint * added, GError ** error)
+{
+  guint n = tags ? gst_tag_list_get_tag_size (tags, GST_TAG_ATTACHMENT) : 0;
+  Layout l = { .fd = -1 };
+  struct stat st;
+  gboolean ok;
+
+  if (added)
+    *added = 0;
+  if (n == 0)
+    return TRUE;
+  g_autoptr (GByteArray) body = g_byte_array_new ();
+  guint count = 0;
+  for (guint i = 0; i < n; i++) {
+    GstSample *sample = NULL;
+    if (gst_tag_list_get_sample_index (tags, GST_TAG_ATTACHMENT, i, &sample)) {
+      count += put_attached_file (body, sample);
+      gst_sample_unref (sample);
+    }
+  }
+  if (count == 0)
+    return TRUE;
+  l.fd = open (path, O_RDWR | O_CLOEXEC);
+  if (l.fd < 0 || fstat (l.fd, &st) != 0) {
+    int e = errno;
+    g_set_error (error, REMASTER_ERROR, REMASTER_ERROR_PIPELINE,
+        "cannot open %s: %s", path, g_strerror (e));
+    if (l.fd >= 0)
+      close (l.fd);
+    return FALSE;
+  }
+  l.file_size = (guint64) st.st_size;
+  ok = read_layout (path, &l, error);
+  /* a muxer that writes them itself: nothing to add */
+  if (ok && !l.have_attachments) {
+    ok = append_level1 (path, &l, ID_ATTACHMENTS, body, error);
+    if (ok && added)
+      *added = count;
+  }
+  close (l.fd);
+  return ok;
 }

@@ -15,6 +15,16 @@ G_BEGIN_DECLS
 gboolean remaster_mkv_add_tags (const gchar * path, const GstTagList * tags,
     guint * added, GError ** error);
 
+/* Appends the files of the "attachment" tag of `tags` (fonts for SSA/ASS
+ * subtitles, cover art: matroskademux reports a Matroska file's attachments
+ * so, matroskamux does not write them) as an Attachments element at the
+ * end of the file, reached through the SeekHead.  Call it after
+ * remaster_mkv_add_tags (which needs the Tags element last).  A file that
+ * has attachments already is left as it is.  `added` (may be NULL): how many
+ * were written. */
+gboolean remaster_mkv_add_attachments (const gchar * path,
+    const GstTagList * tags, guint * added, GError ** error);
+
 /* Rewrites the first video track's mastering display luminance (Colour ›
  * MasteringMetadata › LuminanceMax/Min) to `minfo`'s where the file holds
  * matroskamux 1.22's mis-scaled values (a fifth of them); `fixed` tells
