@@ -286,9 +286,11 @@ compare_packets (const gchar * what, guint n, Stream * a, Stream * b,
 static gboolean
 same_value (const GValue * a, const GValue * b)
 {
-  if (G_VALUE_HOLDS (a, GST_TYPE_SAMPLE) && G_VALUE_HOLDS (b, GST_TYPE_SAMPLE)) {
+  if (G_VALUE_HOLDS (a, GST_TYPE_SAMPLE)
+      && G_VALUE_HOLDS (b, GST_TYPE_SAMPLE)) {
     GstSample *sa = gst_value_get_sample (a), *sb = gst_value_get_sample (b);
-    GstBuffer *ba = gst_sample_get_buffer (sa), *bb = gst_sample_get_buffer (sb);
+    GstBuffer *ba = gst_sample_get_buffer (sa);
+    GstBuffer *bb = gst_sample_get_buffer (sb);
     const GstStructure *ia = gst_sample_get_info (sa);
     const GstStructure *ib = gst_sample_get_info (sb);
     gsize n = ba ? gst_buffer_get_size (ba) : 0;
