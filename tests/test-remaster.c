@@ -412,6 +412,78 @@ test_hdr (void)
   g_assert_cmpstr (b, ==, a);
 }
 
+/* The tracks as mkvmerge -J lists them: type, name, language and every
+ * flag, one line each. */
+static gchar *
+track_list (const gchar * path)
+{
+  const gchar *argv[] = { "mkvmerge", "-J", path, NULL };
+  g_autofree gchar *out = NULL;
+  gint status = 0;
+  g_autoptr (GError) error = NULL;
+  g_assert_true (g_spawn_sync (NULL, (gchar **) argv, NULL,
+          G_SPAWN_SEARCH_PATH | G_SPAWN_STDERR_TO_DEV_NULL, NULL, NULL, &out,
+          NULL, &status, &error));
+  g_assert_no_error (error);
+  g_assert_cmpint (status, ==, 0);
+  g_autoptr (JsonParser) parser = json_parser_new ();
+  g_assert_true (json_parser_load_from_data (parser, out, -1, NULL));
+  JsonArray *tracks = json_object_get_array_member (json_node_get_object
+      (json_parser_get_root (parser)), "tracks");
+  static const gchar *keys[] = { "track_name", "language", "default_track",
+    "forced_track", "enabled_track", "flag_hearing_impaired",
+    "flag_commentary"
+  };
+  GString *s = g_string_new (NULL);
+  for (guint i = 0; i < json_array_get_length (tracks); i++) {
+    JsonObject *t = json_array_get_object_element (tracks, i);
+    JsonObject *p = json_object_get_object_member (t, "properties");
+    g_string_append (s, json_object_get_string_member (t, "type"));
+    for (guint k = 0; k < G_N_ELEMENTS (keys); k++) {
+      JsonNode *n = json_object_get_member (p, keys[k]);
+      g_autofree gchar *v = n ? json_to_string (n, FALSE) : g_strdup ("-");
+      g_string_append_printf (s, " %s=%s", keys[k], v);
+    }
+    g_string_append_c (s, '\n');
+  }
+  return g_string_free (s, FALSE);
+}
+
+/* Track flags (default, forced, hearing impaired), which matroskamux does
+ * not write, and names: the input's, not matroskamux's "Subtitle". */
+static void
+test_track_flags (void)
+{
+  g_autofree gchar *in = tmp_path ("flags.mkv");
+  g_autofree gchar *out = tmp_path ("flags-x2.mkv");
+  g_autofree gchar *subs = tmp_path ("subs.srt");
+  g_autofree gchar *desc = g_strdup_printf ("videotestsrc num-buffers=12 ! "
+      "video/x-raw,width=64,height=48,framerate=12/1 ! vp8enc deadline=1 ! "
+      "mux.video_0 filesrc location=\"%s\" ! subparse ! mux.subtitle_0 "
+      "filesrc location=\"%s\" ! subparse ! mux.subtitle_1 "
+      "matroskamux name=mux", subs, subs);
+  make_file (desc, in);
+  const gchar *edit[] = { "mkvpropedit", in, "--edit", "track:s1", "--set",
+    "flag-default=0", "--set", "flag-forced=1", "--set", "name=Forced",
+    "--edit", "track:s2", "--set", "flag-hearing-impaired=1", "--delete",
+    "name", "--edit", "track:v1", "--delete", "name", NULL
+  };
+  gint status = -1;
+  g_assert_true (g_spawn_sync (NULL, (gchar **) edit, NULL,
+          G_SPAWN_SEARCH_PATH | G_SPAWN_STDOUT_TO_DEV_NULL, NULL, NULL, NULL,
+          NULL, &status, NULL));
+  g_assert_cmpint (status, ==, 0);
+  g_autofree gchar *want = track_list (in);
+  g_assert_nonnull (strstr (want, "forced_track=true"));
+  g_assert_nonnull (strstr (want, "flag_hearing_impaired=true"));
+
+  Result r = run (in, out, "--encoder", "ffv1", NULL);
+  assert_success (&r);
+  result_clear (&r);
+  g_autofree gchar *got = track_list (out);
+  g_assert_cmpstr (got, ==, want);
+}
+
 /* One process, one segment: the reference for the others. */
 static void
 test_single (void)
@@ -923,6 +995,7 @@ main (int argc, char **argv)
   g_test_add_func ("/remaster/h264-open-gop", test_h264_open_gop);
   g_test_add_func ("/remaster/errors", test_errors);
   g_test_add_func ("/remaster/hdr", test_hdr);
+  g_test_add_func ("/remaster/track-flags", test_track_flags);
   /* its own meson test (suite slurm): -p /remaster/slurm */
   g_test_add_func ("/remaster/slurm", test_slurm);
   int rc = g_test_run ();

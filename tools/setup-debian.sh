@@ -17,6 +17,9 @@ pkgs=(
   # the libav decoders, timeoverlay for the frame-exact test clips
   gstreamer1.0-plugins-ugly gstreamer1.0-plugins-bad gstreamer1.0-libav
   gstreamer1.0-x
+  # Matroska fixtures GStreamer cannot write (track flags) and an
+  # independent reader of ehat-remaster's output (mkvmerge -J)
+  mkvtoolnix
 )
 missing=()
 for p in "${pkgs[@]}"; do

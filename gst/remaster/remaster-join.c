@@ -623,7 +623,7 @@ remaster_join_run (const gchar * workdir, RemasterJoinResult * result,
   }
   /* what matroskamux writes wrong or not at all: the input's free-form
    * global tags and attachments (tags first: they grow the last element),
-   * an HDR master's luminance */
+   * track flags, an HDR master's luminance */
   if (ok && j.global_tags) {
     g_autoptr (GError) tag_error = NULL;
     if (!remaster_mkv_add_tags (temp, j.global_tags, NULL, &tag_error)
@@ -631,8 +631,14 @@ remaster_join_run (const gchar * workdir, RemasterJoinResult * result,
             &tag_error))
       g_printerr ("ehat-remaster: warning: %s\n", tag_error->message);
   }
-  if (ok)
+  if (ok) {
+    g_autoptr (GError) flag_error = NULL;
+    gboolean changed;
+    if (!remaster_mkv_copy_track_flags (j.manifest->input, temp, &changed,
+            &flag_error))
+      g_printerr ("ehat-remaster: warning: %s\n", flag_error->message);
     remaster_mkv_fix_hdr (temp, j.manifest->video_caps);
+  }
   ok = ok && remaster_fs_sync_file (temp, error)
       && remaster_fs_rename (temp, j.manifest->output, error);
   if (!ok)

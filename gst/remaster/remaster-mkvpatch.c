@@ -359,6 +359,7 @@ typedef struct
   Element seekhead;
   gboolean have_tracks;
   Element tracks;
+  guint64 header_end;           /* the first Cluster (or the file's end) */
   gboolean have_attachments;
   gboolean have_tags;
   Element tags;
@@ -393,16 +394,22 @@ read_layout (const gchar * path, Layout * l, GError ** error)
     return layout_error (error, path, "the segment does not end the file "
         "(truncated, or followed by other data)");
 
-  /* the SeekHead comes before the first Cluster */
+  /* the SeekHead, Info, Tracks, Chapters come before the first Cluster */
   gboolean found = FALSE;
-  for (guint64 p = l->seg_data; p < l->file_size && !found;
-      p = END (e)) {
-    if (!read_element (l->fd, p, l->file_size, &e) || e.unknown
-        || e.id == ID_CLUSTER)
+  l->header_end = l->file_size;
+  for (guint64 p = l->seg_data; p < l->file_size; p = END (e)) {
+    if (!read_element (l->fd, p, l->file_size, &e) || e.unknown)
       break;
-    if (e.id == ID_SEEKHEAD) {
+    if (e.id == ID_CLUSTER) {
+      l->header_end = e.pos;
+      break;
+    }
+    if (e.id == ID_SEEKHEAD && !found) {
       l->seekhead = e;
       found = TRUE;
+    } else if (e.id == ID_TRACKS && !l->have_tracks) {
+      l->tracks = e;
+      l->have_tracks = TRUE;
     }
   }
   if (!found)
@@ -433,11 +440,10 @@ read_layout (const gchar * path, Layout * l, GError ** error)
       l->seek_pos[l->n_seeks++] = rel;
       if (id == ID_ATTACHMENTS)
         l->have_attachments = TRUE;
-      if (id == ID_TRACKS && rel != G_MAXUINT64) {
+      if (id == ID_TRACKS && !l->have_tracks)
         l->have_tracks = read_element (l->fd, l->seg_data + rel,
             l->file_size, &l->tracks) && l->tracks.id == ID_TRACKS
             && !l->tracks.unknown;
-      }
       if (id == ID_TAGS && rel != G_MAXUINT64) {
         if (l->have_tags)
           return layout_error (error, path, "more than one Tags element");
@@ -856,5 +862,311 @@ remaster_mkv_add_attachments (const gchar * path, const GstTagList * tags,
       *added = count;
   }
   close (l.fd);
+  return ok;
+}
+
+/* ---- track flags ---- */
+
+#define ID_NAME 0x536Eu
+#define ID_CODECID 0x86u
+#define ID_CODECNAME 0x258688u
+#define ID_LANGUAGE 0x22B59Cu
+#define ID_LANGUAGE_BCP47 0x22B59Du
+#define ID_AUDIO 0xE1u
+
+/* FlagEnabled, FlagDefault, FlagForced, FlagHearingImpaired,
+ * FlagVisualImpaired, FlagTextDescriptions, FlagOriginal, FlagCommentary,
+ * and their values when absent. */
+static const guint32 flag_ids[] = { 0xB9, 0x88, 0x55AA, 0x55AB, 0x55AC,
+  0x55AD, 0x55AE, 0x55AF
+};
+static const guint64 flag_absent[] = { 1, 1, 0, 0, 0, 0, 0, 0 };
+
+#define N_FLAGS G_N_ELEMENTS (flag_ids)
+
+typedef struct
+{
+  guint64 type;
+  guint64 flags[N_FLAGS];
+  gboolean named;
+} TrackInfo;
+
+static gint
+flag_index (guint32 id)
+{
+  for (guint k = 0; k < N_FLAGS; k++)
+    if (flag_ids[k] == id)
+      return (gint) k;
+  return -1;
+}
+
+/* The file's TrackEntries, in order. */
+static GArray *
+read_tracks (int fd, const Layout * l)
+{
+  GArray *tracks = g_array_new (FALSE, TRUE, sizeof (TrackInfo));
+  Element entry, c;
+
+  for (guint64 p = l->tracks.pos + l->tracks.hlen; p < END (l->tracks);
+      p = END (entry)) {
+    if (!read_element (fd, p, END (l->tracks), &entry) || entry.unknown)
+      break;
+    if (entry.id != ID_TRACKENTRY)
+      continue;
+    TrackInfo t = { 0 };
+    memcpy (t.flags, flag_absent, sizeof t.flags);
+    for (guint64 q = entry.pos + entry.hlen; q < END (entry); q = END (c)) {
+      if (!read_element (fd, q, END (entry), &c) || c.unknown)
+        break;
+      gint k = flag_index (c.id);
+      if (c.id == ID_TRACKTYPE)
+        read_uint (fd, &c, &t.type);
+      else if (k >= 0)
+        read_uint (fd, &c, &t.flags[k]);
+      else if (c.id == ID_NAME) {
+        g_autofree gchar *name = read_string (fd, &c);
+        t.named = name && *name;
+      }
+    }
+    g_array_append_val (tracks, t);
+  }
+  return tracks;
+}
+
+static gboolean
+is_master (guint32 id)
+{
+  return id == ID_TRACKS || id == ID_TRACKENTRY || id == ID_VIDEO
+      || id == ID_AUDIO || id == ID_COLOUR || id == ID_MASTERING;
+}
+
+static gboolean
+is_string (guint32 id)
+{
+  return id == ID_NAME || id == ID_CODECID || id == ID_CODECNAME
+      || id == ID_LANGUAGE || id == ID_LANGUAGE_BCP47;
+}
+
+/* `e` re-encoded with the smallest sizes and strings without their NUL
+ * padding, which is what makes room in the header; a TrackEntry given
+ * `want` gets its flags (those that differ from the absent values) and
+ * loses matroskamux's made-up name ("Audio") where the input had none. */
+static gboolean
+compact (int fd, const Element * e, GByteArray * out, const TrackInfo * want)
+{
+  g_autoptr (GByteArray) body = g_byte_array_new ();
+  Element c;
+
+  if (!is_master (e->id)) {
+    gsize n = (gsize) e->size;
+    g_byte_array_set_size (body, (guint) n);
+    if (n && !read_at (fd, e->pos + e->hlen, body->data, n))
+      return FALSE;
+    while (is_string (e->id) && body->len > 0
+        && body->data[body->len - 1] == 0)
+      g_byte_array_set_size (body, body->len - 1);
+  } else {
+    for (guint64 p = e->pos + e->hlen; p < END (*e); p = END (c)) {
+      if (!read_element (fd, p, END (*e), &c) || c.unknown)
+        return FALSE;
+      if (c.id == ID_VOID || (want && flag_index (c.id) >= 0)
+          || (want && c.id == ID_NAME && !want->named))
+        continue;
+      if (!compact (fd, &c, body, NULL))
+        return FALSE;
+    }
+    for (guint k = 0; want && k < N_FLAGS; k++) {
+      if (want->flags[k] == flag_absent[k])
+        continue;
+      guint8 v = (guint8) MIN (want->flags[k], 1);
+      put_id (body, flag_ids[k]);
+      put_size (body, 1);
+      g_byte_array_append (body, &v, 1);
+    }
+  }
+  put_id (out, e->id);
+  put_size (out, body->len);
+  g_byte_array_append (out, body->data, body->len);
+  return TRUE;
+}
+
+static gboolean
+same_tracks (GArray * a, GArray * b)
+{
+  return a->len == b->len && memcmp (a->data, b->data,
+      a->len * sizeof (TrackInfo)) == 0;
+}
+
+/* The Tracks element with the input's flags, matched type by type in
+ * order (the join copies streams in the input's order). */
+static gboolean
+compact_tracks (int fd, const Layout * l, GArray * in, GByteArray * out,
+    GArray ** result)
+{
+  g_autoptr (GByteArray) body = g_byte_array_new ();
+  GArray *done = g_array_new (FALSE, TRUE, sizeof (TrackInfo));
+  guint seen[256] = { 0 };
+  Element entry;
+
+  *result = done;
+  for (guint64 p = l->tracks.pos + l->tracks.hlen; p < END (l->tracks);
+      p = END (entry)) {
+    if (!read_element (fd, p, END (l->tracks), &entry) || entry.unknown)
+      return FALSE;
+    if (entry.id != ID_TRACKENTRY) {
+      if (entry.id != ID_VOID && !compact (fd, &entry, body, NULL))
+        return FALSE;
+      continue;
+    }
+    Element c;
+    guint64 type = 0;
+    if (find_child (fd, &entry, ID_TRACKTYPE, &c))
+      read_uint (fd, &c, &type);
+    guint k = seen[type & 0xff]++, m = 0;
+    const TrackInfo *want = NULL;
+    for (guint i = 0; i < in->len && !want; i++) {
+      const TrackInfo *t = &g_array_index (in, TrackInfo, i);
+      if (t->type == type && m++ == k)
+        want = t;
+    }
+    if (!compact (fd, &entry, body, want))
+      return FALSE;
+    if (want)
+      g_array_append_val (done, *want);
+  }
+  put_id (out, ID_TRACKS);
+  put_size (out, body->len);
+  g_byte_array_append (out, body->data, body->len);
+  return TRUE;
+}
+
+/* Rewrites the header (everything from the segment's start to its first
+ * Cluster) in its own room: SeekHead first, the other elements in their
+ * order with Tracks compacted and given the input's flags, a Void for what
+ * is left.  Nothing from the first Cluster on moves. */
+static gboolean
+rewrite_header (const gchar * path, Layout * l, GArray * in, gboolean * done,
+    GError ** error)
+{
+  guint64 start = l->seg_data, room = l->header_end - start;
+  g_autoptr (GByteArray) rest = g_byte_array_new ();
+  g_autoptr (GArray) got = NULL;
+  guint64 old_pos[16], new_rel[16];
+  guint n_moved = 0;
+  Element e;
+
+  *done = FALSE;
+  /* the SeekHead's size: its entries with 8-byte positions, 21 bytes each */
+  guint64 seek_body = 21 * (guint64) l->n_seeks;
+  g_autoptr (GByteArray) probe = g_byte_array_new ();
+  put_id (probe, ID_SEEKHEAD);
+  put_size (probe, seek_body);
+  guint64 seek_len = probe->len + seek_body;
+
+  for (guint64 p = start; p < l->header_end; p = END (e)) {
+    if (!read_element (l->fd, p, l->header_end, &e) || e.unknown)
+      return layout_error (error, path, "a damaged header");
+    if (e.id == ID_SEEKHEAD || e.id == ID_VOID)
+      continue;
+    if (n_moved < G_N_ELEMENTS (old_pos)) {
+      old_pos[n_moved] = e.pos - start;
+      new_rel[n_moved++] = seek_len + rest->len;
+    }
+    if (e.id == ID_TRACKS) {
+      if (!compact_tracks (l->fd, l, in, rest, &got))
+        return layout_error (error, path, "a damaged Tracks element");
+    } else {
+      guint len = rest->len;
+      g_byte_array_set_size (rest, (guint) (len + e.hlen + e.size));
+      if (!read_at (l->fd, e.pos, rest->data + len, e.hlen + e.size))
+        return layout_error (error, path, "an unreadable header");
+    }
+  }
+  g_autoptr (GArray) now = read_tracks (l->fd, l);
+  if (!got || same_tracks (got, now))
+    return TRUE;
+
+  g_autoptr (GByteArray) head = g_byte_array_new ();
+  put_id (head, ID_SEEKHEAD);
+  put_size (head, seek_body);
+  for (guint i = 0; i < l->n_seeks; i++) {
+    guint64 rel = l->seek_pos[i];
+    for (guint k = 0; k < n_moved; k++)
+      if (old_pos[k] == rel)
+        rel = new_rel[k];
+    guint8 s[21] = { 0x4D, 0xBB, 0x80 | 18, 0x53, 0xAB, 0x84 };
+    GST_WRITE_UINT32_BE (s + 6, l->seek_ids[i]);
+    s[10] = 0x53;
+    s[11] = 0xAC;
+    s[12] = 0x88;
+    GST_WRITE_UINT64_BE (s + 13, rel);
+    g_byte_array_append (head, s, sizeof s);
+  }
+  g_byte_array_append (head, rest->data, rest->len);
+  if (head->len > room || room - head->len == 1)
+    return layout_error (error, path, "no room in the header for the "
+        "track flags");
+  guint64 left = room - head->len;
+  if (left > 0) {
+    guint8 v[9] = { ID_VOID };
+    guint sl = left - 2 <= 126 ? 1 : 8;
+    if (left < 1 + sl || !encode_size (left - 1 - sl, sl, v + 1))
+      return layout_error (error, path, "no room in the header for the "
+          "track flags");
+    g_byte_array_append (head, v, 1 + sl);
+    guint len = head->len;
+    g_byte_array_set_size (head, (guint) room);
+    memset (head->data + len, 0, room - len);
+  }
+  if (!write_at (l->fd, start, head->data, head->len)) {
+    int err = errno;
+    g_set_error (error, REMASTER_ERROR, REMASTER_ERROR_PIPELINE,
+        "cannot write the header of %s: %s", path, g_strerror (err));
+    return FALSE;
+  }
+  *done = TRUE;
+  return TRUE;
+}
+
+gboolean
+remaster_mkv_copy_track_flags (const gchar * input, const gchar * output,
+    gboolean * changed, GError ** error)
+{
+  Layout in = { .fd = -1 }, out = { .fd = -1 };
+  struct stat st;
+  gboolean ok = TRUE;
+
+  *changed = FALSE;
+  /* an input that is not Matroska (MP4, …) has no such flags to copy */
+  in.fd = open (input, O_RDONLY | O_CLOEXEC);
+  if (in.fd < 0 || fstat (in.fd, &st) != 0) {
+    if (in.fd >= 0)
+      close (in.fd);
+    return TRUE;
+  }
+  in.file_size = (guint64) st.st_size;
+  if (!read_layout (input, &in, NULL) || !in.have_tracks) {
+    close (in.fd);
+    return TRUE;
+  }
+  g_autoptr (GArray) want = read_tracks (in.fd, &in);
+  close (in.fd);
+
+  out.fd = open (output, O_RDWR | O_CLOEXEC);
+  if (out.fd < 0 || fstat (out.fd, &st) != 0) {
+    int e = errno;
+    g_set_error (error, REMASTER_ERROR, REMASTER_ERROR_PIPELINE,
+        "cannot open %s: %s", output, g_strerror (e));
+    if (out.fd >= 0)
+      close (out.fd);
+    return FALSE;
+  }
+  out.file_size = (guint64) st.st_size;
+  ok = read_layout (output, &out, error);
+  if (ok && !out.have_tracks)
+    ok = layout_error (error, output, "no Tracks element");
+  if (ok)
+    ok = rewrite_header (output, &out, want, changed, error);
+  close (out.fd);
   return ok;
 }

@@ -25,6 +25,18 @@ gboolean remaster_mkv_add_tags (const gchar * path, const GstTagList * tags,
 gboolean remaster_mkv_add_attachments (const gchar * path,
     const GstTagList * tags, guint * added, GError ** error);
 
+/* Gives the tracks of `output` (written by the join from `input`) the
+ * input's track flags — default, forced, enabled, hearing/visually
+ * impaired, original, commentary, which matroskamux does not write — and
+ * drops the names matroskamux makes up for tracks the input left unnamed.
+ * Tracks are matched type by type in order, as the join copies them.  The
+ * room comes from rewriting the header (everything before the first
+ * Cluster) compactly; nothing after it moves.  An input that is not
+ * Matroska has nothing to copy.  `changed`: whether the file was
+ * rewritten. */
+gboolean remaster_mkv_copy_track_flags (const gchar * input,
+    const gchar * output, gboolean * changed, GError ** error);
+
 /* Rewrites the first video track's mastering display luminance (Colour ›
  * MasteringMetadata › LuminanceMax/Min) to `minfo`'s where the file holds
  * matroskamux 1.22's mis-scaled values (a fifth of them); `fixed` tells
