@@ -482,6 +482,24 @@ test_track_flags (void)
   result_clear (&r);
   g_autofree gchar *got = track_list (out);
   g_assert_cmpstr (got, ==, want);
+
+  /* --check compares the flags too */
+  r = run ("--check", in, out, NULL);
+  assert_success (&r);
+  result_clear (&r);
+  const gchar *unforce[] = { "mkvpropedit", out, "--edit", "track:s1",
+    "--set", "flag-forced=0", NULL
+  };
+  g_assert_true (g_spawn_sync (NULL, (gchar **) unforce, NULL,
+          G_SPAWN_SEARCH_PATH | G_SPAWN_STDOUT_TO_DEV_NULL, NULL, NULL, NULL,
+          NULL, &status, NULL));
+  g_assert_cmpint (status, ==, 0);
+  r = run ("--check", in, out, NULL);
+  g_assert_true (WIFEXITED (r.status));
+  g_assert_cmpint (WEXITSTATUS (r.status), ==, 1);
+  g_assert_nonnull (strstr (r.out, "DIFFERENT: subtitle track 0: flags \" "
+          "default=0 forced=1\" in the input, \" default=0\" in the output"));
+  result_clear (&r);
 }
 
 /* One process, one segment: the reference for the others. */

@@ -1,5 +1,6 @@
 /* remaster-check.c — compare a remaster with its input, packet by packet. */
 #include "remaster-check.h"
+#include "remaster-mkvpatch.h"
 #include "remaster-error.h"
 #include "remaster-pipeline.h"
 #include "remaster-progress.h"
@@ -354,6 +355,38 @@ compare_tags (Listing * a, Listing * b, GPtrArray * diffs)
   }
 }
 
+/* Track flags (default, forced, …) of a Matroska input, track by track of
+ * each type: nothing to compare for other containers. */
+static void
+compare_track_flags (const gchar * input, const gchar * output,
+    GPtrArray * diffs)
+{
+  g_auto (GStrv) a = remaster_mkv_track_flags (input);
+  g_auto (GStrv) b = remaster_mkv_track_flags (output);
+  if (!a)
+    return;
+  static const gchar *types[] = { "video", "audio", "subtitle" };
+  for (guint t = 0; t < G_N_ELEMENTS (types); t++) {
+    guint ia = 0, ib = 0;
+    for (guint n = 0;; n++) {
+      /* the n-th track of this type in each file */
+      while (a[ia] && !g_str_has_prefix (a[ia], types[t]))
+        ia++;
+      while (b && b[ib] && !g_str_has_prefix (b[ib], types[t]))
+        ib++;
+      if (!a[ia])
+        break;
+      if (!b || !b[ib] || g_strcmp0 (a[ia], b[ib]) != 0)
+        differ (diffs, "%s track %u: flags \"%s\" in the input, \"%s\" in "
+            "the output", types[t], n, a[ia] + strlen (types[t]),
+            b && b[ib] ? b[ib] + strlen (types[t]) : " (none)");
+      ia++;
+      if (b && b[ib])
+        ib++;
+    }
+  }
+}
+
 gboolean
 remaster_check_files (const gchar * input, const gchar * output,
     gboolean json, GError ** error)
@@ -394,6 +427,7 @@ remaster_check_files (const gchar * input, const gchar * output,
     differ (diffs, "chapters: %u in the input, %u in the output", a.chapters,
         b.chapters);
   compare_tags (&a, &b, diffs);
+  compare_track_flags (input, output, diffs);
 
   if (json) {
     GString *list = g_string_new ("[");

@@ -1170,3 +1170,40 @@ remaster_mkv_copy_track_flags (const gchar * input, const gchar * output,
   close (out.fd);
   return ok;
 }
+
+gchar **
+remaster_mkv_track_flags (const gchar * path)
+{
+  static const gchar *names[] = { "enabled", "default", "forced",
+    "hearing-impaired", "visually-impaired", "text-descriptions", "original",
+    "commentary"
+  };
+  Layout l = { .fd = -1 };
+  struct stat st;
+
+  l.fd = open (path, O_RDONLY | O_CLOEXEC);
+  if (l.fd < 0 || fstat (l.fd, &st) != 0) {
+    if (l.fd >= 0)
+      close (l.fd);
+    return NULL;
+  }
+  l.file_size = (guint64) st.st_size;
+  if (!read_layout (path, &l, NULL) || !l.have_tracks) {
+    close (l.fd);
+    return NULL;
+  }
+  g_autoptr (GArray) tracks = read_tracks (l.fd, &l);
+  close (l.fd);
+  GPtrArray *b = g_ptr_array_new ();
+  for (guint i = 0; i < tracks->len; i++) {
+    const TrackInfo *t = &g_array_index (tracks, TrackInfo, i);
+    GString *s = g_string_new (t->type == 1 ? "video" : t->type == 2 ?
+        "audio" : t->type == 0x11 ? "subtitle" : "other");
+    for (guint k = 0; k < N_FLAGS; k++)
+      if (t->flags[k] != flag_absent[k])
+        g_string_append_printf (s, " %s=%d", names[k], t->flags[k] ? 1 : 0);
+    g_ptr_array_add (b, g_string_free (s, FALSE));
+  }
+  g_ptr_array_add (b, NULL);
+  return (gchar **) g_ptr_array_free (b, FALSE);
+}

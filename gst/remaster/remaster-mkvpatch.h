@@ -37,6 +37,11 @@ gboolean remaster_mkv_add_attachments (const gchar * path,
 gboolean remaster_mkv_copy_track_flags (const gchar * input,
     const gchar * output, gboolean * changed, GError ** error);
 
+/* The tracks of a Matroska file, one line each: type and the flags that
+ * differ from their absent values ("subtitle default=0 forced=1"); NULL for
+ * a file that is not Matroska.  For --check. */
+gchar **remaster_mkv_track_flags (const gchar * path);
+
 /* Rewrites the first video track's mastering display luminance (Colour ›
  * MasteringMetadata › LuminanceMax/Min) to `minfo`'s where the file holds
  * matroskamux 1.22's mis-scaled values (a fifth of them); `fixed` tells
