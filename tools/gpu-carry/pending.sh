@@ -89,6 +89,7 @@ step_installed() {
     --backend cuda --repeat 3 --json || return 1
   # the README's main job, on the installed plugin and its default model: GPU when present
   env -u EHAT_BACKEND_PATH GST_PLUGIN_PATH_1_0="$lib/gstreamer-1.0" GST_DEBUG=ehatsr:4 \
+    GST_REGISTRY_1_0=/tmp/ehat-gst-registry-installed.bin \
     gst-launch-1.0 filesrc location=samples/cockatoo-320x180.webm ! decodebin ! videoconvert ! \
     ehatsr ! videoconvert ! fakesink 2>&1 | grep -E "engine:|fallback|ERROR|Execution ended"
 }
