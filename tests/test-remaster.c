@@ -924,6 +924,10 @@ test_errors (void)
   make_file ("videotestsrc num-buffers=8 ! video/x-raw,width=32,height=32,"
       "framerate=8/1,interlace-mode=interleaved ! x264enc interlaced=true ! "
       "h264parse ! matroskamux", fields);
+  /* MPEG-TS, whose video packets are not whole frames */
+  g_autofree gchar *ts = tmp_path ("film.ts");
+  make_file ("videotestsrc num-buffers=8 ! video/x-raw,width=32,height=32,"
+      "framerate=8/1 ! x264enc ! h264parse ! mpegtsmux", ts);
 
   struct
   {
@@ -946,6 +950,8 @@ test_errors (void)
     {{clip, out, "--precision", "fp8"}, 2, "unknown precision"},
     {{clip, out, "--ensemble", "3"}, 2, "--ensemble 3: 1, 2, 4 or 8"},
     {{clip, "out.mp4"}, 2, ".mkv"},
+    {{ts, out}, 1, "is an MPEG transport stream, whose video packets are "
+          "not whole frames"},
     {{fields, out}, 1, "interlaced (interlace-mode=interleaved) and ehatsr "
           "needs progressive frames: deinterlace it first"},
     {{aac, webm, "--encoder", "vp9"}, 1, "webmmux cannot store the input's "
@@ -985,7 +991,7 @@ main (int argc, char **argv)
     return 1;
   }
   const gchar *need[] = { "videotestsrc", "vp8enc", "vorbisenc", "subparse",
-    "matroskamux", "avenc_ffv1", "avenc_aac", "aacparse", "x264enc", "x265enc"
+    "matroskamux", "avenc_ffv1", "avenc_aac", "aacparse", "x264enc", "x265enc", "mpegtsmux"
   };
   for (guint i = 0; i < G_N_ELEMENTS (need); i++) {
     GstElementFactory *f = gst_element_factory_find (need[i]);

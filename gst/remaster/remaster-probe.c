@@ -57,6 +57,22 @@ stream_caps (GstPad * pad)
   return caps ? caps : gst_pad_query_caps (pad, NULL);
 }
 
+/* The factory of the element behind one of parsebin's (ghost) pads. */
+static gchar *
+demuxer_of (GstPad * pad)
+{
+  GstPad *target = GST_IS_GHOST_PAD (pad) ?
+      gst_ghost_pad_get_target (GST_GHOST_PAD (pad)) : gst_object_ref (pad);
+  GstElement *parent = target ? gst_pad_get_parent_element (target) : NULL;
+  GstElementFactory *f = parent ? gst_element_get_factory (parent) : NULL;
+  gchar *name = f ? g_strdup (GST_OBJECT_NAME (f)) : NULL;
+  if (parent)
+    gst_object_unref (parent);
+  if (target)
+    gst_object_unref (target);
+  return name;
+}
+
 static void
 on_pad_added (GstElement * parsebin, GstPad * pad, gpointer user_data)
 {
@@ -68,6 +84,7 @@ on_pad_added (GstElement * parsebin, GstPad * pad, gpointer user_data)
     case REMASTER_STREAM_VIDEO:
       if (!ctx->have_video) {
         ctx->have_video = TRUE;
+        ctx->probe->demuxer = demuxer_of (pad);
         ctx->probe->video_caps = gst_pad_get_current_caps (pad);
         if (!ctx->probe->video_caps)
           ctx->probe->video_caps = gst_pad_query_caps (pad, NULL);
@@ -101,6 +118,7 @@ remaster_probe_free (RemasterProbe * probe)
   if (probe->video_caps)
     gst_caps_unref (probe->video_caps);
   g_array_unref (probe->packets);
+  g_free (probe->demuxer);
   g_ptr_array_unref (probe->audio_caps);
   g_ptr_array_unref (probe->subtitle_caps);
   g_free (probe);
@@ -142,6 +160,19 @@ remaster_probe_run (const gchar * path, GError ** error)
   if (!ok)
     return NULL;
 
+  /* MPEG program and transport streams carry video in PES packets, which
+   * are not whole frames: neither the cut nor the frame count could be
+   * exact (a DVD's VOB gave 3 packets for 10 frames) */
+  if (g_strcmp0 (probe->demuxer, "mpegpsdemux") == 0
+      || g_strcmp0 (probe->demuxer, "tsdemux") == 0) {
+    g_set_error (error, REMASTER_ERROR, REMASTER_ERROR_INPUT,
+        "%s is an MPEG %s stream, whose video packets are not whole frames, "
+        "so it cannot be cut frame-exactly: remux it into Matroska first "
+        "(mkvmerge -o film.mkv %s, or ffmpeg -i %s -map 0 -c copy film.mkv)",
+        path, g_str_equal (probe->demuxer, "tsdemux") ? "transport" :
+        "program", path, path);
+    return NULL;
+  }
   if (!ctx.have_video || probe->packets->len == 0) {
     g_set_error (error, REMASTER_ERROR, REMASTER_ERROR_INPUT,
         "%s has no video stream%s", path, ctx.have_video ? " frames" : "");

@@ -28,6 +28,7 @@ typedef struct
   GPtrArray *audio_caps;        /* GstCaps of each, in pad order */
   GPtrArray *subtitle_caps;
   guint n_ignored;              /* further video streams, data streams */
+  gchar *demuxer;               /* factory that demuxed the video, if any */
 } RemasterProbe;
 
 RemasterProbe *remaster_probe_run (const gchar * path, GError ** error);
