@@ -4,6 +4,7 @@
  * where matroskamux mis-scaled it, and only there. */
 #include "remaster-mkvpatch.h"
 #include "remaster-error.h"
+#include "gst-file-util.h"
 
 #include <gst/gst.h>
 #include <gst/video/video.h>
@@ -29,13 +30,7 @@ make_file (const gchar * name, const gchar * desc, const gchar * title)
         GST_TAG_TITLE, title, NULL);
     gst_object_unref (mux);
   }
-  gst_element_set_state (p, GST_STATE_PLAYING);
-  g_autoptr (GstBus) bus = gst_element_get_bus (p);
-  GstMessage *m = gst_bus_timed_pop_filtered (bus, GST_CLOCK_TIME_NONE,
-      GST_MESSAGE_EOS | GST_MESSAGE_ERROR);
-  g_assert_cmpint (GST_MESSAGE_TYPE (m), ==, GST_MESSAGE_EOS);
-  gst_message_unref (m);
-  gst_element_set_state (p, GST_STATE_NULL);
+  test_run_to_eos (p);
   return path;
 }
 
@@ -231,19 +226,7 @@ test_refused (void)
 static gboolean
 demuxed_mastering (const gchar * path, GstVideoMasteringDisplayInfo * minfo)
 {
-  g_autofree gchar *desc = g_strdup_printf ("filesrc location=\"%s\" ! "
-      "matroskademux ! fakesink name=s", path);
-  g_autoptr (GstElement) p = gst_parse_launch (desc, NULL);
-  g_assert_nonnull (p);
-  gst_element_set_state (p, GST_STATE_PAUSED);
-  g_assert_cmpint (gst_element_get_state (p, NULL, NULL, GST_CLOCK_TIME_NONE),
-      ==, GST_STATE_CHANGE_SUCCESS);
-  GstElement *sink = gst_bin_get_by_name (GST_BIN (p), "s");
-  GstPad *pad = gst_element_get_static_pad (sink, "sink");
-  g_autoptr (GstCaps) caps = gst_pad_get_current_caps (pad);
-  gst_object_unref (pad);
-  gst_object_unref (sink);
-  gst_element_set_state (p, GST_STATE_NULL);
+  g_autoptr (GstCaps) caps = test_demuxed_caps (path);
   return caps && gst_video_mastering_display_info_from_caps (minfo, caps);
 }
 
@@ -372,13 +355,7 @@ test_attachments (void)
     gst_tag_setter_add_tags (GST_TAG_SETTER (mux), GST_TAG_MERGE_REPLACE,
         GST_TAG_TITLE, "T", NULL);
     gst_object_unref (mux);
-    gst_element_set_state (p, GST_STATE_PLAYING);
-    g_autoptr (GstBus) bus = gst_element_get_bus (p);
-    GstMessage *m = gst_bus_timed_pop_filtered (bus, GST_CLOCK_TIME_NONE,
-        GST_MESSAGE_EOS | GST_MESSAGE_ERROR);
-    g_assert_cmpint (GST_MESSAGE_TYPE (m), ==, GST_MESSAGE_EOS);
-    gst_message_unref (m);
-    gst_element_set_state (p, GST_STATE_NULL);
+    test_run_to_eos (p);
   }
   g_autofree gchar *bare = make_file ("bare.mkv", "videotestsrc "
       "num-buffers=6 ! video/x-raw,format=I420,width=32,height=16,"

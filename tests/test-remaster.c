@@ -7,6 +7,7 @@
  * Clips are tiny (96×64, 48 frames, a keyframe every 8 frames) so that the
  * whole suite stays well under a minute on two cores. */
 #include "remaster-mkvpatch.h"
+#include "gst-file-util.h"
 
 #include <gst/gst.h>
 #include <gst/app/app.h>
@@ -168,18 +169,6 @@ make_vfr (GstPad * pad, GstPadProbeInfo * info, gpointer user_data)
   return GST_PAD_PROBE_OK;
 }
 
-/* Plays `p` to its end; an error fails the test. */
-static void
-run_to_eos (GstElement * p)
-{
-  gst_element_set_state (p, GST_STATE_PLAYING);
-  g_autoptr (GstBus) bus = gst_element_get_bus (p);
-  GstMessage *msg = gst_bus_timed_pop_filtered (bus, GST_CLOCK_TIME_NONE,
-      GST_MESSAGE_EOS | GST_MESSAGE_ERROR);
-  g_assert_cmpint (GST_MESSAGE_TYPE (msg), ==, GST_MESSAGE_EOS);
-  gst_message_unref (msg);
-  gst_element_set_state (p, GST_STATE_NULL);
-}
 
 /* vfr: variable frame rate; h264: open-GOP H.264 with B-frames (frames
  * reordered across the cuts, leading B-frames that reference the previous
@@ -237,7 +226,7 @@ make_clip (const gchar * path, gboolean vfr, gboolean h264)
     gst_object_unref (pad);
     gst_object_unref (enc);
   }
-  run_to_eos (p);
+  test_run_to_eos (p);
 
   /* free-form global tags, as ffmpeg writes them (matroskamux itself cannot
    * write these): --check wants them in every remaster */
@@ -275,7 +264,7 @@ make_file (const gchar * desc, const gchar * path)
   g_autoptr (GError) error = NULL;
   g_autoptr (GstElement) p = gst_parse_launch (full, &error);
   g_assert_no_error (error);
-  run_to_eos (p);
+  test_run_to_eos (p);
 }
 
 /* ---- decoded frames ---- */
@@ -369,19 +358,7 @@ assert_check_ok (const gchar * in, const gchar * out)
 static gchar *
 demuxed_mastering (const gchar * path)
 {
-  g_autofree gchar *desc = g_strdup_printf ("filesrc location=\"%s\" ! "
-      "matroskademux ! fakesink name=s", path);
-  g_autoptr (GstElement) p = gst_parse_launch (desc, NULL);
-  g_assert_nonnull (p);
-  gst_element_set_state (p, GST_STATE_PAUSED);
-  g_assert_cmpint (gst_element_get_state (p, NULL, NULL, GST_CLOCK_TIME_NONE),
-      ==, GST_STATE_CHANGE_SUCCESS);
-  GstElement *sink = gst_bin_get_by_name (GST_BIN (p), "s");
-  GstPad *pad = gst_element_get_static_pad (sink, "sink");
-  g_autoptr (GstCaps) caps = gst_pad_get_current_caps (pad);
-  gst_object_unref (pad);
-  gst_object_unref (sink);
-  gst_element_set_state (p, GST_STATE_NULL);
+  g_autoptr (GstCaps) caps = test_demuxed_caps (path);
   const gchar *v = caps ? gst_structure_get_string (gst_caps_get_structure
       (caps, 0), "mastering-display-info") : NULL;
   return g_strdup (v);

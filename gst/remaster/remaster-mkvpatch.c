@@ -459,6 +459,31 @@ read_layout (const gchar * path, Layout * l, GError ** error)
 }
 
 
+/* Opens `path` (for writing too with `write`) and reads its layout; on
+ * failure nothing stays open. */
+static gboolean
+open_layout (const gchar * path, gboolean write, Layout * l, GError ** error)
+{
+  struct stat st;
+
+  memset (l, 0, sizeof *l);
+  l->fd = open (path, (write ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+  if (l->fd < 0 || fstat (l->fd, &st) != 0) {
+    int e = errno;
+    g_set_error (error, REMASTER_ERROR, REMASTER_ERROR_PIPELINE,
+        "cannot open %s: %s", path, g_strerror (e));
+    if (l->fd >= 0)
+      close (l->fd);
+    return FALSE;
+  }
+  l->file_size = (guint64) st.st_size;
+  if (!read_layout (path, l, error)) {
+    close (l->fd);
+    return FALSE;
+  }
+  return TRUE;
+}
+
 /* Rewrites the size field of `e` as `size`, in its present length. */
 static gboolean
 resize (int fd, const Element * e, guint64 size)
@@ -609,25 +634,15 @@ remaster_mkv_add_tags (const gchar * path, const GstTagList * tags,
     guint * added, GError ** error)
 {
   g_autoptr (GPtrArray) pairs = wanted_pairs (tags);
-  Layout l = { .fd = -1 };
-  struct stat st;
+  Layout l;
 
   if (added)
     *added = 0;
   if (pairs->len == 0)
     return TRUE;
-  l.fd = open (path, O_RDWR | O_CLOEXEC);
-  if (l.fd < 0 || fstat (l.fd, &st) != 0) {
-    int e = errno;
-    g_set_error (error, REMASTER_ERROR, REMASTER_ERROR_PIPELINE,
-        "cannot open %s: %s", path, g_strerror (e));
-    if (l.fd >= 0)
-      close (l.fd);
+  if (!open_layout (path, TRUE, &l, error))
     return FALSE;
-  }
-  l.file_size = (guint64) st.st_size;
-  gboolean ok = read_layout (path, &l, error)
-      && add_tags (path, &l, pairs, added, error);
+  gboolean ok = add_tags (path, &l, pairs, added, error);
   close (l.fd);
   return ok;
 }
@@ -716,27 +731,14 @@ remaster_mkv_fix_mastering_luminance (const gchar * path,
     const GstVideoMasteringDisplayInfo * minfo, gboolean * fixed,
     GError ** error)
 {
-  Layout l = { .fd = -1 };
-  struct stat st;
+  Layout l;
   Element mastering, lmax, lmin;
   gboolean have_max, have_min, ok = TRUE;
   gdouble vmax = 0, vmin = 0;
 
   *fixed = FALSE;
-  l.fd = open (path, O_RDWR | O_CLOEXEC);
-  if (l.fd < 0 || fstat (l.fd, &st) != 0) {
-    int e = errno;
-    g_set_error (error, REMASTER_ERROR, REMASTER_ERROR_PIPELINE,
-        "cannot open %s: %s", path, g_strerror (e));
-    if (l.fd >= 0)
-      close (l.fd);
+  if (!open_layout (path, TRUE, &l, error))
     return FALSE;
-  }
-  l.file_size = (guint64) st.st_size;
-  if (!read_layout (path, &l, error)) {
-    close (l.fd);
-    return FALSE;
-  }
   /* no HDR metadata in the file: nothing to fix */
   if (!l.have_tracks || !find_mastering (l.fd, &l, &mastering)) {
     close (l.fd);
@@ -825,9 +827,8 @@ remaster_mkv_add_attachments (const gchar * path, const GstTagList * tags,
     guint * added, GError ** error)
 {
   guint n = tags ? gst_tag_list_get_tag_size (tags, GST_TAG_ATTACHMENT) : 0;
-  Layout l = { .fd = -1 };
-  struct stat st;
-  gboolean ok;
+  Layout l;
+  gboolean ok = TRUE;
 
   if (added)
     *added = 0;
@@ -844,19 +845,10 @@ remaster_mkv_add_attachments (const gchar * path, const GstTagList * tags,
   }
   if (count == 0)
     return TRUE;
-  l.fd = open (path, O_RDWR | O_CLOEXEC);
-  if (l.fd < 0 || fstat (l.fd, &st) != 0) {
-    int e = errno;
-    g_set_error (error, REMASTER_ERROR, REMASTER_ERROR_PIPELINE,
-        "cannot open %s: %s", path, g_strerror (e));
-    if (l.fd >= 0)
-      close (l.fd);
+  if (!open_layout (path, TRUE, &l, error))
     return FALSE;
-  }
-  l.file_size = (guint64) st.st_size;
-  ok = read_layout (path, &l, error);
   /* a muxer that writes them itself: nothing to add */
-  if (ok && !l.have_attachments) {
+  if (!l.have_attachments) {
     ok = append_level1 (path, &l, ID_ATTACHMENTS, body, error);
     if (ok && added)
       *added = count;
@@ -1128,43 +1120,36 @@ rewrite_header (const gchar * path, Layout * l, GArray * in, gboolean * done,
   return TRUE;
 }
 
+/* The TrackEntries of a Matroska file, or NULL (not Matroska, no Tracks). */
+static GArray *
+file_tracks (const gchar * path)
+{
+  Layout l;
+  GArray *tracks = NULL;
+
+  if (!open_layout (path, FALSE, &l, NULL))
+    return NULL;
+  if (l.have_tracks)
+    tracks = read_tracks (l.fd, &l);
+  close (l.fd);
+  return tracks;
+}
+
 gboolean
 remaster_mkv_copy_track_flags (const gchar * input, const gchar * output,
     gboolean * changed, GError ** error)
 {
-  Layout in = { .fd = -1 }, out = { .fd = -1 };
-  struct stat st;
-  gboolean ok = TRUE;
+  Layout out;
+  gboolean ok;
 
   *changed = FALSE;
   /* an input that is not Matroska (MP4, …) has no such flags to copy */
-  in.fd = open (input, O_RDONLY | O_CLOEXEC);
-  if (in.fd < 0 || fstat (in.fd, &st) != 0) {
-    if (in.fd >= 0)
-      close (in.fd);
+  g_autoptr (GArray) want = file_tracks (input);
+  if (!want)
     return TRUE;
-  }
-  in.file_size = (guint64) st.st_size;
-  if (!read_layout (input, &in, NULL) || !in.have_tracks) {
-    close (in.fd);
-    return TRUE;
-  }
-  g_autoptr (GArray) want = read_tracks (in.fd, &in);
-  close (in.fd);
-
-  out.fd = open (output, O_RDWR | O_CLOEXEC);
-  if (out.fd < 0 || fstat (out.fd, &st) != 0) {
-    int e = errno;
-    g_set_error (error, REMASTER_ERROR, REMASTER_ERROR_PIPELINE,
-        "cannot open %s: %s", output, g_strerror (e));
-    if (out.fd >= 0)
-      close (out.fd);
+  if (!open_layout (output, TRUE, &out, error))
     return FALSE;
-  }
-  out.file_size = (guint64) st.st_size;
-  ok = read_layout (output, &out, error);
-  if (ok && !out.have_tracks)
-    ok = layout_error (error, output, "no Tracks element");
+  ok = out.have_tracks || layout_error (error, output, "no Tracks element");
   if (ok)
     ok = rewrite_header (output, &out, want, changed, error);
   close (out.fd);
@@ -1178,22 +1163,9 @@ remaster_mkv_track_flags (const gchar * path)
     "hearing-impaired", "visually-impaired", "text-descriptions", "original",
     "commentary"
   };
-  Layout l = { .fd = -1 };
-  struct stat st;
-
-  l.fd = open (path, O_RDONLY | O_CLOEXEC);
-  if (l.fd < 0 || fstat (l.fd, &st) != 0) {
-    if (l.fd >= 0)
-      close (l.fd);
+  g_autoptr (GArray) tracks = file_tracks (path);
+  if (!tracks)
     return NULL;
-  }
-  l.file_size = (guint64) st.st_size;
-  if (!read_layout (path, &l, NULL) || !l.have_tracks) {
-    close (l.fd);
-    return NULL;
-  }
-  g_autoptr (GArray) tracks = read_tracks (l.fd, &l);
-  close (l.fd);
   GPtrArray *b = g_ptr_array_new ();
   for (guint i = 0; i < tracks->len; i++) {
     const TrackInfo *t = &g_array_index (tracks, TrackInfo, i);
