@@ -223,6 +223,15 @@ put_size (GByteArray * b, guint64 v)
   g_byte_array_append (b, s, len);
 }
 
+/* A master element: `id`, the size of `body`, `body`. */
+static void
+put_master (GByteArray * out, guint32 id, const GByteArray * body)
+{
+  put_id (out, id);
+  put_size (out, body->len);
+  g_byte_array_append (out, body->data, body->len);
+}
+
 static void
 put_string (GByteArray * b, guint32 id, const gchar * s)
 {
@@ -247,13 +256,9 @@ make_tag (GPtrArray * pairs)
     if (p->lang)
       put_string (st, ID_TAGLANG, p->lang);
     put_string (st, ID_TAGSTRING, p->value);
-    put_id (body, ID_SIMPLETAG);
-    put_size (body, st->len);
-    g_byte_array_append (body, st->data, st->len);
+    put_master (body, ID_SIMPLETAG, st);
   }
-  put_id (tag, ID_TAG);
-  put_size (tag, body->len);
-  g_byte_array_append (tag, body->data, body->len);
+  put_master (tag, ID_TAG, body);
   return tag;
 }
 
@@ -373,7 +378,7 @@ static gboolean
 layout_error (GError ** error, const gchar * path, const gchar * what)
 {
   g_set_error (error, REMASTER_ERROR, REMASTER_ERROR_PIPELINE,
-      "cannot add tags to %s: %s", path, what);
+      "cannot update %s: %s", path, what);
   return FALSE;
 }
 
@@ -493,53 +498,70 @@ resize (int fd, const Element * e, guint64 size)
       && write_at (fd, e->pos + (e->hlen - e->size_len), s, e->size_len);
 }
 
-/* Rewrites the SeekHead in its own room with one more entry (`id` at
- * `rel`): matroskamux writes its entries with 8-byte sizes and positions
- * (28 bytes each, with Voids for the ones it leaves out); compact ones take
- * 21 bytes at most, so there is room for one or two more. */
-static gboolean
-seekhead_add (Layout * l, guint32 id, guint64 rel)
+/* A Seek entry: `id` (4 bytes) at `rel`, the position in `width` bytes
+ * (0: as few as it needs). */
+static void
+put_seek (GByteArray * out, guint32 id, guint64 rel, guint width)
 {
-  g_autoptr (GByteArray) body = g_byte_array_new ();
-  guint64 room = l->seekhead.size;
+  guint8 e[21];
+  guint n = width;
+  if (!n)
+    for (n = 1; n < 8 && (rel >> (8 * n)); n++);
+  /* Seek { SeekID (4), SeekPosition (n) } */
+  e[0] = 0x4D;
+  e[1] = 0xBB;
+  e[2] = 0x80 | (guint8) (7 + 3 + n);
+  e[3] = 0x53;
+  e[4] = 0xAB;
+  e[5] = 0x84;
+  GST_WRITE_UINT32_BE (e + 6, id);
+  e[10] = 0x53;
+  e[11] = 0xAC;
+  e[12] = 0x80 | (guint8) n;
+  for (guint k = 0; k < n; k++)
+    e[13 + k] = (guint8) (rel >> (8 * (n - 1 - k)));
+  g_byte_array_append (out, e, 13 + n);
+}
 
-  l->seek_ids[l->n_seeks] = id;
-  l->seek_pos[l->n_seeks] = rel;
-  for (guint i = 0; i <= l->n_seeks; i++) {
-    guint8 e[24];
-    guint n = 1;
-    while (n < 8 && (l->seek_pos[i] >> (8 * n)))
-      n++;
-    /* Seek { SeekID (4), SeekPosition (n) } */
-    e[0] = 0x4D;
-    e[1] = 0xBB;
-    e[2] = 0x80 | (guint8) (7 + 3 + n);
-    e[3] = 0x53;
-    e[4] = 0xAB;
-    e[5] = 0x84;
-    GST_WRITE_UINT32_BE (e + 6, l->seek_ids[i]);
-    e[10] = 0x53;
-    e[11] = 0xAC;
-    e[12] = 0x80 | (guint8) n;
-    for (guint k = 0; k < n; k++)
-      e[13 + k] = (guint8) (l->seek_pos[i] >> (8 * (n - 1 - k)));
-    g_byte_array_append (body, e, 13 + n);
-  }
-  if (body->len > room || room - body->len == 1)
+/* Pads `b` to exactly `room` bytes with one Void; FALSE when it does not
+ * fit (too long already, or one byte short of a Void's smallest size). */
+static gboolean
+fill_room (GByteArray * b, guint64 room)
+{
+  if (b->len > room || room - b->len == 1)
     return FALSE;
-  /* the rest of the room: one Void */
-  guint64 rest = room - body->len;
-  if (rest > 0) {
-    guint8 v[9] = { ID_VOID };
-    guint sl = rest - 2 <= 126 ? 1 : 8;
-    if (rest < 1 + sl || !encode_size (rest - 1 - sl, sl, v + 1))
-      return FALSE;
-    g_byte_array_append (body, v, 1 + sl);
-    g_byte_array_set_size (body, (guint) room);
-    memset (body->data + (room - (rest - 1 - sl)), 0, rest - 1 - sl);
+  guint64 rest = room - b->len;
+  if (rest == 0)
+    return TRUE;
+  guint8 v[9] = { ID_VOID };
+  guint sl = rest - 2 <= 126 ? 1 : 8;
+  if (rest < 1 + sl || !encode_size (rest - 1 - sl, sl, v + 1))
+    return FALSE;
+  g_byte_array_append (b, v, 1 + sl);
+  guint len = b->len;
+  g_byte_array_set_size (b, (guint) room);
+  memset (b->data + len, 0, room - len);
+  return TRUE;
+}
+
+/* The SeekHead's body, rewritten in its own room with one more entry (`id`
+ * at `rel`), or NULL when it does not fit: matroskamux writes its entries
+ * with 8-byte sizes and positions (28 bytes each, with Voids for the ones
+ * it leaves out); compact ones take 21 bytes at most, so there is room for
+ * one or two more. */
+static GByteArray *
+seekhead_bytes (const Layout * l, guint32 id, guint64 rel)
+{
+  GByteArray *body = g_byte_array_new ();
+
+  for (guint i = 0; i < l->n_seeks; i++)
+    put_seek (body, l->seek_ids[i], l->seek_pos[i], 0);
+  put_seek (body, id, rel, 0);
+  if (!fill_room (body, l->seekhead.size)) {
+    g_byte_array_unref (body);
+    return NULL;
   }
-  return write_at (l->fd, l->seekhead.pos + l->seekhead.hlen, body->data,
-      body->len);
+  return body;
 }
 
 /* Appends a level-1 element (`tail`: its body, given an 8-byte size as
@@ -558,18 +580,24 @@ append_level1 (const gchar * path, Layout * l, guint32 id, GByteArray * tail,
     return layout_error (error, path, "the segment's size field is too "
         "short");
   guint64 at = l->file_size;
+  g_autoptr (GByteArray) seeks = l->n_seeks < G_N_ELEMENTS (l->seek_ids) ?
+      seekhead_bytes (l, id, at - l->seg_data) : NULL;
+  if (!seeks)
+    return layout_error (error, path, "no room in the SeekHead");
   if (!write_at (l->fd, at, tail->data, tail->len)
-      || !seekhead_add (l, id, at - l->seg_data)
+      || !write_at (l->fd, l->seekhead.pos + l->seekhead.hlen, seeks->data,
+          seeks->len)
       || (!l->segment.unknown && !resize (l->fd, &l->segment,
               l->segment.size + tail->len))) {
     int e = errno;
     if (ftruncate (l->fd, (off_t) at) != 0)
       (void) 0;
     g_set_error (error, REMASTER_ERROR, REMASTER_ERROR_PIPELINE,
-        "cannot add to %s: %s", path, e ? g_strerror (e) :
-        "no room in the SeekHead");
+        "cannot add to %s: %s", path, g_strerror (e));
     return FALSE;
   }
+  l->seek_ids[l->n_seeks] = id;
+  l->seek_pos[l->n_seeks] = at - l->seg_data;
   l->n_seeks++;
   l->segment.size += tail->len;
   l->file_size += tail->len;
@@ -816,9 +844,7 @@ put_attached_file (GByteArray * out, GstSample * sample)
   put_id (f, ID_FILEUID);
   put_size (f, 8);
   g_byte_array_append (f, uid, 8);
-  put_id (out, ID_ATTACHEDFILE);
-  put_size (out, f->len);
-  g_byte_array_append (out, f->data, f->len);
+  put_master (out, ID_ATTACHEDFILE, f);
   return TRUE;
 }
 
@@ -976,9 +1002,7 @@ compact (int fd, const Element * e, GByteArray * out, const TrackInfo * want)
       g_byte_array_append (body, &v, 1);
     }
   }
-  put_id (out, e->id);
-  put_size (out, body->len);
-  g_byte_array_append (out, body->data, body->len);
+  put_master (out, e->id, body);
   return TRUE;
 }
 
@@ -1026,9 +1050,7 @@ compact_tracks (int fd, const Layout * l, GArray * in, GByteArray * out,
     if (want)
       g_array_append_val (done, *want);
   }
-  put_id (out, ID_TRACKS);
-  put_size (out, body->len);
-  g_byte_array_append (out, body->data, body->len);
+  put_master (out, ID_TRACKS, body);
   return TRUE;
 }
 
@@ -1060,10 +1082,10 @@ rewrite_header (const gchar * path, Layout * l, GArray * in, gboolean * done,
       return layout_error (error, path, "a damaged header");
     if (e.id == ID_SEEKHEAD || e.id == ID_VOID)
       continue;
-    if (n_moved < G_N_ELEMENTS (old_pos)) {
-      old_pos[n_moved] = e.pos - start;
-      new_rel[n_moved++] = seek_len + rest->len;
-    }
+    if (n_moved == G_N_ELEMENTS (old_pos))
+      return layout_error (error, path, "too many header elements");
+    old_pos[n_moved] = e.pos - start;
+    new_rel[n_moved++] = seek_len + rest->len;
     if (e.id == ID_TRACKS) {
       if (!compact_tracks (l->fd, l, in, rest, &got))
         return layout_error (error, path, "a damaged Tracks element");
@@ -1086,30 +1108,13 @@ rewrite_header (const gchar * path, Layout * l, GArray * in, gboolean * done,
     for (guint k = 0; k < n_moved; k++)
       if (old_pos[k] == rel)
         rel = new_rel[k];
-    guint8 s[21] = { 0x4D, 0xBB, 0x80 | 18, 0x53, 0xAB, 0x84 };
-    GST_WRITE_UINT32_BE (s + 6, l->seek_ids[i]);
-    s[10] = 0x53;
-    s[11] = 0xAC;
-    s[12] = 0x88;
-    GST_WRITE_UINT64_BE (s + 13, rel);
-    g_byte_array_append (head, s, sizeof s);
+    /* 8-byte positions: the size assumed above */
+    put_seek (head, l->seek_ids[i], rel, 8);
   }
   g_byte_array_append (head, rest->data, rest->len);
-  if (head->len > room || room - head->len == 1)
+  if (!fill_room (head, room))
     return layout_error (error, path, "no room in the header for the "
         "track flags");
-  guint64 left = room - head->len;
-  if (left > 0) {
-    guint8 v[9] = { ID_VOID };
-    guint sl = left - 2 <= 126 ? 1 : 8;
-    if (left < 1 + sl || !encode_size (left - 1 - sl, sl, v + 1))
-      return layout_error (error, path, "no room in the header for the "
-          "track flags");
-    g_byte_array_append (head, v, 1 + sl);
-    guint len = head->len;
-    g_byte_array_set_size (head, (guint) room);
-    memset (head->data + len, 0, room - len);
-  }
   if (!write_at (l->fd, start, head->data, head->len)) {
     int err = errno;
     g_set_error (error, REMASTER_ERROR, REMASTER_ERROR_PIPELINE,

@@ -70,9 +70,8 @@ package_of (const gchar * factory)
   return "gstreamer1.0-plugins-base";
 }
 
-static gboolean
-continue_past (GstElement * bin, GstPad * pad, GstCaps * caps,
-    gpointer user_data)
+GstElement *
+remaster_pad_producer (GstPad * pad)
 {
   /* parsebin hands out its own ghost pad; the element that made the
    * stream is the parent of its target */
@@ -81,6 +80,14 @@ continue_past (GstElement * bin, GstPad * pad, GstCaps * caps,
   GstElement *parent = target ? gst_pad_get_parent_element (target) : NULL;
   if (target)
     gst_object_unref (target);
+  return parent;
+}
+
+static gboolean
+continue_past (GstElement * bin, GstPad * pad, GstCaps * caps,
+    gpointer user_data)
+{
+  GstElement *parent = remaster_pad_producer (pad);
   gboolean demuxed = FALSE;
   if (parent) {
     GstElementFactory *f = gst_element_get_factory (parent);

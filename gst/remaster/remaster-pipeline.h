@@ -32,6 +32,10 @@ RemasterStreamKind remaster_pad_stream_kind (GstPad * pad);
  * bare elementary stream still gets its parser, having no demuxer. */
 GstElement *remaster_make_demuxbin (GError ** error);
 
+/* The element that made the stream behind one of parsebin's (ghost) pads
+ * (a new reference), or NULL. */
+GstElement *remaster_pad_producer (GstPad * pad);
+
 /* gst_element_factory_make() with an error that names the element and the
  * Debian package it usually comes from. */
 GstElement *remaster_make (const gchar * factory, const gchar * name,

@@ -57,19 +57,15 @@ stream_caps (GstPad * pad)
   return caps ? caps : gst_pad_query_caps (pad, NULL);
 }
 
-/* The factory of the element behind one of parsebin's (ghost) pads. */
+/* The factory of the element behind one of parsebin's pads. */
 static gchar *
 demuxer_of (GstPad * pad)
 {
-  GstPad *target = GST_IS_GHOST_PAD (pad) ?
-      gst_ghost_pad_get_target (GST_GHOST_PAD (pad)) : gst_object_ref (pad);
-  GstElement *parent = target ? gst_pad_get_parent_element (target) : NULL;
+  GstElement *parent = remaster_pad_producer (pad);
   GstElementFactory *f = parent ? gst_element_get_factory (parent) : NULL;
   gchar *name = f ? g_strdup (GST_OBJECT_NAME (f)) : NULL;
   if (parent)
     gst_object_unref (parent);
-  if (target)
-    gst_object_unref (target);
   return name;
 }
 
@@ -85,9 +81,7 @@ on_pad_added (GstElement * parsebin, GstPad * pad, gpointer user_data)
       if (!ctx->have_video) {
         ctx->have_video = TRUE;
         ctx->probe->demuxer = demuxer_of (pad);
-        ctx->probe->video_caps = gst_pad_get_current_caps (pad);
-        if (!ctx->probe->video_caps)
-          ctx->probe->video_caps = gst_pad_query_caps (pad, NULL);
+        ctx->probe->video_caps = stream_caps (pad);
         gst_pad_add_probe (pad, GST_PAD_PROBE_TYPE_BUFFER |
             GST_PAD_PROBE_TYPE_BUFFER_LIST, on_video_data, ctx->probe, NULL);
       } else {
