@@ -46,6 +46,8 @@ mma16816 (float d[4], const uint32_t a[4], uint32_t b0, uint32_t b1,
       "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
       : "+f" (d[0]), "+f" (d[1]), "+f" (d[2]), "+f" (d[3])
       : "r" (a[0]), "r" (a[1]), "r" (a[2]), "r" (a[3]), "r" (b0), "r" (b1));
+#elif defined (EHAT_CUDA_EMU)
+  ehat_emu_mma_m16n8k16 (d, a, b0, b1, 0);
 #endif
 }
 
@@ -58,6 +60,8 @@ mma16816 (float d[4], const uint32_t a[4], uint32_t b0, uint32_t b1,
       "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
       : "+f" (d[0]), "+f" (d[1]), "+f" (d[2]), "+f" (d[3])
       : "r" (a[0]), "r" (a[1]), "r" (a[2]), "r" (a[3]), "r" (b0), "r" (b1));
+#elif defined (EHAT_CUDA_EMU)
+  ehat_emu_mma_m16n8k16 (d, a, b0, b1, 1);
 #endif
 }
 
