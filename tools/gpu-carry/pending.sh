@@ -9,7 +9,8 @@
 #                (or name steps: ... pending.sh remaster bench)
 #
 # Steps (default: all, in this order):
-#   cuda       meson's cuda suite and backend-module tests (every golden case per precision,
+#   cuda       meson's cuda suite, backend-module and emulator-semantics tests (every golden
+#              case per precision,
 #              the kernels against the CPU, OOM retry, shipped models; device-memory figures)
 #   sanitize   compute-sanitizer memcheck on a golden case, racecheck on the attention kernels
 #   installed  `meson install` layout unpacked into / (root only): `ehat` finds the CUDA module
@@ -58,7 +59,7 @@ step() {
 
 step_cuda() {
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
-  "${PYTHON:-python3}" .gpu/run.py --timeout 300 cuda backend-module
+  "${PYTHON:-python3}" .gpu/run.py --timeout 300 cuda backend-module emulator-semantics
 }
 
 step_sanitize() {
