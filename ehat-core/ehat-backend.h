@@ -31,6 +31,14 @@ typedef enum
   EHAT_ACT_LRELU,               /* negative slope 0.01 */
 } EhatAct;
 
+/* What the caller of graph_begin does with a forward pass's body. */
+typedef enum
+{
+  EHAT_GRAPH_RUN,               /* enqueue it */
+  EHAT_GRAPH_RECORD,            /* enqueue it, then call graph_end */
+  EHAT_GRAPH_REPLAYED,          /* nothing: its recording was enqueued */
+} EhatGraphMode;
+
 /* A convolution, weights packed by the backend (zero padding k/2). */
 typedef struct
 {
@@ -195,6 +203,20 @@ struct _EhatBackendOps
    * holds now and at most since its creation: weights, activations,
    * scratch; not the driver's context nor the libraries' own workspaces. */
   void (*device_memory) (EhatBackend *be, gsize *now, gsize *peak);
+
+  /* Optional (NULL: every pass enqueues every operation).  Replay of a
+   * forward pass's body — everything between input and output — as one
+   * recorded unit (the CUDA backend: a CUDA graph per shape, so that a
+   * pass costs one launch instead of hundreds).  graph_begin says what
+   * the caller does for this pass of n images of h×w (padded) whose
+   * activations live at `arena`: RUN, enqueue the body; RECORD, enqueue
+   * it, then call graph_end; REPLAYED, nothing (the recording was
+   * enqueued).  graph_end returns FALSE when the recording failed and the
+   * body was not enqueued: the caller enqueues it again, and the backend
+   * does not try to record that shape again. */
+  EhatGraphMode (*graph_begin) (EhatBackend *be, int n, int h, int w,
+      const void *arena);
+  gboolean (*graph_end) (EhatBackend *be);
 };
 
 EhatBackend *ehat_backend_cpu_new (int n_threads, GError **error);
@@ -212,7 +234,7 @@ EhatBackend *ehat_backend_cpu_new (int n_threads, GError **error);
  * changes: this header (EhatBackend, EhatBackendOps, the weight structs,
  * EhatBackendModule), the enums of ehat.h that cross it (EhatPrecision,
  * EhatBackendKind, EhatError), or the libehat functions modules call. */
-#define EHAT_BACKEND_ABI_VERSION 4
+#define EHAT_BACKEND_ABI_VERSION 5
 #define EHAT_BACKEND_MODULE_ENTRY "ehat_backend_module_entry"
 
 /* The first two fields stay where they are in every ABI version. */

@@ -635,6 +635,39 @@ danet (EhatNetwork *net, EhatSlots *s, int nimg, int H, int W)
   s->n = tmp;
 }
 
+/* Everything between input (s->t) and output (s->out): what a backend may
+ * record once per shape and replay (graph_begin). */
+static void
+body (EhatNetwork *net, EhatSlots *s, int nimg, int H, int W)
+{
+  EhatBackend *be = net->be;
+  const EhatConfig *c = &net->cfg;
+  EhatBranch br = { net->w0, net->w1, 0, 0 };
+  int hh = H, ww = W;
+
+  be->ops->conv (be, &net->conv_first, s->t, nimg, H, W, s->x0,
+      EHAT_ACT_NONE, NULL, 0.0f, 1);
+  features (net, s, nimg, H, W, &br);
+  if (net->danet)
+    danet (net, s, nimg, H, W);
+
+  /* b = conv_after_body(f) + w1·x0, in place over x0 */
+  be->ops->conv (be, &net->conv_after_body, s->t, nimg, H, W, s->x0,
+      EHAT_ACT_NONE, s->x0, next_w1 (&br), 1);
+  be->ops->conv (be, &net->conv_before_upsample, s->x0, nimg, H, W, s->u[0],
+      EHAT_ACT_LRELU, NULL, 0.0f, 1);
+  for (int u = 0; u < net->n_upsample; u++) {
+    be->ops->conv (be, &net->upsample[u], s->u[u], nimg, hh, ww,
+        s->u[u + 1], EHAT_ACT_NONE, NULL, 0.0f, net->up_factor);
+    hh *= net->up_factor;
+    ww *= net->up_factor;
+  }
+  be->ops->conv (be, &net->conv_last, s->u[net->n_upsample], nimg, hh, ww,
+      s->out, EHAT_ACT_NONE, NULL, 0.0f, 1);
+  g_assert (!br.w0 || br.i0 == ehat_config_n_w0 (c));
+  g_assert (!br.w1 || br.i1 == ehat_config_n_w1 (c));
+}
+
 gboolean
 ehat_network_forward (EhatNetwork *net, const float *in, int nimg, int width,
     int height, float *out, GError **error)
@@ -645,9 +678,9 @@ ehat_network_forward (EhatNetwork *net, const float *in, int nimg, int width,
   int H = (height + ws - 1) / ws * ws, W = (width + ws - 1) / ws * ws;
   gsize m = (gsize) nimg * H * W;
   gsize need = arena_floats (net, plan_arena (net, m, NULL, NULL));
-  EhatBranch br = { net->w0, net->w1, 0, 0 };
+  int scale = c->upscale;
   EhatSlots s;
-  int hh = H, ww = W;
+  EhatGraphMode mode;
 
   if (c->ape && (gsize) H * W != (gsize) c->ape_tokens) {
     g_set_error (error, EHAT_ERROR, EHAT_ERROR_INVALID_ARGUMENT,
@@ -670,29 +703,15 @@ ehat_network_forward (EhatNetwork *net, const float *in, int nimg, int width,
 
   be->ops->input (be, in, nimg, width, height, W, H, c->rgb_mean,
       c->img_range, s.t);
-  be->ops->conv (be, &net->conv_first, s.t, nimg, H, W, s.x0, EHAT_ACT_NONE,
-      NULL, 0.0f, 1);
-  features (net, &s, nimg, H, W, &br);
-  if (net->danet)
-    danet (net, &s, nimg, H, W);
-
-  /* b = conv_after_body(f) + w1·x0, in place over x0 */
-  be->ops->conv (be, &net->conv_after_body, s.t, nimg, H, W, s.x0,
-      EHAT_ACT_NONE, s.x0, next_w1 (&br), 1);
-  be->ops->conv (be, &net->conv_before_upsample, s.x0, nimg, H, W, s.u[0],
-      EHAT_ACT_LRELU, NULL, 0.0f, 1);
-  for (int u = 0; u < net->n_upsample; u++) {
-    be->ops->conv (be, &net->upsample[u], s.u[u], nimg, hh, ww, s.u[u + 1],
-        EHAT_ACT_NONE, NULL, 0.0f, net->up_factor);
-    hh *= net->up_factor;
-    ww *= net->up_factor;
+  mode = be->ops->graph_begin ? be->ops->graph_begin (be, nimg, H, W,
+      net->arena) : EHAT_GRAPH_RUN;
+  if (mode != EHAT_GRAPH_REPLAYED) {
+    body (net, &s, nimg, H, W);
+    /* a recording that failed enqueued nothing: run the body now */
+    if (mode == EHAT_GRAPH_RECORD && !be->ops->graph_end (be))
+      body (net, &s, nimg, H, W);
   }
-  be->ops->conv (be, &net->conv_last, s.u[net->n_upsample], nimg, hh, ww,
-      s.out, EHAT_ACT_NONE, NULL, 0.0f, 1);
-  be->ops->output (be, s.out, nimg, ww, hh, width * c->upscale,
-      height * c->upscale, c->rgb_mean, c->img_range, out);
-
-  g_assert (!br.w0 || br.i0 == ehat_config_n_w0 (c));
-  g_assert (!br.w1 || br.i1 == ehat_config_n_w1 (c));
+  be->ops->output (be, s.out, nimg, W * scale, H * scale, width * scale,
+      height * scale, c->rgb_mean, c->img_range, out);
   return be->ops->sync (be, error);
 }

@@ -54,6 +54,27 @@ typedef enum
   N_SCRATCH
 } EhatScratch;
 
+/* Shapes whose forward body is kept as a CUDA graph (the tiler uses one
+ * or two: the full batch and the last one). */
+#define MAX_GRAPHS 8
+
+typedef enum
+{
+  GRAPH_FREE,                   /* unused slot */
+  GRAPH_WARM,                   /* ran once eagerly: lazy setup is done */
+  GRAPH_READY,                  /* exec holds the recorded body */
+  GRAPH_FAILED,                 /* recording failed: always eager */
+} EhatGraphState;
+
+typedef struct
+{
+  EhatGraphState state;
+  int n, h, w;
+  const void *arena;
+  guint64 gen, last_use;
+  cudaGraphExec_t exec;
+} EhatCudaGraph;
+
 typedef struct
 {
   EhatBackend parent;
@@ -81,6 +102,15 @@ typedef struct
   GError *error;                /* first failure since the last sync */
   void *scratch[N_SCRATCH];
   gsize scratch_bytes[N_SCRATCH];
+  /* CUDA graphs of the forward pass's body, one per shape (graph_begin);
+   * gen counts device frees: a graph records buffer addresses, so one made
+   * before any buffer was freed is stale */
+  gboolean graphs_on;
+  EhatCudaGraph graphs[MAX_GRAPHS];
+  int recording;                /* index being captured, or -1 */
+  guint64 gen, clock;
+  guint n_recorded, n_replayed, n_failed;
+  void *blas_ws;                /* cuBLAS workspace (fixed for capture) */
   /* EHAT_CUDA_PROFILE set: every operation is timed (the stream drained
    * between operations) and a table goes to stderr at destroy */
   GHashTable *prof;             /* op name → EhatProf */
@@ -213,7 +243,15 @@ set_gerror (GError **error, cudaError_t e, const char *what)
 static cudaError_t
 dev_malloc (EhatCudaBackend *cb, void **p, gsize bytes)
 {
-  cudaError_t e = cudaMalloc (p, bytes);
+  cudaError_t e;
+
+  /* a graph may not depend on memory allocated while it is recorded (the
+   * body is recorded only after it ran once, so nothing lazy is left) */
+  if (cb->recording >= 0) {
+    *p = NULL;
+    return cudaErrorStreamCaptureUnsupported;
+  }
+  e = cudaMalloc (p, bytes);
 
   if (e == cudaSuccess) {
     g_hash_table_insert (cb->sizes, *p, GSIZE_TO_POINTER (bytes));
@@ -230,6 +268,7 @@ dev_free (EhatCudaBackend *cb, void *p)
 
   if (!p)
     return cudaSuccess;
+  cb->gen++;                    /* graphs recorded before now are stale */
   if (g_hash_table_lookup_extended (cb->sizes, p, NULL, &n)) {
     cb->dev_bytes -= GPOINTER_TO_SIZE (n);
     g_hash_table_remove (cb->sizes, p);
@@ -254,6 +293,10 @@ scratch (EhatCudaBackend *cb, EhatScratch slot, gsize bytes)
 
   if (bytes <= cb->scratch_bytes[slot] && cb->scratch[slot])
     return cb->scratch[slot];
+  if (cb->recording >= 0) {
+    record_cuda (cb, cudaErrorStreamCaptureUnsupported, "scratch growth");
+    return NULL;
+  }
   if (cb->scratch[slot]) {
     record_cuda (cb, cudaStreamSynchronize (cb->stream), "scratch");
     dev_free (cb, cb->scratch[slot]);
@@ -274,6 +317,15 @@ scratch (EhatCudaBackend *cb, EhatScratch slot, gsize bytes)
 /* ---- lifetime ---- */
 
 static void
+graph_drop (EhatCudaGraph *g)
+{
+  if (g->exec)
+    cudaGraphExecDestroy (g->exec);
+  memset (g, 0, sizeof *g);
+}
+
+
+static void
 cuda_destroy (EhatBackend *be)
 {
   EhatCudaBackend *cb = CB (be);
@@ -285,6 +337,8 @@ cuda_destroy (EhatBackend *be)
   }
   if (cb->stream)
     cudaStreamSynchronize (cb->stream);
+  for (int i = 0; i < MAX_GRAPHS; i++)
+    graph_drop (&cb->graphs[i]);
   for (int i = 0; i < N_SCRATCH; i++)
     if (cb->scratch[i])
       dev_free (cb, cb->scratch[i]);
@@ -296,12 +350,15 @@ cuda_destroy (EhatBackend *be)
       dev_free (cb, copy);
     g_hash_table_destroy (cb->narrow);
   }
+  if (cb->blas)
+    cublasDestroy (cb->blas);
+  dev_free (cb, cb->blas_ws);
+  g_debug ("%s: CUDA graphs: %u recorded, %u replays, %u failed",
+      cb->description, cb->n_recorded, cb->n_replayed, cb->n_failed);
   if (cb->weights)
     g_hash_table_destroy (cb->weights);
   if (cb->sizes)
     g_hash_table_destroy (cb->sizes);
-  if (cb->blas)
-    cublasDestroy (cb->blas);
   if (cb->stream)
     cudaStreamDestroy (cb->stream);
   g_clear_error (&cb->error);
@@ -858,6 +915,106 @@ cuda_channel_gram_attention (EhatBackend *be, const float *f, int n,
       cb->ct, c, se, sf, sf, n, "channel attention GEMM");
 }
 
+/* ---- CUDA graphs of the forward pass's body ----
+ *
+ * A HAT pass is hundreds of small launches (per block: norms, GEMMs and
+ * their epilogues, attention, channel attention); replayed as one graph
+ * they cost one launch, and the host no longer walks the network.  The
+ * first pass of a shape runs eagerly (it makes every lazy allocation and
+ * weight conversion), the second is recorded and launched, later ones
+ * replay.  A recording is only good while every buffer it names lives:
+ * any device free (a scratch buffer grown for a larger shape, a new
+ * arena) makes all older recordings stale, and they are recorded again.
+ * Recording fails safe: anything that may not happen while capturing
+ * (an allocation, a synchronisation) fails the capture, the body runs
+ * eagerly and that shape is never recorded again.  EHAT_CUDA_GRAPHS=0
+ * turns graphs off; EHAT_CUDA_PROFILE does too (it times each op). */
+
+static EhatGraphMode
+cuda_graph_begin (EhatBackend *be, int n, int h, int w, const void *arena)
+{
+  EhatCudaBackend *cb = CB (be);
+  EhatCudaGraph *g = NULL, *lru = &cb->graphs[0];
+  cudaError_t e;
+
+  if (!cb->graphs_on || cb->error || cb->recording >= 0)
+    return EHAT_GRAPH_RUN;
+  for (int i = 0; i < MAX_GRAPHS && !g; i++) {
+    EhatCudaGraph *c = &cb->graphs[i];
+    if (c->state != GRAPH_FREE && c->n == n && c->h == h && c->w == w
+        && c->arena == arena)
+      g = c;
+    else if (c->state == GRAPH_FREE || (lru->state != GRAPH_FREE
+            && c->last_use < lru->last_use))
+      lru = c;
+  }
+  if (!g) {                     /* a new shape: this pass is the warm-up */
+    graph_drop (lru);
+    *lru = (EhatCudaGraph) { GRAPH_WARM, n, h, w, arena, cb->gen,
+      ++cb->clock, NULL };
+    return EHAT_GRAPH_RUN;
+  }
+  g->last_use = ++cb->clock;
+  if (g->state == GRAPH_FAILED)
+    return EHAT_GRAPH_RUN;
+  if (g->state == GRAPH_READY && g->gen == cb->gen) {
+    cudaSetDevice (cb->device);
+    record_cuda (cb, cudaGraphLaunch (g->exec, cb->stream), "graph launch");
+    cb->n_replayed++;
+    return EHAT_GRAPH_REPLAYED;
+  }
+  if (g->exec) {                /* stale: record it again */
+    cudaGraphExecDestroy (g->exec);
+    g->exec = NULL;
+  }
+  cudaSetDevice (cb->device);
+  e = cudaStreamBeginCapture (cb->stream, cudaStreamCaptureModeThreadLocal);
+  if (e != cudaSuccess) {
+    (void) cudaGetLastError ();
+    g->state = GRAPH_FAILED;
+    cb->n_failed++;
+    return EHAT_GRAPH_RUN;
+  }
+  cb->recording = (int) (g - cb->graphs);
+  return EHAT_GRAPH_RECORD;
+}
+
+static gboolean
+cuda_graph_end (EhatBackend *be)
+{
+  EhatCudaBackend *cb = CB (be);
+  EhatCudaGraph *g = &cb->graphs[cb->recording];
+  cudaGraph_t graph = NULL;
+  cudaError_t e;
+
+  g_return_val_if_fail (cb->recording >= 0, FALSE);
+  cb->recording = -1;
+  e = cudaStreamEndCapture (cb->stream, &graph);
+  if (e == cudaSuccess && !cb->error)
+    e = cudaGraphInstantiate (&g->exec, graph, 0);
+  if (graph)
+    cudaGraphDestroy (graph);
+  if (e != cudaSuccess || cb->error) {
+    /* nothing of the body ran: the caller enqueues it again, eagerly (an
+     * error that is not the capture's own comes back there) */
+    g_debug ("CUDA graph of %d×%dx%d not recorded: %s", g->n, g->w, g->h,
+        cb->error ? cb->error->message : cudaGetErrorString (e));
+    (void) cudaGetLastError ();
+    g_clear_error (&cb->error);
+    if (g->exec)
+      cudaGraphExecDestroy (g->exec);
+    g->exec = NULL;
+    g->state = GRAPH_FAILED;
+    cb->n_failed++;
+    return FALSE;
+  }
+  g->state = GRAPH_READY;
+  g->gen = cb->gen;
+  cb->n_recorded++;
+  record_cuda (cb, cudaGraphLaunch (g->exec, cb->stream), "graph launch");
+  return TRUE;
+}
+
 static gboolean
 cuda_sync (EhatBackend *be, GError **error)
 {
@@ -897,6 +1054,8 @@ static const EhatBackendOps cuda_ops = {
   .position_attention = cuda_position_attention,
   .channel_gram_attention = cuda_channel_gram_attention,
   .sync = cuda_sync,
+  .graph_begin = cuda_graph_begin,
+  .graph_end = cuda_graph_end,
 };
 
 /* The backend's constructor, reached through the module entry below. */
@@ -971,6 +1130,9 @@ cuda_backend_new (int device_id, EhatPrecision precision, GError **error)
     cb->prof = g_hash_table_new_full (g_str_hash, g_str_equal, NULL, g_free);
   cb->narrow = g_hash_table_new (NULL, NULL);
   cb->sizes = g_hash_table_new (NULL, NULL);
+  cb->recording = -1;
+  cb->graphs_on = !cb->prof
+      && g_strcmp0 (g_getenv ("EHAT_CUDA_GRAPHS"), "0") != 0;
 
   e = cudaSetDevice (device_id);
   if (e == cudaSuccess)
@@ -984,6 +1146,17 @@ cuda_backend_new (int device_id, EhatPrecision precision, GError **error)
   st = cublasCreate (&cb->blas);
   if (st == CUBLAS_STATUS_SUCCESS)
     st = cublasSetStream (cb->blas, cb->stream);
+  /* a workspace of our own (after SetStream, which resets it): cuBLAS
+   * then allocates nothing while a graph is being recorded (its guide's
+   * advice; 32 MiB covers Hopper's largest kernels) */
+  if (st == CUBLAS_STATUS_SUCCESS) {
+    gsize ws = major >= 9 ? (32u << 20) : (4u << 20);
+    e = dev_malloc (cb, &cb->blas_ws, ws);
+    if (e == cudaSuccess)
+      st = cublasSetWorkspace (cb->blas, cb->blas_ws, ws);
+    else
+      st = CUBLAS_STATUS_ALLOC_FAILED;
+  }
   /* fp32 is the reference: CUBLAS_DEFAULT_MATH keeps fp32 GEMMs in full
    * fp32 (no TF32); tf32 opts in to the tensor-op path. */
   if (st == CUBLAS_STATUS_SUCCESS)

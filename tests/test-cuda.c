@@ -22,6 +22,11 @@
 
 #define GOLDEN_TOLERANCE 1e-4
 
+#ifdef EHAT_TEST_EMULATOR
+/* kernels/emu/ehat-cuda-emu.cc: graphs launched since the process began */
+unsigned ehat_emu_graph_launches (void);
+#endif
+
 static GRand *rng;
 static EhatBackend *gpu, *cpu;
 
@@ -759,6 +764,76 @@ test_shipped_narrow (gconstpointer data)
   }
 }
 
+/* CUDA graphs (kernels/ehat-cuda-backend.c): a shape's second pass is
+ * recorded, later ones replay the recording.  Every pass, on new input
+ * each time, must equal a backend's without graphs (EHAT_CUDA_GRAPHS=0) —
+ * also after a larger shape has replaced the activation arena that the
+ * earlier recordings name. */
+static void
+test_graphs (void)
+{
+  const char *gd = g_getenv ("EHAT_GOLDEN_DIR");
+  g_autofree char *mp = gd ? g_build_filename (gd, "hat-tiny-x2",
+      "model.safetensors", NULL) : NULL;
+  g_autoptr (GError) error = NULL;
+  g_autoptr (EhatModel) model = NULL;
+  /* A A A B B A A: warm-up, record, replay; a larger arena; A again */
+  static const int seq[][3] = { {1, 24, 20}, {1, 24, 20}, {1, 24, 20},
+  {2, 40, 36}, {2, 40, 36}, {1, 24, 20}, {1, 24, 20}
+  };
+  static const EhatPrecision precs[] =
+      { EHAT_PRECISION_FP32, EHAT_PRECISION_FP16 };
+
+  if (!mp || !g_file_test (mp, G_FILE_TEST_EXISTS)) {
+    g_test_fail_printf ("golden case hat-tiny-x2 missing (%s)", gd);
+    return;
+  }
+  model = ehat_model_load (mp, &error);
+  g_assert_no_error (error);
+  for (guint p = 0; p < G_N_ELEMENTS (precs); p++) {
+    g_autoptr (EhatEngine) e = NULL, plain = NULL;
+#ifdef EHAT_TEST_EMULATOR
+    unsigned launches = ehat_emu_graph_launches ();
+#endif
+
+    g_setenv ("EHAT_CUDA_GRAPHS", "0", TRUE);
+    plain = gpu_engine (model, precs[p]);
+    g_unsetenv ("EHAT_CUDA_GRAPHS");
+    e = gpu_engine (model, precs[p]);
+    for (guint k = 0; k < G_N_ELEMENTS (seq); k++) {
+      int n = seq[k][0], w = seq[k][1], h = seq[k][2];
+      gsize n_in = (gsize) n * 3 * w * h, n_out = n_in * 4;
+      g_autofree float *in = rnd (n_in, 0.5);
+      g_autofree float *out = g_new (float, n_out);
+      g_autofree float *ref = g_new (float, n_out);
+      double db;
+
+      for (gsize i = 0; i < n_in; i++)
+        in[i] += 0.5f;
+      g_assert_true (ehat_engine_process (e, in, n, w, h, out, &error));
+      g_assert_no_error (error);
+      g_assert_true (ehat_engine_process (plain, in, n, w, h, ref, &error));
+      g_assert_no_error (error);
+      db = psnr (out, ref, n_out);
+      g_test_message ("%s pass %u (%d × %dx%d): graphs vs none %.1f dB, max "
+          "abs diff %.3g", precs[p] == EHAT_PRECISION_FP32 ? "fp32" : "fp16",
+          k, n, w, h, db, max_abs_diff (out, ref, n_out));
+#ifdef EHAT_TEST_EMULATOR
+      /* the same kernels in the same order: the same bits */
+      g_assert_cmpfloat (max_abs_diff (out, ref, n_out), ==, 0.0);
+#else
+      /* the same kernels; atomics (channel sums) may add in another order */
+      g_assert_cmpfloat (db, >=, 80.0);
+#endif
+    }
+#ifdef EHAT_TEST_EMULATOR
+    /* recorded and launched at A's 2nd pass, replayed at its 3rd, recorded
+     * at B's 2nd, and at A's 2nd pass on the new arena: 4 launches */
+    g_assert_cmpuint (ehat_emu_graph_launches () - launches, ==, 4);
+#endif
+  }
+}
+
 /* Out of device memory for real: with all but a third of a whole-frame
  * pass's memory taken, the tiler must shrink its tiles (and give up
  * batching) until the frame goes through, and produce exactly what a run
@@ -871,6 +946,7 @@ main (int argc, char **argv)
       test_golden_narrow, keep);
   golden_add_cases (g_getenv ("EHAT_PROJECT_GOLDEN_DIR"), "/cuda/narrow",
       test_golden_narrow, keep);
+  g_test_add_func ("/cuda/graphs", test_graphs);
   g_test_add_func ("/cuda/oom", test_oom);
   g_test_add_data_func ("/cuda/shipped/ehat-fast-x2", "ehat-fast-x2",
       test_shipped_narrow);

@@ -504,9 +504,40 @@ static struct
   std::map<uintptr_t, size_t> pinned;     /* page-locked host memory */
   std::map<const void *, int> max_smem;   /* cudaFuncAttributeMaxDynamic… */
   std::deque<std::function<void ()>> queue;
+  /* stream capture: ops go to the graph being built instead of the queue */
+  bool capturing, capture_broken;
+  cudaStream_t capture_stream;
+  cudaStreamCaptureMode capture_mode;
+  std::vector<std::function<void ()>> captured;
   cudaError_t last;             /* cudaGetLastError */
   cudaError_t sticky;           /* a failed kernel: the context is gone */
 } D;
+
+/* Stream-ordered work: queued, or recorded into the graph being captured
+ * (ops are closures that may run any number of times: graph launches). */
+static void
+push_op (std::function<void ()> op)
+{
+  if (D.capturing)
+    D.captured.push_back (std::move (op));
+  else
+    D.queue.push_back (std::move (op));
+}
+
+/* A call that may not happen while a stream is being captured (it would
+ * synchronise, or copy from pageable memory): as in CUDA, it fails and the
+ * capture is invalidated. */
+static bool
+capture_forbids (const char *what)
+{
+  if (!D.capturing)
+    return false;
+  fprintf (stderr, "ehat CUDA emulator: %s during stream capture: not "
+      "permitted, the capture is invalidated\n", what);
+  D.capture_broken = true;
+  D.last = cudaErrorStreamCaptureUnsupported;
+  return true;
+}
 
 static double
 now_ms (void)
@@ -562,6 +593,8 @@ ret (cudaError_t e)
 static cudaError_t
 flush (void)
 {
+  if (capture_forbids ("synchronisation"))
+    return cudaErrorStreamCaptureUnsupported;
   while (!D.queue.empty () && D.sticky == cudaSuccess) {
     std::function<void ()> op = std::move (D.queue.front ());
     D.queue.pop_front ();
@@ -643,18 +676,20 @@ ehat_emu_launch (const char *name, const void *func, dim3 grid, dim3 block,
     drop (arg);
     return;
   }
-  Launch *L = new Launch { name, func, grid, block, smem, run, arg, drop };
-  D.queue.push_back ([L] () {
+  std::shared_ptr<Launch> L (new Launch { name, func, grid, block, smem,
+        run, arg, drop }, [] (Launch *l) {
+        l->drop (l->arg);
+        delete l;
+      });
+  push_op ([L] () {
     if (!stacks_init ()) {
       kernel_failed (cudaErrorMemoryAllocation, "no memory for fibers");
     } else {
       S.fault.clear ();
-      run_grid (L);
+      run_grid (L.get ());
       if (!S.fault.empty ())
         kernel_failed (cudaErrorLaunchFailure, S.fault);
     }
-    L->drop (L->arg);
-    delete L;
   });
 }
 
@@ -750,6 +785,9 @@ cudaMalloc (void **p, size_t bytes)
   if (D.sticky)
     return D.sticky;
   *p = NULL;
+  if (D.capturing && D.capture_mode != cudaStreamCaptureModeRelaxed
+      && capture_forbids ("cudaMalloc"))
+    return cudaErrorStreamCaptureUnsupported;
   if (bytes > D.capacity - D.used)
     return ret (cudaErrorMemoryAllocation);
   void *m = aligned_alloc (256, (bytes + 255) / 256 * 256 + 256);
@@ -769,6 +807,8 @@ cudaFree (void *p)
   if (!p)
     return cudaSuccess;
   e = flush ();                 /* cudaFree synchronises the device */
+  if (e == cudaErrorStreamCaptureUnsupported)
+    return e;
   auto it = D.allocs.find ((uintptr_t) p);
   if (it == D.allocs.end ())
     return ret (cudaErrorInvalidValue);
@@ -848,11 +888,14 @@ cudaMemcpyAsync (void *dst, const void *src, size_t n, cudaMemcpyKind k,
     return D.sticky;
   if ((e = copy_sides (dst, src, n, k, &dd, &sd)) != cudaSuccess)
     return ret (e);
+  if (((!sd && !is_pinned (src, n)) || (!dd && !is_pinned (dst, n)))
+      && capture_forbids ("a copy from or to pageable host memory"))
+    return cudaErrorStreamCaptureUnsupported;
   if (!sd && !is_pinned (src, n)) {
     /* pageable source: staged now, the caller may reuse it at once */
     auto stage = std::make_shared<std::vector<unsigned char>> (
         (const unsigned char *) src, (const unsigned char *) src + n);
-    D.queue.push_back ([dst, stage] () {
+    push_op ([dst, stage] () {
       memcpy (dst, stage->data (), stage->size ());
     });
   } else if (!dd && !is_pinned (dst, n)) {
@@ -861,7 +904,7 @@ cudaMemcpyAsync (void *dst, const void *src, size_t n, cudaMemcpyKind k,
       return e;
     memcpy (dst, src, n);
   } else {
-    D.queue.push_back ([dst, src, n] () { memcpy (dst, src, n); });
+    push_op ([dst, src, n] () { memcpy (dst, src, n); });
   }
   return cudaSuccess;
 }
@@ -881,7 +924,7 @@ cudaMemsetAsync (void *p, int v, size_t n, cudaStream_t s)
     return D.sticky;
   if (n && !is_device (p, n))
     return ret (cudaErrorInvalidValue);
-  D.queue.push_back ([p, v, n] () { memset (p, v, n); });
+  push_op ([p, v, n] () { memset (p, v, n); });
   return cudaSuccess;
 }
 
@@ -969,7 +1012,7 @@ cudaEventRecord (cudaEvent_t e, cudaStream_t s)
   (void) s;
   ev->recorded = true;
   ev->done = false;
-  D.queue.push_back ([ev] () {
+  push_op ([ev] () {
     ev->done = true;
     ev->when = now_ms ();
   });
@@ -1039,7 +1082,9 @@ cudaGetErrorName (cudaError_t e)
     N (cudaErrorNoDevice) N (cudaErrorIllegalAddress)
     N (cudaErrorLaunchFailure) N (cudaErrorNotReady)
     N (cudaErrorNotSupported) N (cudaErrorInvalidResourceHandle)
-    N (cudaErrorLaunchOutOfResources)
+    N (cudaErrorLaunchOutOfResources) N (cudaErrorIllegalState)
+    N (cudaErrorStreamCaptureUnsupported)
+    N (cudaErrorStreamCaptureInvalidated)
 #undef N
     default: return "cudaErrorUnknown";
   }
@@ -1065,7 +1110,104 @@ cudaGetErrorString (cudaError_t e)
   }
 }
 
+/* ---- stream capture and graphs ---- */
+
+struct Graph
+{
+  std::vector<std::function<void ()>> ops;
+};
+
+EHAT_EMU_EXPORT cudaError_t
+cudaStreamBeginCapture (cudaStream_t s, cudaStreamCaptureMode mode)
+{
+  if (D.sticky)
+    return D.sticky;
+  if (D.capturing)
+    return ret (cudaErrorIllegalState);
+  D.capturing = true;
+  D.capture_broken = false;
+  D.capture_stream = s;
+  D.capture_mode = mode;
+  D.captured.clear ();
+  return cudaSuccess;
+}
+
+EHAT_EMU_EXPORT cudaError_t
+cudaStreamEndCapture (cudaStream_t s, cudaGraph_t *g)
+{
+  *g = NULL;
+  if (!D.capturing || s != D.capture_stream)
+    return ret (cudaErrorIllegalState);
+  D.capturing = false;
+  if (D.capture_broken) {
+    D.captured.clear ();
+    return ret (cudaErrorStreamCaptureInvalidated);
+  }
+  Graph *graph = new Graph;
+  graph->ops.swap (D.captured);
+  *g = (cudaGraph_t) graph;
+  return D.sticky;
+}
+
+EHAT_EMU_EXPORT cudaError_t
+cudaStreamIsCapturing (cudaStream_t s, cudaStreamCaptureStatus *status)
+{
+  *status = !D.capturing || s != D.capture_stream
+      ? cudaStreamCaptureStatusNone : D.capture_broken
+      ? cudaStreamCaptureStatusInvalidated : cudaStreamCaptureStatusActive;
+  return cudaSuccess;
+}
+
+EHAT_EMU_EXPORT cudaError_t
+cudaGraphInstantiate (cudaGraphExec_t *exec, cudaGraph_t g,
+    unsigned long long flags)
+{
+  (void) flags;
+  if (!g)
+    return ret (cudaErrorInvalidValue);
+  *exec = (cudaGraphExec_t) new Graph (*(Graph *) g);
+  return D.sticky;
+}
+
+static unsigned graph_launches;
+
+/* for the tests: graphs launched so far */
+EHAT_EMU_EXPORT unsigned
+ehat_emu_graph_launches (void)
+{
+  return graph_launches;
+}
+
+EHAT_EMU_EXPORT cudaError_t
+cudaGraphLaunch (cudaGraphExec_t exec, cudaStream_t s)
+{
+  (void) s;
+  if (D.sticky)
+    return D.sticky;
+  if (!exec)
+    return ret (cudaErrorInvalidValue);
+  graph_launches++;
+  for (const std::function<void ()> &op : ((Graph *) exec)->ops)
+    push_op (op);
+  return cudaSuccess;
+}
+
+EHAT_EMU_EXPORT cudaError_t
+cudaGraphExecDestroy (cudaGraphExec_t exec)
+{
+  delete (Graph *) exec;
+  return cudaSuccess;
+}
+
+EHAT_EMU_EXPORT cudaError_t
+cudaGraphDestroy (cudaGraph_t g)
+{
+  delete (Graph *) g;
+  return cudaSuccess;
+}
+
 /* ---- cuBLAS: the GEMMs, through OpenBLAS in fp32 ---- */
+
 
 struct Handle
 {
@@ -1094,6 +1236,14 @@ cublasSetStream (cublasHandle_t h, cudaStream_t s)
   (void) h;
   (void) s;
   return CUBLAS_STATUS_SUCCESS;
+}
+
+EHAT_EMU_EXPORT cublasStatus_t
+cublasSetWorkspace (cublasHandle_t h, void *ws, size_t bytes)
+{
+  (void) h;
+  return bytes && !is_device (ws, bytes) ? CUBLAS_STATUS_INVALID_VALUE
+      : CUBLAS_STATUS_SUCCESS;
 }
 
 EHAT_EMU_EXPORT cublasStatus_t
@@ -1205,7 +1355,7 @@ gemm_batched (cublasOperation_t ta, cublasOperation_t tb, int m, int n,
   size_t ec = ((size_t) (batch - 1) * sc + (size_t) (n - 1) * ldc + m)
       * type_bytes (ct);
   std::string name = what;
-  D.queue.push_back ([=] () {
+  push_op ([=] () {
     if ((k > 0 && (!check_access ((name + " A").c_str (), A, ea)
                 || !check_access ((name + " B").c_str (), B, eb)))
         || !check_access ((name + " C").c_str (), C, ec))
