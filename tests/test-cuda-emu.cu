@@ -161,7 +161,8 @@ test_reduce (void)
 static void
 test_dynamic_smem (void)
 {
-  const int n = 15000;          /* 60 000 bytes: over the 48 KiB default, under sm_75's 64 KiB */
+  /* 60 000 bytes: over the 48 KiB default, under sm_75's 64 KiB */
+  const int n = 15000;
   int *d, *h = g_new (int, n);
 
   CHECK (cudaMalloc ((void **) &d, n * sizeof (int)));

@@ -6,7 +6,10 @@
  * one pipeline (chained, and on two tee branches running at once) must each
  * produce every frame.
  *
- * Needs EHAT_SHARED_DATA, EHAT_MODELS_DIR, EHAT_CLI and GST_PLUGIN_PATH. */
+ * Needs EHAT_SHARED_DATA, EHAT_MODELS_DIR, EHAT_CLI and GST_PLUGIN_PATH.
+ * EHAT_TEST_BACKEND names the backend of the element and the CLI alike
+ * (default cpu; the cuda-emu suite runs it with cuda on the emulated
+ * device, kernels/emu). */
 #include <gst/gst.h>
 #include <gst/check/gstcheck.h>
 #include <gst/check/gstharness.h>
@@ -21,6 +24,14 @@
 
 #define CROP_W 96
 #define CROP_H 72
+
+/* the backend under test: cpu, or cuda (an emulated device in CI) */
+static const char *
+backend (void)
+{
+  const char *b = g_getenv ("EHAT_TEST_BACKEND");
+  return b && *b ? b : "cpu";
+}
 
 static gchar *
 env_path (const char *var, const char *rel)
@@ -62,7 +73,7 @@ cli_upscale (const char *model, const char *in_png, const char *out_png,
   const gchar *cli = g_getenv ("EHAT_CLI");
   /* NULL-terminated: room for the 8 fixed arguments, 4 optional ones and
    * the terminator */
-  const gchar *argv[13] = { cli, "upscale", "--backend", "cpu", "--model",
+  const gchar *argv[13] = { cli, "upscale", "--backend", backend (), "--model",
     model, in_png, out_png
   };
   int argc = 8;
@@ -167,7 +178,8 @@ check_real_frames (const char *format, const char *tile_size,
   guint i;
 
   fail_unless (e != NULL && tmp != NULL);
-  g_object_set (e, "model", model, "backend", 2 /* cpu */ , NULL);
+  g_object_set (e, "model", model, NULL);
+  gst_util_set_object_arg (G_OBJECT (e), "backend", backend ());
   if (tile_size)
     g_object_set (e, "tile-size", atoi (tile_size), NULL);
   if (ensemble)
@@ -296,8 +308,8 @@ GST_START_TEST (test_two_elements_chained)
   gchar *model = env_path ("EHAT_MODELS_DIR", "ehat-fast-x2.safetensors");
   gchar *desc = g_strdup_printf ("videotestsrc num-buffers=3 pattern=ball ! "
       "video/x-raw,format=I420,width=24,height=16,framerate=10/1 ! "
-      "ehatsr model=%s backend=cpu ! ehatsr model=%s backend=cpu ! "
-      "appsink name=s0", model, model);
+      "ehatsr model=%s backend=%s ! ehatsr model=%s backend=%s ! "
+      "appsink name=s0", model, backend (), model, backend ());
   SinkCount c = { 0 };
 
   run_pipeline (desc, 1, &c);
@@ -318,9 +330,9 @@ GST_START_TEST (test_two_elements_parallel)
   gchar *m4 = env_path ("EHAT_MODELS_DIR", "ehat-fast-x4.safetensors");
   gchar *desc = g_strdup_printf ("videotestsrc num-buffers=4 pattern=snow ! "
       "video/x-raw,format=RGB,width=40,height=36,framerate=10/1 ! tee name=t "
-      "t. ! queue ! ehatsr model=%s backend=cpu ! appsink name=s0 "
-      "t. ! queue ! ehatsr model=%s backend=cpu tile-size=32 ! "
-      "appsink name=s1", m2, m4);
+      "t. ! queue ! ehatsr model=%s backend=%s ! appsink name=s0 "
+      "t. ! queue ! ehatsr model=%s backend=%s tile-size=32 ! "
+      "appsink name=s1", m2, backend (), m4, backend ());
   SinkCount c[2] = { {0}, {0} };
 
   run_pipeline (desc, 2, c);

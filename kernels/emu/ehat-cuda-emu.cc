@@ -47,10 +47,18 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
+#include <thread>
 #include <string>
 #include <vector>
 
 #define EHAT_EMU_EXPORT extern "C" __attribute__ ((visibility ("default")))
+
+/* One device, one lock: processes with several host threads (two
+ * elements in a pipeline, the tests' tee) call the runtime at once; the
+ * emulator runs their work one call at a time, kernels included. */
+static std::recursive_mutex api_mutex;
+#define API_LOCK std::lock_guard<std::recursive_mutex> api_lock (api_mutex)
 
 typedef struct
 {
@@ -304,21 +312,22 @@ warp_complete (int w)
   wp->op = OP_NONE;
 }
 
-/* Release whatever can be released; false when the block is stuck. */
+/* After thread t stopped (at a barrier, a warp collective, or its end):
+ * release what its arrival completes — the block barrier, its warp's
+ * collective. */
 static void
-release (void)
+release (int t)
 {
+  Warp *wp = &S.warps[t / 32];
+
   if (S.at_block > 0 && S.at_block == S.live) {
-    for (int t = 0; t < S.n; t++)
-      if (S.fibers[t].state == F_AT_BLOCK)
-        S.fibers[t].state = F_RUNNABLE;
+    for (int i = 0; i < S.n; i++)
+      if (S.fibers[i].state == F_AT_BLOCK)
+        S.fibers[i].state = F_RUNNABLE;
     S.at_block = 0;
   }
-  for (int w = 0; w < (S.n + 31) / 32; w++) {
-    Warp *wp = &S.warps[w];
-    if (wp->op != OP_NONE && wp->arrived == (wp->mask & wp->live))
-      warp_complete (w);
-  }
+  if (wp->op != OP_NONE && wp->arrived == (wp->mask & wp->live))
+    warp_complete (t / 32);
 }
 
 static void
@@ -361,7 +370,7 @@ run_block (const Launch *L, uint3 bid)
       } else if (f->state == F_AT_BLOCK) {
         S.at_block++;
       }
-      release ();
+      release (t);
     }
     if (!ran && done < S.n) {
       int at_warp = S.n - done - S.at_block;
@@ -508,29 +517,39 @@ static struct
   bool capturing, capture_broken;
   cudaStream_t capture_stream;
   cudaStreamCaptureMode capture_mode;
+  std::thread::id capture_thread;
   std::vector<std::function<void ()>> captured;
   cudaError_t last;             /* cudaGetLastError */
   cudaError_t sticky;           /* a failed kernel: the context is gone */
 } D;
 
 /* Stream-ordered work: queued, or recorded into the graph being captured
- * (ops are closures that may run any number of times: graph launches). */
+ * when it is on the capturing stream (ops are closures that may run any
+ * number of times: graph launches). */
 static void
-push_op (std::function<void ()> op)
+push_op (cudaStream_t s, std::function<void ()> op)
 {
-  if (D.capturing)
+  if (D.capturing && s == D.capture_stream)
     D.captured.push_back (std::move (op));
   else
     D.queue.push_back (std::move (op));
 }
 
-/* A call that may not happen while a stream is being captured (it would
- * synchronise, or copy from pageable memory): as in CUDA, it fails and the
- * capture is invalidated. */
+/* A call that may not happen while a stream is being captured, as CUDA
+ * rules it: anything that would wait for the capturing stream, and the
+ * "potentially unsafe" calls (allocation, synchronisation) from any thread
+ * in global mode or from the capturing thread in thread-local mode.  It
+ * fails and invalidates the capture. */
 static bool
-capture_forbids (const char *what)
+capture_forbids (const char *what, bool on_capture_stream)
 {
+  bool same_thread;
+
   if (!D.capturing)
+    return false;
+  same_thread = std::this_thread::get_id () == D.capture_thread;
+  if (!on_capture_stream && D.capture_mode != cudaStreamCaptureModeGlobal
+      && !(D.capture_mode == cudaStreamCaptureModeThreadLocal && same_thread))
     return false;
   fprintf (stderr, "ehat CUDA emulator: %s during stream capture: not "
       "permitted, the capture is invalidated\n", what);
@@ -561,6 +580,9 @@ dev_init (void)
   if (D.init)
     return;
   D.init = true;
+  /* the GEMMs run on the calling thread, like the kernels: OpenBLAS's own
+   * threads would only spin (sched_yield) beside it */
+  openblas_set_num_threads (1);
   D.n_devices = env_int ("EHAT_EMU_DEVICES", 1);
   D.capacity = (size_t) env_int ("EHAT_EMU_MEMORY_MB", 4096) << 20;
   cc = getenv ("EHAT_EMU_CC");  /* e.g. 7.5: the pre-Ampere paths */
@@ -591,9 +613,9 @@ ret (cudaError_t e)
 /* Runs the queue; a kernel fault makes every later call fail, as a real
  * context does after an illegal address or a failed launch. */
 static cudaError_t
-flush (void)
+flush (bool waits_for_capture = false)
 {
-  if (capture_forbids ("synchronisation"))
+  if (capture_forbids ("synchronisation", waits_for_capture))
     return cudaErrorStreamCaptureUnsupported;
   while (!D.queue.empty () && D.sticky == cudaSuccess) {
     std::function<void ()> op = std::move (D.queue.front ());
@@ -653,12 +675,12 @@ ehat_emu_launch (const char *name, const void *func, dim3 grid, dim3 block,
     size_t smem, cudaStream_t s, void (*run) (void *), void *arg,
     void (*drop) (void *))
 {
+  API_LOCK;
   size_t threads = (size_t) block.x * block.y * block.z;
   auto it = D.max_smem.find (func);
   size_t smem_max = it != D.max_smem.end () ? (size_t) it->second : 48 * 1024;
   cudaError_t e = cudaSuccess;
 
-  (void) s;
   dev_init ();
   if (threads == 0 || threads > MAX_THREADS || block.x > 1024
       || block.y > 1024 || block.z > 64 || grid.x == 0 || grid.y == 0
@@ -681,7 +703,7 @@ ehat_emu_launch (const char *name, const void *func, dim3 grid, dim3 block,
         l->drop (l->arg);
         delete l;
       });
-  push_op ([L] () {
+  push_op (s, [L] () {
     if (!stacks_init ()) {
       kernel_failed (cudaErrorMemoryAllocation, "no memory for fibers");
     } else {
@@ -698,6 +720,7 @@ ehat_emu_launch (const char *name, const void *func, dim3 grid, dim3 block,
 EHAT_EMU_EXPORT cudaError_t
 cudaGetDeviceCount (int *n)
 {
+  API_LOCK;
   dev_init ();
   *n = D.n_devices;
   return D.n_devices > 0 ? cudaSuccess : ret (cudaErrorNoDevice);
@@ -706,6 +729,7 @@ cudaGetDeviceCount (int *n)
 EHAT_EMU_EXPORT cudaError_t
 cudaSetDevice (int d)
 {
+  API_LOCK;
   dev_init ();
   if (d < 0 || d >= D.n_devices)
     return ret (cudaErrorInvalidDevice);
@@ -716,6 +740,7 @@ cudaSetDevice (int d)
 EHAT_EMU_EXPORT cudaError_t
 cudaGetDevice (int *d)
 {
+  API_LOCK;
   dev_init ();
   *d = D.device;
   return cudaSuccess;
@@ -724,6 +749,7 @@ cudaGetDevice (int *d)
 EHAT_EMU_EXPORT cudaError_t
 cudaGetDeviceProperties (cudaDeviceProp *p, int d)
 {
+  API_LOCK;
   dev_init ();
   if (d < 0 || d >= D.n_devices)
     return ret (cudaErrorInvalidDevice);
@@ -749,6 +775,7 @@ cudaGetDeviceProperties (cudaDeviceProp *p, int d)
 EHAT_EMU_EXPORT cudaError_t
 cudaDeviceGetAttribute (int *v, cudaDeviceAttr a, int d)
 {
+  API_LOCK;
   dev_init ();
   if (d < 0 || d >= D.n_devices)
     return ret (cudaErrorInvalidDevice);
@@ -769,6 +796,7 @@ cudaDeviceGetAttribute (int *v, cudaDeviceAttr a, int d)
 EHAT_EMU_EXPORT cudaError_t
 cudaFuncSetAttribute (const void *func, cudaFuncAttribute a, int v)
 {
+  API_LOCK;
   dev_init ();
   if (a != cudaFuncAttributeMaxDynamicSharedMemorySize)
     return cudaSuccess;
@@ -781,12 +809,12 @@ cudaFuncSetAttribute (const void *func, cudaFuncAttribute a, int v)
 EHAT_EMU_EXPORT cudaError_t
 cudaMalloc (void **p, size_t bytes)
 {
+  API_LOCK;
   dev_init ();
   if (D.sticky)
     return D.sticky;
   *p = NULL;
-  if (D.capturing && D.capture_mode != cudaStreamCaptureModeRelaxed
-      && capture_forbids ("cudaMalloc"))
+  if (capture_forbids ("cudaMalloc", false))
     return cudaErrorStreamCaptureUnsupported;
   if (bytes > D.capacity - D.used)
     return ret (cudaErrorMemoryAllocation);
@@ -803,6 +831,7 @@ cudaMalloc (void **p, size_t bytes)
 EHAT_EMU_EXPORT cudaError_t
 cudaFree (void *p)
 {
+  API_LOCK;
   cudaError_t e;
   if (!p)
     return cudaSuccess;
@@ -821,6 +850,7 @@ cudaFree (void *p)
 EHAT_EMU_EXPORT cudaError_t
 cudaMallocHost (void **p, size_t bytes)
 {
+  API_LOCK;
   *p = malloc (bytes ? bytes : 1);
   if (!*p)
     return ret (cudaErrorMemoryAllocation);
@@ -831,6 +861,7 @@ cudaMallocHost (void **p, size_t bytes)
 EHAT_EMU_EXPORT cudaError_t
 cudaHostAlloc (void **p, size_t bytes, unsigned flags)
 {
+  API_LOCK;
   (void) flags;
   return cudaMallocHost (p, bytes);
 }
@@ -838,6 +869,7 @@ cudaHostAlloc (void **p, size_t bytes, unsigned flags)
 EHAT_EMU_EXPORT cudaError_t
 cudaFreeHost (void *p)
 {
+  API_LOCK;
   flush ();
   auto it = D.pinned.find ((uintptr_t) p);
   if (it == D.pinned.end ())
@@ -850,6 +882,7 @@ cudaFreeHost (void *p)
 EHAT_EMU_EXPORT cudaError_t
 cudaMemGetInfo (size_t *fr, size_t *total)
 {
+  API_LOCK;
   dev_init ();
   *fr = D.capacity - D.used;
   *total = D.capacity;
@@ -879,23 +912,24 @@ EHAT_EMU_EXPORT cudaError_t
 cudaMemcpyAsync (void *dst, const void *src, size_t n, cudaMemcpyKind k,
     cudaStream_t s)
 {
+  API_LOCK;
   bool dd, sd;
   cudaError_t e;
 
-  (void) s;
   dev_init ();
   if (D.sticky)
     return D.sticky;
   if ((e = copy_sides (dst, src, n, k, &dd, &sd)) != cudaSuccess)
     return ret (e);
   if (((!sd && !is_pinned (src, n)) || (!dd && !is_pinned (dst, n)))
-      && capture_forbids ("a copy from or to pageable host memory"))
+      && capture_forbids ("a copy from or to pageable host memory",
+          s == D.capture_stream))
     return cudaErrorStreamCaptureUnsupported;
   if (!sd && !is_pinned (src, n)) {
     /* pageable source: staged now, the caller may reuse it at once */
     auto stage = std::make_shared<std::vector<unsigned char>> (
         (const unsigned char *) src, (const unsigned char *) src + n);
-    push_op ([dst, stage] () {
+    push_op (s, [dst, stage] () {
       memcpy (dst, stage->data (), stage->size ());
     });
   } else if (!dd && !is_pinned (dst, n)) {
@@ -904,7 +938,7 @@ cudaMemcpyAsync (void *dst, const void *src, size_t n, cudaMemcpyKind k,
       return e;
     memcpy (dst, src, n);
   } else {
-    push_op ([dst, src, n] () { memcpy (dst, src, n); });
+    push_op (s, [dst, src, n] () { memcpy (dst, src, n); });
   }
   return cudaSuccess;
 }
@@ -912,6 +946,7 @@ cudaMemcpyAsync (void *dst, const void *src, size_t n, cudaMemcpyKind k,
 EHAT_EMU_EXPORT cudaError_t
 cudaMemcpy (void *dst, const void *src, size_t n, cudaMemcpyKind k)
 {
+  API_LOCK;
   cudaError_t e = cudaMemcpyAsync (dst, src, n, k, 0);
   return e != cudaSuccess ? e : flush ();
 }
@@ -919,18 +954,20 @@ cudaMemcpy (void *dst, const void *src, size_t n, cudaMemcpyKind k)
 EHAT_EMU_EXPORT cudaError_t
 cudaMemsetAsync (void *p, int v, size_t n, cudaStream_t s)
 {
+  API_LOCK;
   (void) s;
   if (D.sticky)
     return D.sticky;
   if (n && !is_device (p, n))
     return ret (cudaErrorInvalidValue);
-  push_op ([p, v, n] () { memset (p, v, n); });
+  push_op (s, [p, v, n] () { memset (p, v, n); });
   return cudaSuccess;
 }
 
 EHAT_EMU_EXPORT cudaError_t
 cudaMemset (void *p, int v, size_t n)
 {
+  API_LOCK;
   cudaError_t e = cudaMemsetAsync (p, v, n, 0);
   return e != cudaSuccess ? e : flush ();
 }
@@ -938,6 +975,7 @@ cudaMemset (void *p, int v, size_t n)
 EHAT_EMU_EXPORT cudaError_t
 cudaStreamCreateWithFlags (cudaStream_t *s, unsigned flags)
 {
+  API_LOCK;
   static char streams[64];
   static int next;
   (void) flags;
@@ -951,12 +989,14 @@ cudaStreamCreateWithFlags (cudaStream_t *s, unsigned flags)
 EHAT_EMU_EXPORT cudaError_t
 cudaStreamCreate (cudaStream_t *s)
 {
+  API_LOCK;
   return cudaStreamCreateWithFlags (s, 0);
 }
 
 EHAT_EMU_EXPORT cudaError_t
 cudaStreamDestroy (cudaStream_t s)
 {
+  API_LOCK;
   (void) s;
   return flush ();
 }
@@ -964,19 +1004,21 @@ cudaStreamDestroy (cudaStream_t s)
 EHAT_EMU_EXPORT cudaError_t
 cudaStreamSynchronize (cudaStream_t s)
 {
-  (void) s;
-  return flush ();
+  API_LOCK;
+  return flush (D.capturing && s == D.capture_stream);
 }
 
 EHAT_EMU_EXPORT cudaError_t
 cudaDeviceSynchronize (void)
 {
-  return flush ();
+  API_LOCK;
+  return flush (true);          /* waits for the capturing stream too */
 }
 
 EHAT_EMU_EXPORT cudaError_t
 cudaStreamWaitEvent (cudaStream_t s, cudaEvent_t e, unsigned flags)
 {
+  API_LOCK;
   (void) s;
   (void) e;
   (void) flags;
@@ -986,6 +1028,7 @@ cudaStreamWaitEvent (cudaStream_t s, cudaEvent_t e, unsigned flags)
 EHAT_EMU_EXPORT cudaError_t
 cudaEventCreateWithFlags (cudaEvent_t *e, unsigned flags)
 {
+  API_LOCK;
   (void) flags;
   *e = (cudaEvent_t) new Event { false, false, 0.0 };
   return cudaSuccess;
@@ -994,12 +1037,14 @@ cudaEventCreateWithFlags (cudaEvent_t *e, unsigned flags)
 EHAT_EMU_EXPORT cudaError_t
 cudaEventCreate (cudaEvent_t *e)
 {
+  API_LOCK;
   return cudaEventCreateWithFlags (e, 0);
 }
 
 EHAT_EMU_EXPORT cudaError_t
 cudaEventDestroy (cudaEvent_t e)
 {
+  API_LOCK;
   flush ();
   delete (Event *) e;
   return cudaSuccess;
@@ -1008,11 +1053,12 @@ cudaEventDestroy (cudaEvent_t e)
 EHAT_EMU_EXPORT cudaError_t
 cudaEventRecord (cudaEvent_t e, cudaStream_t s)
 {
+  API_LOCK;
   Event *ev = (Event *) e;
   (void) s;
   ev->recorded = true;
   ev->done = false;
-  push_op ([ev] () {
+  push_op (s, [ev] () {
     ev->done = true;
     ev->when = now_ms ();
   });
@@ -1022,6 +1068,7 @@ cudaEventRecord (cudaEvent_t e, cudaStream_t s)
 EHAT_EMU_EXPORT cudaError_t
 cudaEventSynchronize (cudaEvent_t e)
 {
+  API_LOCK;
   (void) e;
   return flush ();
 }
@@ -1029,12 +1076,14 @@ cudaEventSynchronize (cudaEvent_t e)
 EHAT_EMU_EXPORT cudaError_t
 cudaEventQuery (cudaEvent_t e)
 {
+  API_LOCK;
   return ((Event *) e)->done ? cudaSuccess : cudaErrorNotReady;
 }
 
 EHAT_EMU_EXPORT cudaError_t
 cudaEventElapsedTime (float *ms, cudaEvent_t a, cudaEvent_t b)
 {
+  API_LOCK;
   Event *x = (Event *) a, *y = (Event *) b;
   if (!x->recorded || !y->recorded)
     return ret (cudaErrorInvalidResourceHandle);
@@ -1047,6 +1096,7 @@ cudaEventElapsedTime (float *ms, cudaEvent_t a, cudaEvent_t b)
 EHAT_EMU_EXPORT cudaError_t
 cudaGetLastError (void)
 {
+  API_LOCK;
   cudaError_t e = D.last;
   D.last = cudaSuccess;
   return e != cudaSuccess ? e : D.sticky;
@@ -1055,12 +1105,14 @@ cudaGetLastError (void)
 EHAT_EMU_EXPORT cudaError_t
 cudaPeekAtLastError (void)
 {
+  API_LOCK;
   return D.last != cudaSuccess ? D.last : D.sticky;
 }
 
 EHAT_EMU_EXPORT cudaError_t
 cudaRuntimeGetVersion (int *v)
 {
+  API_LOCK;
   *v = CUDART_VERSION;
   return cudaSuccess;
 }
@@ -1068,6 +1120,7 @@ cudaRuntimeGetVersion (int *v)
 EHAT_EMU_EXPORT cudaError_t
 cudaDriverGetVersion (int *v)
 {
+  API_LOCK;
   *v = CUDART_VERSION;
   return cudaSuccess;
 }
@@ -1075,6 +1128,7 @@ cudaDriverGetVersion (int *v)
 EHAT_EMU_EXPORT const char *
 cudaGetErrorName (cudaError_t e)
 {
+  API_LOCK;
   switch (e) {
 #define N(x) case x: return #x;
     N (cudaSuccess) N (cudaErrorInvalidValue) N (cudaErrorMemoryAllocation)
@@ -1093,6 +1147,7 @@ cudaGetErrorName (cudaError_t e)
 EHAT_EMU_EXPORT const char *
 cudaGetErrorString (cudaError_t e)
 {
+  API_LOCK;
   switch (e) {
     case cudaSuccess: return "no error";
     case cudaErrorInvalidValue: return "invalid argument";
@@ -1120,6 +1175,7 @@ struct Graph
 EHAT_EMU_EXPORT cudaError_t
 cudaStreamBeginCapture (cudaStream_t s, cudaStreamCaptureMode mode)
 {
+  API_LOCK;
   if (D.sticky)
     return D.sticky;
   if (D.capturing)
@@ -1128,6 +1184,7 @@ cudaStreamBeginCapture (cudaStream_t s, cudaStreamCaptureMode mode)
   D.capture_broken = false;
   D.capture_stream = s;
   D.capture_mode = mode;
+  D.capture_thread = std::this_thread::get_id ();
   D.captured.clear ();
   return cudaSuccess;
 }
@@ -1135,6 +1192,7 @@ cudaStreamBeginCapture (cudaStream_t s, cudaStreamCaptureMode mode)
 EHAT_EMU_EXPORT cudaError_t
 cudaStreamEndCapture (cudaStream_t s, cudaGraph_t *g)
 {
+  API_LOCK;
   *g = NULL;
   if (!D.capturing || s != D.capture_stream)
     return ret (cudaErrorIllegalState);
@@ -1152,6 +1210,7 @@ cudaStreamEndCapture (cudaStream_t s, cudaGraph_t *g)
 EHAT_EMU_EXPORT cudaError_t
 cudaStreamIsCapturing (cudaStream_t s, cudaStreamCaptureStatus *status)
 {
+  API_LOCK;
   *status = !D.capturing || s != D.capture_stream
       ? cudaStreamCaptureStatusNone : D.capture_broken
       ? cudaStreamCaptureStatusInvalidated : cudaStreamCaptureStatusActive;
@@ -1162,6 +1221,7 @@ EHAT_EMU_EXPORT cudaError_t
 cudaGraphInstantiate (cudaGraphExec_t *exec, cudaGraph_t g,
     unsigned long long flags)
 {
+  API_LOCK;
   (void) flags;
   if (!g)
     return ret (cudaErrorInvalidValue);
@@ -1181,6 +1241,7 @@ ehat_emu_graph_launches (void)
 EHAT_EMU_EXPORT cudaError_t
 cudaGraphLaunch (cudaGraphExec_t exec, cudaStream_t s)
 {
+  API_LOCK;
   (void) s;
   if (D.sticky)
     return D.sticky;
@@ -1188,13 +1249,14 @@ cudaGraphLaunch (cudaGraphExec_t exec, cudaStream_t s)
     return ret (cudaErrorInvalidValue);
   graph_launches++;
   for (const std::function<void ()> &op : ((Graph *) exec)->ops)
-    push_op (op);
+    push_op (s, op);
   return cudaSuccess;
 }
 
 EHAT_EMU_EXPORT cudaError_t
 cudaGraphExecDestroy (cudaGraphExec_t exec)
 {
+  API_LOCK;
   delete (Graph *) exec;
   return cudaSuccess;
 }
@@ -1202,6 +1264,7 @@ cudaGraphExecDestroy (cudaGraphExec_t exec)
 EHAT_EMU_EXPORT cudaError_t
 cudaGraphDestroy (cudaGraph_t g)
 {
+  API_LOCK;
   delete (Graph *) g;
   return cudaSuccess;
 }
@@ -1212,19 +1275,22 @@ cudaGraphDestroy (cudaGraph_t g)
 struct Handle
 {
   cublasMath_t math;
+  cudaStream_t stream;
 };
 
 EHAT_EMU_EXPORT cublasStatus_t
 cublasCreate (cublasHandle_t *h)
 {
+  API_LOCK;
   dev_init ();
-  *h = (cublasHandle_t) new Handle { CUBLAS_DEFAULT_MATH };
+  *h = (cublasHandle_t) new Handle { CUBLAS_DEFAULT_MATH, 0 };
   return CUBLAS_STATUS_SUCCESS;
 }
 
 EHAT_EMU_EXPORT cublasStatus_t
 cublasDestroy (cublasHandle_t h)
 {
+  API_LOCK;
   flush ();
   delete (Handle *) h;
   return CUBLAS_STATUS_SUCCESS;
@@ -1233,14 +1299,15 @@ cublasDestroy (cublasHandle_t h)
 EHAT_EMU_EXPORT cublasStatus_t
 cublasSetStream (cublasHandle_t h, cudaStream_t s)
 {
-  (void) h;
-  (void) s;
+  API_LOCK;
+  ((Handle *) h)->stream = s;
   return CUBLAS_STATUS_SUCCESS;
 }
 
 EHAT_EMU_EXPORT cublasStatus_t
 cublasSetWorkspace (cublasHandle_t h, void *ws, size_t bytes)
 {
+  API_LOCK;
   (void) h;
   return bytes && !is_device (ws, bytes) ? CUBLAS_STATUS_INVALID_VALUE
       : CUBLAS_STATUS_SUCCESS;
@@ -1249,6 +1316,7 @@ cublasSetWorkspace (cublasHandle_t h, void *ws, size_t bytes)
 EHAT_EMU_EXPORT cublasStatus_t
 cublasSetMathMode (cublasHandle_t h, cublasMath_t m)
 {
+  API_LOCK;
   ((Handle *) h)->math = m;
   return CUBLAS_STATUS_SUCCESS;
 }
@@ -1256,6 +1324,7 @@ cublasSetMathMode (cublasHandle_t h, cublasMath_t m)
 EHAT_EMU_EXPORT const char *
 cublasGetStatusString (cublasStatus_t s)
 {
+  API_LOCK;
   switch (s) {
     case CUBLAS_STATUS_SUCCESS: return "CUBLAS_STATUS_SUCCESS";
     case CUBLAS_STATUS_INVALID_VALUE: return "CUBLAS_STATUS_INVALID_VALUE";
@@ -1321,11 +1390,12 @@ widen (const void *p, cudaDataType t, int rows, int cols, long long ld,
 }
 
 static cublasStatus_t
-gemm_batched (cublasOperation_t ta, cublasOperation_t tb, int m, int n,
-    int k, const void *alpha, const void *A, cudaDataType at, int lda,
-    long long sa, const void *B, cudaDataType bt, int ldb, long long sb,
-    const void *beta, void *C, cudaDataType ct, int ldc, long long sc,
-    int batch, cublasComputeType_t compute, const char *what)
+gemm_batched (cudaStream_t stream, cublasOperation_t ta,
+    cublasOperation_t tb, int m, int n, int k, const void *alpha,
+    const void *A, cudaDataType at, int lda, long long sa, const void *B,
+    cudaDataType bt, int ldb, long long sb, const void *beta, void *C,
+    cudaDataType ct, int ldc, long long sc, int batch,
+    cublasComputeType_t compute, const char *what)
 {
   int ar = ta == CUBLAS_OP_N ? m : k, ac = ta == CUBLAS_OP_N ? k : m;
   int br = tb == CUBLAS_OP_N ? k : n, bc = tb == CUBLAS_OP_N ? n : k;
@@ -1355,7 +1425,7 @@ gemm_batched (cublasOperation_t ta, cublasOperation_t tb, int m, int n,
   size_t ec = ((size_t) (batch - 1) * sc + (size_t) (n - 1) * ldc + m)
       * type_bytes (ct);
   std::string name = what;
-  push_op ([=] () {
+  push_op (stream, [=] () {
     if ((k > 0 && (!check_access ((name + " A").c_str (), A, ea)
                 || !check_access ((name + " B").c_str (), B, eb)))
         || !check_access ((name + " C").c_str (), C, ec))
@@ -1391,10 +1461,11 @@ cublasGemmEx (cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb,
     void *C, cudaDataType ct, int ldc, cublasComputeType_t compute,
     cublasGemmAlgo_t algo)
 {
-  (void) h;
+  API_LOCK;
   (void) algo;
-  return gemm_batched (ta, tb, m, n, k, alpha, A, at, lda, 0, B, bt, ldb, 0,
-      beta, C, ct, ldc, 0, 1, compute, "cublasGemmEx");
+  return gemm_batched (((Handle *) h)->stream, ta, tb, m, n, k, alpha, A,
+      at, lda, 0, B, bt, ldb, 0, beta, C, ct, ldc, 0, 1, compute,
+      "cublasGemmEx");
 }
 
 EHAT_EMU_EXPORT cublasStatus_t
@@ -1405,8 +1476,9 @@ cublasGemmStridedBatchedEx (cublasHandle_t h, cublasOperation_t ta,
     cudaDataType ct, int ldc, long long sc, int batch,
     cublasComputeType_t compute, cublasGemmAlgo_t algo)
 {
-  (void) h;
+  API_LOCK;
   (void) algo;
-  return gemm_batched (ta, tb, m, n, k, alpha, A, at, lda, sa, B, bt, ldb, sb,
-      beta, C, ct, ldc, sc, batch, compute, "cublasGemmStridedBatchedEx");
+  return gemm_batched (((Handle *) h)->stream, ta, tb, m, n, k, alpha, A,
+      at, lda, sa, B, bt, ldb, sb, beta, C, ct, ldc, sc, batch, compute,
+      "cublasGemmStridedBatchedEx");
 }
