@@ -598,6 +598,69 @@ test_segments_frame_exact (void)
   result_clear (&st);
 }
 
+/* --backend cuda with two workers on devices 0 and 1 (the cuda-emu suite
+ * runs this on two emulated GPUs, kernels/emu: EHAT_EMU_DEVICES=2): the
+ * same frames as one CUDA worker, every segment done, --check clean. */
+static void
+test_cuda_devices (void)
+{
+  g_autofree gchar *small = tmp_path ("small.mkv");
+  g_autofree gchar *one = tmp_path ("cuda-one.mkv");
+  g_autofree gchar *two = tmp_path ("cuda-two.mkv");
+  g_autofree gchar *work = tmp_path ("cuda-two.work");
+  /* 16 small frames, a keyframe every 4 (0.5 s): each emulated frame is
+   * about a second of CPU */
+  make_file ("videotestsrc pattern=ball num-buffers=16 ! "
+      "video/x-raw,width=48,height=32,framerate=8/1 ! videoconvert ! "
+      "vp8enc keyframe-max-dist=4 deadline=1 ! matroskamux", small);
+
+  Result r = run (small, one, "--backend", "cuda", "--encoder", "ffv1",
+      "--jobs", "1", NULL);
+  assert_success (&r);
+  result_clear (&r);
+  r = run (small, two, "--backend", "cuda", "--devices", "0,1", "--encoder",
+      "ffv1", "--segment-seconds", "0.5", "--workdir", work, "--keep-workdir",
+      "--json", NULL);
+  assert_success (&r);
+  JsonParser *keep = NULL;
+  JsonObject *rep = find_event (r.out, "report", &keep);
+  g_assert_nonnull (rep);
+  g_assert_cmpint (json_object_get_int_member (rep, "jobs"), ==, 2);
+  g_assert_cmpstr (json_object_get_string_member (rep, "devices"), ==,
+      "0,1");
+  g_assert_cmpint (json_object_get_int_member (rep, "frames-out"), ==, 16);
+  g_object_unref (keep);
+  result_clear (&r);
+
+  g_autoptr (JsonParser) mp = NULL;
+  JsonArray *segs = manifest_segments (load_manifest (work, &mp));
+  g_assert_cmpuint (json_array_get_length (segs), ==, 4);
+  for (guint i = 0; i < 4; i++)
+    g_assert_cmpstr (json_object_get_string_member
+        (json_array_get_object_element (segs, i), "state"), ==, "done");
+
+  g_autoptr (GArray) fa = decode_frames (one);
+  g_autoptr (GArray) fb = decode_frames (two);
+  g_assert_cmpuint (fa->len, ==, 16);
+  g_assert_cmpuint (fb->len, ==, 16);
+  for (guint i = 0; i < 16; i++) {
+    g_assert_cmpuint (g_array_index (fa, Frame, i).pts, ==,
+        g_array_index (fb, Frame, i).pts);
+    g_assert_cmphex (g_array_index (fa, Frame, i).hash, ==,
+        g_array_index (fb, Frame, i).hash);
+  }
+  /* --check: frame times kept (the clip has no other streams) */
+  keep = NULL;
+  r = run ("--check", "--json", small, two, NULL);
+  assert_success (&r);
+  JsonObject *o = find_event (r.out, "check", &keep);
+  g_assert_nonnull (o);
+  g_assert_true (json_object_get_boolean_member (o, "ok"));
+  g_assert_cmpint (json_object_get_int_member (o, "video-frames"), ==, 16);
+  g_object_unref (keep);
+  result_clear (&r);
+}
+
 static void
 set_process_group (gpointer user_data)
 {
@@ -999,6 +1062,9 @@ main (int argc, char **argv)
   g_test_add_func ("/remaster/track-flags", test_track_flags);
   /* its own meson test (suite slurm): -p /remaster/slurm */
   g_test_add_func ("/remaster/slurm", test_slurm);
+  /* its own meson test (suite cuda-emu, two emulated GPUs) */
+  if (g_getenv ("EHAT_TEST_REMASTER_CUDA"))
+    g_test_add_func ("/remaster/cuda-devices", test_cuda_devices);
   int rc = g_test_run ();
 
   if (rc == 0) {

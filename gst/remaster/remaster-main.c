@@ -287,7 +287,7 @@ run_film (Options * o)
         &error);
     if (!model)
       return fail (error);
-    no_gpu = remaster_run_gpu_unusable (model);
+    no_gpu = remaster_run_gpu_unusable (model, po.backend);
     no_gpu_checked = TRUE;
     if (no_gpu && g_str_equal (po.backend, "cuda"))
       return fail (g_error_new (REMASTER_ERROR, REMASTER_ERROR_ELEMENT,
@@ -352,7 +352,7 @@ run_film (Options * o)
   guint jobs = o->jobs > 0 ? (guint) o->jobs : devices ? devices->len : 1;
   const gchar *backend = m->settings.backend;
   if (!no_gpu_checked && !g_str_equal (backend, "cpu"))
-    no_gpu = remaster_run_gpu_unusable (m->settings.model);
+    no_gpu = remaster_run_gpu_unusable (m->settings.model, backend);
   if (no_gpu && g_str_equal (backend, "cuda"))
     return fail (g_error_new (REMASTER_ERROR, REMASTER_ERROR_ELEMENT,
             "--backend cuda: no usable GPU here (%s)", no_gpu));

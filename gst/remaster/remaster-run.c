@@ -82,7 +82,7 @@ remaster_run_prepare (const gchar * workdir, guint * redone, guint * reused,
 }
 
 gchar *
-remaster_run_gpu_unusable (const gchar * model_path)
+remaster_run_gpu_unusable (const gchar * model_path, const gchar * backend)
 {
   g_autoptr (GError) error = NULL;
   g_autoptr (EhatModel) model = ehat_model_load (model_path, &error);
@@ -90,6 +90,10 @@ remaster_run_gpu_unusable (const gchar * model_path)
     return g_strdup (error->message);
   EhatEngineOptions opts = EHAT_ENGINE_OPTIONS_INIT;
   opts.n_threads = 1;
+  /* what the workers' ehatsr will do: cuda opens the backend module
+   * directly, auto probes the driver first */
+  if (g_str_equal (backend, "cuda"))
+    opts.backend = EHAT_BACKEND_CUDA;
   g_autoptr (EhatEngine) engine = ehat_engine_new (model, &opts, &error);
   if (!engine)
     return g_strdup (error->message);

@@ -30,9 +30,10 @@ gboolean remaster_run_local (const gchar * workdir,
     const RemasterRunOptions * options, RemasterProgress * progress,
     GError ** error);
 
-/* NULL when ehatsr's backend=auto would run `model` on a GPU here, else
- * why not (free it). */
-gchar *remaster_run_gpu_unusable (const gchar * model);
+/* NULL when ehatsr with `backend` (auto or cuda) would run `model` on a
+ * GPU here, else why not (free it). */
+gchar *remaster_run_gpu_unusable (const gchar * model,
+    const gchar * backend);
 
 /* This program's own path, for spawning workers. */
 gchar *remaster_run_self_exe (void);
