@@ -20,6 +20,8 @@
 #              --devices 0,0 --jobs 2 (two workers sharing the GPU), each checked with --check;
 #              the JSON reports give frames/s for docs/remastering.md
 #   memory     ehat bench of a HAT-L ×4 at 480×270 in fp16: weights and device peak
+#   graphs     CUDA graphs off and on, interleaved (EHAT_CUDA_GRAPHS=0/1): the shipped ×2
+#              model at 960×540, where launches weigh most, and the HAT-L ×4 of `memory`
 #   bench      bench/gpu-vs-torch, EHAT-L-sized ×2 at 960×540 (issue 6's case b): ehat in every
 #              precision, torch fp16 eager, half eager and torch.compile
 # Without a GPU (a dry run on the machine that made .gpu) the CUDA steps skip or fail fast.
@@ -35,7 +37,7 @@ mkdir -p "$out" "$work"
 # shellcheck source=/dev/null
 source .gpu/setup.sh || exit 2
 steps=("$@")
-[ ${#steps[@]} -gt 0 ] || steps=(cuda sanitize installed remaster memory bench)
+[ ${#steps[@]} -gt 0 ] || steps=(cuda sanitize installed remaster memory graphs bench)
 summary=()
 
 # step NAME LIMIT: run step_NAME (in a child: `timeout` runs programs, not functions) with at
@@ -119,6 +121,23 @@ step_memory() {
       --backend cuda --precision fp16 --repeat 3 --json
 }
 
+step_graphs() {
+  # --warmup 2: the first pass of a shape runs eagerly, the second records the graph; the
+  # timed passes replay it
+  local fast=models/ehat-fast-x2.safetensors big=$work/hat-l-x4.safetensors
+  for g in 0 1 0 1; do
+    echo "--- EHAT_CUDA_GRAPHS=$g ehat-fast-x2 960x540 fp16"
+    EHAT_CUDA_GRAPHS=$g build/ehat-core/ehat bench --model "$fast" --size 960x540 \
+      --backend cuda --precision fp16 --warmup 2 --repeat 10 --json || return 1
+  done
+  [ -f "$big" ] || { echo "graphs: no $big (the memory step makes it)"; return 0; }
+  for g in 0 1; do
+    echo "--- EHAT_CUDA_GRAPHS=$g hat-l-x4 480x270 fp16"
+    EHAT_CUDA_GRAPHS=$g build/ehat-core/ehat bench --model "$big" --size 480x270 \
+      --backend cuda --precision fp16 --warmup 2 --repeat 3 --json || return 1
+  done
+}
+
 step_bench() {
   PYTHONUNBUFFERED=1 "${PYTHON:-python3}" bench/gpu-vs-torch --ehat build/ehat-core/ehat --preset ehat-x2 \
     --size 960x540 --torch-modes fp16-eager,half-eager,fp16-compile --repeat 3 --warmup 1 \
@@ -128,7 +147,7 @@ step_bench() {
 limit_of() {
   case $1 in
     cuda) echo 200 ;; sanitize) echo 150 ;; installed) echo 60 ;; remaster) echo 120 ;;
-    memory) echo 60 ;; bench) echo 450 ;; *) echo 0 ;;
+    memory) echo 60 ;; graphs) echo 60 ;; bench) echo 450 ;; *) echo 0 ;;
   esac
 }
 
