@@ -764,6 +764,26 @@ test_shipped_narrow (gconstpointer data)
   }
 }
 
+/* A golden case's model from EHAT_GOLDEN_DIR; NULL, with the test marked
+ * failed, when it is missing. */
+static EhatModel *
+golden_model (const char *name)
+{
+  const char *gd = g_getenv ("EHAT_GOLDEN_DIR");
+  g_autofree char *mp = gd ? g_build_filename (gd, name, "model.safetensors",
+      NULL) : NULL;
+  g_autoptr (GError) error = NULL;
+  EhatModel *model;
+
+  if (!mp || !g_file_test (mp, G_FILE_TEST_EXISTS)) {
+    g_test_fail_printf ("golden case %s missing (%s)", name, gd);
+    return NULL;
+  }
+  model = ehat_model_load (mp, &error);
+  g_assert_no_error (error);
+  return model;
+}
+
 /* CUDA graphs (kernels/ehat-cuda-backend.c): a shape's second pass is
  * recorded, later ones replay the recording.  Every pass, on new input
  * each time, must equal a backend's without graphs (EHAT_CUDA_GRAPHS=0) —
@@ -772,11 +792,8 @@ test_shipped_narrow (gconstpointer data)
 static void
 test_graphs (void)
 {
-  const char *gd = g_getenv ("EHAT_GOLDEN_DIR");
-  g_autofree char *mp = gd ? g_build_filename (gd, "hat-tiny-x2",
-      "model.safetensors", NULL) : NULL;
   g_autoptr (GError) error = NULL;
-  g_autoptr (EhatModel) model = NULL;
+  g_autoptr (EhatModel) model = golden_model ("hat-tiny-x2");
   /* A A A B B A A: warm-up, record, replay; a larger arena; A again */
   static const int seq[][3] = { {1, 24, 20}, {1, 24, 20}, {1, 24, 20},
   {2, 40, 36}, {2, 40, 36}, {1, 24, 20}, {1, 24, 20}
@@ -784,12 +801,8 @@ test_graphs (void)
   static const EhatPrecision precs[] =
       { EHAT_PRECISION_FP32, EHAT_PRECISION_FP16 };
 
-  if (!mp || !g_file_test (mp, G_FILE_TEST_EXISTS)) {
-    g_test_fail_printf ("golden case hat-tiny-x2 missing (%s)", gd);
+  if (!model)
     return;
-  }
-  model = ehat_model_load (mp, &error);
-  g_assert_no_error (error);
   for (guint p = 0; p < G_N_ELEMENTS (precs); p++) {
     g_autoptr (EhatEngine) e = NULL, plain = NULL;
 #ifdef EHAT_TEST_EMULATOR
@@ -841,11 +854,8 @@ test_graphs (void)
 static void
 test_oom (void)
 {
-  const char *gd = g_getenv ("EHAT_GOLDEN_DIR");
-  g_autofree char *mp = gd ? g_build_filename (gd, "hat-small-x4",
-      "model.safetensors", NULL) : NULL;
   g_autoptr (GError) error = NULL;
-  g_autoptr (EhatModel) model = NULL;
+  g_autoptr (EhatModel) model = golden_model ("hat-small-x4");
   g_autoptr (EhatEngine) e = NULL;
   g_autofree float *in = NULL, *out = NULL, *ref = NULL;
   EhatTileOptions o = EHAT_TILE_OPTIONS_INIT;
@@ -854,12 +864,8 @@ test_oom (void)
   void *hog = NULL;
   int w = 256, h = 256, s;
 
-  if (!mp || !g_file_test (mp, G_FILE_TEST_EXISTS)) {
-    g_test_fail_printf ("golden case hat-small-x4 missing (%s)", gd);
+  if (!model)
     return;
-  }
-  model = ehat_model_load (mp, &error);
-  g_assert_no_error (error);
   e = gpu_engine (model, EHAT_PRECISION_FP16);
   s = ehat_model_get_config (model)->upscale;
   /* a frame whose whole-frame pass needs ≥ 1 GiB of activations */
