@@ -123,17 +123,18 @@ step_memory() {
 
 step_graphs() {
   # --warmup 2: the first pass of a shape runs eagerly, the second records the graph; the
-  # timed passes replay it
+  # timed passes replay it.  The backend's debug line at exit says how many were recorded,
+  # replayed or failed (and a failed recording says why).
   local fast=models/ehat-fast-x2.safetensors big=$work/hat-l-x4.safetensors
   for g in 0 1 0 1; do
     echo "--- EHAT_CUDA_GRAPHS=$g ehat-fast-x2 960x540 fp16"
-    EHAT_CUDA_GRAPHS=$g build/ehat-core/ehat bench --model "$fast" --size 960x540 \
+    G_MESSAGES_DEBUG=ehat EHAT_CUDA_GRAPHS=$g build/ehat-core/ehat bench --model "$fast" --size 960x540 \
       --backend cuda --precision fp16 --warmup 2 --repeat 10 --json || return 1
   done
   [ -f "$big" ] || { echo "graphs: no $big (the memory step makes it)"; return 0; }
   for g in 0 1; do
     echo "--- EHAT_CUDA_GRAPHS=$g hat-l-x4 480x270 fp16"
-    EHAT_CUDA_GRAPHS=$g build/ehat-core/ehat bench --model "$big" --size 480x270 \
+    G_MESSAGES_DEBUG=ehat EHAT_CUDA_GRAPHS=$g build/ehat-core/ehat bench --model "$big" --size 480x270 \
       --backend cuda --precision fp16 --warmup 2 --repeat 3 --json || return 1
   done
 }
