@@ -4,12 +4,16 @@
 #       when there is one), failing on any sanitizer report;
 #   (b) test-loader (and test-ehatsr when built) under valgrind memcheck;
 #   (c) with clang-14 and libFuzzer: fuzz-loader and fuzz-tiler, each for
-#       FUZZ_SECONDS on a copy of its seed corpus, failing on any crash.
+#       FUZZ_SECONDS on a copy of its seed corpus, failing on any crash;
+#   (d) when nvcc is there: the CUDA backend and its kernels on the emulated
+#       device (kernels/emu) built with ASan + UBSan, running the CUDA suite:
+#       a kernel that reads or writes past its buffer is a heap-buffer-
+#       overflow (compute-sanitizer's memcheck, on the CPU).
 # Budget: ~15 min on 2 cores.  Environment knobs:
 #   HARDENING_DIR   build dirs and logs          (build-hardening)
 #   FUZZ_SECONDS    time per fuzz target         (60)
 #   FUZZ_CC         clang for the fuzzers        (clang-14)
-#   SKIP_ASAN=1 SKIP_VALGRIND=1 SKIP_FUZZ=1   leave a part out
+#   SKIP_ASAN=1 SKIP_VALGRIND=1 SKIP_FUZZ=1 SKIP_CUDA_EMU=1   leave a part out
 set -uo pipefail
 cd "$(dirname "$0")/.."
 src=$PWD
@@ -170,6 +174,47 @@ if [ "${SKIP_FUZZ:-0}" != 1 ]; then
     fi
   fi
   note "fuzz: $((SECONDS - t0)) s"
+fi
+
+# ----------------------------------------------- (d) CUDA kernels under ASan
+if [ "${SKIP_CUDA_EMU:-0}" != 1 ]; then
+  t0=$SECONDS
+  if ! command -v nvcc >/dev/null && [ ! -x /usr/local/cuda/bin/nvcc ]; then
+    note "cuda-emu asan: skipped (no CUDA toolkit)"
+  else
+    ce=$out/cuda-emu-asan
+    if CC=${ASAN_CC:-gcc} CXX=${ASAN_CXX:-g++} setup "$ce" \
+          -Db_sanitize=address,undefined -Db_lundef=false \
+          -Dbuildtype=debugoptimized -Dgst=disabled -Dfuzzing=false \
+          -Dcuda=enabled -Dcuda-emu=enabled \
+        && ninja -C "$ce" -j"$jobs" tests/test-cuda-emu tests/test-cuda-emu-self \
+          kernels/emu/module/libehat-cuda.so >"$ce.build.log" 2>&1; then
+      log=$ce.test.log
+      # /cuda/conv: its fp32 tolerance is met by the -O3 CPU reference of
+      # the normal build, not always by this -O2 one (summation order); the
+      # same kernels run in every golden case here.  The fibers switch
+      # stacks, which ASan's fake stacks do not follow.
+      if ASAN_OPTIONS=$ASAN_OPTIONS:detect_stack_use_after_return=0 \
+          EHAT_BACKEND_PATH=$ce/kernels/emu/module \
+          EHAT_GOLDEN_DIR=$src/../shared/golden \
+          EHAT_PROJECT_GOLDEN_DIR=$src/tests/golden \
+          EHAT_SHARED_DATA=$src/../shared/data EHAT_MODELS_DIR=$src/models \
+          "$ce/tests/test-cuda-emu" -s /cuda/oom -s /cuda/conv \
+            -s /cuda/shipped/ehat-fast-x2 -s /cuda/shipped/ehat-fast-x4 \
+            >"$log" 2>&1 \
+        && ASAN_OPTIONS=$ASAN_OPTIONS:detect_stack_use_after_return=0 \
+          "$ce/tests/test-cuda-emu-self" >>"$log" 2>&1; then
+        note "cuda-emu asan+ubsan: $(grep '^ok' "$log" | grep -vc SKIP) cases, no reports"
+      else
+        grep -E -A25 'ERROR: |runtime error:|not ok|Bail out' "$log" | head -60
+        fail "cuda-emu asan+ubsan (log: $log)"
+      fi
+    else
+      tail -30 "$ce.build.log" "$ce.setup.log" 2>/dev/null
+      fail "cuda-emu asan: build"
+    fi
+  fi
+  note "cuda-emu asan: $((SECONDS - t0)) s"
 fi
 
 echo

@@ -284,6 +284,7 @@ gemm_outside_child (void)
       CUBLAS_STATUS_SUCCESS);
   g_assert_cmpstr (cudaGetErrorName (cudaDeviceSynchronize ()), ==,
       "cudaErrorIllegalAddress");
+  cublasDestroy (h);
 }
 
 static void

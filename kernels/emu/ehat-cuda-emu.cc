@@ -626,12 +626,28 @@ flush (bool waits_for_capture = false)
   return D.sticky;
 }
 
+/* After a sticky error the context is gone and cudaFree fails, so the
+ * program cannot free what it had; the driver reclaims it at exit, and so
+ * does this.  (A working context's allocations are left alone: under LSan
+ * one still held at exit is a device-memory leak of the program.) */
+static void
+release_lost_context (void)
+{
+  if (D.sticky == cudaSuccess)
+    return;
+  for (auto &a : D.allocs)
+    free ((void *) a.first);
+  D.allocs.clear ();
+}
+
 static void
 kernel_failed (cudaError_t e, const std::string &why)
 {
   fprintf (stderr, "ehat CUDA emulator: %s\n", why.c_str ());
-  if (D.sticky == cudaSuccess)
+  if (D.sticky == cudaSuccess) {
     D.sticky = e;
+    atexit (release_lost_context);
+  }
 }
 
 /* Is [p, p+bytes) inside one live device allocation? */
@@ -818,8 +834,11 @@ cudaMalloc (void **p, size_t bytes)
     return cudaErrorStreamCaptureUnsupported;
   if (bytes > D.capacity - D.used)
     return ret (cudaErrorMemoryAllocation);
-  void *m = aligned_alloc (256, (bytes + 255) / 256 * 256 + 256);
-  if (!m)
+  /* exactly `bytes` (cudaMalloc's 256-byte alignment): under ASan
+   * (tests/run-hardening.sh) a kernel reading past its buffer is a
+   * heap-buffer-overflow, the emulator's compute-sanitizer memcheck */
+  void *m = NULL;
+  if (posix_memalign (&m, 256, bytes ? bytes : 1) != 0)
     return ret (cudaErrorMemoryAllocation);
   memset (m, 0xff, bytes);      /* NaN: never-written memory shows */
   D.allocs[(uintptr_t) m] = bytes;
