@@ -650,27 +650,31 @@ kernel_failed (cudaError_t e, const std::string &why)
   }
 }
 
-/* Is [p, p+bytes) inside one live device allocation? */
+/* Is [p, p+bytes) inside one of the blocks (start → size) of `blocks`? */
 static bool
-is_device (const void *p, size_t bytes)
+inside_one (const std::map<uintptr_t, size_t> &blocks, const void *p,
+    size_t bytes)
 {
   uintptr_t a = (uintptr_t) p;
-  auto it = D.allocs.upper_bound (a);
-  if (it == D.allocs.begin ())
+  auto it = blocks.upper_bound (a);
+  if (it == blocks.begin ())
     return false;
   --it;
   return a >= it->first && a + bytes <= it->first + it->second;
 }
 
+/* one live device allocation */
+static bool
+is_device (const void *p, size_t bytes)
+{
+  return inside_one (D.allocs, p, bytes);
+}
+
+/* one block of page-locked host memory */
 static bool
 is_pinned (const void *p, size_t bytes)
 {
-  uintptr_t a = (uintptr_t) p;
-  auto it = D.pinned.upper_bound (a);
-  if (it == D.pinned.begin ())
-    return false;
-  --it;
-  return a >= it->first && a + bytes <= it->first + it->second;
+  return inside_one (D.pinned, p, bytes);
 }
 
 /* A queued device access outside every allocation is what the hardware
