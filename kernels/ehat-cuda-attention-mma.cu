@@ -14,56 +14,12 @@
  * fp32, an online softmax per row (running max and sum, quad shuffles),
  * and O += P·V with P taken straight from the S accumulators (their
  * layout is the A operand's), so scores never leave registers. */
-#include "ehat-cuda-common.cuh"
+#include "ehat-cuda-mma.cuh"
 
 #include <stdlib.h>
 #include <string.h>
 
 #define MMA_WARPS 8
-
-/* Two floats → one 32-bit register of two T (low half first). */
-__device__ __forceinline__ uint32_t
-pack2 (float a, float b, __half *)
-{
-  __half2 h = __floats2half2_rn (a, b);
-  return *(uint32_t *) &h;
-}
-
-__device__ __forceinline__ uint32_t
-pack2 (float a, float b, __nv_bfloat16 *)
-{
-  __nv_bfloat162 h = __floats2bfloat162_rn (a, b);
-  return *(uint32_t *) &h;
-}
-
-/* d += a·b, m16n8k16, fp32 accumulators. */
-__device__ __forceinline__ void
-mma16816 (float d[4], const uint32_t a[4], uint32_t b0, uint32_t b1,
-    __half *)
-{
-#if __CUDA_ARCH__ >= 800
-  asm volatile ("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
-      "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-      : "+f" (d[0]), "+f" (d[1]), "+f" (d[2]), "+f" (d[3])
-      : "r" (a[0]), "r" (a[1]), "r" (a[2]), "r" (a[3]), "r" (b0), "r" (b1));
-#elif defined (EHAT_CUDA_EMU)
-  ehat_emu_mma_m16n8k16 (d, a, b0, b1, 0);
-#endif
-}
-
-__device__ __forceinline__ void
-mma16816 (float d[4], const uint32_t a[4], uint32_t b0, uint32_t b1,
-    __nv_bfloat16 *)
-{
-#if __CUDA_ARCH__ >= 800
-  asm volatile ("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
-      "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-      : "+f" (d[0]), "+f" (d[1]), "+f" (d[2]), "+f" (d[3])
-      : "r" (a[0]), "r" (a[1]), "r" (a[2]), "r" (a[3]), "r" (b0), "r" (b1));
-#elif defined (EHAT_CUDA_EMU)
-  ehat_emu_mma_m16n8k16 (d, a, b0, b1, 1);
-#endif
-}
 
 __device__ __forceinline__ int
 region (int p, int size, int ws, int shift)
@@ -334,17 +290,12 @@ ehat_cuda_attention_mma (cudaStream_t s, int dt, const void *qkv, int n,
     const float *bias, void *out)
 {
   const char *force = getenv ("EHAT_CUDA_ATTENTION");
-  int d = heads > 0 ? c / heads : 0, nk, dev = 0, major = 0;
+  int d = heads > 0 ? c / heads : 0, nk;
 
   if (dt == EHAT_CUDA_F32 || (force && strcmp (force, "simt") == 0)
-      || d < 1 || heads * d != c || (ws * ws) % 16 != 0)
+      || d < 1 || heads * d != c || (ws * ws) % 16 != 0
+      || !ehat_cuda_have_mma ())
     return cudaErrorNotSupported;
-  if (cudaGetDevice (&dev) != cudaSuccess
-      || cudaDeviceGetAttribute (&major, cudaDevAttrComputeCapabilityMajor,
-          dev) != cudaSuccess || major < 8) {
-    (void) cudaGetLastError ();
-    return cudaErrorNotSupported;
-  }
   nk = overlap ? param * param : ws * ws;
   if (dt == EHAT_CUDA_F16)
     return overlap ? dispatch_dp<__half, true> (s, qkv, n, h, w, c, heads, ws,

@@ -86,6 +86,15 @@ typedef struct
    * 540 and 1620 are not (measured on an H100: 2.5-3× faster GEMMs with
    * zero-padded operands).  EHAT_CUDA_GEMM_PAD=0 turns it off. */
   gboolean pad;
+  /* convolutions and linear layers as one fused tensor-core kernel each
+   * (ehat-cuda-gemm-mma.cu) instead of copies + cuBLAS + an epilogue pass:
+   * EHAT_CUDA_GEMM=fused (both) or conv (convolutions only, where the
+   * copies saved are largest), until the GPU benchmark shows which is
+   * faster.  Asked for, it must run: a refusal is an error, not a quiet
+   * fallback.  Not chosen per layer by timing (cuDNN's benchmark mode):
+   * the two paths round differently, and workers of one film must produce
+   * the same frames. */
+  gboolean fused_conv, fused_linear;
   cudaDataType_t ct;            /* the same, for cuBLAS */
   cublasComputeType_t compute;  /* GEMM compute type */
   /* fp32 weights handed to borrow (device pointer → element count), and
@@ -500,8 +509,11 @@ cuda_upload_index (EhatBackend *be, const gint32 *host, gsize n,
   return upload_bytes (CB (be), host, n * sizeof (gint32), error);
 }
 
-/* [cout, cin, k, k] → [(ky·k + kx)·cin + ci][cout], the im2col order (the
- * CPU backend's layout): row-major K×N for the GEMM. */
+/* [cout, cin, k, k] → in fp32, [(ky·k + kx)·cin + ci][cout], the im2col
+ * order (the CPU backend's layout): row-major K×N for the GEMM; in fp16 /
+ * bf16, [cout][(ky·k + kx)·cin + ci] zero-padded to [coutp][kcp], the
+ * layout of a linear layer's weight (each output channel's K contiguous,
+ * as the fused kernel's B operand wants it; cuBLAS reads it transposed). */
 static float *
 cuda_upload_conv (EhatBackend *be, const float *w, int cout, int cin, int k,
     GError **error)
@@ -521,20 +533,23 @@ cuda_upload_conv (EhatBackend *be, const float *w, int cout, int cin, int k,
 
   for (int co = 0; co < cout; co++)
     for (int ci = 0; ci < cin; ci++)
-      for (gsize t = 0; t < kk; t++)
-        p[(t * cin + ci) * cout + co] = w[((gsize) co * cin + ci) * kk + t];
+      for (gsize t = 0; t < kk; t++) {
+        gsize kc = t * cin + ci;
+        p[cb->dt == EHAT_CUDA_F32 ? kc * cout + co : co * kk * cin + kc] =
+            w[((gsize) co * cin + ci) * kk + t];
+      }
   f32 = upload_bytes (cb, p, n * sizeof (float), error);
   if (!f32 || cb->dt == EHAT_CUDA_F32)
     return f32;
-  /* GEMM operand in the activation type, [kc][cout] zero-padded to the
+  /* GEMM operand in the activation type, [cout][kc] zero-padded to the
    * GEMM's dimensions: converted here, once */
   kcp = gemm_dim (cb, (int) (kk * cin));
   coutp = gemm_dim (cb, cout);
   narrow = cuda_alloc (be, ((gsize) kcp * coutp * cb->parent.act_bytes + 3)
       / 4, error);
   if (narrow) {
-    e = ehat_cuda_convert_pad (cb->stream, f32, (int) (kk * cin), cout, kcp,
-        coutp, cb->dt, narrow);
+    e = ehat_cuda_convert_pad (cb->stream, f32, cout, (int) (kk * cin),
+        coutp, kcp, cb->dt, narrow);
     if (e == cudaSuccess)
       e = cudaStreamSynchronize (cb->stream);
     if (e != cudaSuccess) {
@@ -656,6 +671,22 @@ gemm (EhatCudaBackend *cb, cublasOperation_t ta, cublasOperation_t tb,
             ldc, sc, batch, cb->compute, CUBLAS_GEMM_DEFAULT), what);
 }
 
+/* The fused kernel, asked for (cb->fused_*): a refusal would mean this
+ * backend set it up wrongly (weights unpadded or misaligned), so it is an
+ * error rather than a silent fallback that would leave the benchmark
+ * timing the other path. */
+static void
+fused_gemm (EhatCudaBackend *cb, const EhatCudaGemm *g, const char *what)
+{
+  cudaError_t e = ehat_cuda_gemm_fused (cb->stream, cb->dt, g);
+
+  if (e == cudaErrorNotSupported)
+    record_msg (cb, EHAT_ERROR_BACKEND, "EHAT_CUDA_GEMM: the fused GEMM "
+        "kernel refused this layer");
+  else
+    record_cuda (cb, e, what);
+}
+
 /* ---- convolution: im2col bands + GEMM + epilogue ---- */
 
 /* Column-major GEMM over row-major data: C[rows][ncol] = A[rows][k] ·
@@ -684,6 +715,13 @@ cuda_conv (EhatBackend *be, const EhatConvW *cw, const float *x, int n,
 
   if (!enter (cb, "conv") || m == 0)
     return;
+  if (cb->fused_conv) {
+    EhatCudaGemm g = { x, m, h, w, cw->cin, cw->k, cw->w, kcp, cout, cw->b,
+      act, res, res ? alpha : 0.0f, MAX (shuffle, 1), y
+    };
+    fused_gemm (cb, &g, "fused conv");
+    return;
+  }
   band = MIN (band, m);
   band = MIN (band, (gsize) (INT_MAX / 2) / (gsize) coutp);
   if (via_tmp)
@@ -704,8 +742,12 @@ cuda_conv (EhatBackend *be, const EhatConvW *cw, const float *x, int n,
     else if (!direct)
       record_cuda (cb, ehat_cuda_im2col (cb->stream, cb->dt, x, h, w,
               cw->cin, cw->k, p0, np, kcp, col), "im2col");
-    gemm (cb, CUBLAS_OP_N, CUBLAS_OP_N, coutp, (int) np, kcp, cw->w, coutp,
-        B, kcp, beta, dst, cb->ct, coutp, 0, 0, 0, 1, "conv GEMM");
+    if (cb->dt == EHAT_CUDA_F32)
+      gemm (cb, CUBLAS_OP_N, CUBLAS_OP_N, coutp, (int) np, kcp, cw->w, coutp,
+          B, kcp, beta, dst, cb->ct, coutp, 0, 0, 0, 1, "conv GEMM");
+    else
+      gemm (cb, CUBLAS_OP_T, CUBLAS_OP_N, coutp, (int) np, kcp, cw->w, kcp,
+          B, kcp, beta, dst, cb->ct, coutp, 0, 0, 0, 1, "conv GEMM");
     if (cb->error)
       break;
     if (shuffle > 1)
@@ -743,6 +785,13 @@ cuda_linear (EhatBackend *be, const EhatLinearW *lw, const float *x,
   if (!enter (cb, "linear") || rows == 0
       || !(W = linear_weight (cb, lw, kp, mp)))
     return;
+  if (cb->fused_linear) {
+    EhatCudaGemm g = { x, rows, 1, 1, lw->in, 1, W, kp, lw->out, lw->b, act,
+      beta != 0.0f ? y : NULL, beta, 1, y
+    };
+    fused_gemm (cb, &g, "fused linear");
+    return;
+  }
   if (pad_in || pad_out)
     chunk = MIN (chunk, LINEAR_BAND);
   chunk = MIN (chunk, rows);
@@ -1065,6 +1114,7 @@ cuda_backend_new (int device_id, EhatPrecision precision, GError **error)
   EhatCudaBackend *cb;
   struct cudaDeviceProp prop;
   int count = 0, major = 0, minor = 0;
+  const char *gemm_mode;
   cudaError_t e;
   cublasStatus_t st;
 
@@ -1125,6 +1175,11 @@ cuda_backend_new (int device_id, EhatPrecision precision, GError **error)
   cb->parent.act_bytes = cb->dt == EHAT_CUDA_F32 ? 4 : 2;
   cb->pad = cb->dt != EHAT_CUDA_F32
       && g_strcmp0 (g_getenv ("EHAT_CUDA_GEMM_PAD"), "0") != 0;
+  gemm_mode = g_getenv ("EHAT_CUDA_GEMM");
+  cb->fused_conv = cb->pad && major >= 8
+      && (g_strcmp0 (gemm_mode, "fused") == 0
+      || g_strcmp0 (gemm_mode, "conv") == 0);
+  cb->fused_linear = cb->fused_conv && g_strcmp0 (gemm_mode, "fused") == 0;
   cb->weights = g_hash_table_new (NULL, NULL);
   if (g_getenv ("EHAT_CUDA_PROFILE"))
     cb->prof = g_hash_table_new_full (g_str_hash, g_str_equal, NULL, g_free);

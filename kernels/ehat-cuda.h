@@ -106,6 +106,38 @@ cudaError_t ehat_cuda_channel_scale (cudaStream_t s, int dt, void *v, int n,
 cudaError_t ehat_cuda_gram_softmax (cudaStream_t s, int dt, const float *e,
     int n, int c, float gamma, void *a);
 
+/* ---- ehat-cuda-gemm-mma.cu ---- */
+
+/* One convolution (k = 3, zero padding 1) or linear layer (k = 1) as a
+ * single tensor-core kernel: for each of `rows` input pixels or rows of x
+ * (NHWC, rows of cin; n·h·w pixels for a conv) and output channel o < cout,
+ *   v = act(Σ_k A[row][k]·wt[o][k] + b[o]) + alpha·res[row][o]
+ * with A the im2col row in the order (ky·k + kx)·cin + ci, gathered on the
+ * fly; stored to y[row][o] (rows of cout), or for shuffle s > 1 to channel
+ * o/s² of pixel (y·s + (o/s)%s, x·s + o%s) of the (h·s)×(w·s) maps of y.
+ * wt: [≥ cout][ldw] in the storage type, zero beyond k·k·cin; ldw a
+ * multiple of 8, wt 16-byte aligned.  b, res may be NULL; res may be y
+ * (read before written), x may not.  fp16/bf16 on compute capability 8.0
+ * or newer: cudaErrorNotSupported otherwise, with nothing launched. */
+typedef struct
+{
+  const void *x;
+  size_t rows;
+  int h, w;                     /* conv (k = 3) and shuffle geometry */
+  int cin, k;
+  const void *wt;
+  int ldw, cout;
+  const float *b;
+  int act;
+  const void *res;
+  float alpha;
+  int shuffle;                  /* 1: none */
+  void *y;
+} EhatCudaGemm;
+
+cudaError_t ehat_cuda_gemm_fused (cudaStream_t s, int dt,
+    const EhatCudaGemm *g);
+
 /* ---- ehat-cuda-attention.cu ---- */
 
 /* dense[(hd·nk + j)·nq + i] = table[index[i·nk + j]·heads + hd]: the bias

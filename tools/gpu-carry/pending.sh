@@ -22,6 +22,8 @@
 #   memory     ehat bench of a HAT-L ×4 at 480×270 in fp16: weights and device peak
 #   graphs     CUDA graphs off and on, interleaved (EHAT_CUDA_GRAPHS=0/1): the shipped ×2
 #              model at 960×540, where launches weigh most, and the HAT-L ×4 of `memory`
+#   gemm       EHAT_CUDA_GEMM=cublas/conv/fused interleaved on the same two cases, then one
+#              profiled pass of cublas and fused on HAT-L: decides the fused GEMM's default
 #   bench      bench/gpu-vs-torch, EHAT-L-sized ×2 at 960×540 (issue 6's case b): ehat in every
 #              precision, torch fp16 eager, half eager and torch.compile
 # Without a GPU (a dry run on the machine that made .gpu) the CUDA steps skip or fail fast.
@@ -37,7 +39,7 @@ mkdir -p "$out" "$work"
 # shellcheck source=/dev/null
 source .gpu/setup.sh || exit 2
 steps=("$@")
-[ ${#steps[@]} -gt 0 ] || steps=(cuda sanitize installed remaster memory graphs bench)
+[ ${#steps[@]} -gt 0 ] || steps=(cuda sanitize installed remaster memory graphs gemm bench)
 summary=()
 
 # step NAME LIMIT: run step_NAME (in a child: `timeout` runs programs, not functions) with at
@@ -67,9 +69,9 @@ step_cuda() {
 step_sanitize() {
   local cs=compute-sanitizer rc=0
   "${PYTHON:-python3}" .gpu/run.py --timeout 120 --wrap "$cs --tool memcheck --error-exitcode 3" cuda \
-    -- -p /cuda/golden/ehat-tiny-x2 -p /cuda/input-output -p /cuda/conv || rc=1
+    -- -p /cuda/golden/ehat-tiny-x2 -p /cuda/input-output -p /cuda/conv -p /cuda/gemm-fused || rc=1
   "${PYTHON:-python3}" .gpu/run.py --timeout 120 --wrap "$cs --tool racecheck --error-exitcode 3" cuda \
-    -- -p /cuda/attention -p /cuda/channel-attention || rc=1
+    -- -p /cuda/attention -p /cuda/channel-attention -p /cuda/gemm-fused || rc=1
   return $rc
 }
 
@@ -139,6 +141,31 @@ step_graphs() {
   done
 }
 
+step_gemm() {
+  # The fused tensor-core GEMM (ehat-cuda-gemm-mma.cu: implicit-GEMM convolution, epilogue in
+  # the kernel) against im2col/padding copies + cuBLAS + epilogue passes, interleaved: for
+  # every layer (fused), for convolutions only (conv), for none (cublas); then one profiled
+  # pass each of HAT-L (EHAT_CUDA_PROFILE: per-operation table on stderr, conv and linear
+  # apart).  Make the winner the default in cuda_backend_new (cb->fused_conv/_linear).
+  local fast=models/ehat-fast-x2.safetensors big=$work/hat-l-x4.safetensors
+  for m in cublas conv fused cublas conv fused; do
+    echo "--- EHAT_CUDA_GEMM=$m ehat-fast-x2 960x540 fp16"
+    EHAT_CUDA_GEMM=$m build/ehat-core/ehat bench --model "$fast" --size 960x540 \
+      --backend cuda --precision fp16 --warmup 2 --repeat 10 --json || return 1
+  done
+  [ -f "$big" ] || { echo "gemm: no $big (the memory step makes it)"; return 0; }
+  for m in cublas conv fused cublas conv fused; do
+    echo "--- EHAT_CUDA_GEMM=$m hat-l-x4 480x270 fp16"
+    EHAT_CUDA_GEMM=$m build/ehat-core/ehat bench --model "$big" --size 480x270 \
+      --backend cuda --precision fp16 --warmup 2 --repeat 3 --json || return 1
+  done
+  for m in cublas fused; do
+    echo "--- EHAT_CUDA_GEMM=$m EHAT_CUDA_PROFILE=1 hat-l-x4 480x270 fp16"
+    EHAT_CUDA_PROFILE=1 EHAT_CUDA_GEMM=$m build/ehat-core/ehat bench --model "$big" \
+      --size 480x270 --backend cuda --precision fp16 --warmup 1 --repeat 1 --json || return 1
+  done
+}
+
 step_bench() {
   PYTHONUNBUFFERED=1 "${PYTHON:-python3}" bench/gpu-vs-torch --ehat build/ehat-core/ehat --preset ehat-x2 \
     --size 960x540 --torch-modes fp16-eager,half-eager,fp16-compile --repeat 3 --warmup 1 \
@@ -148,7 +175,7 @@ step_bench() {
 limit_of() {
   case $1 in
     cuda) echo 200 ;; sanitize) echo 150 ;; installed) echo 60 ;; remaster) echo 120 ;;
-    memory) echo 60 ;; graphs) echo 60 ;; bench) echo 450 ;; *) echo 0 ;;
+    memory) echo 60 ;; graphs) echo 60 ;; gemm) echo 120 ;; bench) echo 450 ;; *) echo 0 ;;
   esac
 }
 
