@@ -1002,6 +1002,21 @@ test_golden_narrow_fused (gconstpointer data)
   g_unsetenv ("EHAT_CUDA_GEMM");
 }
 
+/* EHAT_CUDA_GEMM=conv: fused convolutions, cuBLAS linear layers (the bf16
+ * DANet gain is partial there: 36.9 dB on the emulator, so the 33 dB
+ * exception applies). */
+static void
+test_golden_narrow_conv (gconstpointer data)
+{
+  if (!have_bf16 ()) {
+    g_test_skip ("the fused GEMM needs compute capability 8.0");
+    return;
+  }
+  g_setenv ("EHAT_CUDA_GEMM", "conv", TRUE);
+  test_golden_narrow (data);
+  g_unsetenv ("EHAT_CUDA_GEMM");
+}
+
 /* The shipped trained models on a real image: each reduced precision
  * against the GPU's fp32 (≥ 45 dB; these are what users run); and in fp16
  * the fast paths (tensor-core attention, zero-padded GEMMs) against the
@@ -1277,6 +1292,8 @@ main (int argc, char **argv)
       test_golden_narrow_fused, keep);
   golden_add_cases (g_getenv ("EHAT_PROJECT_GOLDEN_DIR"),
       "/cuda/narrow-fused", test_golden_narrow_fused, keep);
+  golden_add_cases (g_getenv ("EHAT_PROJECT_GOLDEN_DIR"),
+      "/cuda/narrow-fused-conv", test_golden_narrow_conv, keep);
   g_test_add_func ("/cuda/graphs", test_graphs);
   g_test_add_func ("/cuda/oom", test_oom);
   g_test_add_data_func ("/cuda/shipped/ehat-fast-x2", "ehat-fast-x2",
