@@ -1225,11 +1225,13 @@ cuda_backend_new (int device_id, EhatPrecision precision, GError **error)
     cuda_destroy (&cb->parent);
     return NULL;
   }
-  cb->description = g_strdup_printf ("cuda (device %d: %s, %s)", device_id,
+  /* the GEMM path too, so that an A/B run's log says which it timed */
+  cb->description = g_strdup_printf ("cuda (device %d: %s, %s%s)", device_id,
       prop.name, precision == EHAT_PRECISION_TF32 ? "tf32"
       : precision == EHAT_PRECISION_FP16 ? "fp16, fp32 accumulation"
       : precision == EHAT_PRECISION_BF16 ? "bf16, fp32 accumulation"
-      : "fp32");
+      : "fp32", cb->fused_linear ? ", fused GEMMs"
+      : cb->fused_conv ? ", fused convolutions" : "");
   return &cb->parent;
 }
 

@@ -433,6 +433,9 @@ narrow_backend (EhatPrecision p, gboolean fused)
   b = ehat_backend_cuda_new (0, p, FALSE, &error);
   g_unsetenv ("EHAT_CUDA_GEMM");
   g_assert_no_error (error);
+  /* it says which GEMM path it runs */
+  g_assert_true (g_str_has_suffix (b->ops->describe (b), fused
+          ? ", fused GEMMs)" : "accumulation)"));
   return b;
 }
 
