@@ -1176,6 +1176,11 @@ cuda_backend_new (int device_id, EhatPrecision precision, GError **error)
   cb->pad = cb->dt != EHAT_CUDA_F32
       && g_strcmp0 (g_getenv ("EHAT_CUDA_GEMM_PAD"), "0") != 0;
   gemm_mode = g_getenv ("EHAT_CUDA_GEMM");
+  if (gemm_mode && g_strcmp0 (gemm_mode, "fused") != 0
+      && g_strcmp0 (gemm_mode, "conv") != 0
+      && g_strcmp0 (gemm_mode, "cublas") != 0)
+    g_warning ("EHAT_CUDA_GEMM=%s is none of cublas, conv, fused; using "
+        "cublas", gemm_mode);
   cb->fused_conv = cb->pad && major >= 8
       && (g_strcmp0 (gemm_mode, "fused") == 0
       || g_strcmp0 (gemm_mode, "conv") == 0);
