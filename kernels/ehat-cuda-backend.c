@@ -886,18 +886,18 @@ cuda_overlap_attention (EhatBackend *be, const float *qkv, int n, int h,
             h, w, c, heads, ws, wse, bias, out), "overlap attention");
 }
 
-static void
-cuda_channel_attention (EhatBackend *be, const EhatLinearW *down,
-    const EhatLinearW *up, float *v, int n, gsize hw, int c)
+/* The per-image channel scales of v: sigmoid(up(ReLU(down(mean)))) in
+ * scratch; NULL after recording a failure. */
+static const float *
+channel_scales (EhatCudaBackend *cb, const EhatLinearW *down,
+    const EhatLinearW *up, const float *v, int n, gsize hw, int c)
 {
-  EhatCudaBackend *cb = CB (be);
   double *sums;
   float *sc;
 
-  if (!enter (cb, "channel attention")
-      || !(sums = scratch (cb, SCR_SUMS, (gsize) n * c * sizeof (double)))
+  if (!(sums = scratch (cb, SCR_SUMS, (gsize) n * c * sizeof (double)))
       || !(sc = scratch (cb, SCR_SCALE, (gsize) n * c * sizeof (float))))
-    return;
+    return NULL;
   record_cuda (cb, ehat_cuda_channel_sums (cb->stream, cb->dt, v, n, hw, c,
           sums),
       "channel attention (mean)");
@@ -905,10 +905,39 @@ cuda_channel_attention (EhatBackend *be, const EhatLinearW *down,
     record_cuda (cb, ehat_cuda_channel_mlp (cb->stream, sums, n, hw, c,
             down->w, down->b, down->out, up->w, up->b, sc),
         "channel attention (MLP)");
-  if (!cb->error)
+  return cb->error ? NULL : sc;
+}
+
+static void
+cuda_channel_attention (EhatBackend *be, const EhatLinearW *down,
+    const EhatLinearW *up, float *v, int n, gsize hw, int c)
+{
+  EhatCudaBackend *cb = CB (be);
+  const float *sc;
+
+  if (enter (cb, "channel attention")
+      && (sc = channel_scales (cb, down, up, v, n, hw, c)))
     record_cuda (cb, ehat_cuda_channel_scale (cb->stream, cb->dt, v, n, hw,
             c, sc),
         "channel attention (scale)");
+}
+
+/* CAB's channel attention with EHAT's w0·x0 and the residual sum folded
+ * into the scaling pass: one pass over the maps instead of three (the
+ * in-place scaling and two axpbys), and one rounding in fp16/bf16. */
+static void
+cuda_channel_attention_add (EhatBackend *be, const EhatLinearW *down,
+    const EhatLinearW *up, const float *v, int n, gsize hw, int c, float w0,
+    const float *x0, float alpha, float w1, float *t)
+{
+  EhatCudaBackend *cb = CB (be);
+  const float *sc;
+
+  if (enter (cb, "channel attention")
+      && (sc = channel_scales (cb, down, up, v, n, hw, c)))
+    record_cuda (cb, ehat_cuda_channel_scale_add (cb->stream, cb->dt, v, n,
+            hw, c, sc, w0, x0, alpha, w1, t),
+        "channel attention (scale, sums)");
 }
 
 static void
@@ -1100,6 +1129,7 @@ static const EhatBackendOps cuda_ops = {
   .window_attention = cuda_window_attention,
   .overlap_attention = cuda_overlap_attention,
   .channel_attention = cuda_channel_attention,
+  .channel_attention_add = cuda_channel_attention_add,
   .position_attention = cuda_position_attention,
   .channel_gram_attention = cuda_channel_gram_attention,
   .sync = cuda_sync,

@@ -466,43 +466,55 @@ ehat_cuda_channel_mlp (cudaStream_t s, const double *sums, int n, size_t hw,
  * 12 ms so (rows of 180 half-precision channels keep too few bytes in
  * flight per warp).  bias_act and the shuffle epilogue still run a warp
  * per row: not measured against this form yet. */
-template <typename T>
+/* t = w1·t + alpha·(v·scale + w0·x0): CAB's scaling with the sums around
+ * it (channel_attention_add), in one pass and one rounding; x0 may be
+ * NULL, t is not read when w1 = 0, t may be v (the plain scaling). */
+template <typename T, typename I>
 __global__ void
-channel_scale_kernel (T *v, unsigned per_img, unsigned c, unsigned total,
-    const float *scale)
+channel_scale_add_kernel (const T *v, I per_img, I c, I total,
+    const float *scale, float w0, const T *x0, float alpha, float w1, T *t)
 {
-  for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < total;
-      i += gridDim.x * blockDim.x) {
-    unsigned img = i / per_img, j = (i - img * per_img) % c;
-    st (v + i, ld (v + i) * scale[img * c + j]);
+  for (I i = (I) blockIdx.x * blockDim.x + threadIdx.x; i < total;
+      i += (I) gridDim.x * blockDim.x) {
+    I img = i / per_img, j = (i - img * per_img) % c;
+    float a = ld (v + i) * scale[img * c + j];
+    if (x0)
+      a += w0 * ld (x0 + i);
+    a *= alpha;
+    if (w1 != 0.0f)
+      a += w1 * ld (t + i);
+    st (t + i, a);
   }
 }
 
-template <typename T>
-__global__ void
-channel_scale_wide_kernel (T *v, size_t hw, int c, size_t total,
-    const float *scale)
+extern "C" cudaError_t
+ehat_cuda_channel_scale_add (cudaStream_t s, int dt, const void *v, int n,
+    size_t hw, int c, const float *scale, float w0, const void *x0,
+    float alpha, float w1, void *t)
 {
-  size_t per_img = hw * c;
-  GRID_STRIDE (i, total)
-    st (v + i, ld (v + i) * scale[(i / per_img) * c + i % c]);
+  size_t total = (size_t) n * hw * c;
+  if (total == 0)
+    return cudaSuccess;
+  /* 32-bit indices where they fit (3× faster, above) */
+  if (total < 0xffffffffu)
+    EHAT_DISPATCH (dt, channel_scale_add_kernel<T, unsigned>
+        <<< ehat_blocks (total), EHAT_THREADS, 0, s >>> ((const T *) v,
+            (unsigned) (hw * c), (unsigned) c, (unsigned) total, scale, w0,
+            (const T *) x0, alpha, w1, (T *) t))
+  else
+    EHAT_DISPATCH (dt, channel_scale_add_kernel<T, size_t>
+        <<< ehat_blocks (total), EHAT_THREADS, 0, s >>> ((const T *) v,
+            hw * c, (size_t) c, total, scale, w0, (const T *) x0, alpha, w1,
+            (T *) t))
+  return cudaGetLastError ();
 }
 
 extern "C" cudaError_t
 ehat_cuda_channel_scale (cudaStream_t s, int dt, void *v, int n, size_t hw,
     int c, const float *scale)
 {
-  size_t total = (size_t) n * hw * c;
-  if (total == 0)
-    return cudaSuccess;
-  if (total < 0xffffffffu)
-    EHAT_DISPATCH (dt, channel_scale_kernel<T> <<< ehat_blocks (total),
-            EHAT_THREADS, 0, s >>> ((T *) v, (unsigned) (hw * c),
-                (unsigned) c, (unsigned) total, scale))
-  else
-    EHAT_DISPATCH (dt, channel_scale_wide_kernel<T> <<< ehat_blocks (total),
-            EHAT_THREADS, 0, s >>> ((T *) v, hw, c, total, scale))
-  return cudaGetLastError ();
+  return ehat_cuda_channel_scale_add (s, dt, v, n, hw, c, scale, 0.0f, NULL,
+      1.0f, 0.0f, v);
 }
 
 /* ---- DANet CAM softmax: one block per row ---- */

@@ -99,6 +99,12 @@ cudaError_t ehat_cuda_channel_mlp (cudaStream_t s, const double *sums, int n,
     const float *uw, const float *ub, float *scale);
 cudaError_t ehat_cuda_channel_scale (cudaStream_t s, int dt, void *v, int n,
     size_t hw, int c, const float *scale);
+/* The scaling with CAB's sums folded in (channel_attention_add):
+ * t = w1·t + alpha·(v·scale + w0·x0); x0 may be NULL, t is not read when
+ * w1 = 0, v is not written (unless it is t). */
+cudaError_t ehat_cuda_channel_scale_add (cudaStream_t s, int dt,
+    const void *v, int n, size_t hw, int c, const float *scale, float w0,
+    const void *x0, float alpha, float w1, void *t);
 
 /* DANet CAM: each of the n c×c fp32 matrices e (symmetric Gram matrices)
  * row by row: a[r][j] = γ·softmax_j(max_j e[r] − e[r][j]) written to a as

@@ -636,6 +636,27 @@ test_channel_attention (void)
     EhatLinearW gu = { up (uw, (gsize) c * sq), up (ub, c), sq, c, NULL };
     float *dv = up (v, total);
 
+    /* channel_attention_add first (v is only read): with EHAT's w0·x0 and
+     * the residual; HAT's form (no x0); and t not read (w1 = 0) */
+    for (int variant = 0; variant < 3; variant++) {
+      g_autofree float *x0 = rnd (total, 1.0);
+      g_autofree float *t = rnd (total, 1.0);
+      g_autofree float *tg = NULL;
+      g_autofree char *what = g_strdup_printf ("channel attention add n%d "
+          "hw%" G_GSIZE_FORMAT " c%d v%d", n, hw, c, variant);
+      float *dx0 = up (x0, total), *dt = up (t, total);
+      float w0 = 0.6f, alpha = 0.8f, w1 = variant == 2 ? 0.0f : 1.3f;
+      gboolean with_x0 = variant == 0;
+
+      cpu->ops->channel_attention_add (cpu, &cd, &cu, v, n, hw, c, w0,
+          with_x0 ? x0 : NULL, alpha, w1, t);
+      gpu->ops->channel_attention_add (gpu, &gd, &gu, dv, n, hw, c, w0,
+          with_x0 ? dx0 : NULL, alpha, w1, dt);
+      tg = down (dt, total);
+      assert_close (what, tg, t, total, 1e-5, 1e-5);
+      dfree (dx0);
+      dfree (dt);
+    }
     cpu->ops->channel_attention (cpu, &cd, &cu, v, n, hw, c);
     gpu->ops->channel_attention (gpu, &gd, &gu, dv, n, hw, c);
     vg = down (dv, total);
