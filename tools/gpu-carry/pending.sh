@@ -8,22 +8,25 @@
 #   device tool: run(carry=[".gpu"], timeout_s=600, command="bash tools/gpu-carry/pending.sh")
 #                (or name steps: ... pending.sh remaster bench)
 #
-# Steps (default: all, in this order):
+# Steps (default: all, in this order: correctness, then the measurements that decide defaults,
+# then issue 10's device checks; `bench` needs ≥ 7 minutes and usually a call of its own):
 #   cuda       meson's cuda suite, backend-module and emulator-semantics tests (every golden
-#              case per precision,
-#              the kernels against the CPU, OOM retry, shipped models; device-memory figures)
-#   sanitize   compute-sanitizer memcheck on a golden case, racecheck on the attention kernels
-#   installed  `meson install` layout unpacked into / (root only): `ehat` finds the CUDA module
-#              under $libdir/ehat-1 without EHAT_BACKEND_PATH, and gst-launch-1.0 runs the
-#              installed ehatsr with its default model on the GPU
+#              case per precision, the kernels against the CPU, the fused GEMM, CUDA graphs, OOM
+#              retry, shipped models; device-memory figures)
+#   memory     ehat bench of a HAT-L ×4 at 480×270 in fp16: weights and device peak (and the
+#              model the next two steps use)
+#   gemm       EHAT_CUDA_GEMM=cublas/conv/fused interleaved on the shipped ×2 at 960×540 and
+#              the HAT-L ×4, then one profiled pass of cublas and fused on HAT-L: decides the
+#              fused GEMM's default
+#   graphs     CUDA graphs off and on, interleaved (EHAT_CUDA_GRAPHS=0/1), on the same two
+#   sanitize   compute-sanitizer memcheck on a golden case, racecheck on the attention and fused
+#              GEMM kernels
 #   remaster   ehat-remaster on a 960×540 clip: --backend cuda with nvh264 and nvh265, and
 #              --devices 0,0 --jobs 2 (two workers sharing the GPU), each checked with --check;
 #              the JSON reports give frames/s for docs/remastering.md
-#   memory     ehat bench of a HAT-L ×4 at 480×270 in fp16: weights and device peak
-#   graphs     CUDA graphs off and on, interleaved (EHAT_CUDA_GRAPHS=0/1): the shipped ×2
-#              model at 960×540, where launches weigh most, and the HAT-L ×4 of `memory`
-#   gemm       EHAT_CUDA_GEMM=cublas/conv/fused interleaved on the same two cases, then one
-#              profiled pass of cublas and fused on HAT-L: decides the fused GEMM's default
+#   installed  `meson install` layout unpacked into / (root only): `ehat` finds the CUDA module
+#              under $libdir/ehat-1 without EHAT_BACKEND_PATH, and gst-launch-1.0 runs the
+#              installed ehatsr with its default model on the GPU
 #   bench      bench/gpu-vs-torch, EHAT-L-sized ×2 at 960×540 (issue 6's case b): ehat in every
 #              precision, torch fp16 eager, half eager and torch.compile
 # Without a GPU (a dry run on the machine that made .gpu) the CUDA steps skip or fail fast.
@@ -39,7 +42,7 @@ mkdir -p "$out" "$work"
 # shellcheck source=/dev/null
 source .gpu/setup.sh || exit 2
 steps=("$@")
-[ ${#steps[@]} -gt 0 ] || steps=(cuda sanitize installed remaster memory graphs gemm bench)
+[ ${#steps[@]} -gt 0 ] || steps=(cuda memory gemm graphs sanitize remaster installed bench)
 summary=()
 
 # step NAME LIMIT: run step_NAME (in a child: `timeout` runs programs, not functions) with at
