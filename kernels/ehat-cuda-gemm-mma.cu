@@ -8,7 +8,8 @@
  * The cuBLAS path (ehat-cuda-backend.c: im2col or row padding, GEMM, then
  * an epilogue pass) computes the same thing in three to four passes over
  * memory; which is faster is for `ehat bench` on the GPU to say, so the
- * backend picks this kernel only when EHAT_CUDA_GEMM=fused.
+ * backend picks this kernel only when EHAT_CUDA_GEMM=fused (or conv: for
+ * the convolutions alone).
  *
  * Tiling: a block computes 128 output rows (pixels or tokens) × 64 output
  * channels with 4 warps of 64 × 32; K advances 32 at a time through a
