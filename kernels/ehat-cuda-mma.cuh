@@ -1,6 +1,6 @@
 /* Tensor-core helpers shared by the mma.sync kernels (window attention,
- * fused GEMM): fp16/bf16 pairs packed into 32-bit registers,
- * mma.m16n8k16 with fp32 accumulators, and cp.async.  Overloads take a null T* to pick
+ * fused GEMM): fp16/bf16 pairs packed into 32-bit registers, mma.m16n8k16
+ * with fp32 accumulators, and cp.async.  Overloads take a null T* to pick
  * the element type.  Under the CUDA emulator (kernels/emu) mma.sync is the
  * emulator's, which follows the PTX ISA fragment layouts. */
 #ifndef EHAT_CUDA_MMA_CUH
