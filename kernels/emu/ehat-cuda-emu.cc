@@ -978,7 +978,6 @@ EHAT_EMU_EXPORT cudaError_t
 cudaMemsetAsync (void *p, int v, size_t n, cudaStream_t s)
 {
   API_LOCK;
-  (void) s;
   if (D.sticky)
     return D.sticky;
   if (n && !is_device (p, n))
@@ -1078,7 +1077,6 @@ cudaEventRecord (cudaEvent_t e, cudaStream_t s)
 {
   API_LOCK;
   Event *ev = (Event *) e;
-  (void) s;
   ev->recorded = true;
   ev->done = false;
   push_op (s, [ev] () {
