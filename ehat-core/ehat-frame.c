@@ -1,5 +1,16 @@
 /* libehat — frame ↔ planar float RGB conversion.  See ehat-frame.h. */
 #include "ehat-frame.h"
+
+/* No fused multiply-adds here (libehat is built with -ffp-contract=fast):
+ * the conversions must round as the CUDA backend's frame kernels do
+ * (ehat-frame-desc.h), on every CPU. */
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#elif defined(__GNUC__)
+#pragma GCC optimize ("fp-contract=off")
+#endif
+
+#include "ehat-frame-desc.h"
 #include "ehat.h"
 
 #include <math.h>
@@ -127,46 +138,39 @@ ehat_frame_plane_size (EhatPixelFormat format, int width, int height,
   return TRUE;
 }
 
-/* Y'CbCr coefficients and the code mapping of one matrix/range/depth. */
-typedef struct
-{
-  double kr, kg, kb;
-  double y_off, y_scale, c_off, c_scale;
-  int max_code;
-} Coeffs;
-
+/* The codes of one matrix/range/depth. */
 static void
-get_coeffs (const EhatColorInfo *color, int depth, Coeffs *k)
+get_coeffs (const EhatColorInfo *color, int depth, EhatFrameDesc *d)
 {
   double mul = (double) (1 << (depth - 8));
 
   switch (color->matrix) {
     case EHAT_MATRIX_BT601:
-      k->kr = 0.299;
-      k->kb = 0.114;
+      d->kr = 0.299;
+      d->kb = 0.114;
       break;
     case EHAT_MATRIX_BT2020:
-      k->kr = 0.2627;
-      k->kb = 0.0593;
+      d->kr = 0.2627;
+      d->kb = 0.0593;
       break;
     case EHAT_MATRIX_BT709:
     default:
-      k->kr = 0.2126;
-      k->kb = 0.0722;
+      d->kr = 0.2126;
+      d->kb = 0.0722;
       break;
   }
-  k->kg = 1.0 - k->kr - k->kb;
-  k->max_code = (1 << depth) - 1;
+  d->kg = 1.0 - d->kr - d->kb;
+  d->max_code = (1 << depth) - 1;
   if (color->range == EHAT_RANGE_FULL) {
-    k->y_off = 0.0;
-    k->y_scale = k->max_code;
-    k->c_off = 128.0 * mul;
-    k->c_scale = k->max_code;
+    d->y_off = 0.0;
+    d->y_scale = d->max_code;
+    d->c_off = 128.0 * mul;
+    d->c_scale = d->max_code;
   } else {
-    k->y_off = 16.0 * mul;
-    k->y_scale = 219.0 * mul;
-    k->c_off = 128.0 * mul;
-    k->c_scale = 224.0 * mul;
+    d->y_off = 16.0 * mul;
+    d->y_scale = 219.0 * mul;
+    d->c_off = 128.0 * mul;
+    d->c_scale = 224.0 * mul;
   }
 }
 
@@ -210,109 +214,68 @@ check_frame (const EhatFrame *frame, const EhatColorInfo *color,
   return TRUE;
 }
 
-static inline int
-get_sample (const guint8 *row, int i, const FormatInfo *fi)
+gboolean
+ehat_frame_describe (const EhatFrame *frame, const EhatColorInfo *color,
+    EhatFrameDesc *d, GError **error)
 {
-  if (fi->depth > 8) {
-    guint16 v;
-    memcpy (&v, row + 2 * i, 2);
-    return (GUINT16_FROM_LE (v) >> fi->shift) & ((1 << fi->depth) - 1);
-  }
-  return row[i];
-}
+  EhatColorInfo def = EHAT_COLOR_INFO_INIT;
+  const FormatInfo *fi;
+  int p;
 
-static inline void
-put_sample (guint8 *row, int i, int code, const FormatInfo *fi)
-{
-  if (fi->depth > 8) {
-    guint16 v = GUINT16_TO_LE ((guint16) (code << fi->shift));
-    memcpy (row + 2 * i, &v, 2);
-  } else {
-    row[i] = (guint8) code;
-  }
-}
-
-static inline int
-to_code (double v, int max_code)
-{
-  long c;
-
-  if (!(v > 0.0))               /* NaN and negatives */
-    return 0;
-  if (v >= max_code)
-    return max_code;
-  c = lrint (floor (v + 0.5));
-  return (int) c;
-}
-
-static inline float
-clamp01 (double v)
-{
-  return (float) (v < 0.0 ? 0.0 : v > 1.0 ? 1.0 : v);
-}
-
-/* Chroma plane pointers and the sample step inside a row (2 for
- * interleaved chroma). */
-static void
-chroma_planes (const EhatFrame *frame, const FormatInfo *fi, guint8 **u,
-    guint8 **v, int *u_step, int *u_idx, int *v_idx, int *u_stride,
-    int *v_stride)
-{
+  if (!color)
+    color = &def;
+  if (!check_frame (frame, color, &fi, error))
+    return FALSE;
+  memset (d, 0, sizeof (*d));
+  d->kind = fi->kind == KIND_PACKED_RGB ? EHAT_FD_PACKED_RGB
+      : fi->kind == KIND_PLANAR_YUV ? EHAT_FD_PLANAR_YUV
+      : fi->kind == KIND_SEMI_YUV ? EHAT_FD_SEMI_YUV : EHAT_FD_GRAY;
+  d->width = frame->width;
+  d->height = frame->height;
+  d->n_planes = ehat_pixel_format_n_planes (frame->format);
+  for (p = 0; p < d->n_planes; p++)
+    ehat_frame_plane_size (frame->format, frame->width, frame->height, p,
+        &d->row_bytes[p], &d->rows[p]);
+  d->bpp = fi->bpp;
+  d->r = fi->r;
+  d->g = fi->g;
+  d->b = fi->b;
+  d->a = fi->a;
+  /* the x byte of RGBx & co. is written opaque */
+  d->x = fi->kind == KIND_PACKED_RGB && fi->bpp == 4 && fi->a < 0 ?
+      6 - fi->r - fi->g - fi->b : -1;
+  d->sub = fi->sub;
+  d->cw = (frame->width + (1 << fi->sub) - 1) >> fi->sub;
+  d->ch = (frame->height + (1 << fi->sub) - 1) >> fi->sub;
   if (fi->kind == KIND_SEMI_YUV) {
-    *u = *v = frame->data[1];
-    *u_stride = *v_stride = frame->stride[1];
-    *u_step = 2;
-    *u_idx = fi->u_plane;
-    *v_idx = fi->v_plane;
+    d->u_plane = d->v_plane = 1;
+    d->c_step = 2;
+    d->u_idx = fi->u_plane;
+    d->v_idx = fi->v_plane;
   } else {
-    *u = frame->data[fi->u_plane];
-    *v = frame->data[fi->v_plane];
-    *u_stride = frame->stride[fi->u_plane];
-    *v_stride = frame->stride[fi->v_plane];
-    *u_step = 1;
-    *u_idx = *v_idx = 0;
+    d->u_plane = fi->u_plane;
+    d->v_plane = fi->v_plane;
+    d->c_step = 1;
   }
-}
-
-/* Bilinear taps from full-resolution position i to the subsampled grid:
- * centred chroma sits at 2j + 0.5, left-sited (horizontal only) at 2j. */
-static void
-chroma_taps (int n, int cn, int sub, gboolean cosited, int *i0, int *i1,
-    float *f)
-{
-  int i;
-
-  for (i = 0; i < n; i++) {
-    double c, fl;
-
-    if (!sub)
-      c = i;
-    else if (cosited)
-      c = i / 2.0;
-    else
-      c = (i + 0.5) / 2.0 - 0.5;
-    fl = floor (c);
-    i0[i] = CLAMP ((int) fl, 0, cn - 1);
-    i1[i] = CLAMP ((int) fl + 1, 0, cn - 1);
-    f[i] = (float) (c - fl);
-  }
+  d->depth = fi->depth;
+  d->shift = fi->shift;
+  d->cosited = color->siting == EHAT_CHROMA_LEFT;
+  get_coeffs (color, fi->depth, d);
+  return TRUE;
 }
 
 static gboolean
-read_yuv (const EhatFrame *frame, const FormatInfo *fi,
-    const EhatColorInfo *color, float *rgb, GError **error)
+read_yuv (const EhatFrame *frame, const EhatFrameDesc *d, float *rgb,
+    GError **error)
 {
-  int w = frame->width, h = frame->height;
-  int cw = (w + (1 << fi->sub) - 1) >> fi->sub;
-  int ch = (h + (1 << fi->sub) - 1) >> fi->sub;
+  int w = d->width, h = d->height, cw = d->cw, ch = d->ch;
   gsize plane = (gsize) w * h;
-  guint8 *up, *vp;
-  int step, ui, vi, us, vs, x, y;
+  const guint8 *up = frame->data[d->u_plane], *vp = frame->data[d->v_plane];
+  int us = frame->stride[d->u_plane], vs = frame->stride[d->v_plane];
+  int x, y;
   float *pb, *pr, *fx, *fy;
   int *x0, *x1, *y0, *y1;
-  Coeffs k;
 
-  get_coeffs (color, fi->depth, &k);
   pb = g_try_new (float, (gsize) cw * ch);
   pr = g_try_new (float, (gsize) cw * ch);
   if (!pb || !pr) {
@@ -322,14 +285,13 @@ read_yuv (const EhatFrame *frame, const FormatInfo *fi,
         "frame: cannot allocate chroma planes");
     return FALSE;
   }
-  chroma_planes (frame, fi, &up, &vp, &step, &ui, &vi, &us, &vs);
   for (y = 0; y < ch; y++) {
     const guint8 *ur = up + (gsize) y * us, *vr = vp + (gsize) y * vs;
     for (x = 0; x < cw; x++) {
       pb[(gsize) y * cw + x] =
-          (float) ((get_sample (ur, x * step + ui, fi) - k.c_off) / k.c_scale);
+          ehat_fd_chroma (d, ehat_fd_get (d, ur, x * d->c_step + d->u_idx));
       pr[(gsize) y * cw + x] =
-          (float) ((get_sample (vr, x * step + vi, fi) - k.c_off) / k.c_scale);
+          ehat_fd_chroma (d, ehat_fd_get (d, vr, x * d->c_step + d->v_idx));
     }
   }
 
@@ -339,30 +301,27 @@ read_yuv (const EhatFrame *frame, const FormatInfo *fi,
   y0 = g_new (int, h);
   y1 = g_new (int, h);
   fy = g_new (float, h);
-  chroma_taps (w, cw, fi->sub, color->siting == EHAT_CHROMA_LEFT, x0, x1, fx);
-  chroma_taps (h, ch, fi->sub, FALSE, y0, y1, fy);
+  for (x = 0; x < w; x++)
+    ehat_fd_taps (x, cw, d->sub, d->cosited, &x0[x], &x1[x], &fx[x]);
+  for (y = 0; y < h; y++)
+    ehat_fd_taps (y, ch, d->sub, FALSE, &y0[y], &y1[y], &fy[y]);
 
   for (y = 0; y < h; y++) {
     const guint8 *yr = frame->data[0] + (gsize) y * frame->stride[0];
     const float *b0 = pb + (gsize) y0[y] * cw, *b1 = pb + (gsize) y1[y] * cw;
     const float *r0 = pr + (gsize) y0[y] * cw, *r1 = pr + (gsize) y1[y] * cw;
-    float wy = fy[y];
 
     for (x = 0; x < w; x++) {
-      double yy = (get_sample (yr, x, fi) - k.y_off) / k.y_scale;
-      float wx = fx[x];
-      double cb = (1 - wy) * ((1 - wx) * b0[x0[x]] + wx * b0[x1[x]])
-          + wy * ((1 - wx) * b1[x0[x]] + wx * b1[x1[x]]);
-      double cr = (1 - wy) * ((1 - wx) * r0[x0[x]] + wx * r0[x1[x]])
-          + wy * ((1 - wx) * r1[x0[x]] + wx * r1[x1[x]]);
-      double r = yy + 2.0 * (1.0 - k.kr) * cr;
-      double b = yy + 2.0 * (1.0 - k.kb) * cb;
-      double g = (yy - k.kr * r - k.kb * b) / k.kg;
+      float bt[2] = { b0[x0[x]], b0[x1[x]] }, bb[2] = { b1[x0[x]], b1[x1[x]] };
+      float rt[2] = { r0[x0[x]], r0[x1[x]] }, rb[2] = { r1[x0[x]], r1[x1[x]] };
+      float px[3];
       gsize o = (gsize) y * w + x;
 
-      rgb[o] = clamp01 (r);
-      rgb[plane + o] = clamp01 (g);
-      rgb[2 * plane + o] = clamp01 (b);
+      ehat_fd_yuv_to_rgb (d, ehat_fd_get (d, yr, x), bt, bb, rt, rb, fx[x],
+          fy[y], px);
+      rgb[o] = px[0];
+      rgb[plane + o] = px[1];
+      rgb[2 * plane + o] = px[2];
     }
   }
 
@@ -381,14 +340,11 @@ gboolean
 ehat_frame_read (const EhatFrame *frame, const EhatColorInfo *color,
     float *rgb, GError **error)
 {
-  EhatColorInfo def = EHAT_COLOR_INFO_INIT;
-  const FormatInfo *fi;
+  EhatFrameDesc d;
   int w, h, x, y;
   gsize plane;
 
-  if (!color)
-    color = &def;
-  if (!check_frame (frame, color, &fi, error))
+  if (!ehat_frame_describe (frame, color, &d, error))
     return FALSE;
   if (!rgb) {
     g_set_error (error, EHAT_ERROR, EHAT_ERROR_INVALID_ARGUMENT,
@@ -399,34 +355,31 @@ ehat_frame_read (const EhatFrame *frame, const EhatColorInfo *color,
   h = frame->height;
   plane = (gsize) w * h;
 
-  switch (fi->kind) {
-    case KIND_PACKED_RGB:
+  switch (d.kind) {
+    case EHAT_FD_PACKED_RGB:
       for (y = 0; y < h; y++) {
         const guint8 *row = frame->data[0] + (gsize) y * frame->stride[0];
         for (x = 0; x < w; x++) {
-          const guint8 *px = row + x * fi->bpp;
+          const guint8 *px = row + x * d.bpp;
           gsize o = (gsize) y * w + x;
-          rgb[o] = px[fi->r] / 255.0f;
-          rgb[plane + o] = px[fi->g] / 255.0f;
-          rgb[2 * plane + o] = px[fi->b] / 255.0f;
+          rgb[o] = px[d.r] / 255.0f;
+          rgb[plane + o] = px[d.g] / 255.0f;
+          rgb[2 * plane + o] = px[d.b] / 255.0f;
         }
       }
       return TRUE;
-    case KIND_GRAY:{
-      Coeffs k;
-      get_coeffs (color, fi->depth, &k);
+    case EHAT_FD_GRAY:
       for (y = 0; y < h; y++) {
         const guint8 *row = frame->data[0] + (gsize) y * frame->stride[0];
         for (x = 0; x < w; x++) {
           gsize o = (gsize) y * w + x;
-          float v = clamp01 ((get_sample (row, x, fi) - k.y_off) / k.y_scale);
+          float v = ehat_fd_gray_to_rgb (&d, ehat_fd_get (&d, row, x));
           rgb[o] = rgb[plane + o] = rgb[2 * plane + o] = v;
         }
       }
       return TRUE;
-    }
     default:
-      return read_yuv (frame, fi, color, rgb, error);
+      return read_yuv (frame, &d, rgb, error);
   }
 }
 
@@ -451,83 +404,54 @@ ehat_frame_read_alpha (const EhatFrame *frame, float *alpha, GError **error)
   return TRUE;
 }
 
-/* Y' and the two colour differences of one (clamped) RGB pixel. */
-static inline void
-rgb_to_ypbpr (const Coeffs * k, float r, float g, float b, double *yy,
-    double *cb, double *cr)
-{
-  double rr = clamp01 (r), gg = clamp01 (g), bb = clamp01 (b);
-  double l = k->kr * rr + k->kg * gg + k->kb * bb;
-
-  *yy = l;
-  if (cb)
-    *cb = (bb - l) / (2.0 * (1.0 - k->kb));
-  if (cr)
-    *cr = (rr - l) / (2.0 * (1.0 - k->kr));
-}
-
 static void
-write_yuv (const float *rgb, const FormatInfo *fi, const EhatColorInfo *color,
-    EhatFrame *frame)
+write_yuv (const float *rgb, const EhatFrameDesc *d, EhatFrame *frame)
 {
-  int w = frame->width, h = frame->height;
-  int cw = (w + (1 << fi->sub) - 1) >> fi->sub;
-  int ch = (h + (1 << fi->sub) - 1) >> fi->sub;
+  int w = d->width, h = d->height;
   gsize plane = (gsize) w * h;
-  guint8 *up, *vp;
-  int step, ui, vi, us, vs, x, y;
-  Coeffs k;
+  guint8 *up = frame->data[d->u_plane], *vp = frame->data[d->v_plane];
+  int us = frame->stride[d->u_plane], vs = frame->stride[d->v_plane];
+  int x, y;
 
-  get_coeffs (color, fi->depth, &k);
   for (y = 0; y < h; y++) {
     guint8 *yr = frame->data[0] + (gsize) y * frame->stride[0];
     for (x = 0; x < w; x++) {
       gsize o = (gsize) y * w + x;
-      double yy;
-      rgb_to_ypbpr (&k, rgb[o], rgb[plane + o], rgb[2 * plane + o], &yy, NULL,
-          NULL);
-      put_sample (yr, x, to_code (k.y_off + k.y_scale * yy, k.max_code), fi);
+      ehat_fd_put (d, yr, x, ehat_fd_luma_code (d, rgb[o], rgb[plane + o],
+              rgb[2 * plane + o]));
     }
   }
 
-  chroma_planes (frame, fi, &up, &vp, &step, &ui, &vi, &us, &vs);
-  for (y = 0; y < ch; y++) {
+  for (y = 0; y < d->ch; y++) {
     guint8 *ur = up + (gsize) y * us, *vr = vp + (gsize) y * vs;
-    for (x = 0; x < cw; x++) {
-      double sb = 0.0, sr = 0.0, sw = 0.0;
-      int dy, dx;
+    for (x = 0; x < d->cw; x++) {
+      double sb = 0.0, sr = 0.0, sw = 0.0, yy, cb, cr;
+      int u, v, t;
 
-      if (!fi->sub) {
+      if (!d->sub) {
         gsize o = (gsize) y * w + x;
-        double yy;
-        rgb_to_ypbpr (&k, rgb[o], rgb[plane + o], rgb[2 * plane + o], &yy,
+        ehat_fd_ypbpr (d, rgb[o], rgb[plane + o], rgb[2 * plane + o], &yy,
             &sb, &sr);
         sw = 1.0;
       } else {
-        /* 2×2 box for centred chroma; [1 2 1]/4 × [1 1]/2 around the
-         * co-sited column for left siting.  Taps past the edge repeat the
-         * last row/column, as odd sizes need. */
-        gboolean left = color->siting == EHAT_CHROMA_LEFT;
-        for (dy = 0; dy < 2; dy++) {
-          int sy = MIN (2 * y + dy, h - 1);
-          for (dx = left ? -1 : 0; dx < 2; dx++) {
-            int sx = CLAMP (2 * x + dx, 0, w - 1);
-            double wt = left ? (dx == 0 ? 0.5 : 0.25) : 0.5;
-            gsize o = (gsize) sy * w + sx;
-            double yy, cb, cr;
+        for (t = 0; t < EHAT_FD_N_TAPS; t++) {
+          int sx, sy;
+          double wt = ehat_fd_chroma_tap (d, x, y, t, &sx, &sy);
+          gsize o;
 
-            rgb_to_ypbpr (&k, rgb[o], rgb[plane + o], rgb[2 * plane + o],
-                &yy, &cb, &cr);
-            sb += wt * cb;
-            sr += wt * cr;
-            sw += wt;
-          }
+          if (wt == 0.0)
+            continue;
+          o = (gsize) sy * w + sx;
+          ehat_fd_ypbpr (d, rgb[o], rgb[plane + o], rgb[2 * plane + o], &yy,
+              &cb, &cr);
+          sb += wt * cb;
+          sr += wt * cr;
+          sw += wt;
         }
       }
-      put_sample (ur, x * step + ui,
-          to_code (k.c_off + k.c_scale * sb / sw, k.max_code), fi);
-      put_sample (vr, x * step + vi,
-          to_code (k.c_off + k.c_scale * sr / sw, k.max_code), fi);
+      ehat_fd_chroma_codes (d, sb, sr, sw, &u, &v);
+      ehat_fd_put (d, ur, x * d->c_step + d->u_idx, u);
+      ehat_fd_put (d, vr, x * d->c_step + d->v_idx, v);
     }
   }
 }
@@ -536,14 +460,11 @@ gboolean
 ehat_frame_write (const float *rgb, const float *alpha,
     const EhatColorInfo *color, EhatFrame *frame, GError **error)
 {
-  EhatColorInfo def = EHAT_COLOR_INFO_INIT;
-  const FormatInfo *fi;
+  EhatFrameDesc d;
   int w, h, x, y;
   gsize plane;
 
-  if (!color)
-    color = &def;
-  if (!check_frame (frame, color, &fi, error))
+  if (!ehat_frame_describe (frame, color, &d, error))
     return FALSE;
   if (!rgb) {
     g_set_error (error, EHAT_ERROR, EHAT_ERROR_INVALID_ARGUMENT,
@@ -554,43 +475,35 @@ ehat_frame_write (const float *rgb, const float *alpha,
   h = frame->height;
   plane = (gsize) w * h;
 
-  switch (fi->kind) {
-    case KIND_PACKED_RGB:
+  switch (d.kind) {
+    case EHAT_FD_PACKED_RGB:
       for (y = 0; y < h; y++) {
         guint8 *row = frame->data[0] + (gsize) y * frame->stride[0];
         for (x = 0; x < w; x++) {
-          guint8 *px = row + x * fi->bpp;
+          guint8 *px = row + x * d.bpp;
           gsize o = (gsize) y * w + x;
-          px[fi->r] = to_code (rgb[o] * 255.0, 255);
-          px[fi->g] = to_code (rgb[plane + o] * 255.0, 255);
-          px[fi->b] = to_code (rgb[2 * plane + o] * 255.0, 255);
-          if (fi->bpp == 4) {
-            /* the x byte of RGBx & co. is written opaque as well */
-            int a = fi->a >= 0 ? fi->a : 6 - fi->r - fi->g - fi->b;
-            px[a] = alpha && fi->a >= 0 ? to_code (alpha[o] * 255.0, 255)
-                : 255;
-          }
+          px[d.r] = ehat_fd_code (rgb[o] * 255.0, 255);
+          px[d.g] = ehat_fd_code (rgb[plane + o] * 255.0, 255);
+          px[d.b] = ehat_fd_code (rgb[2 * plane + o] * 255.0, 255);
+          if (d.a >= 0)
+            px[d.a] = alpha ? ehat_fd_code (alpha[o] * 255.0, 255) : 255;
+          else if (d.x >= 0)
+            px[d.x] = 255;
         }
       }
       return TRUE;
-    case KIND_GRAY:{
-      Coeffs k;
-      get_coeffs (color, fi->depth, &k);
+    case EHAT_FD_GRAY:
       for (y = 0; y < h; y++) {
         guint8 *row = frame->data[0] + (gsize) y * frame->stride[0];
         for (x = 0; x < w; x++) {
           gsize o = (gsize) y * w + x;
-          double yy;
-          rgb_to_ypbpr (&k, rgb[o], rgb[plane + o], rgb[2 * plane + o], &yy,
-              NULL, NULL);
-          put_sample (row, x, to_code (k.y_off + k.y_scale * yy, k.max_code),
-              fi);
+          ehat_fd_put (&d, row, x, ehat_fd_luma_code (&d, rgb[o],
+                  rgb[plane + o], rgb[2 * plane + o]));
         }
       }
       return TRUE;
-    }
     default:
-      write_yuv (rgb, fi, color, frame);
+      write_yuv (rgb, &d, frame);
       return TRUE;
   }
 }

@@ -1,0 +1,224 @@
+/* libehat (internal) — a video frame's layout and colour maths, resolved
+ * once per frame for a converter: the host code of ehat-frame.c and the
+ * device kernels of a backend (kernels/ehat-cuda-frame.cu).
+ *
+ * Both convert with the functions below, compiled from this one header,
+ * so that a frame converted on the device gets the very codes the host
+ * gives it (tests/test-cuda.c, the /cuda/frame cases).  That holds only without
+ * contraction of a·b + c into fused multiply-adds, which round once where
+ * these formulas round twice: ehat-frame.c turns contraction off with a
+ * pragma, and nvcc compiles the frame kernels with -fmad=false.
+ *
+ * Valid C11 and C++ (CUDA and the CUDA emulator's host compiler), so no
+ * GLib here. */
+#ifndef EHAT_FRAME_DESC_H
+#define EHAT_FRAME_DESC_H
+
+#include <math.h>
+
+#if defined(__CUDACC__)
+#define EHAT_FD_FN __host__ __device__ static inline
+#else
+#define EHAT_FD_FN static inline
+#endif
+
+typedef enum
+{
+  EHAT_FD_PACKED_RGB,
+  EHAT_FD_PLANAR_YUV,           /* Y, U, V planes (order in u_plane/v_plane) */
+  EHAT_FD_SEMI_YUV,             /* Y, interleaved chroma */
+  EHAT_FD_GRAY,
+} EhatFrameKind;
+
+typedef struct
+{
+  int kind;                     /* EhatFrameKind */
+  int width, height;
+  int n_planes;
+  int row_bytes[3];             /* bytes of pixels per row of each plane */
+  int rows[3];
+  int bpp;                      /* packed: bytes per pixel */
+  int r, g, b;                  /* packed: byte offsets of the channels */
+  int a;                        /* packed: the alpha byte, −1: none */
+  int x;                        /* packed 32-bit without alpha: the byte
+                                 * written 255 (RGBx & co.), −1: none */
+  int sub;                      /* chroma subsampling shift (both axes) */
+  int cw, ch;                   /* chroma plane size */
+  int u_plane, v_plane;         /* planar: planes of U and V */
+  int c_step, u_idx, v_idx;     /* chroma samples: step within a row and
+                                 * the U/V offsets (2, 0/1 interleaved) */
+  int depth;                    /* bits per sample */
+  int shift;                    /* 16-bit samples: bits below the value */
+  int cosited;                  /* left-sited 4:2:0 chroma */
+  /* Y'CbCr: luma weights and the code mapping of the matrix, range and
+   * depth */
+  double kr, kg, kb;
+  double y_off, y_scale, c_off, c_scale;
+  int max_code;
+} EhatFrameDesc;
+
+/* Sample i of a row (16-bit words little-endian, value above `shift`). */
+EHAT_FD_FN int
+ehat_fd_get (const EhatFrameDesc *d, const unsigned char *row, int i)
+{
+  if (d->depth > 8) {
+    int v = row[2 * i] | (row[2 * i + 1] << 8);
+    return (v >> d->shift) & ((1 << d->depth) - 1);
+  }
+  return row[i];
+}
+
+EHAT_FD_FN void
+ehat_fd_put (const EhatFrameDesc *d, unsigned char *row, int i, int code)
+{
+  if (d->depth > 8) {
+    unsigned v = (unsigned) code << d->shift;
+    row[2 * i] = (unsigned char) (v & 0xff);
+    row[2 * i + 1] = (unsigned char) (v >> 8);
+  } else {
+    row[i] = (unsigned char) code;
+  }
+}
+
+/* Nearest code, clamped to [0, max_code]; NaN → 0. */
+EHAT_FD_FN int
+ehat_fd_code (double v, int max_code)
+{
+  if (!(v > 0.0))
+    return 0;
+  if (v >= max_code)
+    return max_code;
+  return (int) floor (v + 0.5);
+}
+
+EHAT_FD_FN float
+ehat_fd_clamp01 (double v)
+{
+  return (float) (v < 0.0 ? 0.0 : v > 1.0 ? 1.0 : v);
+}
+
+/* A chroma code as a colour difference in [−½, ½] (rounded to float:
+ * the host keeps a float plane of them). */
+EHAT_FD_FN float
+ehat_fd_chroma (const EhatFrameDesc *d, int code)
+{
+  return (float) ((code - d->c_off) / d->c_scale);
+}
+
+/* Bilinear taps from full-resolution position i to the subsampled grid of
+ * cn samples: centred chroma sits at 2j + 0.5, left-sited (horizontal
+ * only) at 2j. */
+EHAT_FD_FN void
+ehat_fd_taps (int i, int cn, int sub, int cosited, int *i0, int *i1,
+    float *f)
+{
+  double c, fl;
+  int j;
+
+  if (!sub)
+    c = i;
+  else if (cosited)
+    c = i / 2.0;
+  else
+    c = (i + 0.5) / 2.0 - 0.5;
+  fl = floor (c);
+  j = (int) fl;
+  *i0 = j < 0 ? 0 : j > cn - 1 ? cn - 1 : j;
+  *i1 = j + 1 < 0 ? 0 : j + 1 > cn - 1 ? cn - 1 : j + 1;
+  *f = (float) (c - fl);
+}
+
+/* R'G'B' in [0, 1] of a luma code and the colour differences interpolated
+ * from their four neighbours (b0/r0: the upper row's pair at the two
+ * taps, b1/r1 the lower's), in float as the host always computed them. */
+EHAT_FD_FN void
+ehat_fd_yuv_to_rgb (const EhatFrameDesc *d, int y_code, const float b0[2],
+    const float b1[2], const float r0[2], const float r1[2], float wx,
+    float wy, float rgb[3])
+{
+  double yy = (y_code - d->y_off) / d->y_scale;
+  double cb = (1 - wy) * ((1 - wx) * b0[0] + wx * b0[1])
+      + wy * ((1 - wx) * b1[0] + wx * b1[1]);
+  double cr = (1 - wy) * ((1 - wx) * r0[0] + wx * r0[1])
+      + wy * ((1 - wx) * r1[0] + wx * r1[1]);
+  double r = yy + 2.0 * (1.0 - d->kr) * cr;
+  double b = yy + 2.0 * (1.0 - d->kb) * cb;
+  double g = (yy - d->kr * r - d->kb * b) / d->kg;
+
+  rgb[0] = ehat_fd_clamp01 (r);
+  rgb[1] = ehat_fd_clamp01 (g);
+  rgb[2] = ehat_fd_clamp01 (b);
+}
+
+EHAT_FD_FN float
+ehat_fd_gray_to_rgb (const EhatFrameDesc *d, int y_code)
+{
+  return ehat_fd_clamp01 ((y_code - d->y_off) / d->y_scale);
+}
+
+/* Y' and the two colour differences of one RGB pixel, clamped first. */
+EHAT_FD_FN void
+ehat_fd_ypbpr (const EhatFrameDesc *d, float r, float g, float b,
+    double *yy, double *cb, double *cr)
+{
+  double rr = ehat_fd_clamp01 (r), gg = ehat_fd_clamp01 (g);
+  double bb = ehat_fd_clamp01 (b);
+  double l = d->kr * rr + d->kg * gg + d->kb * bb;
+
+  *yy = l;
+  if (cb)
+    *cb = (bb - l) / (2.0 * (1.0 - d->kb));
+  if (cr)
+    *cr = (rr - l) / (2.0 * (1.0 - d->kr));
+}
+
+EHAT_FD_FN int
+ehat_fd_luma_code (const EhatFrameDesc *d, float r, float g, float b)
+{
+  double yy;
+
+  ehat_fd_ypbpr (d, r, g, b, &yy, 0, 0);
+  return ehat_fd_code (d->y_off + d->y_scale * yy, d->max_code);
+}
+
+/* The taps of 4:2:0 chroma sample (cx, cy) (sub = 1): a 2×2 box for
+ * centred chroma, [1 2 1]/4 × [1 1]/2 around the co-sited column for left
+ * siting.  Tap t of EHAT_FD_N_TAPS: its pixel (clamped: taps past the edge
+ * repeat the last row or column, as odd sizes need) and its weight, or
+ * weight 0 for the unused tap of centred siting. */
+#define EHAT_FD_N_TAPS 6
+EHAT_FD_FN double
+ehat_fd_chroma_tap (const EhatFrameDesc *d, int cx, int cy, int t,
+    int *px, int *py)
+{
+  int dy = t / 3, dx = t % 3 - 1;
+  int sx = 2 * cx + dx, sy = 2 * cy + dy;
+
+  if (!d->cosited && dx < 0)
+    return 0.0;
+  *px = sx < 0 ? 0 : sx > d->width - 1 ? d->width - 1 : sx;
+  *py = sy > d->height - 1 ? d->height - 1 : sy;
+  return d->cosited ? (dx == 0 ? 0.5 : 0.25) : 0.5;
+}
+
+/* The chroma codes of weighted sums sb, sr of colour differences. */
+EHAT_FD_FN void
+ehat_fd_chroma_codes (const EhatFrameDesc *d, double sb, double sr,
+    double sw, int *u, int *v)
+{
+  *u = ehat_fd_code (d->c_off + d->c_scale * sb / sw, d->max_code);
+  *v = ehat_fd_code (d->c_off + d->c_scale * sr / sw, d->max_code);
+}
+
+/* In libehat's own C (which includes ehat-frame.h, and GLib, first): the
+ * description of a frame; FALSE with EHAT_ERROR_INVALID_ARGUMENT for an
+ * invalid frame or colour description (NULL: EHAT_COLOR_INFO_INIT), as
+ * ehat_frame_read() checks them. */
+#ifdef EHAT_FRAME_H
+G_BEGIN_DECLS
+gboolean ehat_frame_describe (const EhatFrame *frame,
+    const EhatColorInfo *color, EhatFrameDesc *d, GError **error);
+G_END_DECLS
+#endif
+
+#endif /* EHAT_FRAME_DESC_H */
