@@ -20,6 +20,8 @@
 #define EHAT_BACKEND_H
 
 #include "ehat.h"
+#include "ehat-frame.h"
+#include "ehat-frame-desc.h"
 
 G_BEGIN_DECLS
 
@@ -124,6 +126,24 @@ struct _EhatBackendOps
   void (*output) (EhatBackend *be, const float *x, int n, int W, int H,
       int w, int h, const float mean[3], float range, float *host);
 
+  /* Optional (NULL: frames are converted on the host by ehat-frame.c and
+   * go through input/output as float planes).  input() from the pixels of
+   * one video frame and output() into those of another, fused with the
+   * conversions of ehat_frame_read() and ehat_frame_write() and giving the
+   * same codes (the maths of ehat-frame-desc.h), so that a frame's bytes
+   * cross to the device instead of float planes (4 bytes a sample) and no
+   * host time goes into colour conversion.  d: the frame's description
+   * (ehat_frame_describe()).  Alpha is not carried: frame_output writes
+   * it opaque, as ehat_frame_write() does without an alpha plane.  One
+   * image, of
+   * d->width × d->height, padded to W×H or cropped from it. */
+  void (*frame_input) (EhatBackend *be, const EhatFrame *frame,
+      const EhatFrameDesc *d, int W, int H, const float mean[3], float range,
+      float *x);
+  void (*frame_output) (EhatBackend *be, const float *x, int W, int H,
+      const float mean[3], float range, const EhatFrameDesc *d,
+      EhatFrame *frame);
+
   /* y = act(conv(x) + b) + res_alpha·res (res may be NULL, and may be y
    * when act is NONE and shuffle 1: an in-place residual update; x never
    * aliases y).  shuffle > 1 writes the
@@ -203,6 +223,10 @@ struct _EhatBackendOps
    * holds now and at most since its creation: weights, activations,
    * scratch; not the driver's context nor the libraries' own workspaces. */
   void (*device_memory) (EhatBackend *be, gsize *now, gsize *peak);
+  /* Optional (NULL: host memory only).  The device's free and total
+   * bytes now, as its driver reports them; FALSE when it cannot say. */
+  gboolean (*memory_info) (EhatBackend *be, gsize *free_bytes,
+      gsize *total_bytes);
 
   /* Optional (NULL: every pass enqueues every operation).  Replay of a
    * forward pass's body — everything between input and output — as one
@@ -234,7 +258,7 @@ EhatBackend *ehat_backend_cpu_new (int n_threads, GError **error);
  * changes: this header (EhatBackend, EhatBackendOps, the weight structs,
  * EhatBackendModule), the enums of ehat.h that cross it (EhatPrecision,
  * EhatBackendKind, EhatError), or the libehat functions modules call. */
-#define EHAT_BACKEND_ABI_VERSION 5
+#define EHAT_BACKEND_ABI_VERSION 6
 #define EHAT_BACKEND_MODULE_ENTRY "ehat_backend_module_entry"
 
 /* The first two fields stay where they are in every ABI version. */

@@ -3,7 +3,7 @@
  *   ehat info MODEL
  *   ehat run --model M --input LR.safetensors --output SR.safetensors [-e N]
  *   ehat upscale --model M IN.png OUT.png [--ensemble N]
- *   ehat bench --model M --size WxH [--json]
+ *   ehat bench --model M --size WxH [--frame FORMAT] [--json]
  */
 #include "ehat.h"
 #include "ehat-png.h"
@@ -332,14 +332,41 @@ cmp_double (const void *a, const void *b)
   return x < y ? -1 : x > y;
 }
 
+/* A frame of random bytes (bench --frame). */
+static gboolean
+bench_frame (EhatFrame *f, EhatPixelFormat format, int w, int h,
+    GRand *rand)
+{
+  f->format = format;
+  f->width = w;
+  f->height = h;
+  for (int p = 0; p < ehat_pixel_format_n_planes (format); p++) {
+    int stride, rows;
+    gsize n;
+
+    ehat_frame_plane_size (format, w, h, p, &stride, &rows);
+    n = (gsize) stride * rows;
+    f->stride[p] = stride;
+    if (!(f->data[p] = g_try_malloc (n)))
+      return FALSE;
+    for (gsize i = 0; i < n; i++)
+      f->data[p][i] = (guint8) g_rand_int (rand);
+  }
+  return TRUE;
+}
+
 static int
 cmd_bench (int argc, char **argv, GError **error)
 {
-  static char *size = NULL;
+  static char *size = NULL, *frame_format = NULL;
   static int warmup = 1, repeat = 5, batch = 1;
   static gboolean json = FALSE;
   static GOptionEntry entries[] = {
     {"size", 's', 0, G_OPTION_ARG_STRING, &size, "Input size (LR)", "WxH"},
+    {"frame", 'f', 0, G_OPTION_ARG_STRING, &frame_format,
+        "Time video frames of this format in and out (ehat_upscale_frame: "
+          "colour conversion included, on the GPU where it can be), e.g. "
+          "I420", "FORMAT"},
     {"batch", 'n', 0, G_OPTION_ARG_INT, &batch, "Images per call", "N"},
     {"warmup", 0, 0, G_OPTION_ARG_INT, &warmup, "Untimed runs first", "N"},
     {"repeat", 'r', 0, G_OPTION_ARG_INT, &repeat, "Timed runs", "N"},
@@ -352,6 +379,8 @@ cmd_bench (int argc, char **argv, GError **error)
   g_autoptr (EhatEngine) engine = NULL;
   g_autofree float *in = NULL, *out = NULL;
   g_autofree double *times = NULL, *runs = NULL;
+  EhatFrame fin = { 0, }, fout = { 0, };
+  int fmt = -1;
   g_autoptr (GRand) rand = g_rand_new_with_seed (1);
   struct rusage ru;
   int w = 64, h = 64, s;
@@ -371,10 +400,29 @@ cmd_bench (int argc, char **argv, GError **error)
         "--repeat and --batch must be ≥ 1, --warmup ≥ 0");
     return 2;
   }
+  if (frame_format) {
+    for (fmt = 0; fmt < EHAT_PIXEL_N_FORMATS; fmt++)
+      if (!g_ascii_strcasecmp (frame_format,
+              ehat_pixel_format_to_string ((EhatPixelFormat) fmt)))
+        break;
+    if (fmt == EHAT_PIXEL_N_FORMATS || batch != 1) {
+      g_set_error (error, EHAT_ERROR, EHAT_ERROR_INVALID_ARGUMENT,
+          "--frame takes a pixel format of ehat-frame.h (I420, NV12, RGB, "
+          "…) and one image per call");
+      return 2;
+    }
+  }
   engine = open_engine (error);
   if (!engine)
     return 1;
   s = ehat_model_get_config (ehat_engine_get_model (engine))->upscale;
+  if (fmt >= 0 && !(bench_frame (&fin, (EhatPixelFormat) fmt, w, h, rand)
+          && bench_frame (&fout, (EhatPixelFormat) fmt, w * s, h * s,
+              rand))) {
+    g_set_error (error, EHAT_ERROR, EHAT_ERROR_OUT_OF_MEMORY,
+        "out of memory");
+    return 1;
+  }
   n_in = (gsize) batch * 3 * w * h;
   in = g_try_new (float, n_in);
   out = g_try_new (float, n_in * s * s);
@@ -389,7 +437,9 @@ cmd_bench (int argc, char **argv, GError **error)
   runs = g_new (double, repeat);
   for (int i = 0; i < warmup + repeat; i++) {
     gint64 t0 = g_get_monotonic_time ();
-    if (!ehat_engine_process (engine, in, batch, w, h, out, error))
+    if (fmt >= 0 ? !ehat_upscale_frame (engine, &fin, NULL, &fout, NULL,
+            NULL, NULL, error)
+        : !ehat_engine_process (engine, in, batch, w, h, out, error))
       return 1;
     if (i >= warmup)
       times[i - warmup] = (g_get_monotonic_time () - t0) / 1000.0;
@@ -435,6 +485,13 @@ cmd_bench (int argc, char **argv, GError **error)
     json_builder_add_int_value (b, h);
     json_builder_set_member_name (b, "batch");
     json_builder_add_int_value (b, batch);
+    /* frames in and out (colour conversion timed), or float planes */
+    json_builder_set_member_name (b, "frame");
+    if (fmt >= 0)
+      json_builder_add_string_value (b,
+          ehat_pixel_format_to_string ((EhatPixelFormat) fmt));
+    else
+      json_builder_add_null_value (b);
     json_builder_set_member_name (b, "repeat");
     json_builder_add_int_value (b, repeat);
     json_builder_set_member_name (b, "median_ms");
@@ -479,7 +536,9 @@ cmd_bench (int argc, char **argv, GError **error)
   } else {
     g_print ("backend     %s\n", ehat_engine_describe (engine));
     g_print ("precision   %s\n", precision_name (engine));
-    g_print ("input       %d x %dx%d -> x%d\n", batch, w, h, s);
+    g_print ("input       %d x %dx%d -> x%d%s%s\n", batch, w, h, s,
+        fmt >= 0 ? ", frames of " : "",
+        fmt >= 0 ? ehat_pixel_format_to_string ((EhatPixelFormat) fmt) : "");
     g_print ("median      %.2f ms (min %.2f, max %.2f, %d runs)\n", median,
         times[0], times[repeat - 1], repeat);
     g_print ("throughput  %.4f MP/s (LR), %.1f GFLOP/s\n", mp, gflops);
@@ -489,6 +548,10 @@ cmd_bench (int argc, char **argv, GError **error)
     if (on_device)
       g_print ("device      %.1f MiB after loading, peak %.1f MiB\n",
           dev_weights / 1048576.0, dev_peak / 1048576.0);
+  }
+  for (int p = 0; p < 3; p++) {
+    g_free (fin.data[p]);
+    g_free (fout.data[p]);
   }
   return 0;
 }

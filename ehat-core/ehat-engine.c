@@ -3,6 +3,7 @@
 
 #include "ehat-backend.h"
 #include "ehat-cpu.h"
+#include "ehat-engine-private.h"
 #include "ehat-network.h"
 
 struct _EhatEngine
@@ -14,6 +15,15 @@ struct _EhatEngine
   char *fallback_reason;
   gsize peak_workspace;
   gsize device_weights;         /* device bytes held once the weights are in */
+  /* the backend converts video frames (ehat_upscale_frame), unless
+   * EHAT_FRAME_CONVERSION=host asks for the host's conversion (an A/B
+   * switch for benchmarks: both give the same bytes) */
+  gboolean frames_on_device;
+  guint64 device_frames;        /* ehat_engine_process_frame() passes */
+  gsize device_budget;          /* ehat_engine_get_device_budget() */
+  gboolean budget_known;
+  float *host[4];               /* ehat_engine_host_scratch() */
+  gsize host_n[4];
 };
 
 static EhatBackend *
@@ -93,6 +103,8 @@ ehat_engine_new (EhatModel *model, const EhatEngineOptions *opts,
     }
   }
   e->precision = e->be->precision;
+  e->frames_on_device = e->be->ops->frame_input && e->be->ops->frame_output
+      && g_strcmp0 (g_getenv ("EHAT_FRAME_CONVERSION"), "host") != 0;
   e->net = ehat_network_new (model, e->be, error);
   if (!e->net) {
     ehat_engine_free (e);
@@ -115,6 +127,8 @@ ehat_engine_free (EhatEngine *e)
     e->be->ops->destroy (e->be);
   ehat_model_unref (e->model);
   g_free (e->fallback_reason);
+  for (int i = 0; i < 4; i++)
+    g_free (e->host[i]);
   g_free (e);
 }
 
@@ -182,30 +196,121 @@ ehat_engine_estimate_bytes (EhatEngine *e, int n, int width, int height)
       * sizeof (float);
 }
 
-gboolean
-ehat_engine_process (EhatEngine *e, const float *in, int n, int width,
-    int height, float *out, GError **error)
+/* ehat_engine_process()'s limits: every index of the padded, upscaled
+ * batch within gint32 range of rows and far from gsize overflow. */
+static gboolean
+check_limits (EhatEngine *e, int n, int width, int height, GError **error)
 {
-  const EhatConfig *c;
-  gboolean ok;
+  const EhatConfig *c = ehat_model_get_config (e->model);
 
-  g_return_val_if_fail (e != NULL, FALSE);
-  c = ehat_model_get_config (e->model);
-  if (!in || !out || n < 1 || width < 1 || height < 1) {
-    g_set_error (error, EHAT_ERROR, EHAT_ERROR_INVALID_ARGUMENT,
-        "invalid input: %d image(s) of %d×%d", n, width, height);
-    return FALSE;
-  }
-  /* Keep every index of the padded, upscaled batch within gint32 range of
-   * rows and far from gsize overflow. */
   if ((gint64) width * c->upscale > 65536 || (gint64) height * c->upscale
       > 65536 || (gint64) n * width * height > (G_GINT64_CONSTANT (1) << 28)) {
     g_set_error (error, EHAT_ERROR, EHAT_ERROR_INVALID_ARGUMENT,
         "input too large: %d image(s) of %d×%d (tile it)", n, width, height);
     return FALSE;
   }
+  return TRUE;
+}
+
+gboolean
+ehat_engine_process (EhatEngine *e, const float *in, int n, int width,
+    int height, float *out, GError **error)
+{
+  gboolean ok;
+
+  g_return_val_if_fail (e != NULL, FALSE);
+  if (!in || !out || n < 1 || width < 1 || height < 1) {
+    g_set_error (error, EHAT_ERROR, EHAT_ERROR_INVALID_ARGUMENT,
+        "invalid input: %d image(s) of %d×%d", n, width, height);
+    return FALSE;
+  }
+  if (!check_limits (e, n, width, height, error))
+    return FALSE;
   ok = ehat_network_forward (e->net, in, n, width, height, out, error);
   e->peak_workspace = MAX (e->peak_workspace,
       ehat_network_get_workspace_bytes (e->net));
   return ok;
+}
+
+gboolean
+ehat_engine_converts_frames (EhatEngine *e)
+{
+  return e->frames_on_device;
+}
+
+gboolean
+ehat_engine_process_frame (EhatEngine *e, const EhatFrame *in,
+    const EhatFrameDesc *din, EhatFrame *out, const EhatFrameDesc *dout,
+    GError **error)
+{
+  int s = ehat_model_get_config (e->model)->upscale;
+  gboolean ok;
+
+  if (dout->width != din->width * s || dout->height != din->height * s) {
+    g_set_error (error, EHAT_ERROR, EHAT_ERROR_INVALID_ARGUMENT,
+        "output frame %d×%d is not %d× the input's %d×%d", dout->width,
+        dout->height, s, din->width, din->height);
+    return FALSE;
+  }
+  if (!e->frames_on_device) {
+    g_set_error (error, EHAT_ERROR, EHAT_ERROR_UNSUPPORTED,
+        "%s: frames are converted on the host", ehat_engine_describe (e));
+    return FALSE;
+  }
+  if (!check_limits (e, 1, din->width, din->height, error))
+    return FALSE;
+  ok = ehat_network_forward_frame (e->net, in, din, out, dout, error);
+  if (ok)
+    e->device_frames++;
+  e->peak_workspace = MAX (e->peak_workspace,
+      ehat_network_get_workspace_bytes (e->net));
+  return ok;
+}
+
+/* Kept for the engine's life once computed: a film's frames must not
+ * switch between one pass and tiles as the free memory moves (the backend
+ * holds more scratch after the first frame than before it). */
+gboolean
+ehat_engine_get_device_budget (EhatEngine *e, gsize *budget)
+{
+  if (!e->budget_known) {
+    gsize fr = 0, total = 0, avail, reserve;
+
+    if (!e->be->ops->memory_info
+        || !e->be->ops->memory_info (e->be, &fr, &total))
+      return FALSE;
+    /* the arena a pass replaces is free for it too */
+    avail = fr + e->peak_workspace;
+    /* the backend's scratch (im2col bands, staging) and the libraries'
+     * workspaces, which the estimate leaves out */
+    reserve = MAX (avail / 10, (gsize) 256 << 20);
+    e->device_budget = avail > reserve ? avail - reserve : 0;
+    e->budget_known = TRUE;
+  }
+  *budget = e->device_budget;
+  return TRUE;
+}
+
+guint64
+ehat_engine_get_device_frames (EhatEngine *e)
+{
+  return e->device_frames;
+}
+
+float *
+ehat_engine_host_scratch (EhatEngine *e, int slot, gsize n, GError **error)
+{
+  g_return_val_if_fail (slot >= 0 && slot < 4, NULL);
+  if (e->host_n[slot] < n) {
+    g_free (e->host[slot]);
+    e->host_n[slot] = 0;
+    if (n > G_MAXSIZE / sizeof (float)
+        || !(e->host[slot] = g_try_new (float, n))) {
+      g_set_error (error, EHAT_ERROR, EHAT_ERROR_OUT_OF_MEMORY,
+          "cannot allocate %" G_GSIZE_FORMAT " floats of frame buffers", n);
+      return NULL;
+    }
+    e->host_n[slot] = n;
+  }
+  return e->host[slot];
 }

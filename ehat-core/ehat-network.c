@@ -668,9 +668,21 @@ body (EhatNetwork *net, EhatSlots *s, int nimg, int H, int W)
   g_assert (!br.w1 || br.i1 == ehat_config_n_w1 (c));
 }
 
-gboolean
-ehat_network_forward (EhatNetwork *net, const float *in, int nimg, int width,
-    int height, float *out, GError **error)
+/* What a forward pass reads and writes: host planar float RGB, or (one
+ * image) video frames converted by the backend. */
+typedef struct
+{
+  const float *in;
+  float *out;
+  const EhatFrame *fin;
+  const EhatFrameDesc *din;
+  EhatFrame *fout;
+  const EhatFrameDesc *dout;
+} ForwardIO;
+
+static gboolean
+forward (EhatNetwork *net, const ForwardIO *io, int nimg, int width,
+    int height, GError **error)
 {
   EhatBackend *be = net->be;
   const EhatConfig *c = &net->cfg;
@@ -701,8 +713,12 @@ ehat_network_forward (EhatNetwork *net, const float *in, int nimg, int width,
   }
   plan_arena (net, m, &s, net->arena);
 
-  be->ops->input (be, in, nimg, width, height, W, H, c->rgb_mean,
-      c->img_range, s.t);
+  if (io->fin)
+    be->ops->frame_input (be, io->fin, io->din, W, H, c->rgb_mean,
+        c->img_range, s.t);
+  else
+    be->ops->input (be, io->in, nimg, width, height, W, H, c->rgb_mean,
+        c->img_range, s.t);
   mode = be->ops->graph_begin ? be->ops->graph_begin (be, nimg, H, W,
       net->arena) : EHAT_GRAPH_RUN;
   if (mode != EHAT_GRAPH_REPLAYED) {
@@ -711,7 +727,35 @@ ehat_network_forward (EhatNetwork *net, const float *in, int nimg, int width,
     if (mode == EHAT_GRAPH_RECORD && !be->ops->graph_end (be))
       body (net, &s, nimg, H, W);
   }
-  be->ops->output (be, s.out, nimg, W * scale, H * scale, width * scale,
-      height * scale, c->rgb_mean, c->img_range, out);
+  if (io->fout)
+    be->ops->frame_output (be, s.out, W * scale, H * scale, c->rgb_mean,
+        c->img_range, io->dout, io->fout);
+  else
+    be->ops->output (be, s.out, nimg, W * scale, H * scale, width * scale,
+        height * scale, c->rgb_mean, c->img_range, io->out);
   return be->ops->sync (be, error);
+}
+
+gboolean
+ehat_network_forward (EhatNetwork *net, const float *in, int nimg, int width,
+    int height, float *out, GError **error)
+{
+  ForwardIO io = { in, out, NULL, NULL, NULL, NULL };
+
+  return forward (net, &io, nimg, width, height, error);
+}
+
+gboolean
+ehat_network_forward_frame (EhatNetwork *net, const EhatFrame *in,
+    const EhatFrameDesc *din, EhatFrame *out, const EhatFrameDesc *dout,
+    GError **error)
+{
+  ForwardIO io = { NULL, NULL, in, din, out, dout };
+
+  if (!net->be->ops->frame_input || !net->be->ops->frame_output) {
+    g_set_error (error, EHAT_ERROR, EHAT_ERROR_UNSUPPORTED,
+        "the %s backend converts no frames", net->be->ops->describe (net->be));
+    return FALSE;
+  }
+  return forward (net, &io, 1, din->width, din->height, error);
 }

@@ -18,6 +18,13 @@ void ehat_network_free (EhatNetwork *net);
 gboolean ehat_network_forward (EhatNetwork *net, const float *in, int n,
     int width, int height, float *out, GError **error);
 
+/* The same on one video frame into another, s·w × s·h, with the colour
+ * conversions on the backend (its frame_input/frame_output; else
+ * EHAT_ERROR_UNSUPPORTED); din/dout from ehat_frame_describe(). */
+gboolean ehat_network_forward_frame (EhatNetwork *net, const EhatFrame *in,
+    const EhatFrameDesc *din, EhatFrame *out, const EhatFrameDesc *dout,
+    GError **error);
+
 /* Bytes of activation workspace the last forward held. */
 gsize ehat_network_get_workspace_bytes (EhatNetwork *net);
 

@@ -20,6 +20,7 @@
  * off the window grid the same tiling gave 15 dB: see n_tiles_1d.)
  */
 #include "ehat-tiler.h"
+#include "ehat-engine-private.h"
 #include "ehat-ensemble.h"
 
 #include <math.h>
@@ -45,19 +46,27 @@ round_up (int v, int m)
 
 #define EHAT_TILE_AUTO_MAX_BYTES ((gsize) 2 << 30)
 
+/* EHAT_MEMORY_BUDGET_MB, when set to a positive number. */
+static gboolean
+env_budget (gsize *budget)
+{
+  const char *env = g_getenv ("EHAT_MEMORY_BUDGET_MB");
+  guint64 mb;
+
+  if (!env || !*env || !(mb = g_ascii_strtoull (env, NULL, 10)))
+    return FALSE;
+  *budget = (gsize) MIN (mb, (guint64) G_MAXSIZE >> 20) << 20;
+  return TRUE;
+}
+
 gsize
 ehat_tile_auto_budget (void)
 {
-  const char *env = g_getenv ("EHAT_MEMORY_BUDGET_MB");
   gchar *text = NULL;
   gsize budget = EHAT_TILE_AUTO_MAX_BYTES;
 
-  if (env && *env) {
-    guint64 mb = g_ascii_strtoull (env, NULL, 10);
-
-    if (mb > 0)
-      return (gsize) MIN (mb, (guint64) G_MAXSIZE >> 20) << 20;
-  }
+  if (env_budget (&budget))
+    return budget;
   if (g_file_get_contents ("/proc/meminfo", &text, NULL, NULL)) {
     const char *p = strstr (text, "MemAvailable:");
 
@@ -135,7 +144,9 @@ ehat_tile_auto_size_for_engine (EhatEngine *engine, int width, int height,
   cfg = ehat_model_get_config (ehat_engine_get_model (engine));
   ws = cfg->window_size;
   scale = cfg->upscale;
-  if (budget == 0)
+  /* on a device, its memory (the host's is not what a pass uses there) */
+  if (budget == 0 && !env_budget (&budget)
+      && !ehat_engine_get_device_budget (engine, &budget))
     budget = ehat_tile_auto_budget ();
   /* one pass over the whole frame is the reference and recomputes no
    * overlap: take it whenever it fits */
@@ -566,6 +577,31 @@ done:
 }
 
 gboolean
+ehat_tile_resolve (EhatEngine *engine, int width, int height,
+    EhatTileOptions *o)
+{
+  int ws = ehat_model_get_config (ehat_engine_get_model (engine))->window_size;
+
+  /* On the CPU a batch is one longer token matrix: no faster, only more
+   * memory (which the automatic size would rather spend on larger tiles,
+   * computing less overlap).  Batches are for the GPU. */
+  if (o->max_batch == 0
+      && ehat_engine_get_backend (engine) == EHAT_BACKEND_CPU)
+    o->max_batch = 1;
+  if (o->tile_size == 0) {
+    /* a tile covering the frame means the whole frame */
+    ehat_tile_auto_size_for_engine (engine, width, height, o->overlap,
+        o->max_batch, 0, &o->tile_size, &o->tile_height);
+    if (o->tile_size == 0)
+      o->tile_size = o->tile_height = MAX (width, height);
+  }
+  /* ehat_upscale_tiled_custom()'s test for one tile */
+  return round_up (o->tile_size, ws) >= width
+      && round_up (o->tile_height ? o->tile_height : o->tile_size, ws)
+      >= height;
+}
+
+gboolean
 ehat_upscale_tiled (EhatEngine *engine, const float *in, int width,
     int height, float *out, const EhatTileOptions *opt,
     EhatTileStats *stats_out, GError **error)
@@ -587,19 +623,8 @@ ehat_upscale_tiled (EhatEngine *engine, const float *in, int width,
         "tiler: invalid size %d×%d", width, height);
     return FALSE;
   }
-  /* On the CPU a batch is one longer token matrix: no faster, only more
-   * memory (which the automatic size would rather spend on larger tiles,
-   * computing less overlap).  Batches are for the GPU. */
-  if (o.max_batch == 0 && ehat_engine_get_backend (engine) == EHAT_BACKEND_CPU)
-    o.max_batch = 1;
-  if (o.tile_size == 0) {
-    /* resolve the automatic size here so that the retries below start
-     * from it; a tile covering the frame means the whole frame */
-    ehat_tile_auto_size_for_engine (engine, width, height, o.overlap,
-        o.max_batch, 0, &o.tile_size, &o.tile_height);
-    if (o.tile_size == 0)
-      o.tile_size = o.tile_height = MAX (width, height);
-  }
+  /* resolved here so that the retries below start from it */
+  ehat_tile_resolve (engine, width, height, &o);
 
   for (;;) {
     GError *err = NULL;

@@ -18,6 +18,7 @@
 #define EHAT_TILER_H
 
 #include "ehat.h"
+#include "ehat-frame.h"
 
 G_BEGIN_DECLS
 
@@ -79,6 +80,22 @@ gboolean ehat_upscale_tiled (EhatEngine *engine, const float *in, int width,
     int height, float *out, const EhatTileOptions *opt,
     EhatTileStats *stats_out, GError **error);
 
+/* ehat_upscale_tiled() from one video frame into another, s·w × s·h:
+ * in is read as ehat_frame_read() reads it, out written as
+ * ehat_frame_write() writes it (alpha, where both formats have it,
+ * resized bilinearly; else opaque).  When the engine's backend converts
+ * frames itself (CUDA) and the frame is one tile (the usual case on a
+ * GPU; not with the self-ensemble, nor when alpha is carried), the
+ * frame's bytes go to the device and come back as bytes, and the
+ * conversions run there, giving the same codes; otherwise the host
+ * converts, into buffers the engine keeps for the next frame.  An
+ * out-of-memory failure on the device path falls back to the tiled one,
+ * counted in stats_out->retries.  An engine runs one frame at a time. */
+gboolean ehat_upscale_frame (EhatEngine *engine, const EhatFrame *in,
+    const EhatColorInfo *in_color, EhatFrame *out,
+    const EhatColorInfo *out_color, const EhatTileOptions *opt,
+    EhatTileStats *stats_out, GError **error);
+
 /* The same with any processing function of scale `scale` whose input sizes
  * must be multiples of `window_size` unless the whole frame is passed. */
 gboolean ehat_upscale_tiled_custom (EhatTileProcessFunc func,
@@ -102,10 +119,12 @@ gboolean ehat_ensemble_check (int n_transforms, GError **error);
  * window rounding. */
 int ehat_tile_auto_size (int width, int height);
 
-/* Bytes of activation memory the automatic tile size may plan for: a
- * quarter of the host's available memory (MemAvailable of /proc/meminfo),
- * at most 2 GiB, so that a CPU run does not take the machine; the
- * environment variable EHAT_MEMORY_BUDGET_MB overrides both. */
+/* Bytes of activation memory the automatic tile size may plan for on the
+ * CPU: a quarter of the host's available memory (MemAvailable of
+ * /proc/meminfo), at most 2 GiB, so that a CPU run does not take the
+ * machine; the environment variable EHAT_MEMORY_BUDGET_MB overrides both.
+ * (An engine on a GPU plans with the device's free memory instead: see
+ * ehat_tile_auto_size_for_engine().) */
 gsize ehat_tile_auto_budget (void);
 
 /* The automatic tile geometry of ehat_upscale_tiled() (tile_size 0) for
@@ -116,8 +135,12 @@ gsize ehat_tile_auto_budget (void);
  * geometries whose batch of max_batch tiles (0 = default) fits with its
  * buffers, the one with the fewest tiles among those computing at most
  * 5 % more than the least (the work is the LR area of all tiles); the
- * smallest tiles when none fits.  budget 0 = ehat_tile_auto_budget().  See
- * docs/tiling.md. */
+ * smallest tiles when none fits.  budget 0 = automatic:
+ * EHAT_MEMORY_BUDGET_MB when set; for an engine on a GPU, what the device
+ * had free when the engine was first asked (plus the activations the
+ * engine held then), less a tenth (at least 256 MiB) for scratch, kept
+ * for the engine's life so that a film's frames all get one geometry;
+ * else ehat_tile_auto_budget().  See docs/tiling.md. */
 void ehat_tile_auto_size_for_engine (EhatEngine *engine, int width,
     int height, int overlap, int max_batch, gsize budget, int *tile_width,
     int *tile_height);

@@ -695,6 +695,10 @@ gst_ehat_sr_set_info (GstVideoFilter * filter, GstCaps * incaps,
   self->has_alpha = ehat_pixel_format_has_alpha (self->in_format)
       && ehat_pixel_format_has_alpha (self->out_format);
 
+  /* The bicubic fallback's buffers, allocated now so that a late frame
+   * never fails on memory, and so that caps too large for this host are
+   * refused here.  (The network's own buffers are the engine's, kept
+   * between frames; on the GPU path it needs none on the host.) */
   gst_ehat_sr_free_buffers (self);
   self->in_rgb = g_try_new (float, (gsize) 3 * w * h);
   self->out_rgb = g_try_new (float, (gsize) 3 * ow * oh);
@@ -791,6 +795,30 @@ gst_ehat_sr_post_qos (GstEhatSr * self, GstBuffer * buf,
   gst_element_post_message (GST_ELEMENT_CAST (self), msg);
 }
 
+/* The frame by bicubic interpolation (late frames, a changed scale). */
+static gboolean
+gst_ehat_sr_bicubic_frame (GstEhatSr * self, const EhatFrame * fin,
+    EhatFrame * fout, GError ** err)
+{
+  gint w = fin->width, h = fin->height, ow = fout->width, oh = fout->height;
+
+  if (!ehat_frame_read (fin, &self->in_color, self->in_rgb, err))
+    return FALSE;
+  if (!ehat_resize_bicubic (self->in_rgb, 3, w, h, self->out_rgb, ow, oh)) {
+    g_set_error (err, EHAT_ERROR, EHAT_ERROR_OUT_OF_MEMORY,
+        "bicubic resample of %dx%d failed", w, h);
+    return FALSE;
+  }
+  if (self->has_alpha) {
+    if (!ehat_frame_read_alpha (fin, self->in_alpha, err))
+      return FALSE;
+    ehat_plane_resize_bilinear (self->in_alpha, w, h, self->out_alpha, ow,
+        oh);
+  }
+  return ehat_frame_write (self->out_rgb, self->has_alpha ? self->out_alpha :
+      NULL, &self->out_color, fout, err);
+}
+
 static GstFlowReturn
 gst_ehat_sr_transform_frame (GstVideoFilter * filter, GstVideoFrame * in,
     GstVideoFrame * out)
@@ -851,29 +879,17 @@ gst_ehat_sr_transform_frame (GstVideoFilter * filter, GstVideoFrame * in,
       "cuda" : "cpu";
 
   t0 = g_get_monotonic_time ();
-  if (!ehat_frame_read (&fin, &self->in_color, self->in_rgb, &err))
-    goto failed;
   if (bicubic) {
     GST_DEBUG_OBJECT (self, "frame at %" GST_TIME_FORMAT ": bicubic (%s)",
         GST_TIME_ARGS (running_time), late ? "late" : "scale changed");
-    if (!ehat_resize_bicubic (self->in_rgb, 3, w, h, self->out_rgb, ow, oh)) {
-      g_set_error (&err, EHAT_ERROR, EHAT_ERROR_OUT_OF_MEMORY,
-          "bicubic resample of %dx%d failed", w, h);
+    if (!gst_ehat_sr_bicubic_frame (self, &fin, &fout, &err))
       goto failed;
-    }
-  } else if (!ehat_upscale_tiled (self->engine, self->in_rgb, w, h,
-          self->out_rgb, &opt, &stats, &err)) {
+  } else if (!ehat_upscale_frame (self->engine, &fin, &self->in_color, &fout,
+          &self->out_color, &opt, &stats, &err)) {
+    /* the frame is read, upscaled and written by libehat: converted on
+     * the GPU where the backend can, else on the host */
     goto failed;
   }
-  if (self->has_alpha) {
-    if (!ehat_frame_read_alpha (&fin, self->in_alpha, &err))
-      goto failed;
-    ehat_plane_resize_bilinear (self->in_alpha, w, h, self->out_alpha, ow,
-        oh);
-  }
-  if (!ehat_frame_write (self->out_rgb, self->has_alpha ? self->out_alpha :
-          NULL, &self->out_color, &fout, &err))
-    goto failed;
   g_mutex_unlock (&self->engine_lock);
 
   ms = (g_get_monotonic_time () - t0) / 1000.0;
@@ -1321,9 +1337,10 @@ gst_ehat_sr_class_init (GstEhatSrClass * klass)
       g_param_spec_int ("tile-size", "Tile size",
           "Tile edge in input pixels, rounded up to a multiple of the model's "
           "window size (0 = automatic: the whole frame when its workspace "
-          "fits in min(MemAvailable/4, 2 GiB), else the fewest tiles that "
-          "fit and recompute little overlap; $EHAT_MEMORY_BUDGET_MB "
-          "overrides the budget)",
+          "fits the budget, else the fewest tiles that fit and recompute "
+          "little overlap; the budget is about 90 % of the GPU's free "
+          "memory on CUDA, min(MemAvailable/4, 2 GiB) on the CPU, and "
+          "$EHAT_MEMORY_BUDGET_MB overrides it)",
           0, 8192, DEFAULT_TILE_SIZE,
           G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
           GST_PARAM_MUTABLE_PLAYING));

@@ -54,6 +54,16 @@ typedef enum
   N_SCRATCH
 } EhatScratch;
 
+/* Page-locked host staging of frame_input / frame_output: the copies run
+ * at the bus's speed (the driver stages pageable memory through a bounce
+ * buffer of its own otherwise). */
+typedef enum
+{
+  PIN_IN,
+  PIN_OUT,
+  N_PINNED
+} EhatPinned;
+
 /* Shapes whose forward body is kept as a CUDA graph (the tiler uses one
  * or two: the full batch and the last one). */
 #define MAX_GRAPHS 8
@@ -111,6 +121,8 @@ typedef struct
   GError *error;                /* first failure since the last sync */
   void *scratch[N_SCRATCH];
   gsize scratch_bytes[N_SCRATCH];
+  void *pinned[N_PINNED];
+  gsize pinned_bytes[N_PINNED];
   /* CUDA graphs of the forward pass's body, one per shape (graph_begin);
    * gen counts device frees: a graph records buffer addresses, so one made
    * before any buffer was freed is stale */
@@ -323,6 +335,36 @@ scratch (EhatCudaBackend *cb, EhatScratch slot, gsize bytes)
   return p;
 }
 
+/* A page-locked host buffer of at least `bytes`, grown on demand.  Only
+ * frame_input and frame_output use them, and a forward pass ends by
+ * draining the stream (output), so no copy from or to the old one is
+ * pending when it is replaced or written. */
+static guint8 *
+pinned (EhatCudaBackend *cb, EhatPinned slot, gsize bytes)
+{
+  void *p = NULL;
+
+  if (bytes <= cb->pinned_bytes[slot] && cb->pinned[slot])
+    return cb->pinned[slot];
+  if (cb->recording >= 0) {
+    record_cuda (cb, cudaErrorStreamCaptureUnsupported, "pinned growth");
+    return NULL;
+  }
+  if (cb->pinned[slot]) {
+    record_cuda (cb, cudaStreamSynchronize (cb->stream), "pinned");
+    cudaFreeHost (cb->pinned[slot]);
+    cb->pinned[slot] = NULL;
+    cb->pinned_bytes[slot] = 0;
+  }
+  bytes = (MAX (bytes, 1) + 0xfffff) & ~(gsize) 0xfffff;
+  record_cuda (cb, cudaMallocHost (&p, bytes), "pinned allocation");
+  if (cb->error)
+    return NULL;
+  cb->pinned[slot] = p;
+  cb->pinned_bytes[slot] = bytes;
+  return p;
+}
+
 /* ---- lifetime ---- */
 
 static void
@@ -351,6 +393,9 @@ cuda_destroy (EhatBackend *be)
   for (int i = 0; i < N_SCRATCH; i++)
     if (cb->scratch[i])
       dev_free (cb, cb->scratch[i]);
+  for (int i = 0; i < N_PINNED; i++)
+    if (cb->pinned[i])
+      cudaFreeHost (cb->pinned[i]);
   if (cb->narrow) {
     GHashTableIter it;
     gpointer copy;
@@ -642,6 +687,99 @@ cuda_output (EhatBackend *be, const float *x, int n, int W, int H, int w,
   /* the caller owns `host` as soon as we return */
   if (!cb->error)
     record_cuda (cb, cudaStreamSynchronize (cb->stream), "output");
+}
+
+/* Where each plane of a frame sits in a staging buffer, rows packed
+ * (each plane 256-byte aligned); the total size. */
+static gsize
+frame_layout (const EhatFrameDesc *d, gsize off[3])
+{
+  gsize total = 0;
+
+  for (int p = 0; p < 3; p++) {
+    off[p] = total;
+    if (p < d->n_planes)
+      total += ((gsize) d->row_bytes[p] * d->rows[p] + 255) & ~(gsize) 255;
+  }
+  return total;
+}
+
+static void
+frame_planes (const EhatFrameDesc *d, guint8 *base, const gsize off[3],
+    guint8 *planes[3], int strides[3])
+{
+  for (int p = 0; p < 3; p++) {
+    planes[p] = p < d->n_planes ? base + off[p] : base;
+    strides[p] = p < d->n_planes ? d->row_bytes[p] : 0;
+  }
+}
+
+/* Rows between a frame's planes (strided) and packed staging. */
+static void
+frame_copy (const EhatFrameDesc *d, guint8 *const dst[3],
+    const int dst_stride[3], guint8 *const src[3], const int src_stride[3])
+{
+  for (int p = 0; p < d->n_planes; p++) {
+    gsize row = d->row_bytes[p];
+
+    if ((gsize) dst_stride[p] == row && (gsize) src_stride[p] == row)
+      memcpy (dst[p], src[p], row * d->rows[p]);
+    else
+      for (int y = 0; y < d->rows[p]; y++)
+        memcpy (dst[p] + (gsize) y * dst_stride[p],
+            src[p] + (gsize) y * src_stride[p], row);
+  }
+}
+
+static void
+cuda_frame_input (EhatBackend *be, const EhatFrame *frame,
+    const EhatFrameDesc *d, int W, int H, const float mean[3], float range,
+    float *x)
+{
+  EhatCudaBackend *cb = CB (be);
+  gsize off[3], total = frame_layout (d, off);
+  guint8 *host, *dev, *hp[3], *dp[3];
+  int hs[3], ds[3];
+
+  if (!enter (cb, "frame input") || !(host = pinned (cb, PIN_IN, total))
+      || !(dev = scratch (cb, SCR_IN, total)))
+    return;
+  frame_planes (d, host, off, hp, hs);
+  frame_planes (d, dev, off, dp, ds);
+  frame_copy (d, hp, hs, frame->data, frame->stride);
+  record_cuda (cb, cudaMemcpyAsync (dev, host, total, cudaMemcpyHostToDevice,
+          cb->stream), "frame input copy");
+  if (!cb->error)
+    record_cuda (cb, ehat_cuda_frame_input (cb->stream, cb->dt, d, dp, ds, W,
+            H, mean[0], mean[1], mean[2], range, x), "frame input");
+}
+
+static void
+cuda_frame_output (EhatBackend *be, const float *x, int W, int H,
+    const float mean[3], float range, const EhatFrameDesc *d,
+    EhatFrame *frame)
+{
+  EhatCudaBackend *cb = CB (be);
+  gsize off[3], total = frame_layout (d, off);
+  guint8 *host, *dev, *hp[3], *dp[3];
+  int hs[3], ds[3];
+
+  (void) H;
+  if (!enter (cb, "frame output") || !(host = pinned (cb, PIN_OUT, total))
+      || !(dev = scratch (cb, SCR_OUT, total)))
+    return;
+  frame_planes (d, host, off, hp, hs);
+  frame_planes (d, dev, off, dp, ds);
+  record_cuda (cb, ehat_cuda_frame_output (cb->stream, cb->dt, x, W, mean[0],
+          mean[1], mean[2], range, d, dp, ds), "frame output");
+  if (!cb->error)
+    record_cuda (cb, cudaMemcpyAsync (host, dev, total,
+            cudaMemcpyDeviceToHost, cb->stream), "frame output copy");
+  if (!cb->error)
+    record_cuda (cb, cudaStreamSynchronize (cb->stream), "frame output");
+  /* the frame is written only from a complete result */
+  if (!cb->error)
+    frame_copy (d, frame->data, frame->stride, hp, hs);
 }
 
 /* ---- GEMMs ----
@@ -1108,12 +1246,29 @@ cuda_sync (EhatBackend *be, GError **error)
   return TRUE;
 }
 
+static gboolean
+cuda_memory_info (EhatBackend *be, gsize *free_bytes, gsize *total_bytes)
+{
+  EhatCudaBackend *cb = CB (be);
+  size_t fr = 0, total = 0;
+
+  if (cudaSetDevice (cb->device) != cudaSuccess
+      || cudaMemGetInfo (&fr, &total) != cudaSuccess) {
+    (void) cudaGetLastError ();
+    return FALSE;
+  }
+  *free_bytes = fr;
+  *total_bytes = total;
+  return TRUE;
+}
+
 static const EhatBackendOps cuda_ops = {
   .destroy = cuda_destroy,
   .describe = cuda_describe,
   .alloc = cuda_alloc,
   .free = cuda_free,
   .device_memory = cuda_device_memory,
+  .memory_info = cuda_memory_info,
   .upload = cuda_upload,
   .borrow = cuda_borrow,
   .unborrow = cuda_unborrow,
@@ -1122,6 +1277,8 @@ static const EhatBackendOps cuda_ops = {
   .prepare_linear = cuda_prepare_linear,
   .input = cuda_input,
   .output = cuda_output,
+  .frame_input = cuda_frame_input,
+  .frame_output = cuda_frame_output,
   .conv = cuda_conv,
   .linear = cuda_linear,
   .layernorm = cuda_layernorm,

@@ -73,6 +73,19 @@ ehat_blocks (size_t n)
   for (size_t i = (size_t) blockIdx.x * blockDim.x + threadIdx.x; i < (n); \
       i += (size_t) gridDim.x * blockDim.x)
 
+/* PyTorch 'reflect', extended periodically (EHAT-SPEC.md §1). */
+__device__ __forceinline__ int
+ehat_dev_reflect (int i, int n)
+{
+  if (n == 1)
+    return 0;
+  int p = 2 * (n - 1);
+  i %= p;
+  if (i < 0)
+    i += p;
+  return i < n ? i : p - i;
+}
+
 /* Exact (erf) GELU, as the CPU's ehat_gelu (CUDA's erff: ≤ 2 ulp). */
 __device__ __forceinline__ float
 ehat_dev_gelu (float x)

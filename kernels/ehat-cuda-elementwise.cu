@@ -51,19 +51,6 @@ ehat_cuda_convert_pad (cudaStream_t s, const float *src, int rows, int cols,
 
 /* ---- input / output ---- */
 
-/* PyTorch 'reflect', extended periodically (EHAT-SPEC.md §1). */
-__device__ __forceinline__ int
-reflect (int i, int n)
-{
-  if (n == 1)
-    return 0;
-  int p = 2 * (n - 1);
-  i %= p;
-  if (i < 0)
-    i += p;
-  return i < n ? i : p - i;
-}
-
 template <typename T>
 __global__ void
 input_kernel (const float *planar, int n, int w, int h, int W, int H,
@@ -74,7 +61,7 @@ input_kernel (const float *planar, int n, int w, int h, int W, int H,
     int xx = (int) (p % W);
     int y = (int) ((p / W) % H);
     size_t i = p / ((size_t) W * H);
-    int sx = reflect (xx, w), sy = reflect (y, h);
+    int sx = ehat_dev_reflect (xx, w), sy = ehat_dev_reflect (y, h);
     const float *img = planar + i * 3 * (size_t) h * w;
     size_t plane = (size_t) h * w, o = (size_t) sy * w + sx;
     st (x + p * 3 + 0, (img[o] - m0) * range);

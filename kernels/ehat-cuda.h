@@ -15,6 +15,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ehat-frame-desc.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -53,6 +55,23 @@ cudaError_t ehat_cuda_input (cudaStream_t s, int dt, const float *planar,
 cudaError_t ehat_cuda_output (cudaStream_t s, int dt, const void *x, int n,
     int W, int H, int w, int h, float m0, float m1, float m2, float range,
     float *planar);
+
+/* ---- ehat-cuda-frame.cu ---- */
+
+/* ehat_cuda_input() from the pixels of a video frame described by d
+ * (ehat_frame_describe()), its planes on the device with the given
+ * strides: ehat_frame_read()'s conversion, to the same floats. */
+cudaError_t ehat_cuda_frame_input (cudaStream_t s, int dt,
+    const EhatFrameDesc *d, unsigned char *const planes[3],
+    const int strides[3], int W, int H, float m0, float m1, float m2,
+    float range, void *x);
+/* ehat_cuda_output() of the top-left d->width × d->height pixels of the
+ * NHWC map x (W pixels a row) into a frame's planes on the device:
+ * ehat_frame_write()'s conversion, to the same codes (no alpha). */
+cudaError_t ehat_cuda_frame_output (cudaStream_t s, int dt, const void *x,
+    int W, float m0, float m1, float m2, float range,
+    const EhatFrameDesc *d, unsigned char *const planes[3],
+    const int strides[3]);
 
 /* fp32 rows × cols (row-major) → dst rows_p × cols_p of dt, zero-padded
  * (GEMM weights widened to aligned dimensions). */

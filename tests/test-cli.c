@@ -102,6 +102,37 @@ test_bench_json (void)
       (json_object_get_array_member (o, "times_ms"), 0), >, 0.0);
   g_assert_true (json_object_get_null_member (o, "device_peak_bytes"));
   g_assert_true (json_object_get_null_member (o, "device_weights_bytes"));
+  g_assert_true (json_object_get_null_member (o, "frame"));
+}
+
+/* --frame: whole video frames in and out (the colour conversion timed),
+ * odd sizes and a 10-bit format included; the JSON names the format. */
+static void
+test_bench_frame (void)
+{
+  static const char *const cases[][2] = {
+    {"I420", "23x17"}, {"p010_10le", "16x9"}, {"BGRx", "5x3"},
+  };
+
+  for (guint i = 0; i < G_N_ELEMENTS (cases); i++) {
+    g_autofree char *out = NULL, *err = NULL;
+    g_autoptr (JsonParser) parser = json_parser_new ();
+    g_autoptr (GError) error = NULL;
+    JsonObject *o;
+    int rc = run_cli (&out, &err, "bench", "--model",
+        golden_model ("hat-tiny-x2"), "--size", cases[i][1], "--frame",
+        cases[i][0], "--repeat", "1", "--backend", "cpu", "--json", NULL);
+
+    if (rc != 0)
+      g_error ("bench --frame %s: %s", cases[i][0], err);
+    g_assert_true (json_parser_load_from_data (parser, out, -1, &error));
+    o = json_node_get_object (json_parser_get_root (parser));
+    g_assert_cmpstr (json_object_get_string_member (o, "frame"), ==,
+        g_ascii_strcasecmp (cases[i][0], "p010_10le") ? cases[i][0]
+        : "P010_10LE");
+    g_assert_cmpfloat (json_object_get_double_member (o, "median_ms"), >,
+        0.0);
+  }
 }
 
 static void
@@ -121,6 +152,10 @@ test_errors (void)
         "--size"},
     {{"bench", "--model", golden_model ("hat-tiny-x2"), "--backend",
             "quantum"}, "quantum"},
+    {{"bench", "--model", golden_model ("hat-tiny-x2"), "--frame",
+            "YUY2"}, "--frame"},
+    {{"bench", "--model", golden_model ("hat-tiny-x2"), "--frame",
+            "I420", "--batch", "2"}, "--frame"},
     {{"frobnicate"}, "usage"},
   };
 
@@ -129,7 +164,8 @@ test_errors (void)
   for (guint i = 0; i < G_N_ELEMENTS (cases); i++) {
     g_autofree char *out = NULL, *err = NULL;
     const char **a = cases[i].args;
-    int rc = run_cli (&out, &err, a[0], a[1], a[2], a[3], a[4], a[5], NULL);
+    int rc = run_cli (&out, &err, a[0], a[1], a[2], a[3], a[4], a[5], a[6],
+        a[7], NULL);
     g_assert_cmpint (rc, !=, 0);
     g_assert_cmpint (rc, <, 128);       /* an exit, not a signal */
     if (!strstr (err, cases[i].needle))
@@ -146,6 +182,7 @@ main (int argc, char **argv)
   g_test_add_func ("/cli/info", test_info);
   g_test_add_func ("/cli/upscale-png", test_upscale_png);
   g_test_add_func ("/cli/bench-json", test_bench_json);
+  g_test_add_func ("/cli/bench-frame", test_bench_frame);
   g_test_add_func ("/cli/errors", test_errors);
   return g_test_run ();
 }

@@ -16,6 +16,7 @@
 #include "golden-util.h"
 #include "ehat-safetensors.h"
 #include "ehat-tiler.h"
+#include "ehat-engine-private.h"
 
 #include <cuda_runtime_api.h>
 #include <math.h>
@@ -1128,6 +1129,334 @@ golden_model (const char *name)
   return model;
 }
 
+/* ---- video frames converted on the device (ehat-cuda-frame.cu) ---- */
+
+/* A frame of random bytes whose rows are padded (stride bugs show), every
+ * plane one allocation. */
+static void
+frame_random (EhatFrame *f, EhatPixelFormat format, int w, int h)
+{
+  memset (f, 0, sizeof (*f));
+  f->format = format;
+  f->width = w;
+  f->height = h;
+  for (int p = 0; p < ehat_pixel_format_n_planes (format); p++) {
+    int stride, rows;
+
+    g_assert_true (ehat_frame_plane_size (format, w, h, p, &stride, &rows));
+    f->stride[p] = stride + 5;
+    f->data[p] = g_malloc ((gsize) f->stride[p] * rows);
+    for (gsize i = 0; i < (gsize) f->stride[p] * rows; i++)
+      f->data[p][i] = (guint8) g_rand_int (rng);
+  }
+}
+
+static void
+frame_copy_new (EhatFrame *dst, const EhatFrame *src)
+{
+  *dst = *src;
+  for (int p = 0; p < ehat_pixel_format_n_planes (src->format); p++) {
+    int stride, rows;
+
+    ehat_frame_plane_size (src->format, src->width, src->height, p, &stride,
+        &rows);
+    dst->data[p] = g_memdup2 (src->data[p], (gsize) src->stride[p] * rows);
+  }
+}
+
+static void
+frame_clear (EhatFrame *f)
+{
+  for (int p = 0; p < 3; p++)
+    g_clear_pointer (&f->data[p], g_free);
+}
+
+/* Byte for byte, row padding included (it must stay untouched). */
+static void
+assert_frames_equal (const char *what, const EhatFrame *a, const EhatFrame *b)
+{
+  for (int p = 0; p < ehat_pixel_format_n_planes (a->format); p++) {
+    int stride, rows;
+
+    ehat_frame_plane_size (a->format, a->width, a->height, p, &stride, &rows);
+    for (gsize i = 0; i < (gsize) a->stride[p] * rows; i++)
+      if (a->data[p][i] != b->data[p][i])
+        g_error ("%s: plane %d byte %" G_GSIZE_FORMAT " (row %d): %u, not %u",
+            what, p, i, (int) (i / a->stride[p]), a->data[p][i],
+            b->data[p][i]);
+  }
+}
+
+/* Every format, every matrix, range and siting (in turn), at odd, even
+ * and 1-pixel sizes: frame_input must give the activations that
+ * ehat_frame_read() then input() give, and frame_output the bytes that
+ * output() then ehat_frame_write() without alpha give — exactly, in each
+ * storage type. */
+static void
+test_frame_ops (void)
+{
+  static const int sizes[][4] = {
+    /* w, h, W, H: reflect padding beyond the frame, 1-pixel sides */
+    {13, 7, 16, 16}, {1, 1, 4, 4}, {6, 9, 8, 16}, {32, 16, 32, 16},
+  };
+  static const EhatPrecision precs[] = {
+    EHAT_PRECISION_FP32, EHAT_PRECISION_FP16,
+  };
+  float mean[3] = { 0.4488f, 0.4371f, 0.4040f };
+  guint k = 0;
+
+  for (guint pi = 0; pi < G_N_ELEMENTS (precs); pi++) {
+    g_autoptr (GError) error = NULL;
+    EhatBackend *be = ehat_backend_cuda_new (0, precs[pi], FALSE, &error);
+    gsize eb;
+
+    g_assert_no_error (error);
+    g_assert_nonnull (be->ops->frame_input);
+    g_assert_nonnull (be->ops->frame_output);
+    eb = be->act_bytes;
+    for (int fi = 0; fi < EHAT_PIXEL_N_FORMATS; fi++)
+      for (guint si = 0; si < G_N_ELEMENTS (sizes); si++, k++) {
+        int w = sizes[si][0], h = sizes[si][1];
+        int W = sizes[si][2], H = sizes[si][3];
+        EhatColorInfo color = { k % 3, (k / 3) % 2, (k / 6) % 2 };
+        gsize nx = (gsize) H * W * 3, nrgb = (gsize) 3 * w * h;
+        g_autofree float *rgb = g_new (float, nrgb);
+        g_autofree guint8 *xa = g_malloc (nx * eb);
+        g_autofree guint8 *xb = g_malloc (nx * eb);
+        g_autofree float *acts = rnd (nx, 0.7);      /* W×H×3 floats */
+        EhatPixelFormat fmt = (EhatPixelFormat) fi;
+        g_autofree char *what = g_strdup_printf ("%s %dx%d in %dx%d, "
+            "matrix %d range %d siting %d, %s",
+            ehat_pixel_format_to_string (fmt), w, h, W, H, color.matrix,
+            color.range, color.siting, pi ? "fp16" : "fp32");
+        float *da = be->ops->alloc (be, nx, NULL);
+        float *db = be->ops->alloc (be, nx, NULL);
+        EhatFrame in, out_a, out_b;
+        EhatFrameDesc d;
+
+        /* in: the host's conversion, then input; and the fused one */
+        frame_random (&in, fmt, w, h);
+        g_assert_true (ehat_frame_describe (&in, &color, &d, &error));
+        g_assert_true (ehat_frame_read (&in, &color, rgb, &error));
+        be->ops->input (be, rgb, 1, w, h, W, H, mean, 1.0f, da);
+        be->ops->frame_input (be, &in, &d, W, H, mean, 1.0f, db);
+        g_assert_true (be->ops->sync (be, &error));
+        g_assert_cmpint (cudaMemcpy (xa, da, nx * eb,
+                cudaMemcpyDeviceToHost), ==, cudaSuccess);
+        g_assert_cmpint (cudaMemcpy (xb, db, nx * eb,
+                cudaMemcpyDeviceToHost), ==, cudaSuccess);
+        if (memcmp (xa, xb, nx * eb))
+          g_error ("frame input differs: %s", what);
+
+        /* out: random activations (values past [0, 1] too, to clamp;
+         * made by input() from a random W×H image, in the storage type),
+         * through output and the host's conversion, and fused */
+        for (gsize i = 0; i < nx; i++)
+          acts[i] += 0.5f;
+        be->ops->input (be, acts, 1, W, H, W, H, mean, 1.0f, da);
+        frame_random (&out_a, fmt, w, h);
+        frame_copy_new (&out_b, &out_a);
+        be->ops->output (be, da, 1, W, H, w, h, mean, 1.0f, rgb);
+        g_assert_true (be->ops->sync (be, &error));
+        g_assert_true (ehat_frame_write (rgb, NULL, &color, &out_a, &error));
+        be->ops->frame_output (be, da, W, H, mean, 1.0f, &d, &out_b);
+        g_assert_true (be->ops->sync (be, &error));
+        assert_frames_equal (what, &out_b, &out_a);
+
+        be->ops->free (be, da);
+        be->ops->free (be, db);
+        frame_clear (&in);
+        frame_clear (&out_a);
+        frame_clear (&out_b);
+      }
+    be->ops->destroy (be);
+  }
+}
+
+/* ehat_upscale_frame() on a CUDA engine: on the device path (I420 at an
+ * odd size, NV12, 10-bit, RGB, grey, alpha on one side) the same bytes as
+ * the host path (ehat_frame_read, ehat_upscale_tiled, ehat_frame_write)
+ * on the same engine; the cases that must take the host path (alpha
+ * carried, self-ensemble, tiles) do, and still match it. */
+static void
+test_frame_upscale (void)
+{
+  static const struct
+  {
+    EhatPixelFormat in, out;
+    int w, h, tile, ensemble;
+    gboolean device;
+  } cases[] = {
+    {EHAT_PIXEL_I420, EHAT_PIXEL_I420, 19, 13, 0, 0, TRUE},
+    {EHAT_PIXEL_NV12, EHAT_PIXEL_I420, 16, 10, 0, 0, TRUE},
+    {EHAT_PIXEL_P010_10LE, EHAT_PIXEL_I420_10LE, 9, 8, 0, 0, TRUE},
+    {EHAT_PIXEL_RGB, EHAT_PIXEL_BGRx, 12, 11, 0, 0, TRUE},
+    {EHAT_PIXEL_GRAY8, EHAT_PIXEL_Y444, 8, 8, 0, 0, TRUE},
+    {EHAT_PIXEL_RGBA, EHAT_PIXEL_RGBA, 10, 9, 0, 0, FALSE},
+    /* alpha on one side only: dropped, or written opaque */
+    {EHAT_PIXEL_BGRA, EHAT_PIXEL_I420, 10, 9, 0, 0, TRUE},
+    {EHAT_PIXEL_I420, EHAT_PIXEL_ARGB, 10, 9, 0, 0, TRUE},
+    {EHAT_PIXEL_I420, EHAT_PIXEL_I420, 12, 10, 0, 2, FALSE},
+    {EHAT_PIXEL_I420, EHAT_PIXEL_NV12, 40, 24, 16, 0, FALSE},
+  };
+  g_autoptr (EhatModel) model = golden_model ("hat-tiny-x2");
+  g_autoptr (EhatEngine) eg = NULL, ec = NULL;
+  EhatColorInfo ci = { EHAT_MATRIX_BT601, EHAT_RANGE_LIMITED,
+    EHAT_CHROMA_LEFT
+  };
+  EhatColorInfo co = { EHAT_MATRIX_BT709, EHAT_RANGE_FULL,
+    EHAT_CHROMA_CENTER
+  };
+  int s;
+
+  if (!model)
+    return;
+  s = ehat_model_get_config (model)->upscale;
+  eg = gpu_engine (model, EHAT_PRECISION_FP32);
+  ec = ehat_engine_new (model, NULL, NULL);
+  for (guint i = 0; i < G_N_ELEMENTS (cases); i++) {
+    g_autoptr (GError) error = NULL;
+    EhatTileOptions opt = EHAT_TILE_OPTIONS_INIT;
+    EhatTileStats stats = { 0, };
+    int w = cases[i].w, h = cases[i].h, ow = w * s, oh = h * s;
+    g_autofree float *rgb = g_new (float, (gsize) 3 * w * h);
+    g_autofree float *rgb_out = g_new (float, (gsize) 3 * ow * oh);
+    g_autofree float *a_in = g_new (float, (gsize) w * h);
+    g_autofree float *a_out = g_new (float, (gsize) ow * oh);
+    g_autofree char *what = g_strdup_printf ("%s %dx%d → %s, tile %d, "
+        "ensemble %d", ehat_pixel_format_to_string (cases[i].in), w, h,
+        ehat_pixel_format_to_string (cases[i].out), cases[i].tile,
+        cases[i].ensemble);
+    gboolean alpha = ehat_pixel_format_has_alpha (cases[i].in)
+        && ehat_pixel_format_has_alpha (cases[i].out);
+    EhatFrame in, got, want;
+    guint64 n_dev;
+
+    opt.tile_size = cases[i].tile;
+    opt.overlap = 8;
+    opt.ensemble = cases[i].ensemble;
+    frame_random (&in, cases[i].in, w, h);
+    frame_random (&want, cases[i].out, ow, oh);
+    frame_copy_new (&got, &want);
+    g_assert_cmpint (ehat_upscale_frame_on_device (eg, &in, &got, &opt), ==,
+        cases[i].device);
+    /* the CPU backend converts no frames */
+    g_assert_false (ehat_upscale_frame_on_device (ec, &in, &got, &opt));
+
+    g_assert_true (ehat_frame_read (&in, &ci, rgb, &error));
+    g_assert_true (ehat_upscale_tiled (eg, rgb, w, h, rgb_out, &opt, NULL,
+            &error));
+    if (alpha) {
+      g_assert_true (ehat_frame_read_alpha (&in, a_in, &error));
+      ehat_plane_resize_bilinear (a_in, w, h, a_out, ow, oh);
+    }
+    g_assert_true (ehat_frame_write (rgb_out, alpha ? a_out : NULL, &co,
+            &want, &error));
+
+    n_dev = ehat_engine_get_device_frames (eg);
+    g_assert_true (ehat_upscale_frame (eg, &in, &ci, &got, &co, &opt, &stats,
+            &error));
+    g_assert_no_error (error);
+    g_assert_cmpuint (ehat_engine_get_device_frames (eg) - n_dev, ==,
+        cases[i].device);
+    assert_frames_equal (what, &got, &want);
+    g_assert_cmpint (stats.retries, ==, 0);
+    if (cases[i].tile)
+      g_assert_cmpint (stats.n_tiles, >, 1);
+    else
+      g_assert_cmpint (stats.n_tiles, ==, 1);
+    frame_clear (&in);
+    frame_clear (&got);
+    frame_clear (&want);
+  }
+
+  /* a mismatched output size is refused, on either engine */
+  {
+    g_autoptr (GError) error = NULL;
+    EhatFrame in, out;
+
+    frame_random (&in, EHAT_PIXEL_I420, 8, 8);
+    frame_random (&out, EHAT_PIXEL_I420, 8 * s + 2, 8 * s);
+    g_assert_false (ehat_upscale_frame (eg, &in, NULL, &out, NULL, NULL,
+            NULL, &error));
+    g_assert_error (error, EHAT_ERROR, EHAT_ERROR_INVALID_ARGUMENT);
+    g_clear_error (&error);
+    g_assert_false (ehat_upscale_frame (ec, &in, NULL, &out, NULL, NULL,
+            NULL, &error));
+    g_assert_error (error, EHAT_ERROR, EHAT_ERROR_INVALID_ARGUMENT);
+    frame_clear (&in);
+    frame_clear (&out);
+  }
+}
+
+/* Square frame side (a multiple of 16) whose whole-frame pass needs at
+ * least `bytes` (the tiler's pass: the estimate plus input and output). */
+static int
+side_for_pass (EhatEngine *e, int scale, gsize bytes)
+{
+  int w = 16;
+
+  while (ehat_engine_estimate_bytes (e, 1, w, w) + (gsize) 3 * w * w
+      * (1 + scale * scale) * sizeof (float) < bytes)
+    w += 16;
+  return w;
+}
+
+/* The automatic tile size of an engine on the GPU plans with the device's
+ * memory, not the host's (at most 2 GiB): a frame whose pass needs more
+ * than 2 GiB but fits the device runs whole; and an engine made while all
+ * but about 1 GiB of the device is taken tiles a frame needing 1.5 GiB,
+ * which the host's budget would run whole. */
+static void
+test_auto_tiles (void)
+{
+  g_autoptr (EhatModel) model = golden_model ("hat-tiny-x2");
+  g_autoptr (EhatEngine) e = NULL, e2 = NULL;
+  gsize budget = 0, host = 0, fr = 0, total = 0;
+  void *hog = NULL;
+  int s, w, tw = -1, th = -1;
+
+  if (!model)
+    return;
+  host = ehat_tile_auto_budget ();
+  s = ehat_model_get_config (model)->upscale;
+  e = gpu_engine (model, EHAT_PRECISION_FP32);
+  g_assert_true (ehat_engine_get_device_budget (e, &budget));
+  g_assert_cmpint (cudaMemGetInfo (&fr, &total), ==, cudaSuccess);
+  g_test_message ("device: %.2f GiB free; budget %.2f GiB; host budget "
+      "%.2f GiB", fr / 1073741824.0, budget / 1073741824.0,
+      host / 1073741824.0);
+  g_assert_cmpuint (budget, <=, fr);
+  g_assert_cmpuint (budget, >, host + ((gsize) 512 << 20));
+
+  w = side_for_pass (e, s, host + ((gsize) 256 << 20));
+  ehat_tile_auto_size_for_engine (e, w, w, 16, 0, 0, &tw, &th);
+  g_assert_cmpint (tw, ==, 0);
+  g_assert_cmpint (th, ==, 0);
+  ehat_tile_auto_size_for_engine (e, w, w, 16, 0, host, &tw, &th);
+  g_assert_cmpint (tw, >, 0);
+
+  /* all but ≈ 1 GiB taken before the engine is made */
+  g_assert_cmpuint (fr, >, (gsize) 1200 << 20);
+  g_assert_cmpint (cudaMalloc (&hog, fr - ((gsize) 1024 << 20)), ==,
+      cudaSuccess);
+  e2 = gpu_engine (model, EHAT_PRECISION_FP32);
+  g_assert_true (ehat_engine_get_device_budget (e2, &budget));
+  g_assert_cmpuint (budget, <, (gsize) 1024 << 20);
+  w = side_for_pass (e2, s, (gsize) 1536 << 20);
+  ehat_tile_auto_size_for_engine (e2, w, w, 16, 0, 0, &tw, &th);
+  g_assert_cmpint (tw, >, 0);
+  g_assert_cmpint (tw, <, w);
+  if (host >= ((gsize) 1600 << 20)) {
+    ehat_tile_auto_size_for_engine (e2, w, w, 16, 0, host, &tw, &th);
+    g_assert_cmpint (tw, ==, 0);
+  }
+  /* the budget stays what it was when first asked */
+  cudaFree (hog);
+  g_assert_true (ehat_engine_get_device_budget (e2, &fr));
+  g_assert_cmpuint (fr, ==, budget);
+}
+
 /* CUDA graphs (kernels/ehat-cuda-backend.c): a shape's second pass is
  * recorded, later ones replay the recording.  Every pass, on new input
  * each time, must equal a backend's without graphs (EHAT_CUDA_GRAPHS=0) —
@@ -1203,9 +1532,11 @@ test_oom (void)
   g_autoptr (EhatEngine) e = NULL;
   g_autofree float *in = NULL, *out = NULL, *ref = NULL;
   EhatTileOptions o = EHAT_TILE_OPTIONS_INIT;
-  EhatTileStats st = { 0 }, st2 = { 0 };
+  EhatTileStats st = { 0 }, st2 = { 0 }, st3 = { 0 };
   gsize est, fr = 0, total = 0, n_out;
   void *hog = NULL;
+  EhatFrame fin, fout;
+  guint64 n_dev;
 #ifdef EHAT_TEST_EMULATOR
   /* the emulated device computes on the CPU, and no driver or library
    * reserves memory beside the backend: a small frame, a small margin */
@@ -1244,7 +1575,19 @@ test_oom (void)
   o.tile_size = MAX (w, h);     /* the whole frame first */
   g_assert_true (ehat_upscale_tiled (e, in, w, h, out, &o, &st, &error));
   g_assert_no_error (error);
+  /* a video frame of that size: the device path's whole-frame pass fails
+   * alike, and ehat_upscale_frame goes on on the host path, whose tiler
+   * retries */
+  frame_random (&fin, EHAT_PIXEL_I420, w, h);
+  frame_random (&fout, EHAT_PIXEL_I420, w * s, h * s);
+  n_dev = ehat_engine_get_device_frames (e);
+  g_assert_true (ehat_upscale_frame (e, &fin, NULL, &fout, NULL, &o, &st3,
+          &error));
+  g_assert_no_error (error);
   cudaFree (hog);
+  g_assert_cmpuint (ehat_engine_get_device_frames (e), ==, n_dev);
+  g_assert_cmpint (st3.retries, >=, 2);
+  g_assert_cmpint (st3.tile_width, <, w);
   g_test_message ("%dx%d (whole-frame pass %.2f GiB, %.2f GiB left free): "
       "%d retries, ended at %dx%d tiles, %d per batch", w, h,
       est / 1073741824.0, (est / 3 + margin) / 1073741824.0,
@@ -1263,6 +1606,43 @@ test_oom (void)
   g_assert_cmpint (st2.retries, ==, 0);
   g_assert_cmpint (st2.n_tiles, ==, st.n_tiles);
   g_assert_cmpfloat (max_abs_diff (out, ref, n_out), <=, 1e-3);
+
+  /* the frame equals the host path run at the tiles it ended with */
+  {
+    EhatTileOptions o3 = EHAT_TILE_OPTIONS_INIT;
+    g_autofree float *rgb = g_new (float, (gsize) 3 * w * h);
+    EhatFrame want;
+    int worst = 0;
+
+    o3.tile_size = st3.tile_width;
+    o3.tile_height = st3.tile_height;
+    o3.max_batch = (st3.n_tiles + st3.n_batches - 1) / st3.n_batches;
+    o3.overlap = MIN (o3.overlap, MIN (st3.tile_width, st3.tile_height) / 2);
+    frame_random (&want, EHAT_PIXEL_I420, w * s, h * s);
+    g_assert_true (ehat_frame_read (&fin, NULL, rgb, &error));
+    g_assert_true (ehat_upscale_tiled (e, rgb, w, h, ref, &o3, &st2,
+            &error));
+    g_assert_cmpint (st2.n_tiles, ==, st3.n_tiles);
+    g_assert_true (ehat_frame_write (ref, NULL, NULL, &want, &error));
+    for (int p = 0; p < 3; p++) {
+      int stride, rows;
+
+      ehat_frame_plane_size (EHAT_PIXEL_I420, w * s, h * s, p, &stride,
+          &rows);
+      for (int y = 0; y < rows; y++)
+        for (int x = 0; x < stride; x++) {
+          gsize i = (gsize) y * want.stride[p] + x;
+          worst = MAX (worst, ABS (want.data[p][i] - fout.data[p][i]));
+        }
+    }
+    g_test_message ("as an I420 frame: %d retries (the device path's "
+        "included), %d tiles, largest code difference %d", st3.retries,
+        st3.n_tiles, worst);
+    g_assert_cmpint (worst, <=, 1);
+    frame_clear (&want);
+  }
+  frame_clear (&fin);
+  frame_clear (&fout);
 }
 
 int
@@ -1273,6 +1653,9 @@ main (int argc, char **argv)
   int rc;
 
   g_test_init (&argc, &argv, NULL);
+  /* /cuda/auto-tiles checks the automatic budgets, which this overrides
+   * (unset before any thread exists) */
+  g_unsetenv ("EHAT_MEMORY_BUDGET_MB");
   if (!ehat_backend_module_load ("cuda", &error)) {
     g_printerr ("FAIL: the CUDA backend module: %s\n", error->message);
     return 1;
@@ -1293,6 +1676,8 @@ main (int argc, char **argv)
   g_test_add_func ("/cuda/precision", test_precision);
   g_test_add_func ("/cuda/errors", test_errors);
   g_test_add_func ("/cuda/input-output", test_input_output);
+  g_test_add_func ("/cuda/frame/ops", test_frame_ops);
+  g_test_add_func ("/cuda/frame/upscale", test_frame_upscale);
   g_test_add_func ("/cuda/conv", test_conv);
   g_test_add_func ("/cuda/linear", test_linear);
   g_test_add_func ("/cuda/gemm-fused", test_gemm_fused);
@@ -1316,6 +1701,7 @@ main (int argc, char **argv)
       "/cuda/narrow-fused-conv", test_golden_narrow_conv, keep);
   g_test_add_func ("/cuda/graphs", test_graphs);
   g_test_add_func ("/cuda/oom", test_oom);
+  g_test_add_func ("/cuda/auto-tiles", test_auto_tiles);
   g_test_add_data_func ("/cuda/shipped/ehat-fast-x2", "ehat-fast-x2",
       test_shipped_narrow);
   g_test_add_data_func ("/cuda/shipped/ehat-fast-x4", "ehat-fast-x4",

@@ -2,8 +2,9 @@
  * most 5 %).  The same frames — crops of real Vid4 frames, as I420 like a
  * decoder hands them over — go through
  *
- *   A. libehat alone: ehat_frame_read → ehat_upscale_tiled →
- *      ehat_frame_write, the work the element cannot avoid, and
+ *   A. libehat alone: ehat_upscale_frame (on the CPU: ehat_frame_read →
+ *      ehat_upscale_tiled → ehat_frame_write), the work the element
+ *      cannot avoid, and
  *   B. appsrc ! ehatsr ! fakesink in a real pipeline,
  *
  * with the same model, backend, tile settings and thread count,
@@ -130,8 +131,6 @@ run_library (EhatEngine *engine, GstBuffer **frames, int n,
   };
   EhatTileOptions topt = EHAT_TILE_OPTIONS_INIT;
   int w = info->width, h = info->height;
-  float *rgb = g_new (float, 3 * (gsize) w * h);
-  float *srgb = g_new (float, 3 * (gsize) w * h * scale * scale);
   GstBuffer *ob;
   Times t0;
   int i;
@@ -151,9 +150,8 @@ run_library (EhatEngine *engine, GstBuffer **frames, int n,
     gst_video_frame_map (&out, &oinfo, ob, GST_MAP_WRITE);
     wrap (&in, &fin);
     wrap (&out, &fout);
-    if (!ehat_frame_read (&fin, &color, rgb, &err)
-        || !ehat_upscale_tiled (engine, rgb, w, h, srgb, &topt, NULL, &err)
-        || !ehat_frame_write (srgb, NULL, &color, &fout, &err)) {
+    if (!ehat_upscale_frame (engine, &fin, &color, &fout, &color, &topt,
+            NULL, &err)) {
       g_printerr ("libehat: %s\n", err->message);
       exit (1);
     }
@@ -162,8 +160,6 @@ run_library (EhatEngine *engine, GstBuffer **frames, int n,
   }
   t0 = since (t0, n);
   gst_buffer_unref (ob);
-  g_free (srgb);
-  g_free (rgb);
   return t0;
 }
 

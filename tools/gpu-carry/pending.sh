@@ -18,9 +18,12 @@
 #   gemm       EHAT_CUDA_GEMM=cublas/conv/fused interleaved on the shipped ×2 at 960×540 and
 #              the HAT-L ×4, then one profiled pass of cublas and fused on HAT-L: decides the
 #              fused GEMM's default
+#   frames     the shipped ×2 at 960×540 in fp16, I420 frames in and out: the colour conversion on
+#              the GPU (the default) against the host's (EHAT_FRAME_CONVERSION=host), interleaved,
+#              in `ehat bench --frame I420` (beside float planes) and in ehatsr on the clip
 #   graphs     CUDA graphs off and on, interleaved (EHAT_CUDA_GRAPHS=0/1), on the same two
-#   sanitize   compute-sanitizer memcheck on a golden case, racecheck on the attention and fused
-#              GEMM kernels
+#   sanitize   compute-sanitizer memcheck on a golden case and the frame kernels, racecheck on the
+#              attention and fused GEMM kernels
 #   remaster   ehat-remaster on a 960×540 clip: --backend cuda with nvh264 and nvh265, and
 #              --devices 0,0 --jobs 2 (two workers sharing the GPU), each checked with --check;
 #              the JSON reports give frames/s for docs/remastering.md
@@ -42,7 +45,7 @@ mkdir -p "$out" "$work"
 # shellcheck source=/dev/null
 source .gpu/setup.sh || exit 2
 steps=("$@")
-[ ${#steps[@]} -gt 0 ] || steps=(cuda memory gemm graphs sanitize remaster installed bench)
+[ ${#steps[@]} -gt 0 ] || steps=(cuda memory gemm frames graphs sanitize remaster installed bench)
 summary=()
 
 # step NAME LIMIT: run step_NAME (in a child: `timeout` runs programs, not functions) with at
@@ -72,7 +75,8 @@ step_cuda() {
 step_sanitize() {
   local cs=compute-sanitizer rc=0
   "${PYTHON:-python3}" .gpu/run.py --timeout 120 --wrap "$cs --tool memcheck --error-exitcode 3" cuda \
-    -- -p /cuda/golden/ehat-tiny-x2 -p /cuda/input-output -p /cuda/conv -p /cuda/gemm-fused || rc=1
+    -- -p /cuda/golden/ehat-tiny-x2 -p /cuda/input-output -p /cuda/frame/ops -p /cuda/conv \
+    -p /cuda/gemm-fused || rc=1
   "${PYTHON:-python3}" .gpu/run.py --timeout 120 --wrap "$cs --tool racecheck --error-exitcode 3" cuda \
     -- -p /cuda/attention -p /cuda/channel-attention -p /cuda/gemm-fused || rc=1
   return $rc
@@ -169,6 +173,37 @@ step_gemm() {
   done
 }
 
+step_frames() {
+  # The element's own time per frame (its LOG line "frame WxH: N ms": conversion in, network,
+  # conversion out), median after 5 warm-up frames.  EHAT_PENDING_BACKEND=cpu: a dry run.
+  local clip=${EHAT_PENDING_CLIP:-.gpu/clip-960x540.webm} be=${EHAT_PENDING_BACKEND:-cuda}
+  local model=models/ehat-fast-x2.safetensors prec=fp16 c
+  [ "$be" = cpu ] && prec=fp32
+  # libehat alone first: float planes in and out (ehat_engine_process), then I420 frames with
+  # the conversion on the host and on the device (ehat_upscale_frame)
+  for c in planes device host planes device host; do
+    echo "--- ehat bench $c ehat-fast-x2 960x540 $prec ($be)"
+    if [ $c = planes ]; then
+      build/ehat-core/ehat bench --model "$model" --size 960x540 --backend "$be" \
+        --precision $prec --warmup 2 --repeat 10 --json | grep -E '"(median|min)_ms"' || return 1
+    else
+      EHAT_FRAME_CONVERSION=$c build/ehat-core/ehat bench --model "$model" --size 960x540 \
+        --frame I420 --backend "$be" --precision $prec --warmup 2 --repeat 10 --json \
+        | grep -E '"(median|min)_ms"' || return 1
+    fi
+  done
+  for c in device host device host; do
+    echo "--- EHAT_FRAME_CONVERSION=$c ehatsr ehat-fast-x2 I420 $prec ($be)"
+    EHAT_FRAME_CONVERSION=$c GST_DEBUG=ehatsr:6 GST_DEBUG_NO_COLOR=1 gst-launch-1.0 -q \
+      filesrc location="$clip" ! decodebin ! videoconvert ! video/x-raw,format=I420 ! \
+      ehatsr model="$model" backend="$be" precision=$prec ! fakesink 2>&1 \
+      | grep -o 'frame [0-9]*x[0-9]*: [0-9.]* ms' | awk '{print $3}' | tail -n +6 | sort -n \
+      | awk '{a[NR] = $1} END {if (!NR) {print "no frames"; exit 1}
+          printf "%d frames: median %.2f ms, min %.2f ms\n", NR, a[int((NR + 1) / 2)], a[1]}' \
+      || return 1
+  done
+}
+
 step_bench() {
   PYTHONUNBUFFERED=1 "${PYTHON:-python3}" bench/gpu-vs-torch --ehat build/ehat-core/ehat --preset ehat-x2 \
     --size 960x540 --torch-modes fp16-eager,half-eager,fp16-compile --repeat 3 --warmup 1 \
@@ -178,7 +213,8 @@ step_bench() {
 limit_of() {
   case $1 in
     cuda) echo 200 ;; sanitize) echo 150 ;; installed) echo 60 ;; remaster) echo 120 ;;
-    memory) echo 60 ;; graphs) echo 60 ;; gemm) echo 120 ;; bench) echo 450 ;; *) echo 0 ;;
+    memory) echo 60 ;; graphs) echo 60 ;; gemm) echo 120 ;; frames) echo 90 ;; bench) echo 450 ;;
+    *) echo 0 ;;
   esac
 }
 

@@ -1,0 +1,53 @@
+/* libehat (internal) — what ehat-upscale-frame.c needs of the engine and
+ * the tiler. */
+#ifndef EHAT_ENGINE_PRIVATE_H
+#define EHAT_ENGINE_PRIVATE_H
+
+#include "ehat-tiler.h"
+#include "ehat-frame-desc.h"
+
+G_BEGIN_DECLS
+
+/* Whether the engine's backend converts video frames itself
+ * (EhatBackendOps.frame_input/frame_output). */
+gboolean ehat_engine_converts_frames (EhatEngine *e);
+
+/* One whole frame through the network with the conversions on the
+ * backend: ehat_engine_process() from in (described by din) into out
+ * (dout), s·w × s·h.  EHAT_ERROR_UNSUPPORTED without frame conversion,
+ * EHAT_ERROR_INVALID_ARGUMENT when the frame exceeds
+ * ehat_engine_process()'s limits. */
+gboolean ehat_engine_process_frame (EhatEngine *e, const EhatFrame *in,
+    const EhatFrameDesc *din, EhatFrame *out, const EhatFrameDesc *dout,
+    GError **error);
+
+/* The activation memory an engine on a device may plan for
+ * (ehat_tile_auto_size_for_engine): what the device had free when first
+ * asked, plus the arena the engine held then, less a reserve of a tenth
+ * (at least 256 MiB) for the backend's scratch and the libraries'
+ * workspaces; the same for the engine's life.  FALSE on the CPU. */
+gboolean ehat_engine_get_device_budget (EhatEngine *e, gsize *budget);
+
+/* Frames ehat_engine_process_frame() has converted on the device. */
+guint64 ehat_engine_get_device_frames (EhatEngine *e);
+
+/* Host buffer `slot` (0–3) of at least n floats, owned by the engine and
+ * kept for the next frame (the host path of ehat_upscale_frame()). */
+float *ehat_engine_host_scratch (EhatEngine *e, int slot, gsize n,
+    GError **error);
+
+/* The options ehat_upscale_tiled() runs a width×height frame with on
+ * engine: the automatic batch and tile size resolved.  TRUE when that is
+ * one tile, the whole frame. */
+gboolean ehat_tile_resolve (EhatEngine *engine, int width, int height,
+    EhatTileOptions *o);
+
+/* Whether ehat_upscale_frame() converts this pair of (valid) frames on
+ * the device: the backend can, no alpha is carried (not both formats have
+ * it), no self-ensemble, and the frame is one tile. */
+gboolean ehat_upscale_frame_on_device (EhatEngine *engine,
+    const EhatFrame *in, const EhatFrame *out, const EhatTileOptions *opt);
+
+G_END_DECLS
+
+#endif /* EHAT_ENGINE_PRIVATE_H */

@@ -1,0 +1,223 @@
+/* Video frames in and out of the network on the device: the colour
+ * conversions of ehat-core/ehat-frame.c fused with the backend's input
+ * (reflect padding, normalisation, NHWC) and output (crop, denormalisation)
+ * kernels, so that a frame crosses the bus as its own bytes (1.5 bytes a
+ * pixel for 8-bit 4:2:0 instead of 12 as float planes) and no host thread
+ * converts it.
+ *
+ * The maths is ehat-frame-desc.h's, shared with the host: with -fmad=false
+ * (kernels/meson.build) these kernels give the codes ehat_frame_write()
+ * gives, bit for bit.  Planes are read from and written to staging
+ * buffers with the rows packed (strides = row_bytes). */
+#include "ehat-cuda-common.cuh"
+#include "ehat-frame-desc.h"
+
+struct Planes
+{
+  unsigned char *p[3];
+  int stride[3];
+};
+
+static Planes
+make_planes (unsigned char *const planes[3], const int strides[3])
+{
+  Planes pl;
+
+  for (int i = 0; i < 3; i++) {
+    pl.p[i] = planes[i];
+    pl.stride[i] = strides[i];
+  }
+  return pl;
+}
+
+__device__ __forceinline__ const unsigned char *
+row_of (const Planes &pl, int plane, int y)
+{
+  return pl.p[plane] + (size_t) y * pl.stride[plane];
+}
+
+/* The R'G'B' of pixel (x, y) as ehat_frame_read() computes it. */
+__device__ void
+read_pixel (const EhatFrameDesc &d, const Planes &pl, int x, int y,
+    float rgb[3])
+{
+  const unsigned char *row = row_of (pl, 0, y);
+
+  if (d.kind == EHAT_FD_PACKED_RGB) {
+    const unsigned char *px = row + x * d.bpp;
+    rgb[0] = px[d.r] / 255.0f;
+    rgb[1] = px[d.g] / 255.0f;
+    rgb[2] = px[d.b] / 255.0f;
+  } else if (d.kind == EHAT_FD_GRAY) {
+    rgb[0] = rgb[1] = rgb[2] = ehat_fd_gray_to_rgb (&d,
+        ehat_fd_get (&d, row, x));
+  } else {
+    int x0, x1, y0, y1;
+    float fx, fy, b0[2], b1[2], r0[2], r1[2];
+
+    ehat_fd_taps (x, d.cw, d.sub, d.cosited, &x0, &x1, &fx);
+    ehat_fd_taps (y, d.ch, d.sub, 0, &y0, &y1, &fy);
+    const unsigned char *u0 = row_of (pl, d.u_plane, y0);
+    const unsigned char *u1 = row_of (pl, d.u_plane, y1);
+    const unsigned char *v0 = row_of (pl, d.v_plane, y0);
+    const unsigned char *v1 = row_of (pl, d.v_plane, y1);
+    int i0 = x0 * d.c_step, i1 = x1 * d.c_step;
+
+    b0[0] = ehat_fd_chroma (&d, ehat_fd_get (&d, u0, i0 + d.u_idx));
+    b0[1] = ehat_fd_chroma (&d, ehat_fd_get (&d, u0, i1 + d.u_idx));
+    b1[0] = ehat_fd_chroma (&d, ehat_fd_get (&d, u1, i0 + d.u_idx));
+    b1[1] = ehat_fd_chroma (&d, ehat_fd_get (&d, u1, i1 + d.u_idx));
+    r0[0] = ehat_fd_chroma (&d, ehat_fd_get (&d, v0, i0 + d.v_idx));
+    r0[1] = ehat_fd_chroma (&d, ehat_fd_get (&d, v0, i1 + d.v_idx));
+    r1[0] = ehat_fd_chroma (&d, ehat_fd_get (&d, v1, i0 + d.v_idx));
+    r1[1] = ehat_fd_chroma (&d, ehat_fd_get (&d, v1, i1 + d.v_idx));
+    ehat_fd_yuv_to_rgb (&d, ehat_fd_get (&d, row, x), b0, b1, r0, r1, fx, fy,
+        rgb);
+  }
+}
+
+/* input_kernel (ehat-cuda-elementwise.cu) reading the frame itself. */
+template <typename T>
+__global__ void
+frame_input_kernel (EhatFrameDesc d, Planes pl, int W, int H, float m0,
+    float m1, float m2, float range, T *x)
+{
+  size_t total = (size_t) H * W;
+  GRID_STRIDE (p, total) {
+    int xx = (int) (p % W), y = (int) (p / W);
+    float rgb[3];
+
+    read_pixel (d, pl, ehat_dev_reflect (xx, d.width),
+        ehat_dev_reflect (y, d.height), rgb);
+    st (x + p * 3 + 0, (rgb[0] - m0) * range);
+    st (x + p * 3 + 1, (rgb[1] - m1) * range);
+    st (x + p * 3 + 2, (rgb[2] - m2) * range);
+  }
+}
+
+extern "C" cudaError_t
+ehat_cuda_frame_input (cudaStream_t s, int dt, const EhatFrameDesc *d,
+    unsigned char *const planes[3], const int strides[3], int W, int H,
+    float m0, float m1, float m2, float range, void *x)
+{
+  size_t total = (size_t) H * W;
+  Planes pl = make_planes (planes, strides);
+
+  EHAT_DISPATCH (dt, frame_input_kernel<T> <<< ehat_blocks (total),
+          EHAT_THREADS, 0, s >>> (*d, pl, W, H, m0, m1, m2, range,
+              (T *) x));
+  return cudaGetLastError ();
+}
+
+/* The output pixel (x, y) as output_kernel hands it to the host. */
+template <typename T>
+__device__ __forceinline__ void
+out_pixel (const T *x, int W, int xx, int y, float m0, float m1, float m2,
+    float range, float rgb[3])
+{
+  const T *src = x + ((size_t) y * W + xx) * 3;
+
+  rgb[0] = ld (src) / range + m0;
+  rgb[1] = ld (src + 1) / range + m1;
+  rgb[2] = ld (src + 2) / range + m2;
+}
+
+/* Packed RGB and grey: one thread per pixel. */
+template <typename T>
+__global__ void
+frame_output_pixels (const T *x, int W, float m0, float m1, float m2,
+    float range, EhatFrameDesc d, Planes pl)
+{
+  size_t total = (size_t) d.height * d.width;
+  GRID_STRIDE (p, total) {
+    int xx = (int) (p % d.width), y = (int) (p / d.width);
+    unsigned char *row = pl.p[0] + (size_t) y * pl.stride[0];
+    float rgb[3];
+
+    out_pixel (x, W, xx, y, m0, m1, m2, range, rgb);
+    if (d.kind == EHAT_FD_GRAY) {
+      ehat_fd_put (&d, row, xx, ehat_fd_luma_code (&d, rgb[0], rgb[1],
+              rgb[2]));
+    } else {
+      unsigned char *px = row + xx * d.bpp;
+      px[d.r] = (unsigned char) ehat_fd_code (rgb[0] * 255.0, 255);
+      px[d.g] = (unsigned char) ehat_fd_code (rgb[1] * 255.0, 255);
+      px[d.b] = (unsigned char) ehat_fd_code (rgb[2] * 255.0, 255);
+      /* no alpha comes through here: written opaque, as the host writes
+       * a frame without an alpha plane */
+      if (d.a >= 0)
+        px[d.a] = 255;
+      else if (d.x >= 0)
+        px[d.x] = 255;
+    }
+  }
+}
+
+/* YUV: one thread per chroma sample, writing it and the luma of the
+ * pixels it covers (one, or a 2×2 block cut at odd edges). */
+template <typename T>
+__global__ void
+frame_output_yuv (const T *x, int W, float m0, float m1, float m2,
+    float range, EhatFrameDesc d, Planes pl)
+{
+  size_t total = (size_t) d.ch * d.cw;
+  int n = 1 << d.sub;
+  GRID_STRIDE (p, total) {
+    int cx = (int) (p % d.cw), cy = (int) (p / d.cw);
+    double sb = 0.0, sr = 0.0, sw = 0.0, yy, cb, cr;
+    float rgb[3];
+    int u, v;
+
+    for (int j = 0; j < n && cy * n + j < d.height; j++)
+      for (int i = 0; i < n && cx * n + i < d.width; i++) {
+        int px = cx * n + i, py = cy * n + j;
+        out_pixel (x, W, px, py, m0, m1, m2, range, rgb);
+        ehat_fd_put (&d, pl.p[0] + (size_t) py * pl.stride[0], px,
+            ehat_fd_luma_code (&d, rgb[0], rgb[1], rgb[2]));
+      }
+    if (!d.sub) {
+      out_pixel (x, W, cx, cy, m0, m1, m2, range, rgb);
+      ehat_fd_ypbpr (&d, rgb[0], rgb[1], rgb[2], &yy, &sb, &sr);
+      sw = 1.0;
+    } else {
+      for (int t = 0; t < EHAT_FD_N_TAPS; t++) {
+        int sx, sy;
+        double wt = ehat_fd_chroma_tap (&d, cx, cy, t, &sx, &sy);
+
+        if (wt == 0.0)
+          continue;
+        out_pixel (x, W, sx, sy, m0, m1, m2, range, rgb);
+        ehat_fd_ypbpr (&d, rgb[0], rgb[1], rgb[2], &yy, &cb, &cr);
+        sb += wt * cb;
+        sr += wt * cr;
+        sw += wt;
+      }
+    }
+    ehat_fd_chroma_codes (&d, sb, sr, sw, &u, &v);
+    ehat_fd_put (&d, pl.p[d.u_plane] + (size_t) cy * pl.stride[d.u_plane],
+        cx * d.c_step + d.u_idx, u);
+    ehat_fd_put (&d, pl.p[d.v_plane] + (size_t) cy * pl.stride[d.v_plane],
+        cx * d.c_step + d.v_idx, v);
+  }
+}
+
+extern "C" cudaError_t
+ehat_cuda_frame_output (cudaStream_t s, int dt, const void *x, int W,
+    float m0, float m1, float m2, float range, const EhatFrameDesc *d,
+    unsigned char *const planes[3], const int strides[3])
+{
+  Planes pl = make_planes (planes, strides);
+
+  if (d->kind == EHAT_FD_PACKED_RGB || d->kind == EHAT_FD_GRAY) {
+    size_t total = (size_t) d->height * d->width;
+    EHAT_DISPATCH (dt, frame_output_pixels<T> <<< ehat_blocks (total),
+            EHAT_THREADS, 0, s >>> ((const T *) x, W, m0, m1, m2, range, *d,
+                pl));
+  } else {
+    size_t total = (size_t) d->ch * d->cw;
+    EHAT_DISPATCH (dt, frame_output_yuv<T> <<< ehat_blocks (total),
+            EHAT_THREADS, 0, s >>> ((const T *) x, W, m0, m1, m2, range, *d,
+                pl));
+  }
+  return cudaGetLastError ();
+}
