@@ -16,18 +16,10 @@
 #include <math.h>
 #include <string.h>
 
-typedef enum
-{
-  KIND_PACKED_RGB,
-  KIND_PLANAR_YUV,              /* Y, U, V planes (order in u_plane/v_plane) */
-  KIND_SEMI_YUV,                /* Y, interleaved chroma */
-  KIND_GRAY,
-} FormatKind;
-
 typedef struct
 {
   const char *name;
-  FormatKind kind;
+  EhatFrameKind kind;
   int bpp;                      /* packed: bytes per pixel */
   int r, g, b, a;               /* packed: byte offsets, a = −1: none */
   int sub;                      /* chroma subsampling shift (both axes) */
@@ -36,28 +28,37 @@ typedef struct
   int shift;                    /* 16-bit samples: bits below the value */
 } FormatInfo;
 
+/* the kinds, short, for the table */
+#define PACKED EHAT_FD_PACKED_RGB
+#define PLANAR EHAT_FD_PLANAR_YUV
+#define SEMI EHAT_FD_SEMI_YUV
+#define GRAY EHAT_FD_GRAY
 static const FormatInfo formats[EHAT_PIXEL_N_FORMATS] = {
-  [EHAT_PIXEL_RGB] = {"RGB", KIND_PACKED_RGB, 3, 0, 1, 2, -1, 0, 0, 0, 8, 0},
-  [EHAT_PIXEL_BGR] = {"BGR", KIND_PACKED_RGB, 3, 2, 1, 0, -1, 0, 0, 0, 8, 0},
-  [EHAT_PIXEL_RGBA] = {"RGBA", KIND_PACKED_RGB, 4, 0, 1, 2, 3, 0, 0, 0, 8, 0},
-  [EHAT_PIXEL_BGRA] = {"BGRA", KIND_PACKED_RGB, 4, 2, 1, 0, 3, 0, 0, 0, 8, 0},
-  [EHAT_PIXEL_RGBx] = {"RGBx", KIND_PACKED_RGB, 4, 0, 1, 2, -1, 0, 0, 0, 8, 0},
-  [EHAT_PIXEL_BGRx] = {"BGRx", KIND_PACKED_RGB, 4, 2, 1, 0, -1, 0, 0, 0, 8, 0},
-  [EHAT_PIXEL_xRGB] = {"xRGB", KIND_PACKED_RGB, 4, 1, 2, 3, -1, 0, 0, 0, 8, 0},
-  [EHAT_PIXEL_xBGR] = {"xBGR", KIND_PACKED_RGB, 4, 3, 2, 1, -1, 0, 0, 0, 8, 0},
-  [EHAT_PIXEL_ARGB] = {"ARGB", KIND_PACKED_RGB, 4, 1, 2, 3, 0, 0, 0, 0, 8, 0},
-  [EHAT_PIXEL_ABGR] = {"ABGR", KIND_PACKED_RGB, 4, 3, 2, 1, 0, 0, 0, 0, 8, 0},
-  [EHAT_PIXEL_I420] = {"I420", KIND_PLANAR_YUV, 1, 0, 0, 0, -1, 1, 1, 2, 8, 0},
-  [EHAT_PIXEL_YV12] = {"YV12", KIND_PLANAR_YUV, 1, 0, 0, 0, -1, 1, 2, 1, 8, 0},
-  [EHAT_PIXEL_NV12] = {"NV12", KIND_SEMI_YUV, 1, 0, 0, 0, -1, 1, 0, 1, 8, 0},
-  [EHAT_PIXEL_NV21] = {"NV21", KIND_SEMI_YUV, 1, 0, 0, 0, -1, 1, 1, 0, 8, 0},
-  [EHAT_PIXEL_Y444] = {"Y444", KIND_PLANAR_YUV, 1, 0, 0, 0, -1, 0, 1, 2, 8, 0},
-  [EHAT_PIXEL_GRAY8] = {"GRAY8", KIND_GRAY, 1, 0, 0, 0, -1, 0, 0, 0, 8, 0},
-  [EHAT_PIXEL_I420_10LE] = {"I420_10LE", KIND_PLANAR_YUV, 2, 0, 0, 0, -1, 1,
+  [EHAT_PIXEL_RGB] = {"RGB", PACKED, 3, 0, 1, 2, -1, 0, 0, 0, 8, 0},
+  [EHAT_PIXEL_BGR] = {"BGR", PACKED, 3, 2, 1, 0, -1, 0, 0, 0, 8, 0},
+  [EHAT_PIXEL_RGBA] = {"RGBA", PACKED, 4, 0, 1, 2, 3, 0, 0, 0, 8, 0},
+  [EHAT_PIXEL_BGRA] = {"BGRA", PACKED, 4, 2, 1, 0, 3, 0, 0, 0, 8, 0},
+  [EHAT_PIXEL_RGBx] = {"RGBx", PACKED, 4, 0, 1, 2, -1, 0, 0, 0, 8, 0},
+  [EHAT_PIXEL_BGRx] = {"BGRx", PACKED, 4, 2, 1, 0, -1, 0, 0, 0, 8, 0},
+  [EHAT_PIXEL_xRGB] = {"xRGB", PACKED, 4, 1, 2, 3, -1, 0, 0, 0, 8, 0},
+  [EHAT_PIXEL_xBGR] = {"xBGR", PACKED, 4, 3, 2, 1, -1, 0, 0, 0, 8, 0},
+  [EHAT_PIXEL_ARGB] = {"ARGB", PACKED, 4, 1, 2, 3, 0, 0, 0, 0, 8, 0},
+  [EHAT_PIXEL_ABGR] = {"ABGR", PACKED, 4, 3, 2, 1, 0, 0, 0, 0, 8, 0},
+  [EHAT_PIXEL_I420] = {"I420", PLANAR, 1, 0, 0, 0, -1, 1, 1, 2, 8, 0},
+  [EHAT_PIXEL_YV12] = {"YV12", PLANAR, 1, 0, 0, 0, -1, 1, 2, 1, 8, 0},
+  [EHAT_PIXEL_NV12] = {"NV12", SEMI, 1, 0, 0, 0, -1, 1, 0, 1, 8, 0},
+  [EHAT_PIXEL_NV21] = {"NV21", SEMI, 1, 0, 0, 0, -1, 1, 1, 0, 8, 0},
+  [EHAT_PIXEL_Y444] = {"Y444", PLANAR, 1, 0, 0, 0, -1, 0, 1, 2, 8, 0},
+  [EHAT_PIXEL_GRAY8] = {"GRAY8", GRAY, 1, 0, 0, 0, -1, 0, 0, 0, 8, 0},
+  [EHAT_PIXEL_I420_10LE] = {"I420_10LE", PLANAR, 2, 0, 0, 0, -1, 1,
       1, 2, 10, 0},
-  [EHAT_PIXEL_P010_10LE] = {"P010_10LE", KIND_SEMI_YUV, 2, 0, 0, 0, -1, 1,
+  [EHAT_PIXEL_P010_10LE] = {"P010_10LE", SEMI, 2, 0, 0, 0, -1, 1,
       0, 1, 10, 6},
 };
+#undef PACKED
+#undef PLANAR
+#undef SEMI
+#undef GRAY
 
 static const FormatInfo *
 get_info (EhatPixelFormat format)
@@ -82,9 +83,9 @@ ehat_pixel_format_n_planes (EhatPixelFormat format)
   if (!fi)
     return 0;
   switch (fi->kind) {
-    case KIND_PLANAR_YUV:
+    case EHAT_FD_PLANAR_YUV:
       return 3;
-    case KIND_SEMI_YUV:
+    case EHAT_FD_SEMI_YUV:
       return 2;
     default:
       return 1;
@@ -95,14 +96,14 @@ gboolean
 ehat_pixel_format_is_yuv (EhatPixelFormat format)
 {
   const FormatInfo *fi = get_info (format);
-  return fi && (fi->kind == KIND_PLANAR_YUV || fi->kind == KIND_SEMI_YUV);
+  return fi && (fi->kind == EHAT_FD_PLANAR_YUV || fi->kind == EHAT_FD_SEMI_YUV);
 }
 
 gboolean
 ehat_pixel_format_has_alpha (EhatPixelFormat format)
 {
   const FormatInfo *fi = get_info (format);
-  return fi && fi->kind == KIND_PACKED_RGB && fi->a >= 0;
+  return fi && fi->kind == EHAT_FD_PACKED_RGB && fi->a >= 0;
 }
 
 int
@@ -125,14 +126,14 @@ ehat_frame_plane_size (EhatPixelFormat format, int width, int height,
   bytes = fi->depth > 8 ? 2 : 1;
   cw = (width + (1 << fi->sub) - 1) >> fi->sub;
   ch = (height + (1 << fi->sub) - 1) >> fi->sub;
-  if (fi->kind == KIND_PACKED_RGB) {
+  if (fi->kind == EHAT_FD_PACKED_RGB) {
     *min_stride = width * fi->bpp;
     *rows = height;
   } else if (plane == 0) {
     *min_stride = width * bytes;
     *rows = height;
   } else {
-    *min_stride = cw * bytes * (fi->kind == KIND_SEMI_YUV ? 2 : 1);
+    *min_stride = cw * bytes * (fi->kind == EHAT_FD_SEMI_YUV ? 2 : 1);
     *rows = ch;
   }
   return TRUE;
@@ -227,9 +228,7 @@ ehat_frame_describe (const EhatFrame *frame, const EhatColorInfo *color,
   if (!check_frame (frame, color, &fi, error))
     return FALSE;
   memset (d, 0, sizeof (*d));
-  d->kind = fi->kind == KIND_PACKED_RGB ? EHAT_FD_PACKED_RGB
-      : fi->kind == KIND_PLANAR_YUV ? EHAT_FD_PLANAR_YUV
-      : fi->kind == KIND_SEMI_YUV ? EHAT_FD_SEMI_YUV : EHAT_FD_GRAY;
+  d->kind = fi->kind;
   d->width = frame->width;
   d->height = frame->height;
   d->n_planes = ehat_pixel_format_n_planes (frame->format);
@@ -242,12 +241,12 @@ ehat_frame_describe (const EhatFrame *frame, const EhatColorInfo *color,
   d->b = fi->b;
   d->a = fi->a;
   /* the x byte of RGBx & co. is written opaque */
-  d->x = fi->kind == KIND_PACKED_RGB && fi->bpp == 4 && fi->a < 0 ?
+  d->x = fi->kind == EHAT_FD_PACKED_RGB && fi->bpp == 4 && fi->a < 0 ?
       6 - fi->r - fi->g - fi->b : -1;
   d->sub = fi->sub;
   d->cw = (frame->width + (1 << fi->sub) - 1) >> fi->sub;
   d->ch = (frame->height + (1 << fi->sub) - 1) >> fi->sub;
-  if (fi->kind == KIND_SEMI_YUV) {
+  if (fi->kind == EHAT_FD_SEMI_YUV) {
     d->u_plane = d->v_plane = 1;
     d->c_step = 2;
     d->u_idx = fi->u_plane;
@@ -391,7 +390,7 @@ ehat_frame_read_alpha (const EhatFrame *frame, float *alpha, GError **error)
 
   if (!check_frame (frame, NULL, &fi, error))
     return FALSE;
-  if (!alpha || fi->kind != KIND_PACKED_RGB || fi->a < 0) {
+  if (!alpha || fi->kind != EHAT_FD_PACKED_RGB || fi->a < 0) {
     g_set_error (error, EHAT_ERROR, EHAT_ERROR_INVALID_ARGUMENT,
         "frame: %s has no alpha (or NULL output)", fi->name);
     return FALSE;
