@@ -302,7 +302,7 @@ ehat_engine_host_scratch (EhatEngine *e, int slot, gsize n, GError **error)
 {
   g_return_val_if_fail (slot >= 0 && slot < 4, NULL);
   if (e->host_n[slot] < n) {
-    g_free (e->host[slot]);
+    g_clear_pointer (&e->host[slot], g_free);
     e->host_n[slot] = 0;
     if (n > G_MAXSIZE / sizeof (float)
         || !(e->host[slot] = g_try_new (float, n))) {
