@@ -175,19 +175,20 @@ step_gemm() {
 
 step_frames() {
   # The element's own time per frame (its LOG line "frame WxH: N ms": conversion in, network,
-  # conversion out), median after 5 warm-up frames.  EHAT_PENDING_BACKEND=cpu: a dry run.
+  # conversion out), median after 5 warm-up frames.  A dry run here: EHAT_PENDING_BACKEND=cpu,
+  # EHAT_PENDING_SIZE=64x48 and EHAT_PENDING_CLIP=samples/cockatoo-320x180.webm.
   local clip=${EHAT_PENDING_CLIP:-.gpu/clip-960x540.webm} be=${EHAT_PENDING_BACKEND:-cuda}
-  local model=models/ehat-fast-x2.safetensors prec=fp16 c
+  local model=models/ehat-fast-x2.safetensors prec=fp16 size=${EHAT_PENDING_SIZE:-960x540} c
   [ "$be" = cpu ] && prec=fp32
   # libehat alone first: float planes in and out (ehat_engine_process), then I420 frames with
   # the conversion on the host and on the device (ehat_upscale_frame)
   for c in planes device host planes device host; do
-    echo "--- ehat bench $c ehat-fast-x2 960x540 $prec ($be)"
+    echo "--- ehat bench $c ehat-fast-x2 $size $prec ($be)"
     if [ $c = planes ]; then
-      build/ehat-core/ehat bench --model "$model" --size 960x540 --backend "$be" \
+      build/ehat-core/ehat bench --model "$model" --size "$size" --backend "$be" \
         --precision $prec --warmup 2 --repeat 10 --json | grep -E '"(median|min)_ms"' || return 1
     else
-      EHAT_FRAME_CONVERSION=$c build/ehat-core/ehat bench --model "$model" --size 960x540 \
+      EHAT_FRAME_CONVERSION=$c build/ehat-core/ehat bench --model "$model" --size "$size" \
         --frame I420 --backend "$be" --precision $prec --warmup 2 --repeat 10 --json \
         | grep -E '"(median|min)_ms"' || return 1
     fi
