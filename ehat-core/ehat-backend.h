@@ -133,16 +133,18 @@ struct _EhatBackendOps
    * same codes (the maths of ehat-frame-desc.h), so that a frame's bytes
    * cross to the device instead of float planes (4 bytes a sample) and no
    * host time goes into colour conversion.  d: the frame's description
-   * (ehat_frame_describe()).  Alpha is not carried: frame_output writes
-   * it opaque, as ehat_frame_write() does without an alpha plane.  One
-   * image, of
-   * d->width × d->height, padded to W×H or cropped from it. */
+   * (ehat_frame_describe()).  One image, of d->width × d->height, padded
+   * to W×H or cropped from it.  Alpha: with alpha_from (the description
+   * of the frame given to frame_input in this pass), frame_output resizes
+   * that frame's alpha to its own as ehat_plane_resize_bilinear() does;
+   * without, it writes alpha opaque, as ehat_frame_write() does without
+   * an alpha plane. */
   void (*frame_input) (EhatBackend *be, const EhatFrame *frame,
       const EhatFrameDesc *d, int W, int H, const float mean[3], float range,
       float *x);
   void (*frame_output) (EhatBackend *be, const float *x, int W, int H,
       const float mean[3], float range, const EhatFrameDesc *d,
-      EhatFrame *frame);
+      EhatFrame *frame, const EhatFrameDesc *alpha_from);
 
   /* y = act(conv(x) + b) + res_alpha·res (res may be NULL, and may be y
    * when act is NONE and shuffle 1: an in-place residual update; x never

@@ -43,8 +43,8 @@ gboolean ehat_tile_resolve (EhatEngine *engine, int width, int height,
     EhatTileOptions *o);
 
 /* Whether ehat_upscale_frame() converts this pair of (valid) frames on
- * the device: the backend can, no alpha is carried (not both formats have
- * it), no self-ensemble, and the frame is one tile. */
+ * the device: the backend can, no self-ensemble, and the frame is one
+ * tile. */
 gboolean ehat_upscale_frame_on_device (EhatEngine *engine,
     const EhatFrame *in, const EhatFrame *out, const EhatTileOptions *opt);
 

@@ -210,6 +210,29 @@ ehat_fd_chroma_codes (const EhatFrameDesc *d, double sb, double sr,
   *v = ehat_fd_code (d->c_off + d->c_scale * sr / sw, d->max_code);
 }
 
+/* Alpha: ehat_plane_resize_bilinear()'s taps for output position i along
+ * an axis of n_in inputs, ratio = n_in / n_out (pixel centres aligned,
+ * edges clamped), and its blend of the four neighbours, in float. */
+EHAT_FD_FN void
+ehat_fd_resize_taps (int i, double ratio, int n_in, int *i0, int *i1,
+    float *f)
+{
+  double c = (i + 0.5) * ratio - 0.5;
+
+  c = c < 0.0 ? 0.0 : c > n_in - 1.0 ? n_in - 1.0 : c;
+  *i0 = (int) c;
+  *i1 = *i0 + 1 < n_in ? *i0 + 1 : n_in - 1;
+  *f = (float) (c - *i0);
+}
+
+EHAT_FD_FN float
+ehat_fd_lerp2 (float a00, float a01, float a10, float a11, float fx,
+    float fy)
+{
+  return (1 - fy) * ((1 - fx) * a00 + fx * a01)
+      + fy * ((1 - fx) * a10 + fx * a11);
+}
+
 /* In libehat's own C (which includes ehat-frame.h, and GLib, first): the
  * description of a frame; FALSE with EHAT_ERROR_INVALID_ARGUMENT for an
  * invalid frame or colour description (NULL: EHAT_COLOR_INFO_INIT), as

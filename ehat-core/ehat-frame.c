@@ -520,19 +520,20 @@ ehat_plane_resize_bilinear (const float *in, int width, int height,
   sx = (double) width / out_width;
   sy = (double) height / out_height;
   for (y = 0; y < out_height; y++) {
-    double cy = CLAMP ((y + 0.5) * sy - 0.5, 0.0, height - 1.0);
-    int y0 = (int) cy, y1 = MIN (y0 + 1, height - 1);
-    float fy = (float) (cy - y0);
-    const float *r0 = in + (gsize) y0 * width, *r1 = in + (gsize) y1 * width;
+    int y0, y1;
+    float fy;
+    const float *r0, *r1;
 
+    ehat_fd_resize_taps (y, sy, height, &y0, &y1, &fy);
+    r0 = in + (gsize) y0 * width;
+    r1 = in + (gsize) y1 * width;
     for (x = 0; x < out_width; x++) {
-      double cx = CLAMP ((x + 0.5) * sx - 0.5, 0.0, width - 1.0);
-      int x0 = (int) cx, x1 = MIN (x0 + 1, width - 1);
-      float fx = (float) (cx - x0);
+      int x0, x1;
+      float fx;
 
+      ehat_fd_resize_taps (x, sx, width, &x0, &x1, &fx);
       out[(gsize) y * out_width + x] =
-          (1 - fy) * ((1 - fx) * r0[x0] + fx * r0[x1])
-          + fy * ((1 - fx) * r1[x0] + fx * r1[x1]);
+          ehat_fd_lerp2 (r0[x0], r0[x1], r1[x0], r1[x1], fx, fy);
     }
   }
 }

@@ -729,7 +729,8 @@ forward (EhatNetwork *net, const ForwardIO *io, int nimg, int width,
   }
   if (io->fout)
     be->ops->frame_output (be, s.out, W * scale, H * scale, c->rgb_mean,
-        c->img_range, io->dout, io->fout);
+        c->img_range, io->dout, io->fout,
+        io->din->a >= 0 && io->dout->a >= 0 ? io->din : NULL);
   else
     be->ops->output (be, s.out, nimg, W * scale, H * scale, width * scale,
         height * scale, c->rgb_mean, c->img_range, io->out);

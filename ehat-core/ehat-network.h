@@ -20,7 +20,8 @@ gboolean ehat_network_forward (EhatNetwork *net, const float *in, int n,
 
 /* The same on one video frame into another, s·w × s·h, with the colour
  * conversions on the backend (its frame_input/frame_output; else
- * EHAT_ERROR_UNSUPPORTED); din/dout from ehat_frame_describe(). */
+ * EHAT_ERROR_UNSUPPORTED); din/dout from ehat_frame_describe().  Alpha,
+ * where both formats have it, is resized bilinearly. */
 gboolean ehat_network_forward_frame (EhatNetwork *net, const EhatFrame *in,
     const EhatFrameDesc *din, EhatFrame *out, const EhatFrameDesc *dout,
     GError **error);

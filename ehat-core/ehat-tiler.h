@@ -85,9 +85,9 @@ gboolean ehat_upscale_tiled (EhatEngine *engine, const float *in, int width,
  * ehat_frame_write() writes it (alpha, where both formats have it,
  * resized bilinearly; else opaque).  When the engine's backend converts
  * frames itself (CUDA) and the frame is one tile (the usual case on a
- * GPU; not with the self-ensemble, nor when alpha is carried), the
- * frame's bytes go to the device and come back as bytes, and the
- * conversions run there, giving the same codes; otherwise the host
+ * GPU; not with the self-ensemble), the frame's bytes go to the device
+ * and come back as bytes, and the conversions (alpha included) run there,
+ * giving the same codes; otherwise the host
  * converts, into buffers the engine keeps for the next frame.  An
  * out-of-memory failure on the device path falls back to the tiled one,
  * counted in stats_out->retries.  An engine runs one frame at a time. */

@@ -46,10 +46,7 @@ ehat_upscale_frame_on_device (EhatEngine *engine, const EhatFrame *in,
 
   if (opt)
     o = *opt;
-  /* alpha carried from in to out is resized on the host */
   return ehat_engine_converts_frames (engine) && o.ensemble <= 1
-      && !(ehat_pixel_format_has_alpha (in->format)
-          && ehat_pixel_format_has_alpha (out->format))
       && ehat_tile_resolve (engine, in->width, in->height, &o);
 }
 

@@ -757,7 +757,7 @@ cuda_frame_input (EhatBackend *be, const EhatFrame *frame,
 static void
 cuda_frame_output (EhatBackend *be, const float *x, int W, int H,
     const float mean[3], float range, const EhatFrameDesc *d,
-    EhatFrame *frame)
+    EhatFrame *frame, const EhatFrameDesc *alpha_from)
 {
   EhatCudaBackend *cb = CB (be);
   gsize off[3], total = frame_layout (d, off);
@@ -768,10 +768,17 @@ cuda_frame_output (EhatBackend *be, const float *x, int W, int H,
   if (!enter (cb, "frame output") || !(host = pinned (cb, PIN_OUT, total))
       || !(dev = scratch (cb, SCR_OUT, total)))
     return;
+  if (alpha_from && (alpha_from->a < 0 || !cb->scratch[SCR_IN])) {
+    record_cuda (cb, cudaErrorInvalidValue, "frame output (no alpha input)");
+    return;
+  }
   frame_planes (d, host, off, hp, hs);
   frame_planes (d, dev, off, dp, ds);
+  /* a packed input frame with alpha is still in the input staging, as
+   * frame_input left it (its plane 0 first, rows packed) */
   record_cuda (cb, ehat_cuda_frame_output (cb->stream, cb->dt, x, W, mean[0],
-          mean[1], mean[2], range, d, dp, ds), "frame output");
+          mean[1], mean[2], range, d, dp, ds, alpha_from,
+          alpha_from ? cb->scratch[SCR_IN] : NULL), "frame output");
   if (!cb->error)
     record_cuda (cb, cudaMemcpyAsync (host, dev, total,
             cudaMemcpyDeviceToHost, cb->stream), "frame output copy");

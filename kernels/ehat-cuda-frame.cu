@@ -7,8 +7,9 @@
  *
  * The maths is ehat-frame-desc.h's, shared with the host: with -fmad=false
  * (kernels/meson.build) these kernels give the codes ehat_frame_write()
- * gives, bit for bit.  Planes are read from and written to staging
- * buffers with the rows packed (strides = row_bytes). */
+ * gives, bit for bit, alpha (resized bilinearly from the input frame's)
+ * included.  Planes are read from and written to staging buffers with the
+ * rows packed (strides = row_bytes). */
 #include "ehat-cuda-common.cuh"
 #include "ehat-frame-desc.h"
 
@@ -122,11 +123,36 @@ out_pixel (const T *x, int W, int xx, int y, float m0, float m1, float m2,
   rgb[2] = ld (src + 2) / range + m2;
 }
 
+/* The input frame's alpha, where it is carried to the output. */
+struct AlphaSrc
+{
+  const unsigned char *p;       /* NULL: write alpha opaque */
+  int stride, w, h, bpp, a;
+  double sx, sy;                /* input / output size */
+};
+
+/* ehat_plane_resize_bilinear() of the input alpha at output (x, y), as the
+ * code ehat_frame_write() gives it. */
+__device__ int
+alpha_code (const AlphaSrc &as, int x, int y)
+{
+  int x0, x1, y0, y1;
+  float fx, fy;
+
+  ehat_fd_resize_taps (x, as.sx, as.w, &x0, &x1, &fx);
+  ehat_fd_resize_taps (y, as.sy, as.h, &y0, &y1, &fy);
+  const unsigned char *r0 = as.p + (size_t) y0 * as.stride + as.a;
+  const unsigned char *r1 = as.p + (size_t) y1 * as.stride + as.a;
+  float v = ehat_fd_lerp2 (r0[x0 * as.bpp] / 255.0f, r0[x1 * as.bpp] / 255.0f,
+      r1[x0 * as.bpp] / 255.0f, r1[x1 * as.bpp] / 255.0f, fx, fy);
+  return ehat_fd_code (v * 255.0, 255);
+}
+
 /* Packed RGB and grey: one thread per pixel. */
 template <typename T>
 __global__ void
 frame_output_pixels (const T *x, int W, float m0, float m1, float m2,
-    float range, EhatFrameDesc d, Planes pl)
+    float range, EhatFrameDesc d, Planes pl, AlphaSrc as)
 {
   size_t total = (size_t) d.height * d.width;
   GRID_STRIDE (p, total) {
@@ -143,10 +169,10 @@ frame_output_pixels (const T *x, int W, float m0, float m1, float m2,
       px[d.r] = (unsigned char) ehat_fd_code (rgb[0] * 255.0, 255);
       px[d.g] = (unsigned char) ehat_fd_code (rgb[1] * 255.0, 255);
       px[d.b] = (unsigned char) ehat_fd_code (rgb[2] * 255.0, 255);
-      /* no alpha comes through here: written opaque, as the host writes
-       * a frame without an alpha plane */
+      /* alpha resized from the input's, or opaque, as the host writes a
+       * frame without an alpha plane (and the x byte of RGBx & co.) */
       if (d.a >= 0)
-        px[d.a] = 255;
+        px[d.a] = as.p ? (unsigned char) alpha_code (as, xx, y) : 255;
       else if (d.x >= 0)
         px[d.x] = 255;
     }
@@ -204,15 +230,28 @@ frame_output_yuv (const T *x, int W, float m0, float m1, float m2,
 extern "C" cudaError_t
 ehat_cuda_frame_output (cudaStream_t s, int dt, const void *x, int W,
     float m0, float m1, float m2, float range, const EhatFrameDesc *d,
-    unsigned char *const planes[3], const int strides[3])
+    unsigned char *const planes[3], const int strides[3],
+    const EhatFrameDesc *alpha_from, const void *alpha_plane)
 {
   Planes pl = make_planes (planes, strides);
+  AlphaSrc as = { NULL, 0, 0, 0, 0, 0, 0.0, 0.0 };
+
+  if (alpha_from && alpha_plane) {
+    as.p = (const unsigned char *) alpha_plane;
+    as.stride = alpha_from->row_bytes[0];
+    as.w = alpha_from->width;
+    as.h = alpha_from->height;
+    as.bpp = alpha_from->bpp;
+    as.a = alpha_from->a;
+    as.sx = (double) as.w / d->width;
+    as.sy = (double) as.h / d->height;
+  }
 
   if (d->kind == EHAT_FD_PACKED_RGB || d->kind == EHAT_FD_GRAY) {
     size_t total = (size_t) d->height * d->width;
     EHAT_DISPATCH (dt, frame_output_pixels<T> <<< ehat_blocks (total),
             EHAT_THREADS, 0, s >>> ((const T *) x, W, m0, m1, m2, range, *d,
-                pl));
+                pl, as));
   } else {
     size_t total = (size_t) d->ch * d->cw;
     EHAT_DISPATCH (dt, frame_output_yuv<T> <<< ehat_blocks (total),

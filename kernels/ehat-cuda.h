@@ -67,11 +67,15 @@ cudaError_t ehat_cuda_frame_input (cudaStream_t s, int dt,
     float range, void *x);
 /* ehat_cuda_output() of the top-left d->width × d->height pixels of the
  * NHWC map x (W pixels a row) into a frame's planes on the device:
- * ehat_frame_write()'s conversion, to the same codes (no alpha). */
+ * ehat_frame_write()'s conversion, to the same codes.  Alpha: resized
+ * bilinearly (ehat_plane_resize_bilinear()) from the packed frame
+ * alpha_from whose rows lie packed at alpha_plane, or opaque when
+ * alpha_from is NULL. */
 cudaError_t ehat_cuda_frame_output (cudaStream_t s, int dt, const void *x,
     int W, float m0, float m1, float m2, float range,
     const EhatFrameDesc *d, unsigned char *const planes[3],
-    const int strides[3]);
+    const int strides[3], const EhatFrameDesc *alpha_from,
+    const void *alpha_plane);
 
 /* fp32 rows × cols (row-major) → dst rows_p × cols_p of dt, zero-padded
  * (GEMM weights widened to aligned dimensions). */

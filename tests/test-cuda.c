@@ -1259,7 +1259,7 @@ test_frame_ops (void)
         be->ops->output (be, da, 1, W, H, w, h, mean, 1.0f, rgb);
         g_assert_true (be->ops->sync (be, &error));
         g_assert_true (ehat_frame_write (rgb, NULL, &color, &out_a, &error));
-        be->ops->frame_output (be, da, W, H, mean, 1.0f, &d, &out_b);
+        be->ops->frame_output (be, da, W, H, mean, 1.0f, &d, &out_b, NULL);
         g_assert_true (be->ops->sync (be, &error));
         assert_frames_equal (what, &out_b, &out_a);
 
@@ -1274,10 +1274,11 @@ test_frame_ops (void)
 }
 
 /* ehat_upscale_frame() on a CUDA engine: on the device path (I420 at an
- * odd size, NV12, 10-bit, RGB, grey, alpha on one side) the same bytes as
- * the host path (ehat_frame_read, ehat_upscale_tiled, ehat_frame_write)
- * on the same engine; the cases that must take the host path (alpha
- * carried, self-ensemble, tiles) do, and still match it. */
+ * odd size, NV12, 10-bit, RGB, grey, alpha carried, dropped or made
+ * opaque) the same bytes as the host path (ehat_frame_read,
+ * ehat_upscale_tiled, alpha resized, ehat_frame_write) on the same
+ * engine; the cases that must take the host path (self-ensemble, tiles)
+ * do, and still match it. */
 static void
 test_frame_upscale (void)
 {
@@ -1292,8 +1293,10 @@ test_frame_upscale (void)
     {EHAT_PIXEL_P010_10LE, EHAT_PIXEL_I420_10LE, 9, 8, 0, 0, TRUE},
     {EHAT_PIXEL_RGB, EHAT_PIXEL_BGRx, 12, 11, 0, 0, TRUE},
     {EHAT_PIXEL_GRAY8, EHAT_PIXEL_Y444, 8, 8, 0, 0, TRUE},
-    {EHAT_PIXEL_RGBA, EHAT_PIXEL_RGBA, 10, 9, 0, 0, FALSE},
-    /* alpha on one side only: dropped, or written opaque */
+    /* alpha carried (resized as the host resizes it), dropped, or
+     * written opaque */
+    {EHAT_PIXEL_RGBA, EHAT_PIXEL_RGBA, 10, 9, 0, 0, TRUE},
+    {EHAT_PIXEL_ARGB, EHAT_PIXEL_BGRA, 7, 5, 0, 0, TRUE},
     {EHAT_PIXEL_BGRA, EHAT_PIXEL_I420, 10, 9, 0, 0, TRUE},
     {EHAT_PIXEL_I420, EHAT_PIXEL_ARGB, 10, 9, 0, 0, TRUE},
     {EHAT_PIXEL_I420, EHAT_PIXEL_I420, 12, 10, 0, 2, FALSE},
