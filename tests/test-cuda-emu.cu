@@ -105,6 +105,14 @@ fill_kernel (float *p, int n, float v)
     p[i] = v;
 }
 
+__global__ void
+copy_kernel (const float *src, float *dst, int n)
+{
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n;
+      i += gridDim.x * blockDim.x)
+    dst[i] = src[i];
+}
+
 #define CHECK(call) g_assert_cmpstr (cudaGetErrorName (call), ==, \
     "cudaSuccess")
 
@@ -209,6 +217,38 @@ test_emu_poison (void)
   for (size_t i = 0; i < sizeof h; i++)
     g_assert_cmpuint (h[i], ==, 0xff);          /* NaN as floats */
   CHECK (cudaFree (d));
+}
+
+/* A stale device pointer reads NaN, not the next owner's data: freed
+ * blocks are poisoned and held back (under ASan, ASan's quarantine reports
+ * the access instead, so that half is not run there); a copy through it is
+ * refused.  Page-locked memory starts as NaN too. */
+static void
+test_emu_stale (void)
+{
+  float *d, *next, *out, h[256], *pinned;
+
+  CHECK (cudaMalloc ((void **) &d, sizeof h));
+  CHECK (cudaMalloc ((void **) &out, sizeof h));
+  fill_kernel <<< 2, 64 >>> (d, 256, 7.0f);
+  CHECK (cudaFree (d));
+  CHECK (cudaMalloc ((void **) &next, sizeof h));
+  g_assert_true (next != d);    /* not handed out again at once */
+  fill_kernel <<< 2, 64 >>> (next, 256, 3.0f);
+#ifndef __SANITIZE_ADDRESS__
+  copy_kernel <<< 2, 64 >>> (d, out, 256);
+  CHECK (cudaMemcpy (h, out, sizeof h, cudaMemcpyDeviceToHost));
+  for (int i = 0; i < 256; i++)
+    g_assert_true (isnan (h[i]));
+#endif
+  g_assert_cmpstr (cudaGetErrorName (cudaMemcpy (h, d, sizeof h,
+              cudaMemcpyDeviceToHost)), ==, "cudaErrorInvalidValue");
+  CHECK (cudaMallocHost ((void **) &pinned, sizeof h));
+  for (int i = 0; i < 256; i++)
+    g_assert_true (isnan (pinned[i]));
+  CHECK (cudaFreeHost (pinned));
+  CHECK (cudaFree (next));
+  CHECK (cudaFree (out));
 }
 
 static void
@@ -327,6 +367,7 @@ main (int argc, char **argv)
   g_test_add_func ("/cuda-emu/launch-limits", test_launch_limits);
 #ifdef EHAT_CUDA_EMU
   g_test_add_func ("/cuda-emu/emulator/poison", test_emu_poison);
+  g_test_add_func ("/cuda-emu/emulator/stale", test_emu_stale);
   g_test_add_func ("/cuda-emu/emulator/deferred", test_emu_deferred);
   g_test_add_func ("/cuda-emu/emulator/memory-limit", test_emu_memory_limit);
   g_test_add_data_func ("/cuda-emu/emulator/divergent-barrier", "barrier",

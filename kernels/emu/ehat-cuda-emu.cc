@@ -27,7 +27,16 @@
  * address), cudaFree of unknown pointers, device memory capacity
  * (EHAT_EMU_MEMORY_MB, out of memory beyond it).  New allocations and each
  * block's dynamic shared memory are filled with NaN bytes, so reading what
- * was never written shows in the results instead of reading as zero. */
+ * was never written shows in the results instead of reading as zero.
+ * Freed device memory is filled with NaN too and held back (a quarantine
+ * of EHAT_EMU_QUARANTINE_MB, 256 by default) before it goes back to the
+ * C heap, so that a stale pointer — a CUDA graph replayed over a buffer
+ * freed since, a kernel of a pass that failed half-way — reads NaN, and a
+ * copy or GEMM through it is an illegal address, instead of quietly
+ * reading what the next allocation at that address holds.  Page-locked
+ * host memory is NaN-filled when allocated and freed, for the same
+ * reasons.  Under ASan the quarantine is ASan's own (which reports the
+ * stale access where it happens), so this one is off there. */
 #include <cuda_runtime_api.h>
 #include <cublas_v2.h>
 #include <cuda_fp16.h>
@@ -53,6 +62,14 @@
 #include <vector>
 
 #define EHAT_EMU_EXPORT extern "C" __attribute__ ((visibility ("default")))
+
+#if defined(__SANITIZE_ADDRESS__)
+#define EHAT_EMU_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define EHAT_EMU_ASAN 1
+#endif
+#endif
 
 /* One device, one lock: processes with several host threads (two
  * elements in a pipeline, the tests' tee) call the runtime at once; the
@@ -511,6 +528,9 @@ static struct
   size_t capacity, used;
   std::map<uintptr_t, size_t> allocs;     /* device allocations */
   std::map<uintptr_t, size_t> pinned;     /* page-locked host memory */
+  /* freed device blocks, NaN-filled, oldest first (cudaFree) */
+  std::deque<std::pair<void *, size_t>> quarantine;
+  size_t quarantine_bytes, quarantine_max;
   std::map<const void *, int> max_smem;   /* cudaFuncAttributeMaxDynamic… */
   std::deque<std::function<void ()>> queue;
   /* stream capture: ops go to the graph being built instead of the queue */
@@ -573,6 +593,37 @@ env_int (const char *name, int def)
   return v && *v ? atoi (v) : def;
 }
 
+/* At exit, what the quarantine still holds goes back (a leak checker
+ * would see it lost when D is destroyed). */
+static void
+release_quarantine (void)
+{
+  for (auto &q : D.quarantine)
+    free (q.first);
+  D.quarantine.clear ();
+  D.quarantine_bytes = 0;
+}
+
+/* A freed device block: NaN-filled, and kept off the heap until newer
+ * frees push it out (a block larger than the whole quarantine goes back at
+ * once, poisoned: the next owner fills it anyway). */
+static void
+quarantine (void *p, size_t bytes)
+{
+  memset (p, 0xff, bytes);
+  if (bytes > D.quarantine_max) {
+    free (p);
+    return;
+  }
+  D.quarantine.emplace_back (p, bytes);
+  D.quarantine_bytes += bytes;
+  while (D.quarantine_bytes > D.quarantine_max) {
+    D.quarantine_bytes -= D.quarantine.front ().second;
+    free (D.quarantine.front ().first);
+    D.quarantine.pop_front ();
+  }
+}
+
 static void
 dev_init (void)
 {
@@ -585,6 +636,10 @@ dev_init (void)
   openblas_set_num_threads (1);
   D.n_devices = env_int ("EHAT_EMU_DEVICES", 1);
   D.capacity = (size_t) env_int ("EHAT_EMU_MEMORY_MB", 4096) << 20;
+#ifndef EHAT_EMU_ASAN
+  D.quarantine_max = (size_t) env_int ("EHAT_EMU_QUARANTINE_MB", 256) << 20;
+  atexit (release_quarantine);
+#endif
   cc = getenv ("EHAT_EMU_CC");  /* e.g. 7.5: the pre-Ampere paths */
   D.cc_major = 8;
   D.cc_minor = 0;
@@ -865,8 +920,8 @@ cudaFree (void *p)
   if (it == D.allocs.end ())
     return ret (cudaErrorInvalidValue);
   D.used -= it->second;
+  quarantine (p, it->second);
   D.allocs.erase (it);
-  free (p);
   return e;
 }
 
@@ -877,6 +932,7 @@ cudaMallocHost (void **p, size_t bytes)
   *p = malloc (bytes ? bytes : 1);
   if (!*p)
     return ret (cudaErrorMemoryAllocation);
+  memset (*p, 0xff, bytes);     /* NaN, as device memory: read unwritten */
   D.pinned[(uintptr_t) *p] = bytes;
   return cudaSuccess;
 }
@@ -897,6 +953,7 @@ cudaFreeHost (void *p)
   auto it = D.pinned.find ((uintptr_t) p);
   if (it == D.pinned.end ())
     return ret (cudaErrorInvalidValue);
+  memset (p, 0xff, it->second);  /* a stale copy from it reads NaN */
   D.pinned.erase (it);
   free (p);
   return cudaSuccess;
