@@ -28,6 +28,33 @@ gboolean ehat_engine_process_frame (EhatEngine *e, const EhatFrame *in,
  * workspaces; the same for the engine's life.  FALSE on the CPU. */
 gboolean ehat_engine_get_device_budget (EhatEngine *e, gsize *budget);
 
+/* The bytes a pass may take that ehat_tile_auto_size_for_engine() plans
+ * with (its budget 0): EHAT_MEMORY_BUDGET_MB when set, else the device
+ * budget above, else ehat_tile_auto_budget(); fixed at the first call for
+ * the engine's life (every frame of a stream gets one geometry), and at
+ * most the limit that out-of-memory retries have set (below). */
+gsize ehat_engine_get_plan_budget (EhatEngine *e);
+
+/* After an out-of-memory: a pass of `fits` bytes (ehat_tile_pass_bytes())
+ * went through where a larger one did not, so nothing larger is planned
+ * or tried on this engine again (ehat_tile_resolve() shrinks explicit
+ * tile sizes to it too) — the next frames do not repeat the failed
+ * allocations and the retries, nor free and regrow the arena (which makes
+ * the CUDA graphs record again).  It only goes down, for the engine's
+ * life. */
+void ehat_engine_lower_budget (EhatEngine *e, gsize fits);
+
+/* That limit; 0 = none yet. */
+gsize ehat_engine_get_fit_limit (EhatEngine *e);
+
+/* Bytes of a pass over n tiles of w×h on engine: the network's workspace
+ * and the batch's input and output buffers (what the budgets above are
+ * compared with). */
+gsize ehat_tile_pass_bytes (EhatEngine *engine, int n, int w, int h);
+
+/* EHAT_MEMORY_BUDGET_MB in bytes, when set to a positive number. */
+gboolean ehat_tile_env_budget (gsize *budget);
+
 /* Frames ehat_engine_process_frame() has converted on the device. */
 guint64 ehat_engine_get_device_frames (EhatEngine *e);
 

@@ -22,6 +22,9 @@ struct _EhatEngine
   guint64 device_frames;        /* ehat_engine_process_frame() passes */
   gsize device_budget;          /* ehat_engine_get_device_budget() */
   gboolean budget_known;
+  gsize plan_budget;            /* ehat_engine_get_plan_budget() */
+  gboolean plan_known;
+  gsize fits;                   /* ehat_engine_lower_budget(); 0 = none */
   float *host[4];               /* ehat_engine_host_scratch() */
   gsize host_n[4];
 };
@@ -289,6 +292,32 @@ ehat_engine_get_device_budget (EhatEngine *e, gsize *budget)
   }
   *budget = e->device_budget;
   return TRUE;
+}
+
+/* Fixed at the first call for the same reason, on the CPU too: a quarter
+ * of MemAvailable moves with every other process on the machine. */
+gsize
+ehat_engine_get_plan_budget (EhatEngine *e)
+{
+  if (!e->plan_known) {
+    if (!ehat_tile_env_budget (&e->plan_budget)
+        && !ehat_engine_get_device_budget (e, &e->plan_budget))
+      e->plan_budget = ehat_tile_auto_budget ();
+    e->plan_known = TRUE;
+  }
+  return e->fits ? MIN (e->plan_budget, e->fits) : e->plan_budget;
+}
+
+void
+ehat_engine_lower_budget (EhatEngine *e, gsize fits)
+{
+  e->fits = e->fits ? MIN (e->fits, fits) : fits;
+}
+
+gsize
+ehat_engine_get_fit_limit (EhatEngine *e)
+{
+  return e->fits;
 }
 
 guint64

@@ -46,9 +46,8 @@ round_up (int v, int m)
 
 #define EHAT_TILE_AUTO_MAX_BYTES ((gsize) 2 << 30)
 
-/* EHAT_MEMORY_BUDGET_MB, when set to a positive number. */
-static gboolean
-env_budget (gsize *budget)
+gboolean
+ehat_tile_env_budget (gsize *budget)
 {
   const char *env = g_getenv ("EHAT_MEMORY_BUDGET_MB");
   guint64 mb;
@@ -65,7 +64,7 @@ ehat_tile_auto_budget (void)
   gchar *text = NULL;
   gsize budget = EHAT_TILE_AUTO_MAX_BYTES;
 
-  if (env_budget (&budget))
+  if (ehat_tile_env_budget (&budget))
     return budget;
   if (g_file_get_contents ("/proc/meminfo", &text, NULL, NULL)) {
     const char *p = strstr (text, "MemAvailable:");
@@ -82,11 +81,12 @@ ehat_tile_auto_budget (void)
   return budget;
 }
 
-/* Bytes of a pass over n tiles of w×h: the network's workspace, the
- * batch's input and output, and (whole frame) nothing else. */
-static gsize
-pass_bytes (EhatEngine *engine, int n, int w, int h, int scale)
+/* The network's workspace, the batch's input and output, and (whole
+ * frame) nothing else. */
+gsize
+ehat_tile_pass_bytes (EhatEngine *engine, int n, int w, int h)
 {
+  int scale = ehat_model_get_config (ehat_engine_get_model (engine))->upscale;
   gsize net = ehat_engine_estimate_bytes (engine, n, w, h);
   gsize io = (gsize) n * 3 * w * h * (1 + scale * scale) * sizeof (float);
 
@@ -145,14 +145,13 @@ ehat_tile_auto_size_for_engine (EhatEngine *engine, int width, int height,
   ws = cfg->window_size;
   scale = cfg->upscale;
   /* on a device, its memory (the host's is not what a pass uses there) */
-  if (budget == 0 && !env_budget (&budget)
-      && !ehat_engine_get_device_budget (engine, &budget))
-    budget = ehat_tile_auto_budget ();
+  if (budget == 0)
+    budget = ehat_engine_get_plan_budget (engine);
   /* one pass over the whole frame is the reference and recomputes no
    * overlap: take it whenever it fits */
   if ((gint64) width * scale <= 65536 && (gint64) height * scale <= 65536
       && (gint64) width * height <= (G_GINT64_CONSTANT (1) << 28)
-      && pass_bytes (engine, 1, width, height, scale) <= budget)
+      && ehat_tile_pass_bytes (engine, 1, width, height) <= budget)
     return;
   batch = max_batch > 0 ? max_batch : EHAT_TILE_DEFAULT_BATCH;
   min_t = round_up (MAX (overlap, 0) + 2 * ws, ws);
@@ -173,7 +172,7 @@ ehat_tile_auto_size_for_engine (EhatEngine *engine, int width, int height,
         int nb = (int) MIN ((gint64) batch, n);
 
         if ((gint64) nb * x->t * y->t > (G_GINT64_CONSTANT (1) << 28)
-            || pass_bytes (engine, nb, x->t, y->t, scale) > budget)
+            || ehat_tile_pass_bytes (engine, nb, x->t, y->t) > budget)
           continue;
         if (pass == 0) {
           best_work = MIN (best_work, work);
@@ -576,11 +575,59 @@ done:
   return ok;
 }
 
+/* One step down after an out of memory: first give up batching, then
+ * halve the tile while it stays at least two windows wide.  FALSE when
+ * there is no smaller step. */
+static gboolean
+shrink_step (int width, int height, int ws, EhatTileOptions *o)
+{
+  int tile = round_up (o->tile_size, ws);
+  int tile_h = round_up (o->tile_height ? o->tile_height : o->tile_size, ws);
+
+  if (o->max_batch != 1 && (tile < width || tile_h < height)) {
+    o->max_batch = 1;
+    o->tile_size = tile;
+    o->tile_height = tile_h;
+  } else if (MAX (tile, tile_h) >= 4 * ws) {
+    o->tile_size = round_up (MAX (tile / 2, 2 * ws), ws);
+    o->tile_height = round_up (MAX (tile_h / 2, 2 * ws), ws);
+    o->overlap = MIN (o->overlap, MIN (o->tile_size, o->tile_height) / 2);
+  } else {
+    return FALSE;
+  }
+  return TRUE;
+}
+
+/* The bytes of the largest pass of the tiling o (resolved) of a
+ * width×height frame. */
+static gsize
+tiling_pass_bytes (EhatEngine *engine, int width, int height,
+    const EhatTileOptions *o)
+{
+  const EhatConfig *c = ehat_model_get_config (ehat_engine_get_model (engine));
+  int tw = MIN (round_up (o->tile_size, c->window_size), width);
+  int th = MIN (round_up (o->tile_height ? o->tile_height : o->tile_size,
+          c->window_size), height);
+  int nx, ny, nb;
+
+  if (tw == width && th == height)
+    return ehat_tile_pass_bytes (engine, 1, width, height);
+  nx = ehat_tile_layout_1d (width, tw, o->overlap, o->blend, c->window_size,
+      c->upscale, NULL, G_MAXINT, NULL);
+  ny = ehat_tile_layout_1d (height, th, o->overlap, o->blend,
+      c->window_size, c->upscale, NULL, G_MAXINT, NULL);
+  nb = o->max_batch ? o->max_batch : EHAT_TILE_DEFAULT_BATCH;
+  if (nx > 0 && ny > 0 && nx <= G_MAXINT / ny)
+    nb = MIN (nb, nx * ny);
+  return ehat_tile_pass_bytes (engine, nb, tw, th);
+}
+
 gboolean
 ehat_tile_resolve (EhatEngine *engine, int width, int height,
     EhatTileOptions *o)
 {
   int ws = ehat_model_get_config (ehat_engine_get_model (engine))->window_size;
+  gsize fits = ehat_engine_get_fit_limit (engine);
 
   /* On the CPU a batch is one longer token matrix: no faster, only more
    * memory (which the automatic size would rather spend on larger tiles,
@@ -595,6 +642,10 @@ ehat_tile_resolve (EhatEngine *engine, int width, int height,
     if (o->tile_size == 0)
       o->tile_size = o->tile_height = MAX (width, height);
   }
+  /* below what an out of memory on this engine showed to fit, as the
+   * retries would have got there, without trying the allocations again */
+  while (fits && tiling_pass_bytes (engine, width, height, o) > fits
+      && shrink_step (width, height, ws, o));
   /* ehat_upscale_tiled_custom()'s test for one tile */
   return round_up (o->tile_size, ws) >= width
       && round_up (o->tile_height ? o->tile_height : o->tile_size, ws)
@@ -629,11 +680,14 @@ ehat_upscale_tiled (EhatEngine *engine, const float *in, int width,
   for (;;) {
     GError *err = NULL;
     EhatTileStats stats;
-    int tile, tile_h;
 
     if (ehat_upscale_tiled_custom (ehat_engine_tile_func, engine, cfg->upscale,
             cfg->window_size, in, width, height, out, &o, &stats, &err)) {
       stats.retries = retries;
+      if (retries)
+        ehat_engine_lower_budget (engine, ehat_tile_pass_bytes (engine,
+                (stats.n_tiles + stats.n_batches - 1) / stats.n_batches,
+                stats.tile_width, stats.tile_height));
       if (stats_out)
         *stats_out = stats;
       return TRUE;
@@ -642,25 +696,12 @@ ehat_upscale_tiled (EhatEngine *engine, const float *in, int width,
       g_propagate_error (error, err);
       return FALSE;
     }
-    /* Out of memory: first give up batching, then halve the tile while it
-     * stays at least two windows wide.  stats holds nothing useful here,
-     * so recompute what was attempted. */
-    tile = round_up (o.tile_size, cfg->window_size);
-    tile_h = round_up (o.tile_height ? o.tile_height : o.tile_size,
-        cfg->window_size);
-    if (o.max_batch != 1 && (tile < width || tile_h < height)) {
-      o.max_batch = 1;
-      o.tile_size = tile;
-      o.tile_height = tile_h;
-    } else if (MAX (tile, tile_h) >= 4 * cfg->window_size) {
-      o.tile_size = round_up (MAX (tile / 2, 2 * cfg->window_size),
-          cfg->window_size);
-      o.tile_height = round_up (MAX (tile_h / 2, 2 * cfg->window_size),
-          cfg->window_size);
-      o.overlap = MIN (o.overlap, MIN (o.tile_size, o.tile_height) / 2);
-    } else {
+    /* Out of memory: one step smaller (stats holds nothing useful here;
+     * o is what was attempted) */
+    if (!shrink_step (width, height, cfg->window_size, &o)) {
       g_propagate_prefixed_error (error, err,
-          "out of memory even at tile size %d: ", tile);
+          "out of memory even at tile size %d: ",
+          round_up (o.tile_size, cfg->window_size));
       return FALSE;
     }
     g_clear_error (&err);

@@ -93,13 +93,16 @@ ehat_upscale_frame (EhatEngine *engine, const EhatFrame *in,
         *stats_out = stats;
       return TRUE;
     }
-    /* too large for one pass after all: the tiler's retries (smaller
-     * batches, then tiles) take it from here */
+    /* too large for one pass after all: the tiler takes it from here,
+     * below the whole frame (and so do later frames: no device pass of
+     * this size is tried again on this engine), with its retries */
     if (!g_error_matches (err, EHAT_ERROR, EHAT_ERROR_OUT_OF_MEMORY)) {
       g_propagate_error (error, err);
       return FALSE;
     }
     g_clear_error (&err);
+    ehat_engine_lower_budget (engine, ehat_tile_pass_bytes (engine, 1,
+            in->width, in->height) - 1);
     retried = 1;
   }
 

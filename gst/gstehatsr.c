@@ -908,6 +908,16 @@ gst_ehat_sr_transform_frame (GstVideoFilter * filter, GstVideoFrame * in,
   }
   GST_OBJECT_UNLOCK (self);
 
+  if (stats.retries > 0)
+    /* out of memory at the planned geometry: this frame went through with
+     * smaller tiles, and the engine keeps planning below what failed */
+    GST_ELEMENT_INFO (self, RESOURCE, NO_SPACE_LEFT,
+        ("Out of %s memory: continuing with %dx%d tiles",
+            g_strcmp0 (backend, "cuda") ? "host" : "GPU", stats.tile_width,
+            stats.tile_height),
+        ("%dx%d frame: %d retries, %d tiles of %dx%d; later frames are "
+            "planned within the memory that took", w, h, stats.retries,
+            stats.n_tiles, stats.tile_width, stats.tile_height));
   if (late)
     gst_ehat_sr_post_qos (self, in->buffer, running_time, earliest,
         proportion, 0);
@@ -1339,8 +1349,9 @@ gst_ehat_sr_class_init (GstEhatSrClass * klass)
           "window size (0 = automatic: the whole frame when its workspace "
           "fits the budget, else the fewest tiles that fit and recompute "
           "little overlap; the budget is about 90 % of the GPU's free "
-          "memory on CUDA, min(MemAvailable/4, 2 GiB) on the CPU, and "
-          "$EHAT_MEMORY_BUDGET_MB overrides it)",
+          "memory on CUDA, min(MemAvailable/4, 2 GiB) on the CPU, taken "
+          "at the first frame; $EHAT_MEMORY_BUDGET_MB overrides it; after "
+          "an out of memory, tiles stay within what fitted)",
           0, 8192, DEFAULT_TILE_SIZE,
           G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
           GST_PARAM_MUTABLE_PLAYING));

@@ -1556,19 +1556,25 @@ test_graphs (void)
 /* Out of device memory for real: with all but a third of a whole-frame
  * pass's memory taken, the tiler must shrink its tiles (and give up
  * batching) until the frame goes through, and produce exactly what a run
- * at the tile size it ended with produces with memory to spare. */
+ * at the tile size it ended with produces with memory to spare.  The
+ * engine then plans below what failed: the next frame starts at those
+ * tiles with no retry (and so with no arena freed and regrown).  A video
+ * frame on a second engine: the device path's whole-frame pass fails
+ * alike, ehat_upscale_frame goes on on the host path, and later frames go
+ * there directly. */
 static void
 test_oom (void)
 {
   g_autoptr (GError) error = NULL;
   g_autoptr (EhatModel) model = golden_model ("hat-small-x4");
   g_autoptr (EhatEngine) e = NULL;
+  g_autoptr (EhatEngine) e2 = NULL;
   g_autofree float *in = NULL, *out = NULL, *ref = NULL;
-  EhatTileOptions o = EHAT_TILE_OPTIONS_INIT;
-  EhatTileStats st = { 0 }, st2 = { 0 }, st3 = { 0 };
+  EhatTileOptions o = EHAT_TILE_OPTIONS_INIT, o_auto = EHAT_TILE_OPTIONS_INIT;
+  EhatTileStats st = { 0 }, st2 = { 0 }, st3 = { 0 }, st4 = { 0 };
   gsize est, fr = 0, total = 0, n_out;
   void *hog = NULL;
-  EhatFrame fin, fout;
+  EhatFrame fin, fout, fout2;
   guint64 n_dev;
 #ifdef EHAT_TEST_EMULATOR
   /* the emulated device computes on the CPU, and no driver or library
@@ -1583,6 +1589,7 @@ test_oom (void)
   if (!model)
     return;
   e = gpu_engine (model, EHAT_PRECISION_FP16);
+  e2 = gpu_engine (model, EHAT_PRECISION_FP16);
   s = ehat_model_get_config (model)->upscale;
   /* a frame whose whole-frame pass needs ≥ `want` bytes of activations */
   while ((est = ehat_engine_estimate_bytes (e, 1, w, h)) < want
@@ -1596,9 +1603,14 @@ test_oom (void)
   n_out = (gsize) 3 * w * s * h * s;
   out = g_new (float, n_out);
   ref = g_new (float, n_out);
+  frame_random (&fin, EHAT_PIXEL_I420, w, h);
+  frame_random (&fout, EHAT_PIXEL_I420, w * s, h * s);
+  frame_random (&fout2, EHAT_PIXEL_I420, w * s, h * s);
   /* warm: cuBLAS workspaces and the narrow weights exist before the hog */
   g_assert_true (ehat_engine_process (e, in, 1, MAX (w / 4, 16), MAX (h / 4,
               16), out, &error));
+  g_assert_true (ehat_engine_process (e2, in, 1, MAX (w / 4, 16),
+          MAX (h / 4, 16), out, &error));
   g_assert_no_error (error);
 
   g_assert_cmpint (cudaMemGetInfo (&fr, &total), ==, cudaSuccess);
@@ -1608,19 +1620,6 @@ test_oom (void)
   o.tile_size = MAX (w, h);     /* the whole frame first */
   g_assert_true (ehat_upscale_tiled (e, in, w, h, out, &o, &st, &error));
   g_assert_no_error (error);
-  /* a video frame of that size: the device path's whole-frame pass fails
-   * alike, and ehat_upscale_frame goes on on the host path, whose tiler
-   * retries */
-  frame_random (&fin, EHAT_PIXEL_I420, w, h);
-  frame_random (&fout, EHAT_PIXEL_I420, w * s, h * s);
-  n_dev = ehat_engine_get_device_frames (e);
-  g_assert_true (ehat_upscale_frame (e, &fin, NULL, &fout, NULL, &o, &st3,
-          &error));
-  g_assert_no_error (error);
-  cudaFree (hog);
-  g_assert_cmpuint (ehat_engine_get_device_frames (e), ==, n_dev);
-  g_assert_cmpint (st3.retries, >=, 2);
-  g_assert_cmpint (st3.tile_width, <, w);
   g_test_message ("%dx%d (whole-frame pass %.2f GiB, %.2f GiB left free): "
       "%d retries, ended at %dx%d tiles, %d per batch", w, h,
       est / 1073741824.0, (est / 3 + margin) / 1073741824.0,
@@ -1628,6 +1627,35 @@ test_oom (void)
       (st.n_tiles + st.n_batches - 1) / st.n_batches);
   g_assert_cmpint (st.retries, >=, 1);
   g_assert_cmpint (st.tile_width, <, w);
+  /* the next frames, whole-frame asked or automatic: those tiles at once */
+  g_assert_true (ehat_upscale_tiled (e, in, w, h, ref, &o, &st4, &error));
+  g_assert_cmpint (st4.retries, ==, 0);
+  g_assert_cmpint (st4.tile_width, ==, st.tile_width);
+  g_assert_cmpint (st4.tile_height, ==, st.tile_height);
+  g_assert_cmpint (st4.n_tiles, ==, st.n_tiles);
+  g_assert_cmpfloat (max_abs_diff (out, ref, n_out), ==, 0.0);
+  g_assert_true (ehat_upscale_tiled (e, in, w, h, ref, &o_auto, &st4,
+          &error));
+  g_assert_cmpint (st4.retries, ==, 0);
+  g_assert_cmpint (st4.tile_width, <, w);
+
+  /* the video frame on e2 */
+  n_dev = ehat_engine_get_device_frames (e2);
+  g_assert_true (ehat_upscale_frame (e2, &fin, NULL, &fout, NULL, &o, &st3,
+          &error));
+  g_assert_no_error (error);
+  g_assert_cmpuint (ehat_engine_get_device_frames (e2), ==, n_dev);
+  g_assert_cmpint (st3.retries, >=, 1);   /* the device path's, at least */
+  g_assert_cmpint (st3.tile_width, <, w);
+  g_assert_false (ehat_upscale_frame_on_device (e2, &fin, &fout, &o));
+  g_assert_true (ehat_upscale_frame (e2, &fin, NULL, &fout2, NULL, &o, &st4,
+          &error));
+  g_assert_cmpint (st4.retries, ==, 0);
+  g_assert_cmpint (st4.tile_width, ==, st3.tile_width);
+  g_assert_cmpint (st4.tile_height, ==, st3.tile_height);
+  g_assert_cmpint (frame_max_diff (&fout, &fout2, NULL), ==, 0);
+  cudaFree (hog);
+  g_assert_cmpuint (ehat_engine_get_device_frames (e2), ==, n_dev);
 
   o.tile_size = st.tile_width;
   o.tile_height = st.tile_height;
@@ -1640,7 +1668,8 @@ test_oom (void)
   g_assert_cmpint (st2.n_tiles, ==, st.n_tiles);
   g_assert_cmpfloat (max_abs_diff (out, ref, n_out), <=, 1e-3);
 
-  /* the frame against the host path run at the tiles it ended with */
+  /* the frame against the host path run at the tiles it ended with, on
+   * the first engine (memory to spare now, and no limit below them) */
   {
     EhatTileOptions o3 = EHAT_TILE_OPTIONS_INIT;
     g_autofree float *rgb = g_new (float, (gsize) 3 * w * h);
@@ -1685,6 +1714,7 @@ test_oom (void)
   }
   frame_clear (&fin);
   frame_clear (&fout);
+  frame_clear (&fout2);
 }
 
 int
