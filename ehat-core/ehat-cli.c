@@ -274,6 +274,7 @@ cmd_upscale (int argc, char **argv, GError **error)
   g_autofree guint8 *rgb = NULL, *rgb_out = NULL;
   g_autofree float *in = NULL, *out = NULL;
   EhatTileOptions topt = EHAT_TILE_OPTIONS_INIT;
+  EhatTileStats st = { 0, };
   int w, h, s;
 
   if (!g_option_context_parse (ctx, &argc, &argv, error))
@@ -300,8 +301,12 @@ cmd_upscale (int argc, char **argv, GError **error)
   topt.ensemble = opt_ensemble;
   if (tile_overlap >= 0)
     topt.overlap = tile_overlap;
-  if (!ehat_upscale_tiled (engine, in, w, h, out, &topt, NULL, error))
+  if (!ehat_upscale_tiled (engine, in, w, h, out, &topt, &st, error))
     return 1;
+  if (st.retries > 0)
+    g_printerr ("ehat: out of memory at the planned tiles; went through "
+        "in %d tiles of %dx%d after %d retries\n", st.n_tiles,
+        st.tile_width, st.tile_height, st.retries);
   rgb_out = ehat_planar_to_rgb8 (out, w * s, h * s);
   return ehat_png_write (argv[2], rgb_out, w * s, h * s, error) ? 0 : 1;
 }

@@ -72,6 +72,42 @@ test_upscale_png (void)
   g_assert_cmpint (w, ==, 42);
   g_assert_cmpint (h, ==, 26);
   g_free (res);
+  g_clear_pointer (&out, g_free);
+  g_clear_pointer (&err, g_free);
+
+  /* short of memory (fault injection: allocations above a limit fail, set
+   * between a 32×32 tile's pass and the whole 64×48 image's): the image
+   * still comes out, and stderr says how */
+  {
+    g_autofree guint8 *big = g_new (guint8, 3 * 64 * 48);
+    g_autoptr (EhatModel) m = ehat_model_load (golden_model ("hat-tiny-x2"),
+        &error);
+    g_autoptr (EhatEngine) e = NULL;
+    EhatEngineOptions eo = EHAT_ENGINE_OPTIONS_INIT;
+    g_autofree char *limit = NULL;
+
+    g_assert_no_error (error);
+    eo.backend = EHAT_BACKEND_CPU;
+    e = ehat_engine_new (m, &eo, &error);
+    g_assert_no_error (error);
+    limit = g_strdup_printf ("%" G_GSIZE_FORMAT,
+        ehat_engine_estimate_bytes (e, 1, 32, 32) + 4096);
+    g_assert_cmpuint (ehat_engine_estimate_bytes (e, 1, 64, 48), >,
+        ehat_engine_estimate_bytes (e, 1, 32, 32) + 4096);
+    for (int i = 0; i < 3 * 64 * 48; i++)
+      big[i] = (guint8) (i * 37 % 251);
+    g_assert_true (ehat_png_write (in, big, 64, 48, &error));
+    g_setenv ("EHAT_FAULT_ALLOC_LIMIT", limit, TRUE);
+    rc = run_cli (&out, &err, "upscale", "--model",
+        golden_model ("hat-tiny-x2"), "--backend", "cpu", in, outp, NULL);
+    g_unsetenv ("EHAT_FAULT_ALLOC_LIMIT");
+    g_assert_cmpint (rc, ==, 0);
+    g_assert_nonnull (strstr (err, "out of memory at the planned tiles"));
+    g_assert_true (ehat_png_read (outp, &res, &w, &h, &error));
+    g_assert_cmpint (w, ==, 128);
+    g_assert_cmpint (h, ==, 96);
+    g_free (res);
+  }
   g_unlink (in);
   g_unlink (outp);
   g_rmdir (tmp);
