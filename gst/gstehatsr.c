@@ -52,6 +52,7 @@ enum
   PROP_DEVICE_ID,
   PROP_PRECISION,
   PROP_TILE_SIZE,
+  PROP_TILE_HEIGHT,
   PROP_TILE_OVERLAP,
   PROP_SCALE,
   PROP_STATS,
@@ -413,7 +414,7 @@ gst_ehat_sr_start (GstBaseTransform * trans)
   GST_OBJECT_LOCK (self);
   self->frames = self->degraded = self->dropped = 0;
   self->total_ms = self->last_ms = 0.0;
-  self->last_tiles = 0;
+  self->last_tiles = self->last_tile_width = self->last_tile_height = 0;
   GST_OBJECT_UNLOCK (self);
   return TRUE;
 }
@@ -840,6 +841,7 @@ gst_ehat_sr_transform_frame (GstVideoFilter * filter, GstVideoFrame * in,
 
   GST_OBJECT_LOCK (self);
   opt.tile_size = self->tile_size;
+  opt.tile_height = self->tile_size ? self->tile_height : 0;
   opt.overlap = self->tile_overlap;
   opt.ensemble = self->ensemble;
   post = self->post_messages;
@@ -905,6 +907,8 @@ gst_ehat_sr_transform_frame (GstVideoFilter * filter, GstVideoFrame * in,
     self->total_ms += ms;
     self->last_ms = ms;
     self->last_tiles = stats.n_tiles;
+    self->last_tile_width = stats.tile_width;
+    self->last_tile_height = stats.tile_height;
   }
   GST_OBJECT_UNLOCK (self);
 
@@ -1156,6 +1160,8 @@ gst_ehat_sr_get_stats (GstEhatSr * self)
       self->frames ? self->total_ms / self->frames : 0.0,
       "last-ms", G_TYPE_DOUBLE, self->last_ms,
       "tiles", G_TYPE_INT, self->last_tiles,
+      "tile-width", G_TYPE_INT, self->last_tile_width,
+      "tile-height", G_TYPE_INT, self->last_tile_height,
       "degraded", G_TYPE_UINT64, self->degraded,
       "dropped", G_TYPE_UINT64, self->dropped,
       "backend", G_TYPE_STRING, backend, NULL);
@@ -1191,6 +1197,11 @@ gst_ehat_sr_set_property (GObject * object, guint prop_id,
     case PROP_TILE_SIZE:
       GST_OBJECT_LOCK (self);
       self->tile_size = g_value_get_int (value);
+      GST_OBJECT_UNLOCK (self);
+      break;
+    case PROP_TILE_HEIGHT:
+      GST_OBJECT_LOCK (self);
+      self->tile_height = g_value_get_int (value);
       GST_OBJECT_UNLOCK (self);
       break;
     case PROP_TILE_OVERLAP:
@@ -1257,6 +1268,11 @@ gst_ehat_sr_get_property (GObject * object, guint prop_id, GValue * value,
     case PROP_TILE_SIZE:
       GST_OBJECT_LOCK (self);
       g_value_set_int (value, self->tile_size);
+      GST_OBJECT_UNLOCK (self);
+      break;
+    case PROP_TILE_HEIGHT:
+      GST_OBJECT_LOCK (self);
+      g_value_set_int (value, self->tile_height);
       GST_OBJECT_UNLOCK (self);
       break;
     case PROP_ENSEMBLE:
@@ -1355,6 +1371,16 @@ gst_ehat_sr_class_init (GstEhatSrClass * klass)
           0, 8192, DEFAULT_TILE_SIZE,
           G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
           GST_PARAM_MUTABLE_PLAYING));
+  g_object_class_install_property (gobject_class, PROP_TILE_HEIGHT,
+      g_param_spec_int ("tile-height", "Tile height",
+          "Tile height in input pixels when tiles are not square (0 = "
+          "tile-size; ignored while tile-size is 0), rounded up like it. "
+          "Setting tile-size and tile-height to an element's stats "
+          "tile-width and tile-height repeats its automatic geometry: "
+          "ehat-remaster does so to give every segment the same tiles",
+          0, 8192, DEFAULT_TILE_SIZE,
+          G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
+          GST_PARAM_MUTABLE_PLAYING));
   g_object_class_install_property (gobject_class, PROP_TILE_OVERLAP,
       g_param_spec_int ("tile-overlap", "Tile overlap",
           "Minimum overlap of neighbouring tiles in input pixels (at most "
@@ -1392,8 +1418,9 @@ gst_ehat_sr_class_init (GstEhatSrClass * klass)
   g_object_class_install_property (gobject_class, PROP_STATS,
       g_param_spec_boxed ("stats", "Statistics",
           "Since the last start: frames (guint64, upscaled by the network), "
-          "mean-ms and last-ms (gdouble, per network frame), tiles (gint, of "
-          "the last network frame), degraded (guint64, upscaled by the "
+          "mean-ms and last-ms (gdouble, per network frame), tiles, "
+          "tile-width and tile-height (gint, of the last network frame: "
+          "their count and input size), degraded (guint64, upscaled by the "
           "bicubic QoS fallback), dropped (guint64, dropped for QoS), "
           "backend (string: cpu, cuda or none)", GST_TYPE_STRUCTURE,
           G_PARAM_READABLE | G_PARAM_STATIC_STRINGS));
@@ -1436,6 +1463,7 @@ gst_ehat_sr_init (GstEhatSr * self)
   self->device_id = DEFAULT_DEVICE_ID;
   self->precision = DEFAULT_PRECISION;
   self->tile_size = DEFAULT_TILE_SIZE;
+  self->tile_height = DEFAULT_TILE_SIZE;
   self->tile_overlap = DEFAULT_TILE_OVERLAP;
   self->ensemble = DEFAULT_ENSEMBLE;
   self->qos_fallback = DEFAULT_QOS_FALLBACK;

@@ -54,6 +54,7 @@ struct _GstEhatSr
   gint device_id;
   GstEhatSrPrecision precision;
   gint tile_size;
+  gint tile_height;             /* 0: tile_size */
   gint tile_overlap;
   guint ensemble;               /* 1, 2, 4 or 8 */
   GstEhatSrQosFallback qos_fallback;
@@ -92,6 +93,8 @@ struct _GstEhatSr
   gdouble total_ms;
   gdouble last_ms;
   gint last_tiles;
+  gint last_tile_width;         /* geometry of the last network frame */
+  gint last_tile_height;
 };
 
 GST_ELEMENT_REGISTER_DECLARE (ehatsr);

@@ -486,14 +486,34 @@ GST_START_TEST (test_tiled_frame)
   GstBuffer *in = make_frame ("video/x-raw,format=NV12,width=40,height=24",
       0x60), *out;
   GstStructure *stats;
-  gint tiles;
+  gint tiles, square_tiles, tw, th;
 
   g_object_set (hr->element, "tile-size", 16, "tile-overlap", 4, NULL);
   out = gst_harness_push_and_pull (hr, in);
   fail_unless (out != NULL);
   g_object_get (hr->element, "stats", &stats, NULL);
+  fail_unless (gst_structure_get_int (stats, "tiles", &square_tiles));
+  fail_unless (gst_structure_get_int (stats, "tile-width", &tw));
+  fail_unless (gst_structure_get_int (stats, "tile-height", &th));
+  fail_unless (square_tiles > 1);
+  fail_unless_equals_int (tw, 16);
+  fail_unless_equals_int (th, 16);
+  gst_structure_free (stats);
+  gst_buffer_unref (out);
+
+  /* tile-height: one row of 16×24 tiles */
+  g_object_set (hr->element, "tile-height", 24, NULL);
+  out = gst_harness_push_and_pull (hr, make_frame
+      ("video/x-raw,format=NV12,width=40,height=24", 0x60));
+  fail_unless (out != NULL);
+  g_object_get (hr->element, "stats", &stats, NULL);
   fail_unless (gst_structure_get_int (stats, "tiles", &tiles));
-  fail_unless (tiles > 1);
+  fail_unless (gst_structure_get_int (stats, "tile-width", &tw));
+  fail_unless (gst_structure_get_int (stats, "tile-height", &th));
+  fail_unless_equals_int (tw, 16);
+  fail_unless_equals_int (th, 24);
+  fail_unless (tiles > 1 && tiles < square_tiles, "%d tiles, %d square",
+      tiles, square_tiles);
   gst_structure_free (stats);
   gst_buffer_unref (out);
   gst_harness_teardown (hr);
@@ -870,8 +890,12 @@ last_tiles (GstHarness * hr)
  * no stream's geometry mid-way. */
 GST_START_TEST (test_auto_tiles_from_memory)
 {
-  GstHarness *hr = harness_for (2, "RGBx", 64, 48), *small;
+  GstHarness *hr = harness_for (2, "RGBx", 64, 48), *small, *fixed;
   const char *caps = "video/x-raw,format=RGBx,width=64,height=48";
+  GstBuffer *out, *again, *whole;
+  GstStructure *stats;
+  GstMapInfo m;
+  gint tw, th;
 
   gst_buffer_unref (gst_harness_push_and_pull (hr, make_frame (caps, 0x20)));
   fail_unless_equals_int (last_tiles (hr), 1);
@@ -885,9 +909,31 @@ GST_START_TEST (test_auto_tiles_from_memory)
               0x20)));
   g_unsetenv ("EHAT_MEMORY_BUDGET_MB");
   fail_unless (last_tiles (small) > 1, "%d tiles", last_tiles (small));
-  gst_buffer_unref (gst_harness_push_and_pull (small, make_frame (caps,
-              0x20)));
+  out = gst_harness_push_and_pull (small, make_frame (caps, 0x20));
   fail_unless (last_tiles (small) > 1, "%d tiles", last_tiles (small));
+
+  /* its stats' tile-width × tile-height, given as tile-size and
+   * tile-height to an element with all the memory it wants, repeat that
+   * geometry: the same bytes (what ehat-remaster relies on) */
+  g_object_get (small->element, "stats", &stats, NULL);
+  fail_unless (gst_structure_get_int (stats, "tile-width", &tw));
+  fail_unless (gst_structure_get_int (stats, "tile-height", &th));
+  gst_structure_free (stats);
+  fixed = harness_for (2, "RGBx", 64, 48);
+  g_object_set (fixed->element, "tile-size", tw, "tile-height", th, NULL);
+  again = gst_harness_push_and_pull (fixed, make_frame (caps, 0x20));
+  fail_unless_equals_int (last_tiles (fixed), last_tiles (small));
+  /* and the whole frame gives other bytes: the geometry matters */
+  whole = gst_harness_push_and_pull (hr, make_frame (caps, 0x20));
+  fail_unless_equals_int (last_tiles (hr), 1);
+  fail_unless (gst_buffer_map (out, &m, GST_MAP_READ));
+  fail_unless (gst_buffer_memcmp (again, 0, m.data, m.size) == 0);
+  fail_unless (gst_buffer_memcmp (whole, 0, m.data, m.size) != 0);
+  gst_buffer_unmap (out, &m);
+  gst_buffer_unref (whole);
+  gst_buffer_unref (again);
+  gst_buffer_unref (out);
+  gst_harness_teardown (fixed);
   gst_harness_teardown (small);
   gst_harness_teardown (hr);
 }

@@ -766,6 +766,190 @@ test_resume_after_kill (void)
   assert_check_ok (clip, out);
 }
 
+/* The job's tiles: settings.tile-width/height, and every segment's. */
+static void
+assert_job_tiles (const gchar * work, gint * tile_width, gint * tile_height,
+    const gchar * origin)
+{
+  g_autoptr (JsonParser) mp = NULL;
+  JsonObject *m = load_manifest (work, &mp);
+  JsonObject *st = json_object_get_object_member (m, "settings");
+  *tile_width = json_object_get_int_member (st, "tile-width");
+  *tile_height = json_object_get_int_member (st, "tile-height");
+  g_assert_cmpint (*tile_width, >, 0);
+  g_assert_cmpint (*tile_height, >, 0);
+  if (origin)
+    g_assert_cmpstr (json_object_get_string_member (st, "tile-origin"), ==,
+        origin);
+  JsonArray *segs = manifest_segments (m);
+  for (guint i = 0; i < json_array_get_length (segs); i++) {
+    JsonObject *s = json_array_get_object_element (segs, i);
+    g_assert_cmpstr (json_object_get_string_member (s, "state"), ==, "done");
+    g_assert_cmpint (json_object_get_int_member (s, "tile-width"), ==,
+        *tile_width);
+    g_assert_cmpint (json_object_get_int_member (s, "tile-height"), ==,
+        *tile_height);
+  }
+}
+
+/* Makes segments [from, end) of a finished job pending again, as if they
+ * had been left to another machine, and removes their files and the
+ * output (when given). */
+static void
+reopen_segments (const gchar * work, const gchar * out, guint from)
+{
+  g_autoptr (JsonParser) mp = NULL;
+  JsonObject *m = load_manifest (work, &mp);
+  JsonArray *segs = manifest_segments (m);
+  for (guint i = from; i < json_array_get_length (segs); i++) {
+    JsonObject *s = json_array_get_object_element (segs, i);
+    json_object_set_string_member (s, "state", "pending");
+    g_autofree gchar *name = g_strdup_printf ("seg-%05u.mkv", i);
+    g_autofree gchar *path = g_build_filename (work, "segments", name, NULL);
+    g_assert_cmpint (g_unlink (path), ==, 0);
+  }
+  json_object_set_boolean_member (m, "joined", FALSE);
+  g_autoptr (JsonGenerator) gen = json_generator_new ();
+  json_generator_set_root (gen, json_parser_get_root (mp));
+  g_autofree gchar *path = g_build_filename (work, "manifest.json", NULL);
+  g_autoptr (GError) error = NULL;
+  g_assert_true (json_generator_to_file (gen, path, &error));
+  g_assert_no_error (error);
+  if (out)
+    g_assert_cmpint (g_unlink (out), ==, 0);
+}
+
+/* Every segment of a job gets the same tiles, whatever memory the machine
+ * that does it has: whole-frame and tiled results differ slightly, and
+ * segments that differ would show at the cuts.  EHAT_MEMORY_BUDGET_MB
+ * stands for the machines' memory. */
+static void
+test_tiles (void)
+{
+  g_autofree gchar *out = tmp_path ("tiles.mkv");
+  g_autofree gchar *work = tmp_path ("tiles.work");
+  g_autofree gchar *whole = tmp_path ("tiles-whole.mkv");
+
+  /* a small machine: ehatsr tiles the 96×64 frames; the first worker's
+   * choice becomes the job's and every segment has it */
+  g_setenv ("EHAT_MEMORY_BUDGET_MB", "8", TRUE);
+  Result r = run (clip, out, "--encoder", "ffv1", "--segment-seconds", "0.5",
+      "--jobs", "2", "--workdir", work, "--keep-workdir", "--json", NULL);
+  assert_success (&r);
+  JsonParser *keep = NULL;
+  JsonObject *rep = find_event (r.out, "report", &keep);
+  g_assert_nonnull (rep);
+  gint rep_w = json_object_get_int_member (rep, "tile-width");
+  gint rep_h = json_object_get_int_member (rep, "tile-height");
+  g_assert_cmpint (json_object_get_int_member (rep, "tiles-shrunk"), ==, 0);
+  g_object_unref (keep);
+  result_clear (&r);
+  gint tw, th;
+  assert_job_tiles (work, &tw, &th, NULL);
+  g_assert_cmpint (rep_w, ==, tw);
+  g_assert_cmpint (rep_h, ==, th);
+  g_assert_true (tw < 96 || th < 64);
+
+  /* a large machine on its own would take whole frames: other pixels */
+  g_setenv ("EHAT_MEMORY_BUDGET_MB", "256", TRUE);
+  r = run (clip, whole, "--encoder", "ffv1", "--jobs", "1", NULL);
+  assert_success (&r);
+  result_clear (&r);
+  {
+    g_autoptr (GArray) fa = decode_frames (out);
+    g_autoptr (GArray) fb = decode_frames (whole);
+    g_assert_cmpuint (fa->len, ==, fb->len);
+    guint differ = 0;
+    for (guint i = 0; i < fa->len; i++)
+      differ += g_array_index (fa, Frame, i).hash
+          != g_array_index (fb, Frame, i).hash;
+    g_assert_cmpuint (differ, >, 0);
+  }
+
+  /* the same large machine finishing the job keeps the job's tiles */
+  g_autofree gchar *first = g_strdup_printf ("%s.first", out);
+  g_assert_cmpint (g_rename (out, first), ==, 0);
+  reopen_segments (work, NULL, 1);
+  r = run (clip, out, "--resume", "--jobs", "2", "--workdir", work,
+      "--keep-workdir", NULL);
+  assert_success (&r);
+  result_clear (&r);
+  gint tw2, th2;
+  assert_job_tiles (work, &tw2, &th2, NULL);
+  g_assert_cmpint (tw2, ==, tw);
+  g_assert_cmpint (th2, ==, th);
+  assert_same_frames (first, out);
+
+  /* Two workers racing: this one's first frame had other tiles (a still
+   * smaller machine) when another worker recorded the job's.  It starts
+   * over with the job's: the same frames. */
+  g_autofree gchar *raced = tmp_path ("tiles-raced.mkv");
+  g_autofree gchar *raced_work = tmp_path ("tiles-raced.work");
+  g_autofree gchar *race = g_strdup_printf ("%dx%d", tw, th);
+  g_setenv ("EHAT_MEMORY_BUDGET_MB", "2", TRUE);
+  g_setenv ("EHAT_REMASTER_TILE_RACE", race, TRUE);
+  r = run (clip, raced, "--encoder", "ffv1", "--segment-seconds", "0.5",
+      "--jobs", "1", "--workdir", raced_work, "--keep-workdir", NULL);
+  g_unsetenv ("EHAT_REMASTER_TILE_RACE");
+  assert_success (&r);
+  g_assert_nonnull (strstr (r.err, "segment 0: restarting with the job's"));
+  result_clear (&r);
+  assert_job_tiles (raced_work, &tw2, &th2, "EHAT_REMASTER_TILE_RACE");
+  g_assert_cmpint (tw2, ==, tw);
+  g_assert_cmpint (th2, ==, th);
+  assert_same_frames (first, raced);
+
+  /* --tile-size fixes them from the start; a resume must not change it */
+  g_autofree gchar *fixed = tmp_path ("tiles-fixed.mkv");
+  g_autofree gchar *fixed_work = tmp_path ("tiles-fixed.work");
+  g_autofree gchar *size = g_strdup_printf ("%dx%d", tw, th);
+  r = run (clip, fixed, "--encoder", "ffv1", "--segment-seconds", "0.5",
+      "--jobs", "2", "--tile-size", size, "--workdir", fixed_work,
+      "--keep-workdir", NULL);
+  g_unsetenv ("EHAT_MEMORY_BUDGET_MB");
+  assert_success (&r);
+  g_assert_null (strstr (r.err, "restarting"));
+  result_clear (&r);
+  assert_job_tiles (fixed_work, &tw2, &th2, "--tile-size");
+  g_assert_cmpint (tw2, ==, tw);
+  g_assert_cmpint (th2, ==, th);
+  assert_same_frames (first, fixed);
+  reopen_segments (fixed_work, fixed, 3);
+  r = run (clip, fixed, "--resume", "--tile-size", "40", "--workdir",
+      fixed_work, NULL);
+  g_autofree gchar *refusal = g_strdup_printf ("has tile size %dx%d, not "
+      "40x40", tw, th);
+  assert_failure (&r, 2, refusal);
+  result_clear (&r);
+
+  /* --status tells the job's tiles */
+  r = run ("--status", fixed_work, "--json", NULL);
+  assert_success (&r);
+  g_autoptr (JsonParser) sp = json_parser_new ();
+  g_assert_true (json_parser_load_from_data (sp, r.out, -1, NULL));
+  JsonObject *so = json_node_get_object (json_parser_get_root (sp));
+  g_assert_cmpint (json_object_get_int_member (so, "tile-width"), ==, tw);
+  g_assert_cmpint (json_object_get_int_member (so, "tile-height"), ==, th);
+  result_clear (&r);
+
+  /* Out of memory at the job's tiles: ehatsr goes on with smaller ones
+   * (correct frames first), and the report counts those segments. */
+  g_autofree gchar *oom = tmp_path ("tiles-oom.mkv");
+  g_setenv ("EHAT_FAULT_ALLOC_LIMIT", "4000000", TRUE);
+  r = run (clip, oom, "--encoder", "ffv1", "--segment-seconds", "0.5",
+      "--jobs", "2", "--tile-size", "96x64", "--json", NULL);
+  g_unsetenv ("EHAT_FAULT_ALLOC_LIMIT");
+  assert_success (&r);
+  keep = NULL;
+  rep = find_event (r.out, "report", &keep);
+  g_assert_nonnull (rep);
+  g_assert_cmpint (json_object_get_int_member (rep, "tile-width"), ==, 96);
+  g_assert_cmpint (json_object_get_int_member (rep, "tiles-shrunk"), ==,
+      json_object_get_int_member (rep, "segments"));
+  g_object_unref (keep);
+  result_clear (&r);
+}
+
 /* Variable frame rate: every frame keeps its own time across the cuts. */
 static void
 test_vfr (void)
@@ -981,6 +1165,11 @@ test_errors (void)
     {{text, out, "--encoder", "ffv1"}, 1, "error"},
     {{clip}, 2, "expected IN and OUT"},
     {{clip, out, "--scale-to", "big"}, 2, "--scale-to"},
+    {{clip, out, "--scale-to", "640"}, 2, "--scale-to wants WIDTHxHEIGHT "
+          "(e.g. 3840x2160)"},
+    {{clip, out, "--tile-size", "0"}, 2, "--tile-size wants WIDTHxHEIGHT or "
+          "one size"},
+    {{clip, out, "--tile-size", "64x9000"}, 2, "each 1 to 8192"},
     {{clip, out, "--jobs", "-3"}, 2, "--jobs"},
     {{clip, out, "--devices", "0,x"}, 2, "--devices"},
     {{clip, out, "--encoder", "no-such-encoder"}, 2, "unknown encoder"},
@@ -1055,6 +1244,7 @@ main (int argc, char **argv)
       test_segments_frame_exact);
   g_test_add_func ("/remaster/resume-after-kill", test_resume_after_kill);
   g_test_add_func ("/remaster/ensemble", test_ensemble);
+  g_test_add_func ("/remaster/tiles", test_tiles);
   g_test_add_func ("/remaster/vfr", test_vfr);
   g_test_add_func ("/remaster/h264-open-gop", test_h264_open_gop);
   g_test_add_func ("/remaster/errors", test_errors);

@@ -35,6 +35,7 @@ typedef struct
 {
   gchar *model;
   gchar *scale_to;
+  gchar *tile_size;
   gchar *encoder;
   gint quality;
   gdouble segment_seconds;
@@ -65,23 +66,31 @@ typedef struct
   gint64 started_us;
 } Options;
 
+/* WIDTHxHEIGHT, each 1..max; a lone N means NxN where `square` allows. */
 static gboolean
-parse_size (const gchar * s, gint * w, gint * h, GError ** error)
+parse_size (const gchar * s, const gchar * option, gboolean square,
+    guint64 max, gint * w, gint * h, GError ** error)
 {
   gchar *end = NULL;
-  guint64 a = g_ascii_strtoull (s, &end, 10);
-  if (end == s || (*end != 'x' && *end != 'X'))
+  guint64 a = g_ascii_strtoull (s, &end, 10), b = a;
+  if (end == s || (*end && *end != 'x' && *end != 'X') || (!*end && !square))
     goto bad;
-  const gchar *p = end + 1;
-  guint64 b = g_ascii_strtoull (p, &end, 10);
-  if (end == p || *end || a < 1 || b < 1 || a > 65536 || b > 65536)
+  if (*end) {
+    const gchar *p = end + 1;
+    b = g_ascii_strtoull (p, &end, 10);
+    if (end == p || *end)
+      goto bad;
+  }
+  if (a < 1 || b < 1 || a > max || b > max)
     goto bad;
   *w = (gint) a;
   *h = (gint) b;
   return TRUE;
 bad:
   g_set_error (error, REMASTER_ERROR, REMASTER_ERROR_ARGS,
-      "--scale-to wants WIDTHxHEIGHT (e.g. 3840x2160), not '%s'", s);
+      "%s wants WIDTHxHEIGHT%s, each 1 to %" G_GUINT64_FORMAT ", not '%s'",
+      option, square ? " or one size for square tiles (e.g. 256x192 or 256)"
+      : " (e.g. 3840x2160)", max, s);
   return FALSE;
 }
 
@@ -253,10 +262,14 @@ run_film (Options * o)
   RemasterPlanOptions po = {
     o->rest[0], o->rest[1], o->model, o->backend, o->precision, o->encoder,
     o->quality,
-    0, 0, o->segment_seconds, o->force, o->ensemble
+    0, 0, o->segment_seconds, o->force, o->ensemble, 0, 0
   };
-  if (o->scale_to && !parse_size (o->scale_to, &po.scale_to_width,
-          &po.scale_to_height, &error))
+  if (o->scale_to && !parse_size (o->scale_to, "--scale-to", FALSE, 65536,
+          &po.scale_to_width, &po.scale_to_height, &error))
+    return fail (error);
+  /* ehatsr's tile-size range */
+  if (o->tile_size && !parse_size (o->tile_size, "--tile-size", TRUE, 8192,
+          &po.tile_width, &po.tile_height, &error))
     return fail (error);
   if (o->segment_seconds < 0 || (o->segment_seconds > 0
           && o->segment_seconds < 0.001))
@@ -425,6 +438,9 @@ main (int argc, char **argv)
         "Model file (default: ehatsr's, ehat-fast-x2)", "M"},
     {"scale-to", 0, 0, G_OPTION_ARG_STRING, &o.scale_to,
         "Resize the upscaled video to this size", "WxH"},
+    {"tile-size", 0, 0, G_OPTION_ARG_STRING, &o.tile_size,
+        "ehatsr tiles in input pixels, for every segment (default: the "
+        "first worker's automatic choice, kept for all)", "WxH"},
     {"encoder", 0, 0, G_OPTION_ARG_STRING, &o.encoder,
         "x264, x265, nvh264, nvh265, vp9, vp8, ffv1 or a GStreamer encoder "
         "(default: x264 when installed)", "E"},
@@ -513,9 +529,9 @@ main (int argc, char **argv)
   else
     rc = run_film (&o);
 
-  gchar **strings[] = { &o.model, &o.scale_to, &o.encoder, &o.devices,
-    &o.backend, &o.precision, &o.workdir, &o.status, &o.join, &o.worker,
-    &o.cpu_set, &o.partition, &o.sbatch_args
+  gchar **strings[] = { &o.model, &o.scale_to, &o.tile_size, &o.encoder,
+    &o.devices, &o.backend, &o.precision, &o.workdir, &o.status, &o.join,
+    &o.worker, &o.cpu_set, &o.partition, &o.sbatch_args
   };
   for (guint i = 0; i < G_N_ELEMENTS (strings); i++)
     g_clear_pointer (strings[i], g_free);

@@ -45,6 +45,7 @@ remaster_manifest_free (RemasterManifest * m)
   g_free (m->settings.backend);
   g_free (m->settings.precision);
   g_free (m->settings.encoder);
+  g_free (m->settings.tile_origin);
   g_free (m->video_caps);
   g_ptr_array_unref (m->segments);
   g_free (m->slurm_array_job);
@@ -164,6 +165,9 @@ manifest_to_json (const RemasterManifest * m)
   add_int (b, "scale-to-height", m->settings.scale_to_height);
   json_builder_set_member_name (b, "segment-seconds");
   json_builder_add_double_value (b, m->settings.segment_seconds);
+  add_int (b, "tile-width", m->settings.tile_width);
+  add_int (b, "tile-height", m->settings.tile_height);
+  add_string (b, "tile-origin", m->settings.tile_origin);
   json_builder_end_object (b);
 
   json_builder_set_member_name (b, "video");
@@ -200,6 +204,8 @@ manifest_to_json (const RemasterManifest * m)
     add_string (b, "host", s->host);
     add_int (b, "pid", s->pid);
     add_string (b, "backend", s->backend);
+    add_int (b, "tile-width", s->tile_width);
+    add_int (b, "tile-height", s->tile_height);
     add_string (b, "error", s->error);
     json_builder_end_object (b);
   }
@@ -325,6 +331,14 @@ manifest_from_json (const gchar * path, JsonNode * root, GError ** error)
   m->settings.scale_to_width = (gint) get_int (st, "scale-to-width", 0);
   m->settings.scale_to_height = (gint) get_int (st, "scale-to-height", 0);
   m->settings.segment_seconds = get_double (st, "segment-seconds", 0);
+  /* older manifests: automatic, not fixed yet */
+  m->settings.tile_width = (gint) get_int (st, "tile-width", 0);
+  m->settings.tile_height = (gint) get_int (st, "tile-height", 0);
+  m->settings.tile_origin = g_strdup (get_string (st, "tile-origin"));
+  if (m->settings.tile_width < 0 || m->settings.tile_height < 0
+      || m->settings.tile_width > 8192 || m->settings.tile_height > 8192
+      || !m->settings.tile_width != !m->settings.tile_height)
+    goto invalid;
   if (!m->settings.model || !m->settings.encoder || !m->settings.backend)
     goto invalid;
 
@@ -359,6 +373,8 @@ manifest_from_json (const gchar * path, JsonNode * root, GError ** error)
     s->host = g_strdup (get_string (so, "host"));
     s->pid = get_int (so, "pid", 0);
     s->backend = g_strdup (get_string (so, "backend"));
+    s->tile_width = (gint) get_int (so, "tile-width", 0);
+    s->tile_height = (gint) get_int (so, "tile-height", 0);
     s->error = g_strdup (get_string (so, "error"));
     if (s->index != i || !state_from_name (get_string (so, "state"),
             &s->state))

@@ -47,6 +47,8 @@ typedef struct
   gchar *host;                  /* last worker: host and pid */
   gint64 pid;
   gchar *backend;               /* "cpu" / "cuda" as ehatsr reported */
+  gint tile_width;              /* tiles of its last frame (input pixels); */
+  gint tile_height;             /* smaller than the job's after an OOM */
   gchar *error;                 /* last failure, or NULL */
 } RemasterSegment;
 
@@ -62,6 +64,14 @@ typedef struct
   gint scale_to_width;          /* 0: the model's scale only */
   gint scale_to_height;
   gdouble segment_seconds;
+  /* The tile geometry every segment uses (input pixels), so that segments
+   * done on different machines match: whole frame against tiles, or other
+   * tiles, agree only to about 45 dB, not bit for bit.  From --tile-size,
+   * else recorded by the first worker that upscaled a frame (ehatsr's
+   * automatic choice there); 0×0 until then. */
+  gint tile_width;
+  gint tile_height;
+  gchar *tile_origin;           /* "--tile-size", "segment N", or NULL */
 } RemasterSettings;
 
 typedef struct

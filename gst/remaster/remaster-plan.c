@@ -176,6 +176,11 @@ remaster_plan_create (const gchar * workdir, const RemasterPlanOptions * o,
   st->scale_to_height = o->scale_to_height;
   st->segment_seconds = o->segment_seconds > 0 ? o->segment_seconds :
       REMASTER_DEFAULT_SEGMENT_SECONDS;
+  if (o->tile_width > 0) {
+    st->tile_width = o->tile_width;
+    st->tile_height = o->tile_height;
+    st->tile_origin = g_strdup ("--tile-size");
+  }
 
   GST_INFO ("probing %s", m->input);
   g_autoptr (RemasterProbe) probe = remaster_probe_run (m->input, error);
@@ -292,6 +297,14 @@ remaster_plan_matches (const RemasterManifest * m,
     g_autofree gchar *a = g_strdup_printf ("%g", st->segment_seconds);
     g_autofree gchar *b = g_strdup_printf ("%g", o->segment_seconds);
     return differs ("segment length", a, b, error);
+  }
+  if (o->tile_width > 0 && (o->tile_width != st->tile_width
+          || o->tile_height != st->tile_height)) {
+    g_autofree gchar *a = st->tile_width ? g_strdup_printf ("%dx%d",
+        st->tile_width, st->tile_height) : g_strdup ("automatic");
+    g_autofree gchar *b = g_strdup_printf ("%dx%d", o->tile_width,
+        o->tile_height);
+    return differs ("tile size", a, b, error);
   }
   if (o->scale_to_width > 0 && (o->scale_to_width != st->scale_to_width
           || o->scale_to_height != st->scale_to_height)) {

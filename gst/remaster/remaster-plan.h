@@ -23,6 +23,8 @@ typedef struct
   gdouble segment_seconds;      /* <= 0: the default (60 s) */
   gboolean force;               /* overwrite an existing output */
   gint ensemble;                /* ehatsr ensemble: 1, 2, 4, 8; 0: not given */
+  gint tile_width;              /* --tile-size; 0: automatic */
+  gint tile_height;
 } RemasterPlanOptions;
 
 #define REMASTER_DEFAULT_SEGMENT_SECONDS 60.0

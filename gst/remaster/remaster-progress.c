@@ -221,6 +221,14 @@ remaster_progress_report (RemasterProgress * p, const RemasterManifest * m,
   }
   guint64 run_frames = frames_this_run (p);
   gdouble fps = elapsed > 0 ? run_frames / elapsed : 0;
+  /* segments that ran out of memory at the job's tiles and went on with
+   * smaller ones: their frames may differ slightly from the others' */
+  guint shrunk = 0;
+  for (guint i = 0; i < m->segments->len; i++) {
+    RemasterSegment *s = g_ptr_array_index (m->segments, i);
+    shrunk += s->tile_width && (s->tile_width != st->tile_width
+        || s->tile_height != st->tile_height);
+  }
 
   if (p->json) {
     g_autofree gchar *qin = remaster_json_quote (m->input);
@@ -241,13 +249,15 @@ remaster_progress_report (RemasterProgress * p, const RemasterManifest * m,
         "\"reused\":%u,\"redone\":%u,\"jobs\":%u,\"devices\":%s,"
         "\"audio-streams\":%u,\"subtitle-streams\":%u,\"output-bytes\":%"
         G_GUINT64_FORMAT ",\"skipped-undecodable\":%" G_GUINT64_FORMAT ","
+        "\"tile-width\":%d,\"tile-height\":%d,\"tiles-shrunk\":%u,"
         "\"join-seconds\":%.3f}\n", qin, qout, m->frames, r->frames_out, dropped,
         elapsed, fps, qmodel, st->scale, qbk,
         st->precision ? st->precision : "auto", st->ensemble, qenc,
         st->quality, m->width,
         m->height, r->out_width, r->out_height, m->segments->len,
         st->segment_seconds, r->reused, r->redone, r->jobs, qdev, m->n_audio,
-        m->n_subtitle, r->output_bytes, m->skipped, r->join_seconds);
+        m->n_subtitle, r->output_bytes, m->skipped, st->tile_width,
+        st->tile_height, shrunk, r->join_seconds);
     fflush (stdout);
     return;
   }
@@ -269,6 +279,14 @@ remaster_progress_report (RemasterProgress * p, const RemasterManifest * m,
       ensemble_note : "");
   g_print ("  video       %dx%d -> %dx%d, encoder %s\n", m->width, m->height,
       r->out_width, r->out_height, enc);
+  if (st->tile_width)
+    g_print ("  tiles       %dx%d input pixels (from %s), in every segment\n",
+        st->tile_width, st->tile_height, st->tile_origin ?
+        st->tile_origin : "?");
+  if (shrunk)
+    g_print ("              %u segment%s ran out of memory and finished on "
+        "smaller tiles: %s frames may differ slightly from the others'\n",
+        shrunk, shrunk == 1 ? "" : "s", shrunk == 1 ? "its" : "their");
   if (r->jobs)
     g_print ("  segments    %u of ~%g s, %u job%s%s%s; %u reused, %u redone\n",
         m->segments->len, st->segment_seconds, r->jobs, r->jobs > 1 ? "s" : "",

@@ -75,11 +75,11 @@ remaster_status_print (const gchar * workdir, gboolean json, GError ** error)
     g_print ("{\"state\":\"%s\",\"input\":%s,\"output\":%s,\"frames\":%"
         G_GUINT64_FORMAT ",\"total\":%" G_GUINT64_FORMAT ",\"pending\":%u,"
         "\"running\":%u,\"done\":%u,\"failed\":%u,\"lost\":%u,"
-        "\"joined\":%s,"
+        "\"joined\":%s,\"tile-width\":%d,\"tile-height\":%d,"
         "\"slurm-array-job\":%s,\"slurm-join-job\":%s,\"segments\":%s}\n",
         overall, qin, qout, frames, m->frames, count[0], count[1] - lost,
-        count[2], count[3], lost, m->joined ? "true" : "false", qa, qj,
-        segs->str);
+        count[2], count[3], lost, m->joined ? "true" : "false",
+        m->settings.tile_width, m->settings.tile_height, qa, qj, segs->str);
     g_string_free (segs, TRUE);
     return TRUE;
   }
@@ -91,6 +91,12 @@ remaster_status_print (const gchar * workdir, gboolean json, GError ** error)
       count[REMASTER_SEGMENT_DONE], count[REMASTER_SEGMENT_RUNNING] - lost,
       count[REMASTER_SEGMENT_PENDING], count[REMASTER_SEGMENT_FAILED], lost,
       n);
+  if (m->settings.tile_width)
+    g_print ("tiles: %dx%d input pixels (from %s)\n", m->settings.tile_width,
+        m->settings.tile_height, m->settings.tile_origin ?
+        m->settings.tile_origin : "?");
+  else
+    g_print ("tiles: automatic, fixed by the first frame upscaled\n");
   if (m->slurm_array_job)
     g_print ("slurm: array job %s, join job %s\n", m->slurm_array_job,
         m->slurm_join_job ? m->slurm_join_job : "-");

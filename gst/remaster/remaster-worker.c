@@ -13,7 +13,14 @@
  * every frame that a decoder emits late because of reordering, and drops
  * whatever a key-unit seek decoded before the range.  The segment file
  * keeps the input's timestamps, so the join needs no offsets and variable
- * frame rates survive. */
+ * frame rates survive.
+ *
+ * Tiles: every segment must use the job's tile geometry (the manifest's
+ * settings), or segments done on machines with other memory would differ
+ * at the cuts (tiled and whole-frame results agree to ~45 dB, not bit for
+ * bit).  When the job has none yet, the worker lets ehatsr choose for the
+ * first frame and records that choice; a worker that finds another's
+ * recorded first starts its segment over with those tiles. */
 #include "remaster-worker.h"
 #include "remaster-encoder.h"
 #include "remaster-error.h"
@@ -42,6 +49,9 @@ typedef struct
   GstElement *appsrc;
   GstElement *ehatsr;
   gchar *temp_path;
+  gint tile_width;              /* set on ehatsr; 0: its automatic choice */
+  gint tile_height;
+  gboolean pin_tiles;           /* record the first frame's tiles */
 
   guint64 frames_in;            /* pushed into the encode pipeline */
   gdouble setup_seconds;        /* process start to the first frame pushed */
@@ -100,6 +110,8 @@ typedef struct
   gdouble seconds;
   gdouble setup_seconds;
   const gchar *backend;
+  gint tile_width;
+  gint tile_height;
 } FinishData;
 
 static gboolean
@@ -119,7 +131,41 @@ mark_finished (RemasterManifest * m, gpointer user_data, GError ** error)
     s->setup_seconds = d->setup_seconds;
     g_free (s->backend);
     s->backend = g_strdup (d->backend);
+    s->tile_width = d->tile_width;
+    s->tile_height = d->tile_height;
   }
+  return TRUE;
+}
+
+typedef struct
+{
+  guint index;
+  gint tile_width;              /* in: this worker's; out: the job's */
+  gint tile_height;
+} TileData;
+
+static gboolean
+record_tiles (RemasterManifest * m, gpointer user_data, GError ** error)
+{
+  TileData *d = user_data;
+  RemasterSettings *st = &m->settings;
+  /* Test hook: another worker recorded these tiles while this one was
+   * upscaling its first frame (a race too narrow to provoke reliably). */
+  const gchar *race = g_getenv ("EHAT_REMASTER_TILE_RACE");
+  if (race && !st->tile_width
+      && sscanf (race, "%dx%d", &st->tile_width, &st->tile_height) == 2) {
+    g_free (st->tile_origin);
+    st->tile_origin = g_strdup ("EHAT_REMASTER_TILE_RACE");
+  }
+  if (st->tile_width > 0) {
+    d->tile_width = st->tile_width;
+    d->tile_height = st->tile_height;
+    return TRUE;
+  }
+  st->tile_width = d->tile_width;
+  st->tile_height = d->tile_height;
+  g_free (st->tile_origin);
+  st->tile_origin = g_strdup_printf ("segment %u", d->index);
   return TRUE;
 }
 
@@ -262,6 +308,9 @@ build_encode (Worker * w, GError ** error)
   gst_util_set_object_arg (G_OBJECT (w->ehatsr), "backend", st->backend);
   gst_util_set_object_arg (G_OBJECT (w->ehatsr), "precision", st->precision);
   g_object_set (w->ehatsr, "ensemble", (guint) st->ensemble, NULL);
+  if (w->tile_width > 0)
+    g_object_set (w->ehatsr, "tile-size", w->tile_width, "tile-height",
+        w->tile_height, NULL);
   if (w->options->device_id >= 0)
     g_object_set (w->ehatsr, "device-id", w->options->device_id, NULL);
   if (scale_to) {
@@ -335,11 +384,84 @@ seek_to_segment (Worker * w, GError ** error)
       "Seeking in the input", error);
 }
 
+/* ehatsr's tiles of its last frame; FALSE before the first one. */
+static gboolean
+ehatsr_tiles (Worker * w, gint * tile_width, gint * tile_height)
+{
+  GstStructure *stats = NULL;
+  guint64 frames = 0;
+  g_object_get (w->ehatsr, "stats", &stats, NULL);
+  if (!stats)
+    return FALSE;
+  gst_structure_get_uint64 (stats, "frames", &frames);
+  gst_structure_get_int (stats, "tile-width", tile_width);
+  gst_structure_get_int (stats, "tile-height", tile_height);
+  gst_structure_free (stats);
+  return frames > 0;
+}
+
+static gboolean
+push_frame (Worker * w, GstSample * sample, GstCaps ** current,
+    GError ** error)
+{
+  GstCaps *caps = gst_sample_get_caps (sample);
+  if (caps && (!*current || !gst_caps_is_equal (caps, *current))) {
+    gst_caps_replace (current, caps);
+    gst_app_src_set_caps (GST_APP_SRC (w->appsrc), caps);
+  }
+  GstFlowReturn r = gst_app_src_push_buffer (GST_APP_SRC (w->appsrc),
+      gst_buffer_ref (gst_sample_get_buffer (sample)));
+  w->frames_in++;
+  if (r == GST_FLOW_OK)
+    return TRUE;
+  if (check_bus (w->encode, "Upscaling and encoding", error))
+    g_set_error (error, REMASTER_ERROR, REMASTER_ERROR_PIPELINE,
+        "the encode pipeline stopped (%s)", gst_flow_get_name (r));
+  return FALSE;
+}
+
+/* After the first frame of a job without tiles yet: record ehatsr's, or
+ * take the ones another worker recorded meanwhile and start over with
+ * them (the encode pipeline anew, the first frame again). */
+static gboolean
+pin_tiles (Worker * w, GstSample * first, GstCaps ** current,
+    GError ** error)
+{
+  TileData d = { w->index, 0, 0 };
+  /* ehatsr works in the appsrc's streaming thread */
+  while (!ehatsr_tiles (w, &d.tile_width, &d.tile_height)) {
+    if (!check_bus (w->encode, "Upscaling and encoding", error))
+      return FALSE;
+    g_usleep (2 * 1000);
+  }
+  gint mine_w = d.tile_width, mine_h = d.tile_height;
+  if (!remaster_manifest_update (w->workdir, record_tiles, &d, error))
+    return FALSE;
+  w->pin_tiles = FALSE;
+  w->tile_width = d.tile_width;
+  w->tile_height = d.tile_height;
+  if (mine_w == d.tile_width && mine_h == d.tile_height)
+    return TRUE;
+
+  g_printerr ("ehat-remaster: segment %u: restarting with the job's %dx%d "
+      "tiles (another worker recorded them first; this one chose %dx%d)\n",
+      w->index, d.tile_width, d.tile_height, mine_w, mine_h);
+  gst_element_set_state (w->encode, GST_STATE_NULL);
+  g_clear_pointer (&w->encode, gst_object_unref);
+  g_unlink (w->temp_path);
+  g_atomic_int_set (&w->frames_out, 0);
+  w->frames_in = 0;
+  gst_caps_replace (current, NULL);
+  return build_encode (w, error)
+      && remaster_set_state (w->encode, GST_STATE_PLAYING,
+      "Starting ehatsr and the encoder", error)
+      && push_frame (w, first, current, error);
+}
+
 static gboolean
 pump_frames (Worker * w, GError ** error)
 {
   GstAppSink *sink = GST_APP_SINK (w->appsink);
-  GstAppSrc *src = GST_APP_SRC (w->appsrc);
   GstCaps *current = NULL;
   GstClockTime last_pts = GST_CLOCK_TIME_NONE;
   gboolean ok = TRUE;
@@ -381,23 +503,12 @@ pump_frames (Worker * w, GError ** error)
           GST_TIME_ARGS (w->segment->start), GST_TIME_ARGS (pts));
       ok = FALSE;
     } else {
-      GstCaps *caps = gst_sample_get_caps (sample);
-      if (caps && (!current || !gst_caps_is_equal (caps, current))) {
-        gst_caps_replace (&current, caps);
-        gst_app_src_set_caps (src, caps);
-      }
       if (w->frames_in == 0)
         w->setup_seconds = (g_get_monotonic_time () -
             w->options->started_us) / 1e6;
-      GstFlowReturn r = gst_app_src_push_buffer (src, gst_buffer_ref (buf));
-      if (r != GST_FLOW_OK) {
-        ok = check_bus (w->encode, "Upscaling and encoding", error);
-        if (ok)
-          g_set_error (error, REMASTER_ERROR, REMASTER_ERROR_PIPELINE,
-              "the encode pipeline stopped (%s)", gst_flow_get_name (r));
-        ok = FALSE;
-      }
-      w->frames_in++;
+      ok = push_frame (w, sample, &current, error);
+      if (ok && w->pin_tiles)
+        ok = pin_tiles (w, sample, &current, error);
       last_pts = pts;
     }
     gst_sample_unref (sample);
@@ -422,7 +533,8 @@ finish_encode (Worker * w, GError ** error)
 }
 
 static gboolean
-check_stats (Worker * w, gchar ** backend, GError ** error)
+check_stats (Worker * w, gchar ** backend, gint * tile_width,
+    gint * tile_height, GError ** error)
 {
   GstStructure *stats = NULL;
   g_object_get (w->ehatsr, "stats", &stats, NULL);
@@ -431,6 +543,8 @@ check_stats (Worker * w, gchar ** backend, GError ** error)
     gst_structure_get_uint64 (stats, "frames", &frames);
     gst_structure_get_uint64 (stats, "dropped", &dropped);
     gst_structure_get_uint64 (stats, "degraded", &degraded);
+    gst_structure_get_int (stats, "tile-width", tile_width);
+    gst_structure_get_int (stats, "tile-height", tile_height);
     *backend = g_strdup (gst_structure_get_string (stats, "backend"));
     gst_structure_free (stats);
   }
@@ -467,7 +581,8 @@ worker_clear (Worker * w)
 }
 
 static gboolean
-process (Worker * w, gchar ** backend, GError ** error)
+process (Worker * w, gchar ** backend, gint * tile_width, gint * tile_height,
+    GError ** error)
 {
   g_autofree gchar *final = remaster_manifest_segment_path (w->workdir,
       w->index);
@@ -487,7 +602,7 @@ process (Worker * w, gchar ** backend, GError ** error)
   gst_element_set_state (w->decode, GST_STATE_NULL);
   if (!finish_encode (w, error))
     return FALSE;
-  gboolean ok = check_stats (w, backend, error);
+  gboolean ok = check_stats (w, backend, tile_width, tile_height, error);
   gst_element_set_state (w->encode, GST_STATE_NULL);
   if (!ok)
     return FALSE;
@@ -521,9 +636,13 @@ remaster_worker_run (const gchar * workdir, guint index,
   if (!w.manifest)
     return FALSE;
   w.segment = remaster_manifest_get_segment (w.manifest, index);
+  w.tile_width = w.manifest->settings.tile_width;
+  w.tile_height = w.manifest->settings.tile_height;
+  w.pin_tiles = w.tile_width == 0;
 
   gint64 t0 = g_get_monotonic_time ();
   g_autofree gchar *backend = NULL;
+  gint tile_width = 0, tile_height = 0;
   g_autoptr (GError) err = NULL;
   gboolean ok;
   /* Test hook: a worker that fails on purpose, for the failure and
@@ -535,13 +654,14 @@ remaster_worker_run (const gchar * workdir, guint index,
         "failure injected by EHAT_REMASTER_FAIL_SEGMENT");
     ok = FALSE;
   } else {
-    ok = process (&w, &backend, &err);
+    ok = process (&w, &backend, &tile_width, &tile_height, &err);
   }
   g_autofree gchar *final = remaster_manifest_segment_path (workdir, index);
 
   FinishData fin = { index, ok, ok ? NULL : err->message,
     w.frames_in, ok ? (guint64) remaster_fs_file_size (final) : 0,
-    (g_get_monotonic_time () - t0) / 1e6, w.setup_seconds, backend
+    (g_get_monotonic_time () - t0) / 1e6, w.setup_seconds, backend,
+    tile_width, tile_height
   };
   worker_clear (&w);
   g_autoptr (GError) merr = NULL;
