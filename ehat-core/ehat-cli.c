@@ -259,10 +259,12 @@ cmd_run (int argc, char **argv, GError **error)
 static int
 cmd_upscale (int argc, char **argv, GError **error)
 {
-  static int tile_size = 0, tile_overlap = -1;
+  static int tile_size = 0, tile_height = 0, tile_overlap = -1;
   static GOptionEntry entries[] = {
     {"tile-size", 0, 0, G_OPTION_ARG_INT, &tile_size,
         "Tile size in LR pixels (0 = automatic)", "T"},
+    {"tile-height", 0, 0, G_OPTION_ARG_INT, &tile_height,
+        "Tile height in LR pixels when not square (0 = the tile size)", "H"},
     {"tile-overlap", 0, 0, G_OPTION_ARG_INT, &tile_overlap,
         "Tile overlap in LR pixels (-1 = default)", "O"},
     ENSEMBLE_ENTRY,
@@ -298,6 +300,7 @@ cmd_upscale (int argc, char **argv, GError **error)
     return 1;
   }
   topt.tile_size = tile_size;
+  topt.tile_height = tile_size ? tile_height : 0;
   topt.ensemble = opt_ensemble;
   if (tile_overlap >= 0)
     topt.overlap = tile_overlap;

@@ -2,6 +2,7 @@
  * and clear errors (exit status, message) for bad input. */
 #include "ehat.h"
 #include "ehat-png.h"
+#include "ehat-tiler.h"
 
 #include <glib/gstdio.h>
 #include <json-glib/json-glib.h>
@@ -74,6 +75,43 @@ test_upscale_png (void)
   g_free (res);
   g_clear_pointer (&out, g_free);
   g_clear_pointer (&err, g_free);
+
+  /* --tile-size with --tile-height: what the library gives for 8×16 tiles
+   * (not the square 8×8 ones), byte for byte */
+  {
+    g_autoptr (EhatModel) m = ehat_model_load (golden_model ("hat-tiny-x2"),
+        &error);
+    EhatEngineOptions eo = EHAT_ENGINE_OPTIONS_INIT;
+    g_autoptr (EhatEngine) e = NULL;
+    EhatTileOptions to = EHAT_TILE_OPTIONS_INIT;
+    EhatTileStats st;
+    g_autofree float *pin = ehat_rgb8_to_planar (rgb, 21, 13);
+    g_autofree float *pout = g_new (float, 3 * 42 * 26);
+    g_autofree guint8 *want = NULL;
+
+    g_assert_no_error (error);
+    eo.backend = EHAT_BACKEND_CPU;
+    e = ehat_engine_new (m, &eo, &error);
+    g_assert_no_error (error);
+    to.tile_size = 8;
+    to.tile_height = 16;
+    to.overlap = 0;
+    g_assert_true (ehat_upscale_tiled (e, pin, 21, 13, pout, &to, &st,
+            &error));
+    g_assert_no_error (error);
+    g_assert_cmpint (st.tile_height, ==, 13);
+    g_assert_cmpint (st.tiles_y, ==, 1);
+    want = ehat_planar_to_rgb8 (pout, 42, 26);
+    rc = run_cli (&out, &err, "upscale", "--model",
+        golden_model ("hat-tiny-x2"), "--backend", "cpu", "--tile-size", "8",
+        "--tile-height", "16", "--tile-overlap", "0", in, outp, NULL);
+    g_assert_cmpint (rc, ==, 0);
+    g_assert_true (ehat_png_read (outp, &res, &w, &h, &error));
+    g_assert_cmpint (memcmp (res, want, 3 * 42 * 26), ==, 0);
+    g_free (res);
+    g_clear_pointer (&out, g_free);
+    g_clear_pointer (&err, g_free);
+  }
 
   /* short of memory (fault injection: allocations above a limit fail, set
    * between a 32×32 tile's pass and the whole 64×48 image's): the image
