@@ -1134,6 +1134,9 @@ test_errors (void)
   g_autofree gchar *missing = tmp_path ("no-such-film.mkv");
   g_autofree gchar *junk_model = tmp_path ("junk.safetensors");
   g_autofree gchar *text = tmp_path ("not-a-film.mkv");
+  /* an output that exists (its own: the test runs alone under ASan) */
+  g_autofree gchar *existing = tmp_path ("existing.mkv");
+  g_assert_true (g_file_set_contents (existing, "", 0, NULL));
   g_assert_true (g_file_set_contents (junk_model, "not a model", -1, NULL));
   g_assert_true (g_file_set_contents (text, "hello\n", -1, NULL));
   /* AAC audio, which WebM cannot store, and woven fields, which ehatsr
@@ -1187,7 +1190,7 @@ test_errors (void)
           "audio stream 1 (MPEG-4 AAC, audio/mpeg), so the join would fail "
           "after the upscaling; choose .mkv"},
     {{clip, clip, "--force"}, 2, "must not be the input"},
-    {{clip, single_out}, 2, "exists"},
+    {{clip, existing}, 2, "exists"},
     {{"--segment-seconds", "fast", clip, out}, 2, "Cannot parse"},
     {{"--status", tmpdir}, 1, "no manifest"},
     {{"--join", tmpdir}, 1, "no manifest"},

@@ -431,8 +431,6 @@ main (int argc, char **argv)
   o.started_us = g_get_monotonic_time ();
   o.quality = -1;
   o.device_id = -1;
-  o.backend = g_strdup ("auto");
-  o.precision = g_strdup ("auto");
   GOptionEntry entries[] = {
     {"model", 0, 0, G_OPTION_ARG_FILENAME, &o.model,
         "Model file (default: ehatsr's, ehat-fast-x2)", "M"},
@@ -516,6 +514,12 @@ main (int argc, char **argv)
     g_error_free (error);
     return 2;
   }
+  /* defaults after parsing: GOption replaces a string without freeing
+   * what was there */
+  if (!o.backend)
+    o.backend = g_strdup ("auto");
+  if (!o.precision)
+    o.precision = g_strdup ("auto");
 
   gint rc;
   if (o.worker)

@@ -173,15 +173,32 @@ read_string (int fd, const Element * e)
   return s;
 }
 
+/* n-byte big-endian integers at any address.  GStreamer's
+ * GST_READ/WRITE_UINT*_BE cast the pointer on x86 (an unaligned access:
+ * undefined in C, and reported by UBSan in the hardening run). */
+static guint64
+get_be (const guint8 * b, guint n)
+{
+  guint64 v = 0;
+  for (guint i = 0; i < n; i++)
+    v = (v << 8) | b[i];
+  return v;
+}
+
+static void
+set_be (guint8 * b, guint64 v, guint n)
+{
+  for (guint i = 0; i < n; i++)
+    b[i] = (guint8) (v >> (8 * (n - 1 - i)));
+}
+
 static gboolean
 read_uint (int fd, const Element * e, guint64 * v)
 {
   guint8 b[8];
   if (e->size > 8 || !read_at (fd, e->pos + e->hlen, b, e->size))
     return FALSE;
-  *v = 0;
-  for (guint i = 0; i < e->size; i++)
-    *v = (*v << 8) | b[i];
+  *v = get_be (b, e->size);
   return TRUE;
 }
 
@@ -514,12 +531,11 @@ put_seek (GByteArray * out, guint32 id, guint64 rel, guint width)
   e[3] = 0x53;
   e[4] = 0xAB;
   e[5] = 0x84;
-  GST_WRITE_UINT32_BE (e + 6, id);
+  set_be (e + 6, id, 4);
   e[10] = 0x53;
   e[11] = 0xAC;
   e[12] = 0x80 | (guint8) n;
-  for (guint k = 0; k < n; k++)
-    e[13 + k] = (guint8) (rel >> (8 * (n - 1 - k)));
+  set_be (e + 13, rel, n);
   g_byte_array_append (out, e, 13 + n);
 }
 
@@ -572,7 +588,7 @@ append_level1 (const gchar * path, Layout * l, guint32 id, GByteArray * tail,
     GError ** error)
 {
   guint8 head[12], probe[8];
-  GST_WRITE_UINT32_BE (head, id);
+  set_be (head, id, 4);
   encode_size (tail->len, 8, head + 4);
   g_byte_array_prepend (tail, head, sizeof head);
   if (!l->segment.unknown && !encode_size (l->segment.size + tail->len,
@@ -699,12 +715,12 @@ read_float (int fd, const Element * e, gdouble * v)
           e->size))
     return FALSE;
   if (e->size == 4) {
-    guint32 u = GST_READ_UINT32_BE (b);
+    guint32 u = (guint32) get_be (b, 4);
     gfloat f;
     memcpy (&f, &u, 4);
     *v = f;
   } else {
-    guint64 u = GST_READ_UINT64_BE (b);
+    guint64 u = get_be (b, 8);
     memcpy (v, &u, 8);
   }
   return TRUE;
@@ -718,11 +734,11 @@ write_float (int fd, const Element * e, gdouble v)
     gfloat f = (gfloat) v;
     guint32 u;
     memcpy (&u, &f, 4);
-    GST_WRITE_UINT32_BE (b, u);
+    set_be (b, u, 4);
   } else {
     guint64 u;
     memcpy (&u, &v, 8);
-    GST_WRITE_UINT64_BE (b, u);
+    set_be (b, u, 8);
   }
   return write_at (fd, e->pos + e->hlen, b, e->size);
 }
@@ -839,8 +855,7 @@ put_attached_file (GByteArray * out, GstSample * sample)
   gst_buffer_unmap (buf, &map);
   /* FileUID: any non-zero number unique in the file */
   guint8 uid[8];
-  GST_WRITE_UINT64_BE (uid, g_random_int () | ((guint64) g_random_int () <<
-          32) | 1);
+  set_be (uid, g_random_int () | ((guint64) g_random_int () << 32) | 1, 8);
   put_id (f, ID_FILEUID);
   put_size (f, 8);
   g_byte_array_append (f, uid, 8);
