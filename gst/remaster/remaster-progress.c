@@ -280,7 +280,7 @@ remaster_progress_report (RemasterProgress * p, const RemasterManifest * m,
   g_print ("  video       %dx%d -> %dx%d, encoder %s\n", m->width, m->height,
       r->out_width, r->out_height, enc);
   if (st->tile_width)
-    g_print ("  tiles       %dx%d input pixels (from %s), in every segment\n",
+    g_print ("  tiles       %dx%d input pixels (from %s)\n",
         st->tile_width, st->tile_height, st->tile_origin ?
         st->tile_origin : "?");
   if (shrunk)
