@@ -300,7 +300,7 @@ cmd_upscale (int argc, char **argv, GError **error)
     return 1;
   }
   topt.tile_size = tile_size;
-  topt.tile_height = tile_size ? tile_height : 0;
+  topt.tile_height = tile_height;
   topt.ensemble = opt_ensemble;
   if (tile_overlap >= 0)
     topt.overlap = tile_overlap;

@@ -841,7 +841,7 @@ gst_ehat_sr_transform_frame (GstVideoFilter * filter, GstVideoFrame * in,
 
   GST_OBJECT_LOCK (self);
   opt.tile_size = self->tile_size;
-  opt.tile_height = self->tile_size ? self->tile_height : 0;
+  opt.tile_height = self->tile_height;
   opt.overlap = self->tile_overlap;
   opt.ensemble = self->ensemble;
   post = self->post_messages;

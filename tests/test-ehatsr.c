@@ -479,26 +479,47 @@ GST_START_TEST (test_roi_meta_scaled)
 
 GST_END_TEST;
 
+/* Tiles of the last frame through hr: their number, and their input size
+ * into tile_width × tile_height when those are not NULL. */
+static gint
+last_geometry (GstHarness * hr, gint * tile_width, gint * tile_height)
+{
+  GstStructure *stats;
+  gint tiles = -1, tw = -1, th = -1;
+
+  g_object_get (hr->element, "stats", &stats, NULL);
+  fail_unless (gst_structure_get_int (stats, "tiles", &tiles));
+  fail_unless (gst_structure_get_int (stats, "tile-width", &tw));
+  fail_unless (gst_structure_get_int (stats, "tile-height", &th));
+  gst_structure_free (stats);
+  if (tile_width)
+    *tile_width = tw;
+  if (tile_height)
+    *tile_height = th;
+  return tiles;
+}
+
+static gint
+last_tiles (GstHarness * hr)
+{
+  return last_geometry (hr, NULL, NULL);
+}
+
 GST_START_TEST (test_tiled_frame)
 {
   /* larger than a tile: the tiler runs inside the element */
   GstHarness *hr = harness_for (2, "NV12", 40, 24);
   GstBuffer *in = make_frame ("video/x-raw,format=NV12,width=40,height=24",
       0x60), *out;
-  GstStructure *stats;
   gint tiles, square_tiles, tw, th;
 
   g_object_set (hr->element, "tile-size", 16, "tile-overlap", 4, NULL);
   out = gst_harness_push_and_pull (hr, in);
   fail_unless (out != NULL);
-  g_object_get (hr->element, "stats", &stats, NULL);
-  fail_unless (gst_structure_get_int (stats, "tiles", &square_tiles));
-  fail_unless (gst_structure_get_int (stats, "tile-width", &tw));
-  fail_unless (gst_structure_get_int (stats, "tile-height", &th));
+  square_tiles = last_geometry (hr, &tw, &th);
   fail_unless (square_tiles > 1);
   fail_unless_equals_int (tw, 16);
   fail_unless_equals_int (th, 16);
-  gst_structure_free (stats);
   gst_buffer_unref (out);
 
   /* tile-height: one row of 16×24 tiles */
@@ -506,15 +527,11 @@ GST_START_TEST (test_tiled_frame)
   out = gst_harness_push_and_pull (hr, make_frame
       ("video/x-raw,format=NV12,width=40,height=24", 0x60));
   fail_unless (out != NULL);
-  g_object_get (hr->element, "stats", &stats, NULL);
-  fail_unless (gst_structure_get_int (stats, "tiles", &tiles));
-  fail_unless (gst_structure_get_int (stats, "tile-width", &tw));
-  fail_unless (gst_structure_get_int (stats, "tile-height", &th));
+  tiles = last_geometry (hr, &tw, &th);
   fail_unless_equals_int (tw, 16);
   fail_unless_equals_int (th, 24);
   fail_unless (tiles > 1 && tiles < square_tiles, "%d tiles, %d square",
       tiles, square_tiles);
-  gst_structure_free (stats);
   gst_buffer_unref (out);
   gst_harness_teardown (hr);
 }
@@ -871,19 +888,6 @@ GST_START_TEST (test_model_swap_failure)
 
 GST_END_TEST;
 
-/* Tiles of the last frame through hr. */
-static gint
-last_tiles (GstHarness * hr)
-{
-  GstStructure *stats;
-  gint tiles = -1;
-
-  g_object_get (hr->element, "stats", &stats, NULL);
-  fail_unless (gst_structure_get_int (stats, "tiles", &tiles));
-  gst_structure_free (stats);
-  return tiles;
-}
-
 /* tile-size 0: the whole frame while it fits the memory budget, tiles
  * when it does not.  The budget is the engine's from its first frame on:
  * what the host has available moving later (here: the override) changes
@@ -893,7 +897,6 @@ GST_START_TEST (test_auto_tiles_from_memory)
   GstHarness *hr = harness_for (2, "RGBx", 64, 48), *small, *fixed;
   const char *caps = "video/x-raw,format=RGBx,width=64,height=48";
   GstBuffer *out, *again, *whole;
-  GstStructure *stats;
   GstMapInfo m;
   gint tw, th;
 
@@ -915,10 +918,7 @@ GST_START_TEST (test_auto_tiles_from_memory)
   /* its stats' tile-width × tile-height, given as tile-size and
    * tile-height to an element with all the memory it wants, repeat that
    * geometry: the same bytes (what ehat-remaster relies on) */
-  g_object_get (small->element, "stats", &stats, NULL);
-  fail_unless (gst_structure_get_int (stats, "tile-width", &tw));
-  fail_unless (gst_structure_get_int (stats, "tile-height", &th));
-  gst_structure_free (stats);
+  last_geometry (small, &tw, &th);
   fixed = harness_for (2, "RGBx", 64, 48);
   g_object_set (fixed->element, "tile-size", tw, "tile-height", th, NULL);
   again = gst_harness_push_and_pull (fixed, make_frame (caps, 0x20));
