@@ -44,7 +44,7 @@ typedef enum
   SCR_XPAD,                     /* linear input band, rows padded */
   SCR_YPAD,                     /* linear output band, rows padded */
   SCR_BIAS,                     /* dense relative-position bias */
-  SCR_SUMS,                     /* channel-attention sums (double) */
+  SCR_SUMS,                     /* channel-attention partial sums (double) */
   SCR_SCALE,                    /* channel-attention scales */
   SCR_STATS,                    /* DANet PAM row max/sum */
   SCR_GRAM,                     /* DANet CAM c×c matrices (fp32) */
@@ -304,35 +304,51 @@ cuda_device_memory (EhatBackend *be, gsize *now, gsize *peak)
   *peak = CB (be)->dev_peak;
 }
 
-/* A scratch buffer of at least `bytes`, grown on demand (after the stream
- * has drained: queued kernels may still use the old one). */
+/* *buf (*have bytes) grown to at least `bytes`, in device memory or, with
+ * host, page-locked host memory: only after the stream has drained (queued
+ * work may still use the old buffer), and never while a graph is being
+ * recorded (the graph would keep the old address). */
 static void *
-scratch (EhatCudaBackend *cb, EhatScratch slot, gsize bytes)
+grow (EhatCudaBackend *cb, void **buf, gsize *have, gsize bytes,
+    gboolean host)
 {
   void *p = NULL;
   cudaError_t e;
 
-  if (bytes <= cb->scratch_bytes[slot] && cb->scratch[slot])
-    return cb->scratch[slot];
+  if (bytes <= *have && *buf)
+    return *buf;
   if (cb->recording >= 0) {
-    record_cuda (cb, cudaErrorStreamCaptureUnsupported, "scratch growth");
+    record_cuda (cb, cudaErrorStreamCaptureUnsupported,
+        host ? "pinned growth" : "scratch growth");
     return NULL;
   }
-  if (cb->scratch[slot]) {
-    record_cuda (cb, cudaStreamSynchronize (cb->stream), "scratch");
-    dev_free (cb, cb->scratch[slot]);
-    cb->scratch[slot] = NULL;
-    cb->scratch_bytes[slot] = 0;
+  if (*buf) {
+    record_cuda (cb, cudaStreamSynchronize (cb->stream),
+        host ? "pinned" : "scratch");
+    if (host)
+      cudaFreeHost (*buf);
+    else
+      dev_free (cb, *buf);
+    *buf = NULL;
+    *have = 0;
   }
   bytes = (MAX (bytes, 1) + 0xfffff) & ~(gsize) 0xfffff;
-  e = dev_malloc (cb, &p, bytes);
+  e = host ? cudaMallocHost (&p, bytes) : dev_malloc (cb, &p, bytes);
   if (e != cudaSuccess) {
-    record_cuda (cb, e, "scratch allocation");
+    record_cuda (cb, e, host ? "pinned allocation" : "scratch allocation");
     return NULL;
   }
-  cb->scratch[slot] = p;
-  cb->scratch_bytes[slot] = bytes;
+  *buf = p;
+  *have = bytes;
   return p;
+}
+
+/* A device scratch buffer of at least `bytes`, grown on demand. */
+static void *
+scratch (EhatCudaBackend *cb, EhatScratch slot, gsize bytes)
+{
+  return grow (cb, &cb->scratch[slot], &cb->scratch_bytes[slot], bytes,
+      FALSE);
 }
 
 /* A page-locked host buffer of at least `bytes`, grown on demand.  Only
@@ -342,27 +358,7 @@ scratch (EhatCudaBackend *cb, EhatScratch slot, gsize bytes)
 static guint8 *
 pinned (EhatCudaBackend *cb, EhatPinned slot, gsize bytes)
 {
-  void *p = NULL;
-
-  if (bytes <= cb->pinned_bytes[slot] && cb->pinned[slot])
-    return cb->pinned[slot];
-  if (cb->recording >= 0) {
-    record_cuda (cb, cudaErrorStreamCaptureUnsupported, "pinned growth");
-    return NULL;
-  }
-  if (cb->pinned[slot]) {
-    record_cuda (cb, cudaStreamSynchronize (cb->stream), "pinned");
-    cudaFreeHost (cb->pinned[slot]);
-    cb->pinned[slot] = NULL;
-    cb->pinned_bytes[slot] = 0;
-  }
-  bytes = (MAX (bytes, 1) + 0xfffff) & ~(gsize) 0xfffff;
-  record_cuda (cb, cudaMallocHost (&p, bytes), "pinned allocation");
-  if (cb->error)
-    return NULL;
-  cb->pinned[slot] = p;
-  cb->pinned_bytes[slot] = bytes;
-  return p;
+  return grow (cb, &cb->pinned[slot], &cb->pinned_bytes[slot], bytes, TRUE);
 }
 
 /* ---- lifetime ---- */
@@ -1040,7 +1036,8 @@ channel_scales (EhatCudaBackend *cb, const EhatLinearW *down,
   double *sums;
   float *sc;
 
-  if (!(sums = scratch (cb, SCR_SUMS, (gsize) n * c * sizeof (double)))
+  if (!(sums = scratch (cb, SCR_SUMS, (gsize) n * c
+              * ehat_cuda_channel_sum_parts (hw) * sizeof (double)))
       || !(sc = scratch (cb, SCR_SCALE, (gsize) n * c * sizeof (float))))
     return NULL;
   record_cuda (cb, ehat_cuda_channel_sums (cb->stream, cb->dt, v, n, hw, c,

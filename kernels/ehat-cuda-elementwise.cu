@@ -364,12 +364,24 @@ ehat_cuda_axpby (cudaStream_t s, int dt, void *y, float a, const void *x,
 
 /* ---- channel attention ---- */
 
+/* Row parts each image's sums are split into: a function of hw alone, so
+ * that an image's mean does not depend on the batch it came in. */
+extern "C" size_t
+ehat_cuda_channel_sum_parts (size_t hw)
+{
+  size_t parts = (hw + 8 * 64 - 1) / (8 * 64);
+  return parts < 1 ? 1 : parts > 1024 ? 1024 : parts;
+}
+
 /* Block (32 channels × 8 row lanes), grid (channel blocks, images, row
- * splits); sums in double as the CPU does (the mean runs over up to
- * millions of rows). */
+ * parts); sums in double as the CPU does (the mean runs over up to
+ * millions of rows).  Each block writes its part's sums, which
+ * channel_mlp_kernel adds in a fixed order: atomics would add them in
+ * whatever order the blocks finish, and the same tile could round to
+ * another float from one run (or one batch) to the next. */
 template <typename T>
 __global__ void
-channel_sums_kernel (const T *v, size_t hw, int c, double *sums)
+channel_sums_kernel (const T *v, size_t hw, int c, double *parts)
 {
   __shared__ double red[8][33];
   int ch = blockIdx.x * 32 + threadIdx.x;
@@ -386,39 +398,38 @@ channel_sums_kernel (const T *v, size_t hw, int c, double *sums)
   if (threadIdx.y == 0 && ch < c) {
     for (int k = 1; k < 8; k++)
       acc += red[k][threadIdx.x];
-    atomicAdd (&sums[(size_t) img * c + ch], acc);
+    parts[((size_t) img * gridDim.z + blockIdx.z) * c + ch] = acc;
   }
 }
 
 extern "C" cudaError_t
 ehat_cuda_channel_sums (cudaStream_t s, int dt, const void *v, int n,
-    size_t hw, int c, double *sums)
+    size_t hw, int c, double *parts)
 {
-  cudaError_t e = cudaMemsetAsync (sums, 0, (size_t) n * c * sizeof (double),
-      s);
-  if (e != cudaSuccess)
-    return e;
-  size_t splits = (hw + 8 * 64 - 1) / (8 * 64);
-  if (splits < 1)
-    splits = 1;
-  if (splits > 1024)
-    splits = 1024;
-  dim3 grid ((c + 31) / 32, n, (unsigned) splits), block (32, 8);
+  dim3 grid ((c + 31) / 32, n, (unsigned) ehat_cuda_channel_sum_parts (hw)),
+      block (32, 8);
   EHAT_DISPATCH (dt, channel_sums_kernel<T> <<< grid, block, 0, s >>> (
-          (const T *) v, hw, c, sums));
+          (const T *) v, hw, c, parts));
   return cudaGetLastError ();
 }
 
-/* One block per image: mean → down → ReLU → up → sigmoid. */
+/* One block per image: mean (its parts added in order) → down → ReLU → up
+ * → sigmoid. */
 __global__ void
-channel_mlp_kernel (const double *sums, size_t hw, int c, const float *dw,
-    const float *db, int mid, const float *uw, const float *ub, float *scale)
+channel_mlp_kernel (const double *parts, size_t n_parts, size_t hw, int c,
+    const float *dw, const float *db, int mid, const float *uw,
+    const float *ub, float *scale)
 {
   extern __shared__ float sm[];
   float *mean = sm, *hid = sm + c;
   int img = blockIdx.x;
-  for (int j = threadIdx.x; j < c; j += blockDim.x)
-    mean[j] = (float) (sums[(size_t) img * c + j] / (double) hw);
+  const double *pi = parts + (size_t) img * n_parts * c;
+  for (int j = threadIdx.x; j < c; j += blockDim.x) {
+    double sum = 0.0;
+    for (size_t z = 0; z < n_parts; z++)
+      sum += pi[z * c + j];
+    mean[j] = (float) (sum / (double) hw);
+  }
   __syncthreads ();
   for (int o = threadIdx.x; o < mid; o += blockDim.x) {
     float s = db[o];
@@ -436,15 +447,15 @@ channel_mlp_kernel (const double *sums, size_t hw, int c, const float *dw,
 }
 
 extern "C" cudaError_t
-ehat_cuda_channel_mlp (cudaStream_t s, const double *sums, int n, size_t hw,
+ehat_cuda_channel_mlp (cudaStream_t s, const double *parts, int n, size_t hw,
     int c, const float *dw, const float *db, int mid, const float *uw,
     const float *ub, float *scale)
 {
   size_t smem = (size_t) (c + mid) * sizeof (float);
   if (smem > 48 * 1024)
     return cudaErrorInvalidValue;
-  channel_mlp_kernel <<< n, EHAT_THREADS, smem, s >>> (sums, hw, c, dw, db,
-      mid, uw, ub, scale);
+  channel_mlp_kernel <<< n, EHAT_THREADS, smem, s >>> (parts,
+      ehat_cuda_channel_sum_parts (hw), hw, c, dw, db, mid, uw, ub, scale);
   return cudaGetLastError ();
 }
 

@@ -112,12 +112,15 @@ cudaError_t ehat_cuda_layernorm (cudaStream_t s, int dt, const void *x,
 cudaError_t ehat_cuda_axpby (cudaStream_t s, int dt, void *y, float a,
     const void *x, float b, size_t n);
 
-/* Channel attention: sums [n][c] (double, zeroed here) of each image's hw
- * rows; then scale [n][c] = sigmoid(up(ReLU(down(sums/hw)))); then
- * v[img][r][j] ·= scale[img][j]. */
+/* Channel attention: partial sums parts [n][P][c] (double, P =
+ * ehat_cuda_channel_sum_parts (hw)) of each image's hw rows; then scale
+ * [n][c] = sigmoid(up(ReLU(down(Σ parts/hw)))), the parts added in order
+ * (no atomics: the same image gives the same bits in any run or batch);
+ * then v[img][r][j] ·= scale[img][j]. */
+size_t ehat_cuda_channel_sum_parts (size_t hw);
 cudaError_t ehat_cuda_channel_sums (cudaStream_t s, int dt, const void *v,
-    int n, size_t hw, int c, double *sums);
-cudaError_t ehat_cuda_channel_mlp (cudaStream_t s, const double *sums, int n,
+    int n, size_t hw, int c, double *parts);
+cudaError_t ehat_cuda_channel_mlp (cudaStream_t s, const double *parts, int n,
     size_t hw, int c, const float *dw, const float *db, int mid,
     const float *uw, const float *ub, float *scale);
 cudaError_t ehat_cuda_channel_scale (cudaStream_t s, int dt, void *v, int n,

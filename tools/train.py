@@ -149,6 +149,40 @@ def copy_matching(model: nn.Module, path: str, log=print) -> None:
     log(f"initialised {n}/{len(own)} tensors from {path}")
 
 
+def grow_from(model: nn.Module, path: str, log=print) -> None:
+    """Make the residual groups that ``model`` has beyond those of model file ``path`` start as
+    the identity, so that the deeper network computes exactly what ``path``'s does (after
+    :func:`copy_matching`): each new group's closing convolution is zero and, for EHAT, its
+    branch weights are neutral (w0 = 0, w1 = 1) and the last w1 (around conv_after_body) moves
+    to its new place behind the new groups' uses (spec section 5). Training then grows the new
+    groups out of zero, as zero-initialised residual branches do."""
+    src = load(path, dtype=torch.float32, strict=False)
+    sc, cfg = src.cfg, model.cfg
+    same = ("arch", "upscale", "embed_dim", "window_size", "compress_ratio", "squeeze_factor",
+            "mlp_ratio", "ape", "danet")
+    diff = [k for k in same if getattr(sc, k) != getattr(cfg, k)]
+    n = len(sc.depths)
+    if diff or cfg.depths[:n] != sc.depths or cfg.num_heads[:n] != sc.num_heads or len(cfg.depths) <= n:
+        raise ValueError(f"--grow needs a model with more groups than {path} and its first "
+                         f"{n} groups, width and settings the same (differs: "
+                         f"{', '.join(diff) or 'depths/heads'})")
+    with torch.no_grad():
+        for layer in model.layers[n:]:
+            layer.conv.weight.zero_()
+            layer.conv.bias.zero_()
+        if cfg.is_ehat:
+            n0s, n1s = sc.bsa_counts()
+            n0, n1 = cfg.bsa_counts()
+            w0, w1 = model.bsa.weight_0, model.bsa.weight_1
+            v0, v1 = src.bsa.weight_0, src.bsa.weight_1
+            w0.zero_()
+            w0[:n0s] = v0[:n0s]
+            w1.fill_(1.0)
+            w1[:n1s - 1] = v1[:n1s - 1]
+            w1[n1 - 1] = v1[n1s - 1]
+    log(f"groups {n}..{len(cfg.depths) - 1} start as the identity (grown from {path})")
+
+
 class Ema:
     def __init__(self, model: nn.Module, decay: float):
         self.model = copy.deepcopy(model).eval()
@@ -241,6 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--danet", action="store_true",
                    help="add the DANet block after the body's norm (spec section 6; its gammas start at 0)")
     g.add_argument("--init", help="model file to take matching tensors from (e.g. a x2 body for x4)")
+    g.add_argument("--grow", action="store_true",
+                   help="with --init of a model with fewer groups: the extra groups start as the "
+                   "identity, so training starts from --init's output")
     g = p.add_argument_group("training")
     g.add_argument("--train", action="append", help="image folder or file (repeatable; default: "
                    "shared data train/Urban100-60 and train/misc)")
@@ -303,6 +340,15 @@ def main(argv=None) -> int:
     init_weights(model)
     if a.init:
         copy_matching(model, a.init, log)
+        if a.grow:
+            try:
+                grow_from(model, a.init, log)
+            except ValueError as e:
+                print(f"train: {e}", file=sys.stderr)
+                return 2
+    elif a.grow:
+        print("train: --grow needs --init", file=sys.stderr)
+        return 2
     model.to(dev).train()
     ema = Ema(model, a.ema)
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=a.lr, betas=(0.9, 0.99))
@@ -411,7 +457,7 @@ def main(argv=None) -> int:
         "iterations": str(it),
         "training_time": f"{elapsed / 60:.1f} min, {a.device}, {torch.get_num_threads() if a.device == 'cpu' else 1} thread(s)",
         "training_recipe": f"Adam(0.9,0.99) lr {a.lr:g} cosine, L1 then MSE from {a.mse_start:g}, EMA {a.ema:g}, "
-                           f"batch {a.batch}x{a.patch}^2 LR, flips/rot90" + (f", init {os.path.basename(a.init)}" if a.init else ""),
+                           f"batch {a.batch}x{a.patch}^2 LR, flips/rot90" + (f", {'grown from' if a.grow else 'init'} {os.path.basename(a.init)}" if a.init else ""),
         "date": datetime.date.today().isoformat(),
     }
     if "Set5" in res:

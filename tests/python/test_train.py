@@ -129,3 +129,50 @@ def test_set_threads_limits_openblas_too():
     # torch's GEMMs run in the system OpenBLAS here; None would mean the lookup is broken
     assert before != "None", "OpenBLAS not found in the torch process"
     assert after == "1" and torch_threads == "1"
+
+
+def test_grow_starts_as_the_smaller_model(tmp_path):
+    """--grow: a 3-group EHAT grown from a trained-looking 1-group one computes the same output
+    (float64), so training starts from the smaller model's quality; a mismatched width is refused."""
+    import torch
+
+    import train as tr
+    from ehat_ref.model import EhatConfig, EhatNet, save
+
+    torch.manual_seed(3)
+    small_cfg = EhatConfig(arch="ehat", upscale=2, embed_dim=12, depths=[2], num_heads=[2], window_size=4,
+                           compress_ratio=3, squeeze_factor=4)
+    small = EhatNet(small_cfg)
+    tr.init_weights(small)
+    with torch.no_grad():
+        # trained branch weights: the last w1 (around conv_after_body) must move when groups are added
+        n0, n1 = small_cfg.bsa_counts()
+        small.bsa.weight_0[:n0] = torch.rand(n0) * 0.5
+        small.bsa.weight_1[:n1] = 0.5 + torch.rand(n1)
+        small.conv_after_body.weight.mul_(5.0)
+    path = str(tmp_path / "small.safetensors")
+    save(small, path)
+
+    args = tr.build_parser().parse_args(["--embed-dim", "12", "--depths", "2,1,2", "--heads", "2", "--window", "4",
+                                         "--squeeze-factor", "4", "--init", path, "--grow", "-o", "x"])
+    big = EhatNet(tr.make_config(args))
+    tr.init_weights(big)
+    tr.copy_matching(big, path, log=lambda *_: None)
+    tr.grow_from(big, path, log=lambda *_: None)
+    x = torch.rand(1, 3, 12, 16, dtype=torch.float64)
+    ref = load(path, dtype=torch.float64).eval()
+    with torch.no_grad():
+        a, b = ref(x), big.double().eval()(x)
+    assert (a - b).abs().max().item() < 1e-12
+    assert big.layers[1].conv.weight.abs().max().item() == 0.0  # the new groups do start at zero
+    # without --grow the same tensors give another network
+    plain = EhatNet(tr.make_config(args))
+    tr.init_weights(plain)
+    tr.copy_matching(plain, path, log=lambda *_: None)
+    with torch.no_grad():
+        assert (plain.double().eval()(x) - a).abs().max().item() > 1e-3
+
+    wide = tr.build_parser().parse_args(["--embed-dim", "16", "--depths", "2,2", "--heads", "2", "--window", "4",
+                                         "--squeeze-factor", "4", "-o", "x"])
+    with pytest.raises(ValueError, match="embed_dim"):
+        tr.grow_from(EhatNet(tr.make_config(wide)), path)
