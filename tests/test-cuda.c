@@ -1109,8 +1109,8 @@ test_shipped_narrow (gconstpointer data)
   }
 }
 
-/* The tw×th window of planar RGB src (sw×sh) at (x, y), appended to dst. */
-static float *
+/* The tw×th window of planar RGB src (sw×sh) at (x, y) into dst. */
+static void
 cut (float *dst, const float *src, int sw, int sh, int x, int y, int tw,
     int th)
 {
@@ -1118,7 +1118,6 @@ cut (float *dst, const float *src, int sw, int sh, int x, int y, int tw,
     for (int r = 0; r < th; r++, dst += tw)
       memcpy (dst, src + ((gsize) ch * sh + y + r) * sw + x,
           (gsize) tw * sizeof (float));
-  return dst;
 }
 
 /* Run to run and batch to batch, the same tile gives the same bits: alone

@@ -135,13 +135,12 @@ def init_weights(model: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-def copy_matching(model: nn.Module, path: str, log=print) -> None:
-    """Load every tensor of model file ``path`` whose name and shape match (e.g. the body of a
-    ×2 model into a ×4 one)."""
-    src = load(path, dtype=torch.float32, strict=False).state_dict()
+def copy_matching(model: nn.Module, src: EhatNet, path: str, log=print) -> None:
+    """Copy every tensor of ``src`` (loaded from ``path``) whose name and shape match (e.g. the
+    body of a ×2 model into a ×4 one)."""
     own = model.state_dict()
     n = 0
-    for k, v in src.items():
+    for k, v in src.state_dict().items():
         if k in own and own[k].shape == v.shape:
             own[k].copy_(v)
             n += 1
@@ -149,14 +148,13 @@ def copy_matching(model: nn.Module, path: str, log=print) -> None:
     log(f"initialised {n}/{len(own)} tensors from {path}")
 
 
-def grow_from(model: nn.Module, path: str, log=print) -> None:
-    """Make the residual groups that ``model`` has beyond those of model file ``path`` start as
-    the identity, so that the deeper network computes exactly what ``path``'s does (after
+def grow_from(model: nn.Module, src: EhatNet, path: str, log=print) -> None:
+    """Make the residual groups that ``model`` has beyond those of ``src`` (loaded from ``path``)
+    start as the identity, so that the deeper network computes exactly what ``src`` does (after
     :func:`copy_matching`): each new group's closing convolution is zero and, for EHAT, its
     branch weights are neutral (w0 = 0, w1 = 1) and the last w1 (around conv_after_body) moves
     to its new place behind the new groups' uses (spec section 5). Training then grows the new
     groups out of zero, as zero-initialised residual branches do."""
-    src = load(path, dtype=torch.float32, strict=False)
     sc, cfg = src.cfg, model.cfg
     same = ("arch", "upscale", "embed_dim", "window_size", "compress_ratio", "squeeze_factor",
             "mlp_ratio", "ape", "danet")
@@ -339,10 +337,11 @@ def main(argv=None) -> int:
     model = EhatNet(cfg)
     init_weights(model)
     if a.init:
-        copy_matching(model, a.init, log)
+        src = load(a.init, dtype=torch.float32, strict=False)
+        copy_matching(model, src, a.init, log)
         if a.grow:
             try:
-                grow_from(model, a.init, log)
+                grow_from(model, src, a.init, log)
             except ValueError as e:
                 print(f"train: {e}", file=sys.stderr)
                 return 2

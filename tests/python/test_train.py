@@ -157,8 +157,9 @@ def test_grow_starts_as_the_smaller_model(tmp_path):
                                          "--squeeze-factor", "4", "--init", path, "--grow", "-o", "x"])
     big = EhatNet(tr.make_config(args))
     tr.init_weights(big)
-    tr.copy_matching(big, path, log=lambda *_: None)
-    tr.grow_from(big, path, log=lambda *_: None)
+    src = load(path)
+    tr.copy_matching(big, src, path, log=lambda *_: None)
+    tr.grow_from(big, src, path, log=lambda *_: None)
     x = torch.rand(1, 3, 12, 16, dtype=torch.float64)
     ref = load(path, dtype=torch.float64).eval()
     with torch.no_grad():
@@ -168,11 +169,11 @@ def test_grow_starts_as_the_smaller_model(tmp_path):
     # without --grow the same tensors give another network
     plain = EhatNet(tr.make_config(args))
     tr.init_weights(plain)
-    tr.copy_matching(plain, path, log=lambda *_: None)
+    tr.copy_matching(plain, src, path, log=lambda *_: None)
     with torch.no_grad():
         assert (plain.double().eval()(x) - a).abs().max().item() > 1e-3
 
     wide = tr.build_parser().parse_args(["--embed-dim", "16", "--depths", "2,2", "--heads", "2", "--window", "4",
                                          "--squeeze-factor", "4", "-o", "x"])
     with pytest.raises(ValueError, match="embed_dim"):
-        tr.grow_from(EhatNet(tr.make_config(wide)), path)
+        tr.grow_from(EhatNet(tr.make_config(wide)), src, path)
