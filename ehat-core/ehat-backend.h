@@ -113,7 +113,11 @@ struct _EhatBackendOps
   /* Optional (NULL: linear() reads lw->w as it is).  Sets lw->prepared
    * to W in the layout the backend's GEMM wants, so that no weight is
    * repacked per call; release_linear (optional too: NULL when the
-   * backend frees the copy with lw->w) frees it.  lw->w stays valid. */
+   * backend frees the copy with lw->w) frees it.  Called only for layers
+   * of the GEMM operations (linear, norm_linear, mlp), which may then
+   * read lw->prepared alone: a backend that needs nothing else may give
+   * lw->w back (as unborrow() would) and set it to NULL, so that a
+   * weight is not held twice (the CUDA backend's fp16/bf16 copies). */
   gboolean (*prepare_linear) (EhatBackend *be, EhatLinearW *lw,
       GError **error);
   void (*release_linear) (EhatBackend *be, EhatLinearW *lw);
@@ -257,10 +261,10 @@ EhatBackend *ehat_backend_cpu_new (int n_threads, GError **error);
  * ops_size differ from its own.
  *
  * Bump EHAT_BACKEND_ABI_VERSION whenever anything a module relies on
- * changes: this header (EhatBackend, EhatBackendOps, the weight structs,
- * EhatBackendModule), the enums of ehat.h that cross it (EhatPrecision,
+ * changes: this header (EhatBackend, EhatBackendOps and what its
+ * comments promise, the weight structs, EhatBackendModule), the enums of ehat.h that cross it (EhatPrecision,
  * EhatBackendKind, EhatError), or the libehat functions modules call. */
-#define EHAT_BACKEND_ABI_VERSION 6
+#define EHAT_BACKEND_ABI_VERSION 7
 #define EHAT_BACKEND_MODULE_ENTRY "ehat_backend_module_entry"
 
 /* The first two fields stay where they are in every ABI version. */

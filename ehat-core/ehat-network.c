@@ -146,23 +146,40 @@ up_conv (EhatNetwork *net, EhatConvW *cw, const char *prefix, int cin,
   return up_vec (net, &cw->b, bn, cout, error);
 }
 
+/* A linear layer read as it is: channel attention's squeeze and
+ * excitation, which no GEMM computes. */
 static gboolean
-up_linear (EhatNetwork *net, EhatLinearW *lw, const char *prefix, int in,
-    int out, GError **error)
+up_linear_plain (EhatNetwork *net, EhatLinearW *lw, const char *prefix,
+    int in, int out, GError **error)
 {
   g_autofree char *wn = g_strdup_printf ("%s.weight", prefix);
   g_autofree char *bn = g_strdup_printf ("%s.bias", prefix);
   lw->in = in;
   lw->out = out;
   lw->prepared = NULL;
-  if (!up_vec (net, &lw->w, wn, (gsize) in * out, error)
-      || !up_vec (net, &lw->b, bn, out, error))
+  return up_vec (net, &lw->w, wn, (gsize) in * out, error)
+      && up_vec (net, &lw->b, bn, out, error);
+}
+
+/* A linear layer for the GEMM operations (linear, norm_linear, mlp),
+ * prepared by the backend. */
+static gboolean
+up_linear (EhatNetwork *net, EhatLinearW *lw, const char *prefix, int in,
+    int out, GError **error)
+{
+  float *w;
+
+  if (!up_linear_plain (net, lw, prefix, in, out, error))
     return FALSE;
   if (!net->be->ops->prepare_linear)
     return TRUE;
+  w = lw->w;
   if (!net->be->ops->prepare_linear (net->be, lw, error))
     return FALSE;
   g_ptr_array_add (net->prepared, lw);
+  /* the backend kept only its own copy and gave w back */
+  if (!lw->w)
+    g_ptr_array_remove_fast (net->borrowed, w);
   return TRUE;
 }
 
@@ -241,8 +258,8 @@ up_block (EhatNetwork *net, EhatBlockW *bw, int l, int i, GError **error)
   return up_attn_block (net, bw, p, ap, c->num_heads[l], FALSE, error)
       && up_conv (net, &bw->cab0, cab0, C, cm, 3, error)
       && up_conv (net, &bw->cab2, cab2, cm, C, 3, error)
-      && up_linear (net, &bw->ca_down, ca1, C, sq, error)
-      && up_linear (net, &bw->ca_up, ca3, sq, C, error);
+      && up_linear_plain (net, &bw->ca_down, ca1, C, sq, error)
+      && up_linear_plain (net, &bw->ca_up, ca3, sq, C, error);
 }
 
 EhatNetwork *
