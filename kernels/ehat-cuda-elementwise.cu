@@ -181,9 +181,9 @@ ehat_cuda_im2col (cudaStream_t s, int dt, const void *x, int h, int w,
   return cudaGetLastError ();
 }
 
-/* Row-wise elementwise kernels run a warp per row, lanes over its
- * channels: no per-element division (64-bit `i % c` cost more than the
- * memory traffic of these passes). */
+/* Row-wise kernels run a warp per row, lanes over its channels: no
+ * per-element division (64-bit `i % c` cost more than the memory traffic
+ * of these passes; the element-wise kernels below divide in 32 bits). */
 #define ROWS_PER_BLOCK (EHAT_THREADS / 32)
 #define FOR_EACH_ROW(row, rows) \
   for (size_t row = (size_t) blockIdx.x * ROWS_PER_BLOCK + (threadIdx.x >> 5); \
@@ -195,23 +195,24 @@ row_blocks (size_t rows)
   return ehat_blocks (rows * 32);
 }
 
-template <typename T>
+/* bias_act and pad_rows go element by element, with 32-bit indices
+ * where they fit: a warp per row keeps too few bytes in flight on rows
+ * of a few hundred fp16 channels (channel_scale_add below measured 3×
+ * faster so on an H100).  Every element of y (and of res, which may be
+ * y) is read and written by one thread, so the passes may run in place;
+ * t may be y only with ldt = c. */
+template <typename T, typename I>
 __global__ void
-bias_act_kernel (const T *t, int ldt, T *y, size_t rows, int c,
-    const float *b, int act, const T *res, float alpha)
+bias_act_kernel (const T *t, I ldt, T *y, I total, I c, const float *b,
+    int act, const T *res, float alpha)
 {
-  const int lane = threadIdx.x & 31;
-  FOR_EACH_ROW (row, rows) {
-    const T *tr = t + row * ldt;
-    T *yr = y + row * c;
-    const T *rr = res ? res + row * c : NULL;
-    /* each lane reads its elements before writing them: t, res may be y */
-    for (int j = lane; j < c; j += 32) {
-      float v = ehat_dev_act (ld (tr + j) + (b ? b[j] : 0.0f), act);
-      if (rr)
-        v += alpha * ld (rr + j);
-      st (yr + j, v);
-    }
+  for (I i = (I) blockIdx.x * blockDim.x + threadIdx.x; i < total;
+      i += (I) gridDim.x * blockDim.x) {
+    I row = i / c, j = i - row * c;
+    float v = ehat_dev_act (ld (t + row * ldt + j) + (b ? b[j] : 0.0f), act);
+    if (res)
+      v += alpha * ld (res + i);
+    st (y + i, v);
   }
 }
 
@@ -223,20 +224,28 @@ ehat_cuda_bias_act (cudaStream_t s, int dt, const void *t, int ldt, void *y,
   size_t total = rows * c;
   if (total == 0)
     return cudaSuccess;
-  EHAT_DISPATCH (dt, bias_act_kernel<T> <<< row_blocks (rows), EHAT_THREADS,
-          0, s >>> ((const T *) t, ldt, (T *) y, rows, c, b, act,
-              (const T *) res, alpha));
+  if (t == y && ldt != c)
+    return cudaErrorInvalidValue;
+  if (rows * (size_t) (ldt > c ? ldt : c) < 0xffffffffu)
+    EHAT_DISPATCH (dt, bias_act_kernel<T, unsigned> <<< ehat_blocks (total),
+            EHAT_THREADS, 0, s >>> ((const T *) t, (unsigned) ldt, (T *) y,
+                (unsigned) total, (unsigned) c, b, act, (const T *) res,
+                alpha))
+  else
+    EHAT_DISPATCH (dt, bias_act_kernel<T, size_t> <<< ehat_blocks (total),
+            EHAT_THREADS, 0, s >>> ((const T *) t, (size_t) ldt, (T *) y,
+                total, (size_t) c, b, act, (const T *) res, alpha))
   return cudaGetLastError ();
 }
 
-template <typename T>
+template <typename T, typename I>
 __global__ void
-pad_rows_kernel (const T *x, size_t rows, int c, int ldp, T *dst)
+pad_rows_kernel (const T *x, I total, I c, I ldp, T *dst)
 {
-  const int lane = threadIdx.x & 31;
-  FOR_EACH_ROW (row, rows) {
-    for (int j = lane; j < ldp; j += 32)
-      dst[row * ldp + j] = j < c ? x[row * c + j] : T (0.0f);
+  for (I i = (I) blockIdx.x * blockDim.x + threadIdx.x; i < total;
+      i += (I) gridDim.x * blockDim.x) {
+    I row = i / ldp, j = i - row * ldp;
+    dst[i] = j < c ? x[row * c + j] : T (0.0f);
   }
 }
 
@@ -244,10 +253,17 @@ extern "C" cudaError_t
 ehat_cuda_pad_rows (cudaStream_t s, int dt, const void *x, size_t rows,
     int c, int ldp, void *dst)
 {
-  if (rows == 0)
+  size_t total = rows * ldp;
+  if (total == 0)
     return cudaSuccess;
-  EHAT_DISPATCH (dt, pad_rows_kernel<T> <<< row_blocks (rows), EHAT_THREADS,
-          0, s >>> ((const T *) x, rows, c, ldp, (T *) dst));
+  if (total < 0xffffffffu)
+    EHAT_DISPATCH (dt, pad_rows_kernel<T, unsigned> <<< ehat_blocks (total),
+            EHAT_THREADS, 0, s >>> ((const T *) x, (unsigned) total,
+                (unsigned) c, (unsigned) ldp, (T *) dst))
+  else
+    EHAT_DISPATCH (dt, pad_rows_kernel<T, size_t> <<< ehat_blocks (total),
+            EHAT_THREADS, 0, s >>> ((const T *) x, total, (size_t) c,
+                (size_t) ldp, (T *) dst))
   return cudaGetLastError ();
 }
 
@@ -462,8 +478,9 @@ ehat_cuda_channel_mlp (cudaStream_t s, const double *parts, int n, size_t hw,
 /* Element-wise with 32-bit index arithmetic: on an H100 (HAT-L, 480×272,
  * fp16) channel attention took 37 ms a frame with a warp per row here and
  * 12 ms so (rows of 180 half-precision channels keep too few bytes in
- * flight per warp).  bias_act and the shuffle epilogue still run a warp
- * per row: not measured against this form yet. */
+ * flight per warp).  bias_act and pad_rows take this form too (not yet
+ * timed); the shuffle epilogue, with a division per output coordinate,
+ * still runs a warp per row. */
 /* t = w1·t + alpha·(v·scale + w0·x0): CAB's scaling with the sums around
  * it (channel_attention_add), in one pass and one rounding; x0 may be
  * NULL, t is not read when w1 = 0, t may be v (the plain scaling). */
