@@ -7,8 +7,9 @@
  * One block per (image, window, head).  The window's keys and values are
  * gathered once into shared memory (the cyclic shift and the OCAB unfold
  * are index arithmetic; K as [key][dim], V transposed as [dim][key] so
- * both mma B operands are 32-bit loads; rows padded by 8 elements against
- * bank conflicts).  Each warp then takes 16 queries at a time, flash-
+ * that ldmatrix reads both mma B operands, 16 keys or dims at a time;
+ * rows padded by 8 elements, a multiple of 16 bytes long, so that the 8
+ * rows of an ldmatrix phase hit different banks).  Each warp then takes 16 queries at a time, flash-
  * attention style: S = Q·Kᵀ for 16 keys with mma.m16n8k16 (fp32
  * accumulation), scale, relative-position bias and shift mask added in
  * fp32, an online softmax per row (running max and sum, quad shuffles),
@@ -77,22 +78,26 @@ attention_mma_kernel (const T *__restrict__ qkv, int h, int w, int c,
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int g = lane >> 2, t4 = lane & 3;
 
-  /* keys and values of the window (zero beyond nk and outside the map) */
-  for (int idx = threadIdx.x; idx < nkp * DP; idx += blockDim.x) {
-    int j = idx / DP, e = idx % DP, reg = 0;
-    float kv = 0.0f, vv = 0.0f;
+  /* keys and values of the window (zero beyond nk and outside the map):
+   * a thread per key and 8 dims, so that a key's token row (divisions,
+   * the shift, the OCAB border) is found once per 8 elements, not per
+   * element */
+  for (int idx = threadIdx.x; idx < nkp * (DP / 8); idx += blockDim.x) {
+    int j = idx / (DP / 8), e0 = idx % (DP / 8) * 8, reg = 0;
+    const T *kp = NULL;
     if (j < nk) {
       long long row = token_row<OVERLAP> (img, h, w, ws, param, wy, wx, span,
           j, &reg);
-      if (row >= 0 && e < d) {
-        const T *kp = qkv + (size_t) row * stride + c + (size_t) hd * d + e;
-        kv = ld (kp);
-        vv = ld (kp + c);
-      }
+      if (row >= 0)
+        kp = qkv + (size_t) row * stride + c + (size_t) hd * d;
     }
-    st (Ks + (size_t) j * KS + e, kv);
-    st (Vt + (size_t) e * VS + j, vv);
-    if (e == 0)
+#pragma unroll
+    for (int e = e0; e < e0 + 8; e++) {
+      bool in = kp && e < d;
+      st (Ks + (size_t) j * KS + e, in ? ld (kp + e) : 0.0f);
+      st (Vt + (size_t) e * VS + j, in ? ld (kp + c + e) : 0.0f);
+    }
+    if (e0 == 0)
       kreg[j] = (signed char) reg;
   }
   __syncthreads ();
@@ -140,17 +145,17 @@ attention_mma_kernel (const T *__restrict__ qkv, int h, int w, int c,
 
     for (int j0 = 0; j0 < nkp; j0 += 16) {
       /* S for keys j0..j0+15: two n-tiles of 8 */
-      float s[2][4];
+      float s[2][4] = { {0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f} };
+      /* one ldmatrix per 16 dims: (keys 0-7, dims 0-7), (0-7, 8-15),
+       * (8-15, 0-7), (8-15, 8-15) are b0, b1 of n-tile 0, then of 1 */
+      const T *kr = Ks + (size_t) (j0 + (lane & 7) + ((lane >> 4) << 3)) * KS
+          + ((lane >> 3) & 1) * 8;
 #pragma unroll
-      for (int nt = 0; nt < 2; nt++) {
-        s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
-        const T *kr = Ks + (size_t) (j0 + nt * 8 + g) * KS + 2 * t4;
-#pragma unroll
-        for (int ks = 0; ks < DP / 16; ks++) {
-          uint32_t b0 = *(const uint32_t *) (kr + ks * 16);
-          uint32_t b1 = *(const uint32_t *) (kr + ks * 16 + 8);
-          mma16816 (s[nt], qa[ks], b0, b1, (T *) 0);
-        }
+      for (int ks = 0; ks < DP / 16; ks++) {
+        uint32_t kb[4];
+        ldmatrix_x4 (kb, kr + ks * 16);
+        mma16816 (s[0], qa[ks], kb[0], kb[1], (T *) 0);
+        mma16816 (s[1], qa[ks], kb[2], kb[3], (T *) 0);
       }
       /* scale, bias, mask; the running max */
       float mt[2] = { -INFINITY, -INFINITY };
@@ -202,12 +207,14 @@ attention_mma_kernel (const T *__restrict__ qkv, int h, int w, int c,
       pa[1] = pack2 (s[0][2], s[0][3], (T *) 0);
       pa[2] = pack2 (s[1][0], s[1][1], (T *) 0);
       pa[3] = pack2 (s[1][2], s[1][3], (T *) 0);
+      /* Vᵀ likewise, 16 dims (two n-tiles) per ldmatrix */
 #pragma unroll
-      for (int nt = 0; nt < DP / 8; nt++) {
-        const T *vr = Vt + (size_t) (nt * 8 + g) * VS + j0 + 2 * t4;
-        uint32_t b0 = *(const uint32_t *) vr;
-        uint32_t b1 = *(const uint32_t *) (vr + 8);
-        mma16816 (o[nt], pa, b0, b1, (T *) 0);
+      for (int np = 0; np < DP / 16; np++) {
+        uint32_t vb[4];
+        ldmatrix_x4 (vb, Vt + (size_t) (np * 16 + (lane & 7)
+                + ((lane >> 4) << 3)) * VS + j0 + ((lane >> 3) & 1) * 8);
+        mma16816 (o[2 * np], pa, vb[0], vb[1], (T *) 0);
+        mma16816 (o[2 * np + 1], pa, vb[2], vb[3], (T *) 0);
       }
     }
 

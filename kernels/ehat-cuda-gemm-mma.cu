@@ -14,9 +14,10 @@
  * Tiling: a block computes 128 output rows (pixels or tokens) × 64 output
  * channels with 4 warps of 64 × 32; K advances 32 at a time through a
  * 3-stage ring of shared buffers filled by cp.async (sm_80), two tiles in
- * flight while one feeds mma.m16n8k16 (fp32 accumulators).  Shared rows
- * are padded by 8 elements, so the 32-bit fragment loads of a warp hit 32
- * different banks.  Each thread owns one A row of the block (its pixel's
+ * flight while one feeds mma.m16n8k16 (fp32 accumulators), its fragments
+ * read by ldmatrix (6 instructions per 16 mma instead of 24 32-bit
+ * loads).  Shared rows are padded by 8 elements (80 bytes), so the 8
+ * rows one ldmatrix phase reads fall in 8 different groups of 4 banks.  Each thread owns one A row of the block (its pixel's
  * coordinates are decoded once) and copies it as vectors of VW elements:
  * the widest that divides cin and the input's alignment, so a vector never
  * straddles two taps (2-byte vectors, cin odd, are plain copies). */
@@ -152,25 +153,27 @@ gemm_fused_kernel (EhatCudaGemm g)
     copy_async_commit ();
 #pragma unroll
     for (int ks = 0; ks < GM_BK; ks += 16) {
-      const int c = ks + 2 * t4;
-      uint32_t af[4][4];
+      uint32_t af[4][4], bf[2][4];
+      /* A, a 16×16 per mi: matrices (rows 0-7, k 0-7), (8-15, 0-7),
+       * (0-7, 8-15), (8-15, 8-15) are its registers 0..3, so lane l
+       * gives row l % 16 at k half l / 16 */
 #pragma unroll
-      for (int mi = 0; mi < 4; mi++) {
-        const T *a0 = &As[buf][wm + mi * 16 + gq][c];
-        const T *a1 = a0 + 8 * GM_LDS;
-        af[mi][0] = *(const uint32_t *) a0;
-        af[mi][1] = *(const uint32_t *) a1;
-        af[mi][2] = *(const uint32_t *) (a0 + 8);
-        af[mi][3] = *(const uint32_t *) (a1 + 8);
-      }
+      for (int mi = 0; mi < 4; mi++)
+        ldmatrix_x4 (af[mi], &As[buf][wm + mi * 16 + (lane & 15)]
+            [ks + (lane >> 4) * 8]);
+      /* B, two n-groups of 8 per load: (n 0-7, k 0-7), (0-7, 8-15),
+       * (8-15, 0-7), (8-15, 8-15) are b0, b1 of group 2·nj, then of
+       * 2·nj + 1 */
+#pragma unroll
+      for (int nj = 0; nj < 2; nj++)
+        ldmatrix_x4 (bf[nj], &Bs[buf][wn + nj * 16 + (lane & 7)
+                + ((lane >> 4) << 3)][ks + ((lane >> 3) & 1) * 8]);
 #pragma unroll
       for (int ni = 0; ni < 4; ni++) {
-        const T *bp = &Bs[buf][wn + ni * 8 + gq][c];
-        uint32_t b0 = *(const uint32_t *) bp;
-        uint32_t b1 = *(const uint32_t *) (bp + 8);
+        const uint32_t *b = &bf[ni >> 1][(ni & 1) * 2];
 #pragma unroll
         for (int mi = 0; mi < 4; mi++)
-          mma16816 (acc[mi][ni], af[mi], b0, b1, (T *) 0);
+          mma16816 (acc[mi][ni], af[mi], b[0], b[1], (T *) 0);
       }
     }
   }

@@ -1,8 +1,9 @@
 /* Tensor-core helpers shared by the mma.sync kernels (window attention,
  * fused GEMM): fp16/bf16 pairs packed into 32-bit registers, mma.m16n8k16
- * with fp32 accumulators, and cp.async.  Overloads take a null T* to pick
- * the element type.  Under the CUDA emulator (kernels/emu) mma.sync is the
- * emulator's, which follows the PTX ISA fragment layouts. */
+ * with fp32 accumulators, ldmatrix and cp.async.  Overloads take a null T*
+ * to pick the element type.  Under the CUDA emulator (kernels/emu)
+ * mma.sync and ldmatrix are the emulator's, which follow the PTX ISA
+ * fragment layouts. */
 #ifndef EHAT_CUDA_MMA_CUH
 #define EHAT_CUDA_MMA_CUH
 
@@ -51,6 +52,26 @@ mma16816 (float d[4], const uint32_t a[4], uint32_t b0, uint32_t b1,
       : "r" (a[0]), "r" (a[1]), "r" (a[2]), "r" (a[3]), "r" (b0), "r" (b1));
 #elif defined (EHAT_CUDA_EMU)
   ehat_emu_mma_m16n8k16 (d, a, b0, b1, 1);
+#endif
+}
+
+/* Four 8×8 matrices of 16-bit elements from shared memory into mma
+ * fragments in one instruction (ldmatrix .x4): lane 8·j + i gives the
+ * address of row i of matrix j (16 bytes, 16-byte aligned), and r[j] of
+ * lane l receives matrix j's (row l / 4, cols 2·(l % 4) + {0, 1}), which
+ * is the layout of an mma.m16n8k16 A or B register.  All 32 lanes. */
+__device__ __forceinline__ void
+ldmatrix_x4 (uint32_t r[4], const void *row)
+{
+#if __CUDA_ARCH__ >= 800
+  unsigned a = (unsigned) __cvta_generic_to_shared (row);
+  asm volatile ("ldmatrix.sync.aligned.m8n8.x4.shared.b16 "
+      "{%0,%1,%2,%3}, [%4];\n"
+      : "=r" (r[0]), "=r" (r[1]), "=r" (r[2]), "=r" (r[3]) : "r" (a));
+#elif defined (EHAT_CUDA_EMU)
+  ehat_emu_ldmatrix_x4 (r, row);
+#else
+  r[0] = r[1] = r[2] = r[3] = 0;        /* no mma kernel runs below 8.0 */
 #endif
 }
 

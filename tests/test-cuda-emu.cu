@@ -15,6 +15,8 @@
 #include <math.h>
 #include <string.h>
 
+#include "ehat-cuda-mma.cuh"
+
 /* out[t] for each of the warp functions, 64 threads (two warps) */
 #define NT 64
 #define N_SHFL 9
@@ -57,6 +59,24 @@ reduce_kernel (const float *x, int n, float *sum)
     v += __shfl_xor_sync (0xffffffffu, v, o);
   if (lane == 0)
     sum[blockIdx.x] = v;
+}
+
+/* ldmatrix .x4 (the fused GEMM's fragment loads, ehat-cuda-mma.cuh) from
+ * a table of 32 rows of 8 elements, element (row, col) = 8·row + col;
+ * lane t names row (5·t + 3) % 32, so that each lane's address matters. */
+__global__ void
+ldmatrix_kernel (uint32_t *out)
+{
+  __shared__ __align__ (16) uint16_t rows[32][8];
+  uint32_t r[4];
+  int t = threadIdx.x;
+
+  for (int c = 0; c < 8; c++)
+    rows[t][c] = (uint16_t) (8 * t + c);
+  __syncthreads ();
+  ldmatrix_x4 (r, rows[(5 * t + 3) % 32]);
+  for (int j = 0; j < 4; j++)
+    out[4 * t + j] = r[j];
 }
 
 /* Dynamic shared memory, the whole block writing then reading back. */
@@ -164,6 +184,33 @@ test_reduce (void)
     g_assert_cmpfloat (hs[b], ==, want);
   CHECK (cudaFree (x));
   CHECK (cudaFree (s));
+}
+
+/* Register j of lane l: matrix j's row l / 4 (given by lane 8·j + l / 4),
+ * columns 2·(l % 4) and the next, the first in the low half. */
+static void
+test_ldmatrix (void)
+{
+  uint32_t *d, h[32 * 4];
+  int dev = 0, major = 0;
+
+  CHECK (cudaGetDevice (&dev));
+  CHECK (cudaDeviceGetAttribute (&major, cudaDevAttrComputeCapabilityMajor,
+          dev));
+  if (major < 8) {
+    g_test_skip ("the mma helpers are for compute capability 8.0 and newer");
+    return;
+  }
+  CHECK (cudaMalloc ((void **) &d, sizeof h));
+  ldmatrix_kernel <<< 1, 32 >>> (d);
+  CHECK (cudaGetLastError ());
+  CHECK (cudaMemcpy (h, d, sizeof h, cudaMemcpyDeviceToHost));
+  for (int l = 0; l < 32; l++)
+    for (int j = 0; j < 4; j++) {
+      unsigned row = (5 * (8 * j + l / 4) + 3) % 32, e = 8 * row + 2 * (l % 4);
+      g_assert_cmphex (h[4 * l + j], ==, e | (e + 1) << 16);
+    }
+  CHECK (cudaFree (d));
 }
 
 static void
@@ -363,6 +410,7 @@ main (int argc, char **argv)
   }
   g_test_add_func ("/cuda-emu/shuffles", test_shuffles);
   g_test_add_func ("/cuda-emu/reduce", test_reduce);
+  g_test_add_func ("/cuda-emu/ldmatrix", test_ldmatrix);
   g_test_add_func ("/cuda-emu/dynamic-shared-memory", test_dynamic_smem);
   g_test_add_func ("/cuda-emu/launch-limits", test_launch_limits);
 #ifdef EHAT_CUDA_EMU

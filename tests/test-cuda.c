@@ -614,6 +614,103 @@ test_attention (void)
   }
 }
 
+/* The tensor-core attention (fp16/bf16, ehat-cuda-attention-mma.cu)
+ * against the SIMT kernel on the same backend and operands
+ * (EHAT_CUDA_ATTENTION=simt, read at each call) and against the CPU on the
+ * rounded operands.  The mma kernel rounds the softmax weights to the
+ * storage type before P·V, and both round the output: a unit of the
+ * storage type of the largest value apart at most (two against the CPU);
+ * a key, dimension or position-bias entry out of place is off by far more. */
+static void
+check_attention_narrow (const FusedPair *nw, int n, int h, int w, int c,
+    int heads, int ws, gboolean overlap, int shift)
+{
+  int wse = ws + ws / 2;
+  int side = overlap ? ws + wse - 1 : 2 * ws - 1;
+  int nq = ws * ws, nk = overlap ? wse * wse : nq;
+  gsize m = (gsize) n * h * w;
+  EhatBackend *be = nw->plain;
+  g_autofree float *qkv = rnd (m * 3 * c, 2.0);
+  g_autofree float *table = rnd ((gsize) side * side * heads, 1.0);
+  g_autofree gint32 *index = ehat_rel_index_table (ws, wse, overlap);
+  g_autofree float *oc = g_new (float, m * c);
+  g_autofree float *om = NULL, *os = NULL;
+  g_autofree char *what = g_strdup_printf ("%s %s n%d %dx%d c%d heads%d ws%d "
+      "shift%d", nw->precision == EHAT_PRECISION_FP16 ? "fp16" : "bf16",
+      overlap ? "overlap" : "window", n, h, w, c, heads, ws, shift);
+  g_autofree char *w1 = g_strconcat (what, ": mma vs SIMT", NULL);
+  g_autofree char *w2 = g_strconcat (what, ": mma vs CPU", NULL);
+  void *dqkv = up_narrow (nw, qkv, m * 3 * c, qkv);
+  void *dm = up_narrow (nw, oc, m * c, NULL), *ds = up_narrow (nw, oc,
+      m * c, NULL);
+  float *dtable = up (table, (gsize) side * side * heads);
+  gint32 *dindex = up_index (index, (gsize) nq * nk);
+  double top = 1.0;
+
+  for (int simt = 0; simt < 2; simt++) {
+    if (simt)
+      g_setenv ("EHAT_CUDA_ATTENTION", "simt", TRUE);
+    if (overlap)
+      be->ops->overlap_attention (be, dqkv, n, h, w, c, heads, ws, wse,
+          dtable, dindex, simt ? ds : dm);
+    else
+      be->ops->window_attention (be, dqkv, n, h, w, c, heads, ws, shift,
+          dtable, dindex, simt ? ds : dm);
+    g_unsetenv ("EHAT_CUDA_ATTENTION");
+  }
+  om = down_narrow (nw, be, dm, m * c);
+  os = down_narrow (nw, be, ds, m * c);
+  if (overlap)
+    cpu->ops->overlap_attention (cpu, qkv, n, h, w, c, heads, ws, wse, table,
+        index, oc);
+  else
+    cpu->ops->window_attention (cpu, qkv, n, h, w, c, heads, ws, shift,
+        table, index, oc);
+  for (gsize i = 0; i < m * c; i++)
+    top = MAX (top, fabs (oc[i]));
+  assert_close (w1, om, os, m * c, nw->ulp * top, nw->ulp);
+  assert_close (w2, om, oc, m * c, 2 * nw->ulp * top, 2 * nw->ulp);
+  cudaFree (dqkv);
+  cudaFree (dm);
+  cudaFree (ds);
+  dfree (dtable);
+  dfree (dindex);
+}
+
+static void
+test_attention_narrow (void)
+{
+  static const int cases[][6] = {
+    /* n, h, w, c, heads, ws: head dims 4, 5, 7, 30 and 40 (padded to 16,
+     * 32 and 64 dims), windows of 16, 64 and 256 queries, OCAB's 36, 144
+     * and 576 keys, odd batches */
+    {1, 8, 8, 12, 3, 4}, {1, 16, 24, 20, 4, 8}, {1, 8, 16, 35, 5, 8},
+    {3, 32, 16, 180, 6, 16}, {1, 48, 32, 80, 2, 16}, {5, 8, 8, 48, 3, 4},
+  };
+
+  if (!have_bf16 ()) {
+    g_test_skip ("the tensor-core attention needs compute capability 8.0");
+    return;
+  }
+  for (int pi = 0; pi < 2; pi++) {
+    FusedPair nw = { pi ? EHAT_PRECISION_BF16 : EHAT_PRECISION_FP16, NULL, NULL,
+      pi ? 1.0 / 128 : 1.0 / 1024
+    };
+
+    nw.plain = narrow_backend (nw.precision, FALSE);
+    for (guint ci = 0; ci < G_N_ELEMENTS (cases); ci++) {
+      const int *k = cases[ci];
+      check_attention_narrow (&nw, k[0], k[1], k[2], k[3], k[4], k[5], FALSE,
+          0);
+      check_attention_narrow (&nw, k[0], k[1], k[2], k[3], k[4], k[5], FALSE,
+          k[5] / 2);
+      check_attention_narrow (&nw, k[0], k[1], k[2], k[3], k[4], k[5], TRUE,
+          0);
+    }
+    nw.plain->ops->destroy (nw.plain);
+  }
+}
+
 static void
 test_channel_attention (void)
 {
@@ -1901,6 +1998,7 @@ main (int argc, char **argv)
   g_test_add_func ("/cuda/gemm-fused", test_gemm_fused);
   g_test_add_func ("/cuda/layernorm-axpby", test_layernorm_axpby);
   g_test_add_func ("/cuda/attention", test_attention);
+  g_test_add_func ("/cuda/attention-narrow", test_attention_narrow);
   g_test_add_func ("/cuda/channel-attention", test_channel_attention);
   g_test_add_func ("/cuda/danet", test_danet);
   golden_add_cases (g_getenv ("EHAT_GOLDEN_DIR"), "/cuda/golden", test_golden,

@@ -111,7 +111,7 @@ enum
 
 enum
 {
-  OP_NONE, OP_SHFL, OP_BALLOT, OP_SYNCWARP, OP_MMA
+  OP_NONE, OP_SHFL, OP_BALLOT, OP_SYNCWARP, OP_MMA, OP_LDMATRIX
 };
 
 #define STACK_BYTES (256 * 1024)
@@ -321,6 +321,20 @@ warp_complete (int w)
         lane[l].d[i] = acc;
       }
     }
+  } else if (wp->op == OP_LDMATRIX) {
+    /* PTX ISA, ldmatrix.sync.aligned.m8n8.x4.shared.b16: lanes 8·j …
+     * 8·j + 7 give the addresses of the 8 rows (16 bytes each) of matrix
+     * j; register j of lane l holds matrix j's (row l / 4, cols 2·(l % 4)
+     * + {0, 1}) */
+    if (parts != 0xffffffffu)
+      fault ("%s: ldmatrix with lanes missing (0x%08x)",
+          S.launch->name.c_str (), parts);
+    for (int l = 0; l < 32; l++)
+      for (int j = 0; j < 4; j++) {
+        const unsigned char *row =
+            (const unsigned char *) (uintptr_t) lane[8 * j + (l >> 2)].in;
+        memcpy (&lane[l].a[j], row + 4 * (l & 3), 4);
+      }
   }
   for (int l = 0; l < 32; l++)
     if (parts >> l & 1)
@@ -511,6 +525,19 @@ ehat_emu_mma_m16n8k16 (float d[4], const uint32_t a[4], uint32_t b0,
   memcpy (f->d, d, sizeof f->d);
   fiber_wait (F_AT_WARP);
   memcpy (d, f->d, sizeof f->d);
+}
+
+EHAT_EMU_EXPORT void
+ehat_emu_ldmatrix_x4 (uint32_t r[4], const void *row)
+{
+  Fiber *f = warp_join (OP_LDMATRIX, 0xffffffffu, 0, 0, 32, 0);
+
+  if ((uintptr_t) row % 16 != 0)
+    fault ("%s: ldmatrix row address %p is not 16-byte aligned",
+        S.launch->name.c_str (), row);
+  f->in = (uint64_t) (uintptr_t) row;
+  fiber_wait (F_AT_WARP);
+  memcpy (r, f->a, 4 * sizeof (uint32_t));
 }
 
 /* ---- the device: memory, queue, errors ---- */

@@ -66,6 +66,9 @@ unsigned ehat_emu_ballot (unsigned mask, int pred);
  * fragments laid out as the PTX ISA specifies */
 void ehat_emu_mma_m16n8k16 (float d[4], const uint32_t a[4], uint32_t b0,
     uint32_t b1, int bf16);
+/* ldmatrix.sync.aligned.m8n8.x4.shared.b16: each lane gives one 16-byte
+ * row; lane l gets (row l / 4, cols 2·(l % 4) + {0, 1}) of each matrix */
+void ehat_emu_ldmatrix_x4 (uint32_t r[4], const void *row);
 void *ehat_emu_dynamic_smem (void);
 /* queues a launch: `run` is called once per thread, in its fiber */
 void ehat_emu_launch (const char *name, const void *func, dim3 grid,
