@@ -262,8 +262,9 @@ EhatBackend *ehat_backend_cpu_new (int n_threads, GError **error);
  *
  * Bump EHAT_BACKEND_ABI_VERSION whenever anything a module relies on
  * changes: this header (EhatBackend, EhatBackendOps and what its
- * comments promise, the weight structs, EhatBackendModule), the enums of ehat.h that cross it (EhatPrecision,
- * EhatBackendKind, EhatError), or the libehat functions modules call. */
+ * comments promise, the weight structs, EhatBackendModule), the enums of
+ * ehat.h that cross it (EhatPrecision, EhatBackendKind, EhatError), or the
+ * libehat functions modules call. */
 #define EHAT_BACKEND_ABI_VERSION 7
 #define EHAT_BACKEND_MODULE_ENTRY "ehat_backend_module_entry"
 

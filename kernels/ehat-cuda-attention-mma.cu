@@ -5,16 +5,16 @@
  * and shapes this one does not take).
  *
  * One block per (image, window, head).  The window's keys and values are
- * gathered once into shared memory (the cyclic shift and the OCAB unfold
- * are index arithmetic; K as [key][dim], V transposed as [dim][key] so
- * that ldmatrix reads both mma B operands, 16 keys or dims at a time;
- * rows padded by 8 elements, a multiple of 16 bytes long, so that the 8
- * rows of an ldmatrix phase hit different banks).  Each warp then takes 16 queries at a time, flash-
- * attention style: S = Q·Kᵀ for 16 keys with mma.m16n8k16 (fp32
- * accumulation), scale, relative-position bias and shift mask added in
- * fp32, an online softmax per row (running max and sum, quad shuffles),
- * and O += P·V with P taken straight from the S accumulators (their
- * layout is the A operand's), so scores never leave registers. */
+ * gathered once into shared memory (the cyclic shift and the OCAB unfold are
+ * index arithmetic; K as [key][dim], V transposed as [dim][key] so that
+ * ldmatrix reads both mma B operands, 16 keys or dims at a time; rows padded
+ * by 8 elements, a multiple of 16 bytes long, so that the 8 rows of an
+ * ldmatrix phase hit different banks).  Each warp then takes 16 queries at a
+ * time, flash-attention style: S = Q·Kᵀ for 16 keys with mma.m16n8k16 (fp32
+ * accumulation), scale, relative-position bias and shift mask added in fp32,
+ * an online softmax per row (running max and sum, quad shuffles), and O +=
+ * P·V with P taken straight from the S accumulators (their layout is the A
+ * operand's), so scores never leave registers. */
 #include "ehat-cuda-mma.cuh"
 
 #include <stdlib.h>

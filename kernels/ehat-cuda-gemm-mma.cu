@@ -17,8 +17,9 @@
  * flight while one feeds mma.m16n8k16 (fp32 accumulators), its fragments
  * read by ldmatrix (6 instructions per 16 mma instead of 24 32-bit
  * loads).  Shared rows are padded by 8 elements (80 bytes), so the 8
- * rows one ldmatrix phase reads fall in 8 different groups of 4 banks.  Each thread owns one A row of the block (its pixel's
- * coordinates are decoded once) and copies it as vectors of VW elements:
+ * rows one ldmatrix phase reads fall in 8 different groups of 4 banks.
+ * Each thread owns one A row of the block (its pixel's coordinates are
+ * decoded once) and copies it as vectors of VW elements:
  * the widest that divides cin and the input's alignment, so a vector never
  * straddles two taps (2-byte vectors, cin odd, are plain copies). */
 #include "ehat-cuda-mma.cuh"

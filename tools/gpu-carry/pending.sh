@@ -23,7 +23,7 @@
 #              in `ehat bench --frame I420` (beside float planes) and in ehatsr on the clip
 #   graphs     CUDA graphs off and on, interleaved (EHAT_CUDA_GRAPHS=0/1), on the same two
 #   sanitize   compute-sanitizer memcheck on a golden case and the frame kernels, racecheck on the
-#              attention and fused GEMM kernels, initcheck on the out-of-memory fallback
+#              attention (SIMT and tensor-core) and fused GEMM kernels, initcheck on the out-of-memory fallback
 #   remaster   ehat-remaster on a 960×540 clip: --backend cuda with nvh264 and nvh265, and
 #              --devices 0,0 --jobs 2 (two workers sharing the GPU), each checked with --check;
 #              the JSON reports give frames/s for docs/remastering.md
@@ -76,9 +76,10 @@ step_sanitize() {
   local cs=compute-sanitizer rc=0
   "${PYTHON:-python3}" .gpu/run.py --timeout 120 --wrap "$cs --tool memcheck --error-exitcode 3" cuda \
     -- -p /cuda/golden/ehat-tiny-x2 -p /cuda/input-output -p /cuda/frame/ops -p /cuda/conv \
-    -p /cuda/gemm-fused || rc=1
+    -p /cuda/gemm-fused -p /cuda/attention-narrow || rc=1
   "${PYTHON:-python3}" .gpu/run.py --timeout 120 --wrap "$cs --tool racecheck --error-exitcode 3" cuda \
-    -- -p /cuda/attention -p /cuda/channel-attention -p /cuda/gemm-fused || rc=1
+    -- -p /cuda/attention -p /cuda/attention-narrow -p /cuda/channel-attention \
+    -p /cuda/gemm-fused || rc=1
   # uninitialised device reads on the out-of-memory path (session 11 saw one
   # frame differ there once, on the emulator, never reproduced)
   "${PYTHON:-python3}" .gpu/run.py --timeout 150 --wrap "$cs --tool initcheck --error-exitcode 3" cuda \
