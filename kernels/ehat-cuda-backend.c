@@ -603,23 +603,15 @@ cuda_upload_conv (EhatBackend *be, const float *w, int cout, int cin, int k,
   return narrow;
 }
 
-/* The GEMM operand of a linear layer: W itself in fp32/tf32, else its
- * [out][in] converted to the storage type and zero-padded to [mp][kp]:
- * the copy prepare_linear made, or (a layer handed to linear() without
- * it, as the op tests do) one converted at first use and cached like
- * as_act's copies. */
-static const void *
-linear_weight (EhatCudaBackend *cb, const EhatLinearW *lw, int kp, int mp)
+/* A linear layer's [out][in] converted to the storage type and
+ * zero-padded to [mp][kp], on the stream; NULL after recording an
+ * allocation failure. */
+static void *
+linear_copy (EhatCudaBackend *cb, const EhatLinearW *lw, int kp, int mp)
 {
-  void *d = NULL, *copy;
+  void *d = NULL;
   cudaError_t e;
 
-  if (cb->dt == EHAT_CUDA_F32)
-    return lw->w;
-  if (lw->prepared)
-    return lw->prepared;
-  if ((copy = g_hash_table_lookup (cb->narrow, lw->w)))
-    return copy;
   e = dev_malloc (cb, &d, MAX ((gsize) kp * mp, 1) * cb->parent.act_bytes);
   if (e != cudaSuccess) {
     record_cuda (cb, e, "linear weight copy");
@@ -627,7 +619,26 @@ linear_weight (EhatCudaBackend *cb, const EhatLinearW *lw, int kp, int mp)
   }
   record_cuda (cb, ehat_cuda_convert_pad (cb->stream, lw->w, lw->out, lw->in,
           mp, kp, cb->dt, d), "linear weight conversion");
-  g_hash_table_insert (cb->narrow, lw->w, d);
+  return d;
+}
+
+/* The GEMM operand of a linear layer: W itself in fp32/tf32, else its
+ * narrow copy: the one prepare_linear made, or (a layer handed to
+ * linear() without it, as the op tests do) one made at first use and
+ * cached like as_act's copies. */
+static const void *
+linear_weight (EhatCudaBackend *cb, const EhatLinearW *lw, int kp, int mp)
+{
+  void *d;
+
+  if (cb->dt == EHAT_CUDA_F32)
+    return lw->w;
+  if (lw->prepared)
+    return lw->prepared;
+  if ((d = g_hash_table_lookup (cb->narrow, lw->w)))
+    return d;
+  if ((d = linear_copy (cb, lw, kp, mp)))
+    g_hash_table_insert (cb->narrow, lw->w, d);
   return d;
 }
 
@@ -639,27 +650,22 @@ static gboolean
 cuda_prepare_linear (EhatBackend *be, EhatLinearW *lw, GError **error)
 {
   EhatCudaBackend *cb = CB (be);
-  const void *d;
+  void *d;
 
   lw->prepared = NULL;
   if (cb->dt == EHAT_CUDA_F32)
     return TRUE;
-  d = linear_weight (cb, lw, gemm_dim (cb, lw->in), gemm_dim (cb, lw->out));
-  /* the conversion reads w: done before w is freed (on failure the copy
-   * stays in narrow, freed by unborrow with w) */
+  d = linear_copy (cb, lw, gemm_dim (cb, lw->in), gemm_dim (cb, lw->out));
+  /* the conversion reads w: done before w is freed */
   if (d && !cb->error)
     record_cuda (cb, cudaStreamSynchronize (cb->stream),
         "linear weight conversion");
-  if (!d || cb->error) {
-    if (cb->error)
-      g_propagate_error (error, g_steal_pointer (&cb->error));
-    else
-      g_set_error (error, EHAT_ERROR, EHAT_ERROR_BACKEND,
-          "could not prepare a linear weight");
+  if (cb->error) {
+    dev_free (cb, d);
+    g_propagate_error (error, g_steal_pointer (&cb->error));
     return FALSE;
   }
-  g_hash_table_steal (cb->narrow, lw->w);
-  lw->prepared = (gpointer) d;
+  lw->prepared = d;
   cuda_unborrow (be, lw->w);
   lw->w = NULL;
   return TRUE;

@@ -564,6 +564,21 @@ up_index (const gint32 *host, gsize n)
   return d;
 }
 
+/* HAB's window attention (shift) or OCAB's overlapping one (window
+ * ws + ws / 2) on be. */
+static void
+attention_op (EhatBackend *be, const void *qkv, int n, int h, int w, int c,
+    int heads, int ws, gboolean overlap, int shift, const float *table,
+    const gint32 *index, void *out)
+{
+  if (overlap)
+    be->ops->overlap_attention (be, qkv, n, h, w, c, heads, ws, ws + ws / 2,
+        table, index, out);
+  else
+    be->ops->window_attention (be, qkv, n, h, w, c, heads, ws, shift, table,
+        index, out);
+}
+
 static void
 check_attention (int n, int h, int w, int c, int heads, int ws,
     gboolean overlap, int shift)
@@ -584,17 +599,10 @@ check_attention (int n, int h, int w, int c, int heads, int ws,
       (gsize) side * side * heads), *dout = dalloc (m * c);
   gint32 *dindex = up_index (index, (gsize) nq * nk);
 
-  if (overlap) {
-    cpu->ops->overlap_attention (cpu, qkv, n, h, w, c, heads, ws, wse, table,
-        index, oc);
-    gpu->ops->overlap_attention (gpu, dqkv, n, h, w, c, heads, ws, wse,
-        dtable, dindex, dout);
-  } else {
-    cpu->ops->window_attention (cpu, qkv, n, h, w, c, heads, ws, shift,
-        table, index, oc);
-    gpu->ops->window_attention (gpu, dqkv, n, h, w, c, heads, ws, shift,
-        dtable, dindex, dout);
-  }
+  attention_op (cpu, qkv, n, h, w, c, heads, ws, overlap, shift, table,
+      index, oc);
+  attention_op (gpu, dqkv, n, h, w, c, heads, ws, overlap, shift, dtable,
+      dindex, dout);
   og = down (dout, m * c);
   assert_close (what, og, oc, m * c, 2e-5, 2e-5);
   dfree (dqkv);
@@ -660,22 +668,14 @@ check_attention_narrow (const FusedPair *nw, int n, int h, int w, int c,
   for (int simt = 0; simt < 2; simt++) {
     if (simt)
       g_setenv ("EHAT_CUDA_ATTENTION", "simt", TRUE);
-    if (overlap)
-      be->ops->overlap_attention (be, dqkv, n, h, w, c, heads, ws, wse,
-          dtable, dindex, simt ? ds : dm);
-    else
-      be->ops->window_attention (be, dqkv, n, h, w, c, heads, ws, shift,
-          dtable, dindex, simt ? ds : dm);
+    attention_op (be, dqkv, n, h, w, c, heads, ws, overlap, shift, dtable,
+        dindex, simt ? ds : dm);
     g_unsetenv ("EHAT_CUDA_ATTENTION");
   }
   om = down_narrow (nw, be, dm, m * c);
   os = down_narrow (nw, be, ds, m * c);
-  if (overlap)
-    cpu->ops->overlap_attention (cpu, qkv, n, h, w, c, heads, ws, wse, table,
-        index, oc);
-  else
-    cpu->ops->window_attention (cpu, qkv, n, h, w, c, heads, ws, shift,
-        table, index, oc);
+  attention_op (cpu, qkv, n, h, w, c, heads, ws, overlap, shift, table,
+      index, oc);
   for (gsize i = 0; i < m * c; i++)
     top = MAX (top, fabs (oc[i]));
   assert_close (w1, om, os, m * c, nw->ulp * top, nw->ulp);
