@@ -14,13 +14,25 @@
  * accumulation), scale, relative-position bias and shift mask added in fp32,
  * an online softmax per row (running max and sum, quad shuffles), and O +=
  * P·V with P taken straight from the S accumulators (their layout is the A
- * operand's), so scores never leave registers. */
+ * operand's), so scores never leave registers.  Scores are kept in base 2
+ * (scale and bias times log2 e, then exp2), which saves the multiply that
+ * __expf does per score.
+ *
+ * The position bias comes from one of two places.  REL (the network's
+ * index, which is separable: EhatCudaRelBias): the head's table, a few KiB,
+ * is read into shared memory once per block and entry (qoff[i] + koff[j])
+ * mod len is added.  Otherwise the dense [head][key][query] expansion is
+ * read from global memory per score: 256 KiB a block at HAT-L's 256-query
+ * windows and 576 KiB for its OCAB, against 32–72 KiB of keys and values,
+ * so that stream dominated the kernel's memory traffic (through L2, as the
+ * 1.5–3.4 MiB expansion of a layer stays there). */
 #include "ehat-cuda-mma.cuh"
 
 #include <stdlib.h>
 #include <string.h>
 
 #define MMA_WARPS 8
+#define LOG2E_F 1.44269504088896341f
 
 __device__ __forceinline__ int
 region (int p, int size, int ws, int shift)
@@ -53,11 +65,17 @@ token_row (size_t img, int h, int w, int ws, int param, int wy, int wx,
 
 /* OVERLAP false: HAB (param = shift); true: OCAB (param = wse).  DP: head
  * dim padded to 16 or 32 (or 64). */
-template <typename T, int DP, bool OVERLAP>
-__global__ void __launch_bounds__ (MMA_WARPS * 32)
+/* Blocks per SM to budget registers for: three HAB blocks of ≤ 32 dims
+ * (≤ 80 registers, what ptxas picks by itself); two with 64 dims, and for
+ * OCAB, whose keys and values take about 90 KiB of shared memory at HAT-L's
+ * sizes so that no third block fits anyway (≤ 128 registers: left to
+ * itself, ptxas chose 80 for OCAB with the table bias and spilled). */
+template <typename T, int DP, bool OVERLAP, bool REL>
+__global__ void __launch_bounds__ (MMA_WARPS * 32, OVERLAP || DP > 32 ? 2 : 3)
 attention_mma_kernel (const T *__restrict__ qkv, int h, int w, int c,
     int heads, int ws, int param, int nq, int nk, int nwy, int nwx,
-    const float *__restrict__ bias, float scale, T *__restrict__ out)
+    const float *__restrict__ bias, EhatCudaRelBias rel, float scale2,
+    T *__restrict__ out)
 {
   extern __shared__ __align__ (16) unsigned char smem_raw[];
   const int nkp = (nk + 15) & ~15;
@@ -65,7 +83,10 @@ attention_mma_kernel (const T *__restrict__ qkv, int h, int w, int c,
   const int VS = nkp + 8;       /* Vt row stride */
   T *Ks = (T *) smem_raw;
   T *Vt = Ks + (size_t) nkp * KS;
-  signed char *kreg = (signed char *) (Vt + (size_t) DP * VS);
+  /* REL: the head's bias table (times log2 e) and the keys' offsets */
+  float *tab = (float *) (Vt + (size_t) DP * VS);
+  int *koff = (int *) (tab + (REL ? rel.rows : 0));
+  signed char *kreg = (signed char *) (koff + (REL ? nkp : 0));
 
   const int d = c / heads;
   const size_t stride = 3 * (size_t) c;
@@ -97,21 +118,28 @@ attention_mma_kernel (const T *__restrict__ qkv, int h, int w, int c,
       st (Ks + (size_t) j * KS + e, in ? ld (kp + e) : 0.0f);
       st (Vt + (size_t) e * VS + j, in ? ld (kp + c + e) : 0.0f);
     }
-    if (e0 == 0)
+    if (e0 == 0) {
       kreg[j] = (signed char) reg;
+      if (REL)
+        koff[j] = j < nk ? rel.koff[j] : 0;
+    }
   }
+  if (REL)
+    for (int t = threadIdx.x; t < rel.rows; t += blockDim.x)
+      tab[t] = rel.table[(size_t) t * heads + hd] * LOG2E_F;
   __syncthreads ();
 
-  const float *bh = bias + (size_t) hd * nk * nq;
+  const float *bh = REL ? bias : bias + (size_t) hd * nk * nq;
   for (int m0 = warp * 16; m0 < nq; m0 += MMA_WARPS * 16) {
     /* this thread's two query rows: m0 + g and m0 + g + 8 */
     size_t qrow[2];
-    int qreg[2];
+    int qreg[2], qoff[2];
     uint32_t qa[DP / 16][4];
     for (int r = 0; r < 2; r++) {
       int i = m0 + g + 8 * r;
       int py = wy * ws + i / ws, px = wx * ws + i % ws;
       qreg[r] = 0;
+      qoff[r] = REL ? rel.qoff[i] : 0;
       if (OVERLAP) {
         qrow[r] = (img * h + py) * w + px;
       } else {
@@ -157,7 +185,7 @@ attention_mma_kernel (const T *__restrict__ qkv, int h, int w, int c,
         mma16816 (s[0], qa[ks], kb[0], kb[1], (T *) 0);
         mma16816 (s[1], qa[ks], kb[2], kb[3], (T *) 0);
       }
-      /* scale, bias, mask; the running max */
+      /* scale, bias, mask (all times log2 e); the running max */
       float mt[2] = { -INFINITY, -INFINITY };
 #pragma unroll
       for (int nt = 0; nt < 2; nt++)
@@ -167,9 +195,16 @@ attention_mma_kernel (const T *__restrict__ qkv, int h, int w, int c,
           int i = m0 + g + 8 * r;
           float v;
           if (j < nk) {
-            v = s[nt][q] * scale + bh[(size_t) j * nq + i];
+            float b;
+            if (REL) {
+              int k = qoff[r] + koff[j];
+              b = tab[k >= rel.len ? k - rel.len : k];
+            } else {
+              b = bh[(size_t) j * nq + i] * LOG2E_F;
+            }
+            v = fmaf (s[nt][q], scale2, b);
             if (!OVERLAP && shift && kreg[j] != qreg[r])
-              v += -100.0f;
+              v += -100.0f * LOG2E_F;
           } else {
             v = -INFINITY;
           }
@@ -182,7 +217,7 @@ attention_mma_kernel (const T *__restrict__ qkv, int h, int w, int c,
         mt[r] = fmaxf (mt[r], __shfl_xor_sync (0xffffffffu, mt[r], 1));
         mt[r] = fmaxf (mt[r], __shfl_xor_sync (0xffffffffu, mt[r], 2));
         float mn = fmaxf (mrow[r], mt[r]);
-        corr[r] = __expf (mrow[r] - mn);      /* 0 on the first block */
+        corr[r] = exp2f (mrow[r] - mn);       /* 0 on the first block */
         mrow[r] = mn;
         lrow[r] *= corr[r];
       }
@@ -198,7 +233,7 @@ attention_mma_kernel (const T *__restrict__ qkv, int h, int w, int c,
       for (int nt = 0; nt < 2; nt++)
 #pragma unroll
         for (int q = 0; q < 4; q++) {
-          float p = __expf (s[nt][q] - mrow[q >> 1]);
+          float p = exp2f (s[nt][q] - mrow[q >> 1]);
           s[nt][q] = p;
           lrow[q >> 1] += p;    /* this thread's columns; quad-summed last */
         }
@@ -236,19 +271,34 @@ attention_mma_kernel (const T *__restrict__ qkv, int h, int w, int c,
   }
 }
 
-template <typename T, int DP, bool OVERLAP>
-static cudaError_t
-launch_mma (cudaStream_t s, const T *qkv, int n, int h, int w, int c,
-    int heads, int ws, int param, int nk, const float *bias, T *out)
+/* One call's operands (param: shift for HAB, wse for OCAB; exactly one of
+ * bias and rel set). */
+typedef struct
 {
-  int d = c / heads, nq = ws * ws, nkp = (nk + 15) & ~15;
-  int nwy = h / ws, nwx = w / ws;
-  size_t tasks = (size_t) n * nwy * nwx * heads;
+  const void *qkv;
+  int n, h, w, c, heads, ws, param, nk;
+  const float *bias;
+  const EhatCudaRelBias *rel;
+  void *out;
+} MmaCall;
+
+template <typename T, int DP, bool OVERLAP, bool REL>
+static cudaError_t
+launch_mma (cudaStream_t s, const MmaCall *a)
+{
+  int d = a->c / a->heads, nq = a->ws * a->ws, nkp = (a->nk + 15) & ~15;
+  int nwy = a->h / a->ws, nwx = a->w / a->ws;
+  size_t tasks = (size_t) a->n * nwy * nwx * a->heads;
   size_t smem = ((size_t) nkp * (DP + 8) + (size_t) DP * (nkp + 8))
       * sizeof (T) + nkp;
+  EhatCudaRelBias rel = { 0 };
   int dev = 0, optin = 0;
   cudaError_t e;
 
+  if (REL) {
+    rel = *a->rel;
+    smem += ((size_t) rel.rows + nkp) * sizeof (float);
+  }
   if (tasks == 0)
     return cudaSuccess;
   e = cudaGetDevice (&dev);
@@ -259,56 +309,59 @@ launch_mma (cudaStream_t s, const T *qkv, int n, int h, int w, int c,
     return e;
   if (smem > (size_t) optin || tasks > 0x7fffffffu)
     return cudaErrorNotSupported;
-  auto kernel = attention_mma_kernel<T, DP, OVERLAP>;
+  auto kernel = attention_mma_kernel<T, DP, OVERLAP, REL>;
   e = cudaFuncSetAttribute (kernel,
       cudaFuncAttributeMaxDynamicSharedMemorySize, (int) smem);
   if (e != cudaSuccess)
     return e;
-  kernel <<< (unsigned) tasks, MMA_WARPS * 32, smem, s >>> (qkv, h, w, c,
-      heads, ws, param, nq, nk, nwy, nwx, bias,
-      (float) (1.0 / sqrt ((double) d)), out);
+  kernel <<< (unsigned) tasks, MMA_WARPS * 32, smem, s >>> ((const T *)
+      a->qkv, a->h, a->w, a->c, a->heads, a->ws, a->param, nq, a->nk, nwy,
+      nwx, a->bias, rel, (float) (LOG2E_F / sqrt ((double) d)), (T *) a->out);
   return cudaGetLastError ();
 }
 
-template <typename T, bool OVERLAP>
+template <typename T, bool OVERLAP, bool REL>
 static cudaError_t
-dispatch_dp (cudaStream_t s, const void *qkv, int n, int h, int w, int c,
-    int heads, int ws, int param, int nk, const float *bias, void *out)
+dispatch_dp (cudaStream_t s, const MmaCall *a)
 {
-  int d = c / heads;
-  const T *q = (const T *) qkv;
-  T *o = (T *) out;
+  int d = a->c / a->heads;
 
   if (d <= 16)
-    return launch_mma<T, 16, OVERLAP> (s, q, n, h, w, c, heads, ws, param, nk,
-        bias, o);
+    return launch_mma<T, 16, OVERLAP, REL> (s, a);
   if (d <= 32)
-    return launch_mma<T, 32, OVERLAP> (s, q, n, h, w, c, heads, ws, param, nk,
-        bias, o);
+    return launch_mma<T, 32, OVERLAP, REL> (s, a);
   if (d <= 64)
-    return launch_mma<T, 64, OVERLAP> (s, q, n, h, w, c, heads, ws, param, nk,
-        bias, o);
+    return launch_mma<T, 64, OVERLAP, REL> (s, a);
   return cudaErrorNotSupported;
+}
+
+template <typename T>
+static cudaError_t
+dispatch_kind (cudaStream_t s, int overlap, const MmaCall *a)
+{
+  if (overlap)
+    return a->rel ? dispatch_dp<T, true, true> (s, a)
+        : dispatch_dp<T, true, false> (s, a);
+  return a->rel ? dispatch_dp<T, false, true> (s, a)
+      : dispatch_dp<T, false, false> (s, a);
 }
 
 extern "C" cudaError_t
 ehat_cuda_attention_mma (cudaStream_t s, int dt, const void *qkv, int n,
     int h, int w, int c, int heads, int ws, int param, int overlap,
-    const float *bias, void *out)
+    const float *bias, const EhatCudaRelBias *rel, void *out)
 {
   const char *force = getenv ("EHAT_CUDA_ATTENTION");
-  int d = heads > 0 ? c / heads : 0, nk;
+  int d = heads > 0 ? c / heads : 0;
+  MmaCall a = { qkv, n, h, w, c, heads, ws, param,
+    overlap ? param * param : ws * ws, bias, rel, out
+  };
 
   if (dt == EHAT_CUDA_F32 || (force && strcmp (force, "simt") == 0)
-      || d < 1 || heads * d != c || (ws * ws) % 16 != 0
+      || d < 1 || heads * d != c || (ws * ws) % 16 != 0 || !bias == !rel
       || !ehat_cuda_have_mma ())
     return cudaErrorNotSupported;
-  nk = overlap ? param * param : ws * ws;
   if (dt == EHAT_CUDA_F16)
-    return overlap ? dispatch_dp<__half, true> (s, qkv, n, h, w, c, heads, ws,
-        param, nk, bias, out) : dispatch_dp<__half, false> (s, qkv, n, h, w,
-        c, heads, ws, param, nk, bias, out);
-  return overlap ? dispatch_dp<__nv_bfloat16, true> (s, qkv, n, h, w, c,
-      heads, ws, param, nk, bias, out) : dispatch_dp<__nv_bfloat16, false> (s,
-      qkv, n, h, w, c, heads, ws, param, nk, bias, out);
+    return dispatch_kind<__half> (s, overlap, &a);
+  return dispatch_kind<__nv_bfloat16> (s, overlap, &a);
 }

@@ -226,7 +226,7 @@ ehat_cuda_window_attention (cudaStream_t s, int dt, const void *qkv, int n,
     const float *dense_bias, void *out)
 {
   cudaError_t e = ehat_cuda_attention_mma (s, dt, qkv, n, h, w, c, heads,
-      ws, shift, 0, dense_bias, out);
+      ws, shift, 0, dense_bias, NULL, out);
 
   if (e != cudaErrorNotSupported)
     return e;
@@ -241,7 +241,7 @@ ehat_cuda_overlap_attention (cudaStream_t s, int dt, const void *qkv,
     const float *dense_bias, void *out)
 {
   cudaError_t e = ehat_cuda_attention_mma (s, dt, qkv, n, h, w, c, heads,
-      ws, wse, 1, dense_bias, out);
+      ws, wse, 1, dense_bias, NULL, out);
 
   if (e != cudaErrorNotSupported)
     return e;

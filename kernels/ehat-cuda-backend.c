@@ -43,7 +43,8 @@ typedef enum
   SCR_TMP,                      /* conv output band, padded or to shuffle */
   SCR_XPAD,                     /* linear input band, rows padded */
   SCR_YPAD,                     /* linear output band, rows padded */
-  SCR_BIAS,                     /* dense relative-position bias */
+  SCR_BIAS,                     /* dense relative-position bias (when the
+                                 * index is not separable) */
   SCR_SUMS,                     /* channel-attention partial sums (double) */
   SCR_SCALE,                    /* channel-attention scales */
   SCR_STATS,                    /* DANet PAM row max/sum */
@@ -63,6 +64,19 @@ typedef enum
   PIN_OUT,
   N_PINNED
 } EhatPinned;
+
+/* An uploaded relative-position index (upload_index), kept on the host
+ * until the first attention that uses it has asked whether it is
+ * separable (rel_bias). */
+typedef struct
+{
+  gint32 *host;                 /* the index; NULL once analysed */
+  gsize n;
+  int nq, nk, len, rows;        /* as analysed */
+  gint32 *off;                  /* device: qoff [nq], koff [nk]; NULL: not
+                                 * separable (the dense bias is used) */
+  gint32 *host_off;             /* off's source (the copy is asynchronous) */
+} EhatRelIndex;
 
 /* Shapes whose forward body is kept as a CUDA graph (the tiler uses one
  * or two: the full batch and the last one). */
@@ -111,6 +125,8 @@ typedef struct
    * the narrow copies made of them (device pointer → copy) */
   GHashTable *weights;
   GHashTable *narrow;
+  /* relative-position indices (device pointer → EhatRelIndex) */
+  GHashTable *rel;
   /* every device allocation (pointer → bytes), what they add up to now
    * and at most (dev_malloc / dev_free) */
   GHashTable *sizes;
@@ -373,6 +389,14 @@ graph_drop (EhatCudaGraph *g)
 
 
 static void
+rel_clear (EhatCudaBackend *cb, EhatRelIndex *ri)
+{
+  dev_free (cb, ri->off);
+  g_free (ri->host);
+  g_free (ri->host_off);
+}
+
+static void
 cuda_destroy (EhatBackend *be)
 {
   EhatCudaBackend *cb = CB (be);
@@ -392,6 +416,14 @@ cuda_destroy (EhatBackend *be)
   for (int i = 0; i < N_PINNED; i++)
     if (cb->pinned[i])
       cudaFreeHost (cb->pinned[i]);
+  if (cb->rel) {
+    GHashTableIter it;
+    EhatRelIndex *ri;
+    g_hash_table_iter_init (&it, cb->rel);
+    while (g_hash_table_iter_next (&it, NULL, (gpointer *) &ri))
+      rel_clear (cb, ri);
+    g_hash_table_destroy (cb->rel);
+  }
   if (cb->narrow) {
     GHashTableIter it;
     gpointer copy;
@@ -450,6 +482,18 @@ cuda_alloc (EhatBackend *be, gsize n, GError **error)
   return p;
 }
 
+/* Drops what rel_bias keeps about index p (the stream is idle). */
+static void
+rel_forget (EhatCudaBackend *cb, const void *p)
+{
+  EhatRelIndex *ri = cb->rel ? g_hash_table_lookup (cb->rel, p) : NULL;
+
+  if (ri) {
+    rel_clear (cb, ri);
+    g_hash_table_remove (cb->rel, p);
+  }
+}
+
 static void
 cuda_free (EhatBackend *be, void *p)
 {
@@ -460,6 +504,7 @@ cuda_free (EhatBackend *be, void *p)
   cudaSetDevice (cb->device);
   /* queued work may still read it */
   record_cuda (cb, cudaStreamSynchronize (cb->stream), "free");
+  rel_forget (cb, p);
   record_cuda (cb, dev_free (cb, p), "cudaFree");
 }
 
@@ -547,7 +592,18 @@ static gint32 *
 cuda_upload_index (EhatBackend *be, const gint32 *host, gsize n,
     GError **error)
 {
-  return upload_bytes (CB (be), host, n * sizeof (gint32), error);
+  EhatCudaBackend *cb = CB (be);
+  gint32 *d = upload_bytes (cb, host, n * sizeof (gint32), error);
+  EhatRelIndex *ri;
+
+  /* the attention's shapes say how to read it: rel_bias looks at it then */
+  if (d) {
+    ri = g_new0 (EhatRelIndex, 1);
+    ri->host = g_memdup2 (host, n * sizeof (gint32));
+    ri->n = n;
+    g_hash_table_insert (cb->rel, d, ri);
+  }
+  return d;
 }
 
 /* [cout, cin, k, k] → in fp32, [(ky·k + kx)·cin + ci][cout], the im2col
@@ -1021,23 +1077,124 @@ cuda_axpby (EhatBackend *be, float *y, float a, const float *x, float b,
 
 /* ---- attention ---- */
 
+/* Whether index[i·nk + j] = (qoff[i] + koff[j]) mod len for all i, j with
+ * both offsets in [0, len), and the offsets that make it so (koff the
+ * first row, qoff the first column less index[0]); *rows: the largest
+ * entry + 1, the table rows it reads.  HAT's window and OCAB indices are
+ * (EHAT-SPEC.md §4: a difference of coordinates, OCAB's wrapped modulo the
+ * table length); this checks the index it is given instead of assuming. */
+static gboolean
+rel_separable (const gint32 *index, int nq, int nk, int len, gint32 *qoff,
+    gint32 *koff, int *rows)
+{
+  int top = 0;
+
+  for (int j = 0; j < nk; j++)
+    koff[j] = index[j];
+  for (int i = 0; i < nq; i++)
+    qoff[i] = ((index[(gsize) i * nk] - index[0]) % len + len) % len;
+  for (int i = 0; i < nq; i++)
+    for (int j = 0; j < nk; j++) {
+      gint32 v = index[(gsize) i * nk + j], k = qoff[i] + koff[j];
+      if (v < 0 || v >= len || (k >= len ? k - len : k) != v)
+        return FALSE;
+      top = MAX (top, v);
+    }
+  *rows = top + 1;
+  return TRUE;
+}
+
+/* The separable form of index for nq×nk attention over a table of len
+ * rows (per head) in *rel, its offsets uploaded at the first call (the
+ * eager run before a graph is recorded); FALSE where the dense expansion
+ * must be used: an index not separable or not from upload_index, or
+ * EHAT_CUDA_ATTENTION=dense (read at each call; the A/B switch). */
+static gboolean
+rel_bias (EhatCudaBackend *cb, const float *table, const gint32 *index,
+    int nq, int nk, int len, EhatCudaRelBias *rel)
+{
+  EhatRelIndex *ri = g_hash_table_lookup (cb->rel, index);
+  cudaError_t e;
+
+  if (!ri)
+    return FALSE;
+  if (ri->host) {
+    ri->nq = nq;
+    ri->nk = nk;
+    ri->len = len;
+    ri->host_off = g_new (gint32, (gsize) nq + nk);
+    if (ri->n == (gsize) nq * nk && len > 0
+        && rel_separable (ri->host, nq, nk, len, ri->host_off,
+            ri->host_off + nq, &ri->rows)) {
+      e = dev_malloc (cb, (void **) &ri->off, ((gsize) nq + nk)
+          * sizeof (gint32));
+      if (e == cudaSuccess)
+        e = cudaMemcpyAsync (ri->off, ri->host_off, ((gsize) nq + nk)
+            * sizeof (gint32), cudaMemcpyHostToDevice, cb->stream);
+      if (e != cudaSuccess) {       /* the next call tries again */
+        record_cuda (cb, e, "relative-position offsets");
+        dev_free (cb, ri->off);
+        ri->off = NULL;
+        g_clear_pointer (&ri->host_off, g_free);
+        return FALSE;
+      }
+    }
+    if (!ri->off)
+      g_clear_pointer (&ri->host_off, g_free);
+    g_clear_pointer (&ri->host, g_free);
+  }
+  if (!ri->off || ri->nq != nq || ri->nk != nk || ri->len != len
+      || g_strcmp0 (g_getenv ("EHAT_CUDA_ATTENTION"), "dense") == 0)
+    return FALSE;
+  *rel = (EhatCudaRelBias) { table, ri->off, ri->off + nq, len, ri->rows };
+  return TRUE;
+}
+
+/* HAB's window attention (param: shift) or OCAB's (param: wse): on tensor
+ * cores with the separable bias when both apply, else with the dense
+ * bias expanded into scratch (tensor cores, or the SIMT kernel). */
+static void
+attention (EhatCudaBackend *cb, const float *qkv, int n, int h, int w,
+    int c, int heads, int ws, int param, gboolean overlap,
+    const float *table, const gint32 *index, float *out)
+{
+  const char *what = overlap ? "overlap attention" : "window attention";
+  int nq = ws * ws, nk = overlap ? param * param : nq;
+  int side = overlap ? ws + param - 1 : 2 * ws - 1;
+  EhatCudaRelBias rel;
+  cudaError_t e;
+  float *bias;
+
+  if (!enter (cb, what))
+    return;
+  if (cb->dt != EHAT_CUDA_F32
+      && rel_bias (cb, table, index, nq, nk, side * side, &rel)) {
+    e = ehat_cuda_attention_mma (cb->stream, cb->dt, qkv, n, h, w, c, heads,
+        ws, param, overlap, NULL, &rel, out);
+    if (e != cudaErrorNotSupported) {
+      record_cuda (cb, e, what);
+      return;
+    }
+  }
+  if (cb->error || !(bias = scratch (cb, SCR_BIAS, (gsize) heads * nq * nk
+              * sizeof (float))))
+    return;
+  record_cuda (cb, ehat_cuda_expand_bias (cb->stream, table, index, heads,
+          nq, nk, bias), "attention bias");
+  if (!cb->error)
+    record_cuda (cb, overlap ? ehat_cuda_overlap_attention (cb->stream,
+            cb->dt, qkv, n, h, w, c, heads, ws, param, bias, out)
+        : ehat_cuda_window_attention (cb->stream, cb->dt, qkv, n, h, w, c,
+            heads, ws, param, bias, out), what);
+}
+
 static void
 cuda_window_attention (EhatBackend *be, const float *qkv, int n, int h,
     int w, int c, int heads, int ws, int shift, const float *table,
     const gint32 *index, float *out)
 {
-  EhatCudaBackend *cb = CB (be);
-  int nq = ws * ws;
-  float *bias;
-
-  if (!enter (cb, "window attention") || !(bias = scratch (cb, SCR_BIAS, (gsize) heads * nq * nq
-              * sizeof (float))))
-    return;
-  record_cuda (cb, ehat_cuda_expand_bias (cb->stream, table, index, heads,
-          nq, nq, bias), "attention bias");
-  if (!cb->error)
-    record_cuda (cb, ehat_cuda_window_attention (cb->stream, cb->dt, qkv, n,
-            h, w, c, heads, ws, shift, bias, out), "window attention");
+  attention (CB (be), qkv, n, h, w, c, heads, ws, shift, FALSE, table,
+      index, out);
 }
 
 static void
@@ -1045,18 +1202,8 @@ cuda_overlap_attention (EhatBackend *be, const float *qkv, int n, int h,
     int w, int c, int heads, int ws, int wse, const float *table,
     const gint32 *index, float *out)
 {
-  EhatCudaBackend *cb = CB (be);
-  int nq = ws * ws, nk = wse * wse;
-  float *bias;
-
-  if (!enter (cb, "overlap attention") || !(bias = scratch (cb, SCR_BIAS, (gsize) heads * nq * nk
-              * sizeof (float))))
-    return;
-  record_cuda (cb, ehat_cuda_expand_bias (cb->stream, table, index, heads,
-          nq, nk, bias), "attention bias");
-  if (!cb->error)
-    record_cuda (cb, ehat_cuda_overlap_attention (cb->stream, cb->dt, qkv, n,
-            h, w, c, heads, ws, wse, bias, out), "overlap attention");
+  attention (CB (be), qkv, n, h, w, c, heads, ws, wse, TRUE, table, index,
+      out);
 }
 
 /* The per-image channel scales of v: sigmoid(up(ReLU(down(mean)))) in
@@ -1413,6 +1560,7 @@ cuda_backend_new (int device_id, EhatPrecision precision, GError **error)
   if (g_getenv ("EHAT_CUDA_PROFILE"))
     cb->prof = g_hash_table_new_full (g_str_hash, g_str_equal, NULL, g_free);
   cb->narrow = g_hash_table_new (NULL, NULL);
+  cb->rel = g_hash_table_new_full (NULL, NULL, NULL, g_free);
   cb->sizes = g_hash_table_new (NULL, NULL);
   cb->recording = -1;
   cb->graphs_on = !cb->prof

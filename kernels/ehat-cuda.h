@@ -189,15 +189,28 @@ cudaError_t ehat_cuda_overlap_attention (cudaStream_t s, int dt,
 
 /* ---- ehat-cuda-attention-mma.cu ---- */
 
+/* A relative-position index that is separable, index[i·nk + j] = (qoff[i]
+ * + koff[j]) mod len with both offsets in [0, len) (HAT's and OCAB's are:
+ * EHAT-SPEC.md §4), so that a block needs only its head's column of the
+ * table, rows 0..rows−1 (the largest index + 1), not the dense expansion. */
+typedef struct
+{
+  const float *table;           /* [rows…][heads] fp32 (device) */
+  const int32_t *qoff, *koff;   /* [nq], [nk] (device) */
+  int len, rows;
+} EhatCudaRelBias;
+
 /* Both attentions on tensor cores (param: shift for HAB, wse for OCAB with
- * overlap set), used by the two functions above when it applies: fp16 or
+ * overlap set), the bias either dense (from ehat_cuda_expand_bias) or rel
+ * (exactly one of the two given).  Used by the two functions above with
+ * the dense bias, and by the backend with rel, when it applies: fp16 or
  * bf16 storage, compute capability ≥ 8.0, head dim ≤ 64, ws² a multiple
- * of 16, the window's keys and values within the shared memory of a
- * block, and EHAT_CUDA_ATTENTION not set to "simt".  Otherwise it returns
- * cudaErrorNotSupported and launches nothing. */
+ * of 16, the window's keys and values (and rel's table column) within the
+ * shared memory of a block, and EHAT_CUDA_ATTENTION not set to "simt".
+ * Otherwise it returns cudaErrorNotSupported and launches nothing. */
 cudaError_t ehat_cuda_attention_mma (cudaStream_t s, int dt, const void *qkv,
     int n, int h, int w, int c, int heads, int ws, int param, int overlap,
-    const float *bias, void *out);
+    const float *bias, const EhatCudaRelBias *rel, void *out);
 
 /* ---- ehat-cuda-danet.cu ---- */
 

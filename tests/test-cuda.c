@@ -555,13 +555,21 @@ test_layernorm_axpby (void)
   }
 }
 
+/* through be (default: gpu), which keeps what it learns about the index
+ * until be->ops->free */
+static gint32 *
+up_index_on (EhatBackend *be, const gint32 *host, gsize n)
+{
+  g_autoptr (GError) error = NULL;
+  gint32 *d = be->ops->upload_index (be, host, n, &error);
+  g_assert_no_error (error);
+  return d;
+}
+
 static gint32 *
 up_index (const gint32 *host, gsize n)
 {
-  g_autoptr (GError) error = NULL;
-  gint32 *d = gpu->ops->upload_index (gpu, host, n, &error);
-  g_assert_no_error (error);
-  return d;
+  return up_index_on (gpu, host, n);
 }
 
 /* HAB's window attention (shift) or OCAB's overlapping one (window
@@ -638,11 +646,17 @@ test_attention (void)
  * rounded operands.  The mma kernel rounds the softmax weights to the
  * storage type before P·V, and both round the output: a unit of the
  * storage type of the largest value apart at most (two against the CPU);
- * a key, dimension or position-bias entry out of place is off by far more. */
+ * a key, dimension or position-bias entry out of place is off by far more.
+ * The network's index is separable, so the mma kernel reads the bias table
+ * itself; with EHAT_CUDA_ATTENTION=dense it reads the dense expansion,
+ * which must give the same bits.  scramble: an index that is not
+ * separable (every entry moved), which must take the dense path and still
+ * agree with the CPU. */
 static void
 check_attention_narrow (const FusedPair *nw, int n, int h, int w, int c,
-    int heads, int ws, gboolean overlap, int shift)
+    int heads, int ws, gboolean overlap, int shift, gboolean scramble)
 {
+  static const char *const modes[] = { NULL, "simt", "dense" };
   int wse = ws + ws / 2;
   int side = overlap ? ws + wse - 1 : 2 * ws - 1;
   int nq = ws * ws, nk = overlap ? wse * wse : nq;
@@ -652,39 +666,100 @@ check_attention_narrow (const FusedPair *nw, int n, int h, int w, int c,
   g_autofree float *table = rnd ((gsize) side * side * heads, 1.0);
   g_autofree gint32 *index = ehat_rel_index_table (ws, wse, overlap);
   g_autofree float *oc = g_new (float, m * c);
-  g_autofree float *om = NULL, *os = NULL;
+  g_autofree float *om = NULL, *os = NULL, *od = NULL;
   g_autofree char *what = g_strdup_printf ("%s %s n%d %dx%d c%d heads%d ws%d "
-      "shift%d", nw->precision == EHAT_PRECISION_FP16 ? "fp16" : "bf16",
-      overlap ? "overlap" : "window", n, h, w, c, heads, ws, shift);
+      "shift%d%s", nw->precision == EHAT_PRECISION_FP16 ? "fp16" : "bf16",
+      overlap ? "overlap" : "window", n, h, w, c, heads, ws, shift,
+      scramble ? " scrambled index" : "");
   g_autofree char *w1 = g_strconcat (what, ": mma vs SIMT", NULL);
   g_autofree char *w2 = g_strconcat (what, ": mma vs CPU", NULL);
-  void *dqkv = up_narrow (nw, qkv, m * 3 * c, qkv);
-  void *dm = up_narrow (nw, oc, m * c, NULL), *ds = up_narrow (nw, oc,
-      m * c, NULL);
-  float *dtable = up (table, (gsize) side * side * heads);
-  gint32 *dindex = up_index (index, (gsize) nq * nk);
+  g_autofree char *w3 = g_strconcat (what, ": table vs dense bias", NULL);
+  void *dqkv = up_narrow (nw, qkv, m * 3 * c, qkv), *dout[3];
+  float *dtable;
+  gint32 *dindex;
   double top = 1.0;
 
-  for (int simt = 0; simt < 2; simt++) {
-    if (simt)
-      g_setenv ("EHAT_CUDA_ATTENTION", "simt", TRUE);
+  if (scramble) {               /* entry (i, j) ← (i, j + i mod nk) */
+    g_autofree gint32 *row = g_new (gint32, nk);
+    for (int i = 0; i < nq; i++) {
+      gint32 *r = index + (gsize) i * nk;
+      for (int j = 0; j < nk; j++)
+        row[j] = r[(j + i) % nk];
+      memcpy (r, row, nk * sizeof (gint32));
+    }
+  }
+  dtable = up (table, (gsize) side * side * heads);
+  dindex = up_index_on (be, index, (gsize) nq * nk);
+  for (int mode = 0; mode < 3; mode++) {
+    dout[mode] = up_narrow (nw, oc, m * c, NULL);
+    if (modes[mode])
+      g_setenv ("EHAT_CUDA_ATTENTION", modes[mode], TRUE);
     attention_op (be, dqkv, n, h, w, c, heads, ws, overlap, shift, dtable,
-        dindex, simt ? ds : dm);
+        dindex, dout[mode]);
     g_unsetenv ("EHAT_CUDA_ATTENTION");
   }
-  om = down_narrow (nw, be, dm, m * c);
-  os = down_narrow (nw, be, ds, m * c);
+  om = down_narrow (nw, be, dout[0], m * c);
+  os = down_narrow (nw, be, dout[1], m * c);
+  od = down_narrow (nw, be, dout[2], m * c);
   attention_op (cpu, qkv, n, h, w, c, heads, ws, overlap, shift, table,
       index, oc);
   for (gsize i = 0; i < m * c; i++)
     top = MAX (top, fabs (oc[i]));
   assert_close (w1, om, os, m * c, nw->ulp * top, nw->ulp);
   assert_close (w2, om, oc, m * c, 2 * nw->ulp * top, 2 * nw->ulp);
+  assert_close (w3, om, od, m * c, 0.0, 0.0);
   cudaFree (dqkv);
-  cudaFree (dm);
-  cudaFree (ds);
+  for (int mode = 0; mode < 3; mode++)
+    cudaFree (dout[mode]);
   dfree (dtable);
-  dfree (dindex);
+  be->ops->free (be, dindex);
+}
+
+/* What the table path saves: a fresh backend runs HAT-L's OCAB shape
+ * (6 heads, 256 queries, 576 keys: a 3.4 MiB dense bias) holding only the
+ * index's offsets, a few KiB; with EHAT_CUDA_ATTENTION=dense it holds the
+ * expansion. */
+static void
+check_attention_bias_memory (EhatPrecision precision)
+{
+  int heads = 6, c = 36, ws = 16, wse = 24, h = 16, w = 16;
+  int side = ws + wse - 1, nq = ws * ws, nk = wse * wse;
+  gsize m = (gsize) h * w, dense = (gsize) heads * nq * nk * sizeof (float);
+  g_autofree float *qkv = rnd (m * 3 * c, 1.0);
+  g_autofree float *table = rnd ((gsize) side * side * heads, 1.0);
+  g_autofree gint32 *index = ehat_rel_index_table (ws, wse, TRUE);
+
+  for (int dense_mode = 0; dense_mode < 2; dense_mode++) {
+    EhatBackend *be = narrow_backend (precision, FALSE);
+    g_autoptr (GError) error = NULL;
+    float *dqkv = be->ops->upload (be, qkv, m * 3 * c, &error);
+    float *dtable = be->ops->upload (be, table, (gsize) side * side * heads,
+        &error);
+    float *dout = be->ops->alloc (be, m * c, &error);
+    gint32 *dindex = up_index_on (be, index, (gsize) nq * nk);
+    gsize before, after, peak;
+
+    g_assert_no_error (error);
+    be->ops->device_memory (be, &before, &peak);
+    if (dense_mode)
+      g_setenv ("EHAT_CUDA_ATTENTION", "dense", TRUE);
+    be->ops->overlap_attention (be, dqkv, 1, h, w, c, heads, ws, wse, dtable,
+        dindex, dout);
+    g_unsetenv ("EHAT_CUDA_ATTENTION");
+    g_assert_true (be->ops->sync (be, &error));
+    be->ops->device_memory (be, &after, &peak);
+    g_test_message ("OCAB %s bias: %" G_GSIZE_FORMAT " device bytes more",
+        dense_mode ? "dense" : "table", after - before);
+    if (dense_mode)
+      g_assert_cmpuint (after - before, >=, dense);
+    else
+      g_assert_cmpuint (after - before, <=, 16 << 10);
+    be->ops->free (be, dindex);
+    be->ops->free (be, dqkv);
+    be->ops->free (be, dtable);
+    be->ops->free (be, dout);
+    be->ops->destroy (be);
+  }
 }
 
 static void
@@ -704,13 +779,16 @@ test_attention_narrow (void)
       if (k[5] * k[5] % 16 != 0)
         continue;               /* windows the mma kernel does not take */
       check_attention_narrow (&nw, k[0], k[1], k[2], k[3], k[4], k[5], FALSE,
-          0);
+          0, FALSE);
       check_attention_narrow (&nw, k[0], k[1], k[2], k[3], k[4], k[5], FALSE,
-          k[5] / 2);
+          k[5] / 2, FALSE);
       check_attention_narrow (&nw, k[0], k[1], k[2], k[3], k[4], k[5], TRUE,
-          0);
+          0, FALSE);
     }
+    check_attention_narrow (&nw, 1, 16, 24, 20, 4, 8, FALSE, 4, TRUE);
+    check_attention_narrow (&nw, 3, 32, 16, 180, 6, 16, TRUE, 0, TRUE);
     nw.plain->ops->destroy (nw.plain);
+    check_attention_bias_memory (nw.precision);
   }
 }
 

@@ -17,7 +17,7 @@
 #              model the next two steps use)
 #   gemm       EHAT_CUDA_GEMM=cublas/conv/fused interleaved on the shipped ×2 at 960×540 and
 #              the HAT-L ×4, then one profiled pass of cublas and fused on HAT-L: decides the
-#              fused GEMM's default
+#              fused GEMM's default (and a profiled pass with the attention's dense bias)
 #   frames     the shipped ×2 at 960×540 in fp16, I420 frames in and out: the colour conversion on
 #              the GPU (the default) against the host's (EHAT_FRAME_CONVERSION=host), interleaved,
 #              in `ehat bench --frame I420` (beside float planes) and in ehatsr on the clip
@@ -32,6 +32,9 @@
 #              installed ehatsr with its default model on the GPU
 #   bench      bench/gpu-vs-torch, EHAT-L-sized ×2 at 960×540 (issue 6's case b): ehat in every
 #              precision, torch fp16 eager, half eager and torch.compile
+#   profile    (not in the default list) Nsight Compute on HAT-L's tensor-core attention and
+#              fused GEMM kernels, when the device has ncu: what bounds them (memory, L2, issue,
+#              the exp unit), before tuning them further
 # Without a GPU (a dry run on the machine that made .gpu) the CUDA steps skip or fail fast.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -176,6 +179,12 @@ step_gemm() {
     EHAT_CUDA_PROFILE=1 EHAT_CUDA_GEMM=$m build/ehat-core/ehat bench --model "$big" \
       --size 480x270 --backend cuda --precision fp16 --warmup 1 --repeat 1 --json || return 1
   done
+  # the attention's bias from the dense expansion (the old path; kernels/README.md): its window
+  # and overlap attention rows against the cublas pass above
+  echo "--- EHAT_CUDA_ATTENTION=dense EHAT_CUDA_GEMM=cublas EHAT_CUDA_PROFILE=1 hat-l-x4 480x270 fp16"
+  EHAT_CUDA_ATTENTION=dense EHAT_CUDA_PROFILE=1 EHAT_CUDA_GEMM=cublas build/ehat-core/ehat bench \
+    --model "$big" --size 480x270 --backend cuda --precision fp16 --warmup 1 --repeat 1 --json \
+    || return 1
 }
 
 step_frames() {
@@ -210,6 +219,27 @@ step_frames() {
   done
 }
 
+step_profile() {
+  local big=$work/hat-l-x4.safetensors ncu
+  ncu=$(command -v ncu || ls /usr/local/cuda*/bin/ncu 2>/dev/null | head -n 1)
+  [ -n "$ncu" ] || { echo "profile: no ncu on this machine"; return 1; }
+  [ -f "$big" ] || "${PYTHON:-python3}" tools/make_model.py --preset hat-l-x4 -o "$big" || return 1
+  # the first launches of each kind, eager (--warmup 0: the first pass records no graph); by
+  # mangled name: <T, DP, OVERLAP, REL> tells HAB (Lb0E) from OCAB (Lb1E) with the table bias
+  local k n
+  for k in 'attention_mma_kernel.*Lb0ELb1E:2' 'attention_mma_kernel.*Lb1ELb1E:1' \
+      'gemm_fused_kernel:3'; do
+    n=${k##*:}
+    k=${k%:*}
+    echo "--- ncu $k, $n launches (HAT-L 480x270 fp16, EHAT_CUDA_GEMM=fused)"
+    EHAT_CUDA_GEMM=fused "$ncu" --kernel-name-base mangled --kernel-name "regex:$k" \
+      --launch-count "$n" --section SpeedOfLight --section MemoryWorkloadAnalysis \
+      --section Occupancy --section WarpStateStats --section ComputeWorkloadAnalysis \
+      build/ehat-core/ehat bench --model "$big" --size 480x270 --backend cuda --precision fp16 \
+      --warmup 0 --repeat 1 || return 1
+  done
+}
+
 step_bench() {
   PYTHONUNBUFFERED=1 "${PYTHON:-python3}" bench/gpu-vs-torch --ehat build/ehat-core/ehat --preset ehat-x2 \
     --size 960x540 --torch-modes fp16-eager,half-eager,fp16-compile --repeat 3 --warmup 1 \
@@ -220,6 +250,7 @@ limit_of() {
   case $1 in
     cuda) echo 200 ;; sanitize) echo 300 ;; installed) echo 60 ;; remaster) echo 120 ;;
     memory) echo 60 ;; graphs) echo 60 ;; gemm) echo 120 ;; frames) echo 90 ;; bench) echo 450 ;;
+    profile) echo 240 ;;
     *) echo 0 ;;
   esac
 }
