@@ -5,9 +5,9 @@
  * read back, and unaligned channel counts need no padded copy) and whose
  * epilogue applies bias, activation, the scaled residual, the narrowing to
  * the unpadded output width and the pixel shuffle before the one store.
- * The cuBLAS path (ehat-cuda-backend.c: im2col or row padding, GEMM, then
- * an epilogue pass) computes the same thing in three to four passes over
- * memory; which is faster is for `ehat bench` on the GPU to say, so the
+ * The cuBLAS path (ehat-cuda-backend-gemm.c: im2col or row padding, GEMM,
+ * then an epilogue pass) computes the same thing in three to four passes
+ * over memory; which is faster is for `ehat bench` on the GPU to say, so the
  * backend picks this kernel only when EHAT_CUDA_GEMM=fused (or conv: for
  * the convolutions alone).
  *

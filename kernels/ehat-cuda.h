@@ -1,5 +1,5 @@
 /* The CUDA kernels behind a small C interface (internal to the CUDA backend,
- * kernels/ehat-cuda-backend.c).
+ * kernels/ehat-cuda-backend*.c).
  *
  * Every launcher enqueues its kernel(s) on `s` and returns the launch status
  * (cudaGetLastError()); execution errors surface later, at the backend's
