@@ -31,6 +31,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* warps per block at most: one per 16 queries, so that small windows (the
+ * shipped models' 8×8: 4 row tiles) do not hold idle warps' registers */
 #define MMA_WARPS 8
 #define LOG2E_F 1.44269504088896341f
 
@@ -130,7 +132,7 @@ attention_mma_kernel (const T *__restrict__ qkv, int h, int w, int c,
   __syncthreads ();
 
   const float *bh = REL ? bias : bias + (size_t) hd * nk * nq;
-  for (int m0 = warp * 16; m0 < nq; m0 += MMA_WARPS * 16) {
+  for (int m0 = warp * 16; m0 < nq; m0 += (int) (blockDim.x >> 5) * 16) {
     /* this thread's two query rows: m0 + g and m0 + g + 8 */
     size_t qrow[2];
     int qreg[2], qoff[2];
@@ -288,6 +290,7 @@ launch_mma (cudaStream_t s, const MmaCall *a)
 {
   int d = a->c / a->heads, nq = a->ws * a->ws, nkp = (a->nk + 15) & ~15;
   int nwy = a->h / a->ws, nwx = a->w / a->ws;
+  int threads = 32 * (nq / 16 < MMA_WARPS ? nq / 16 : MMA_WARPS);
   size_t tasks = (size_t) a->n * nwy * nwx * a->heads;
   size_t smem = ((size_t) nkp * (DP + 8) + (size_t) DP * (nkp + 8))
       * sizeof (T) + nkp;
@@ -314,9 +317,9 @@ launch_mma (cudaStream_t s, const MmaCall *a)
       cudaFuncAttributeMaxDynamicSharedMemorySize, (int) smem);
   if (e != cudaSuccess)
     return e;
-  kernel <<< (unsigned) tasks, MMA_WARPS * 32, smem, s >>> ((const T *)
-      a->qkv, a->h, a->w, a->c, a->heads, a->ws, a->param, nq, a->nk, nwy,
-      nwx, a->bias, rel, (float) (LOG2E_F / sqrt ((double) d)), (T *) a->out);
+  kernel <<< (unsigned) tasks, threads, smem, s >>> ((const T *) a->qkv,
+      a->h, a->w, a->c, a->heads, a->ws, a->param, nq, a->nk, nwy, nwx,
+      a->bias, rel, (float) (LOG2E_F / sqrt ((double) d)), (T *) a->out);
   return cudaGetLastError ();
 }
 
