@@ -83,6 +83,18 @@ cuda_conv (EhatBackend *be, const EhatConvW *cw, const float *x, int n,
 
   if (!enter (cb, "conv") || m == 0)
     return;
+  if (cb->conv_direct && shuffle <= 1) {
+    EhatCudaConvDirect d = { x, m, h, w, cw->cin, cw->k, cw->w,
+      cb->dt == EHAT_CUDA_F32 ? coutp : kcp, cb->dt != EHAT_CUDA_F32, cout,
+      cw->b, act, res, res ? alpha : 0.0f, y
+    };
+    cudaError_t e = ehat_cuda_conv_direct (cb->stream, cb->dt, &d);
+
+    if (e != cudaErrorNotSupported) {
+      record_cuda (cb, e, "direct conv");
+      return;
+    }
+  }
   if (cb->fused_conv) {
     EhatCudaGemm g = { x, m, h, w, cw->cin, cw->k, cw->w, kcp, cout, cw->b,
       act, res, res ? alpha : 0.0f, MAX (shuffle, 1), y

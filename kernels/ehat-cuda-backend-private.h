@@ -108,6 +108,10 @@ typedef struct
    * the two paths round differently, and workers of one film must produce
    * the same frames. */
   gboolean fused_conv, fused_linear;
+  /* convolutions with at most 8 outputs (the last one) as the direct
+   * kernel of ehat-cuda-conv-direct.cu, whatever the GEMM path;
+   * EHAT_CUDA_CONV_DIRECT=0 turns it off (A/B) */
+  gboolean conv_direct;
   cudaDataType_t ct;            /* the same, for cuBLAS */
   cublasComputeType_t compute;  /* GEMM compute type */
   /* fp32 weights handed to borrow (device pointer → element count), and

@@ -821,6 +821,7 @@ cuda_backend_new (int device_id, EhatPrecision precision, GError **error)
       && (g_strcmp0 (gemm_mode, "fused") == 0
       || g_strcmp0 (gemm_mode, "conv") == 0);
   cb->fused_linear = cb->fused_conv && g_strcmp0 (gemm_mode, "fused") == 0;
+  cb->conv_direct = g_strcmp0 (g_getenv ("EHAT_CUDA_CONV_DIRECT"), "0") != 0;
   cb->weights = g_hash_table_new (NULL, NULL);
   if (g_getenv ("EHAT_CUDA_PROFILE"))
     cb->prof = g_hash_table_new_full (g_str_hash, g_str_equal, NULL, g_free);

@@ -170,6 +170,35 @@ typedef struct
 cudaError_t ehat_cuda_gemm_fused (cudaStream_t s, int dt,
     const EhatCudaGemm *g);
 
+/* ---- ehat-cuda-conv-direct.cu ---- */
+
+#define EHAT_CUDA_DIRECT_MAX_OUT 8
+#define EHAT_CUDA_DIRECT_MAX_SMEM (48 << 10)
+
+/* y = act(conv(x) + b) + alpha·res for a k×k convolution (k 1 or 3, zero
+ * padding) with at most EHAT_CUDA_DIRECT_MAX_OUT outputs; NHWC rows of cin
+ * in, of cout out; res may be y.  Weights wt in the storage type:
+ * co_major, [cout…][ldw ≥ k·k·cin] (the fp16/bf16 GEMM layout), else
+ * [k·k·cin][ldw ≥ cout] (the fp32 one), both indexed by (ky·k + kx)·cin +
+ * ci.  cudaErrorNotSupported (nothing launched) for other shapes or when
+ * the weights exceed EHAT_CUDA_DIRECT_MAX_SMEM as fp32. */
+typedef struct
+{
+  const void *x;
+  size_t rows;                  /* n·h·w */
+  int h, w, cin, k;
+  const void *wt;
+  int ldw, co_major, cout;
+  const float *b;
+  int act;
+  const void *res;
+  float alpha;
+  void *y;
+} EhatCudaConvDirect;
+
+cudaError_t ehat_cuda_conv_direct (cudaStream_t s, int dt,
+    const EhatCudaConvDirect *c);
+
 /* ---- ehat-cuda-attention.cu ---- */
 
 /* dense[(hd·nk + j)·nq + i] = table[index[i·nk + j]·heads + hd]: the bias

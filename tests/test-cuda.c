@@ -163,6 +163,9 @@ test_conv (void)
     {1, 5, 7, 3, 9}, {2, 8, 3, 13, 4}, {1, 1, 1, 5, 6}, {3, 9, 11, 6, 16},
     {1, 33, 2, 64, 12}, {3, 17, 19, 36, 36}, {1, 24, 20, 180, 60},
     {5, 6, 7, 64, 256},
+    /* ≤ 8 outputs, the direct kernel: HAT's last convolution (16-byte
+     * loads), HAT-S's squeeze, odd channels (scalar loads) */
+    {2, 20, 24, 64, 3}, {1, 9, 10, 144, 6}, {3, 7, 5, 13, 8},
   };
   for (guint si = 0; si < G_N_ELEMENTS (shapes); si++) {
     int n = shapes[si][0], h = shapes[si][1], w = shapes[si][2];
@@ -450,6 +453,85 @@ narrow_backend (EhatPrecision p, gboolean fused)
 
 static gboolean have_bf16 (void);
 
+/* Convolutions with ≤ 8 outputs take the direct kernel: a fresh backend
+ * grows no scratch for HAT's last convolution (the GEMM path's im2col band
+ * would be rows × 9·64 elements), and EHAT_CUDA_CONV_DIRECT=0 gives the
+ * GEMM path's result within rounding, in every precision. */
+static void
+test_conv_direct (void)
+{
+  int n = 2, h = 20, w = 24, cin = 64, cout = 3;
+  gsize in_n = (gsize) n * h * w * cin, out_n = (gsize) n * h * w * cout;
+  g_autofree float *x = rnd (in_n, 1.0);
+  g_autofree float *wt = rnd ((gsize) cout * cin * 9, 0.1);
+  g_autofree float *b = rnd (cout, 0.5);
+  static const EhatPrecision precisions[] = { EHAT_PRECISION_FP32,
+    EHAT_PRECISION_FP16, EHAT_PRECISION_BF16
+  };
+
+  for (guint pi = 0; pi < G_N_ELEMENTS (precisions); pi++) {
+    g_autofree float *out[2] = { NULL, NULL };
+    gsize grew[2];
+    double tol = pi == 0 ? 1e-5 : pi == 1 ? 2.0 / 1024 : 2.0 / 128;
+
+    if (precisions[pi] == EHAT_PRECISION_BF16 && !have_bf16 ())
+      continue;
+    for (int direct = 1; direct >= 0; direct--) {
+      g_autoptr (GError) error = NULL;
+      EhatBackend *be;
+      EhatConvW cw = { NULL, NULL, cin, cout, 3 };
+      FusedPair nw = narrow_pair (precisions[pi] == EHAT_PRECISION_BF16);
+      void *dx, *dy;
+      gsize before, after, peak;
+
+      if (!direct)
+        g_setenv ("EHAT_CUDA_CONV_DIRECT", "0", TRUE);
+      be = ehat_backend_cuda_new (0, precisions[pi], FALSE, &error);
+      g_unsetenv ("EHAT_CUDA_CONV_DIRECT");
+      g_assert_no_error (error);
+      cw.w = be->ops->upload_conv (be, wt, cout, cin, 3, &error);
+      cw.b = be->ops->upload (be, b, cout, &error);
+      g_assert_no_error (error);
+      /* activations in the storage type */
+      if (pi == 0) {
+        g_assert_cmpint (cudaMalloc (&dx, in_n * 4), ==, cudaSuccess);
+        g_assert_cmpint (cudaMalloc (&dy, out_n * 4), ==, cudaSuccess);
+        g_assert_cmpint (cudaMemcpy (dx, x, in_n * 4,
+                cudaMemcpyHostToDevice), ==, cudaSuccess);
+      } else {
+        dx = up_narrow (&nw, x, in_n, NULL);
+        dy = up_narrow (&nw, x, out_n, NULL);
+      }
+      g_assert_true (be->ops->sync (be, &error));
+      be->ops->device_memory (be, &before, &peak);
+      be->ops->conv (be, &cw, dx, n, h, w, dy, EHAT_ACT_NONE, NULL, 0.0f, 1);
+      g_assert_true (be->ops->sync (be, &error));
+      be->ops->device_memory (be, &after, &peak);
+      grew[direct] = after - before;
+      if (pi == 0) {
+        out[direct] = g_new (float, out_n);
+        g_assert_cmpint (cudaMemcpy (out[direct], dy, out_n * 4,
+                cudaMemcpyDeviceToHost), ==, cudaSuccess);
+      } else {
+        out[direct] = down_narrow (&nw, be, dy, out_n);
+      }
+      cudaFree (dx);
+      cudaFree (dy);
+      be->ops->free (be, cw.w);
+      be->ops->free (be, (void *) cw.b);
+      be->ops->destroy (be);
+    }
+    g_test_message ("precision %u: scratch grown by the conv: direct %"
+        G_GSIZE_FORMAT " B, GEMM path %" G_GSIZE_FORMAT " B", pi, grew[1],
+        grew[0]);
+    g_assert_cmpuint (grew[1], ==, 0);
+    g_assert_cmpuint (grew[0], >=, (gsize) n * h * w * 9 * cin
+        * (pi == 0 ? 4 : 2));
+    assert_close ("direct vs GEMM conv", out[1], out[0], out_n, tol, tol);
+  }
+}
+
+
 static void
 test_gemm_fused (void)
 {
@@ -458,6 +540,7 @@ test_gemm_fused (void)
      * 0 (16-byte vectors), 8 (8-byte), 8 with HAT's 180 → 60 */
     {1, 5, 7, 3, 9}, {2, 8, 3, 13, 4}, {3, 9, 11, 6, 16},
     {5, 6, 7, 64, 256}, {3, 17, 19, 36, 36}, {1, 12, 11, 180, 60},
+    {2, 20, 24, 64, 3},
   };
   static const int lin_shapes[][3] = {
     {37, 19, 23}, {1, 5, 3}, {300, 180, 540}, {129, 360, 180}, {7, 180, 6},
@@ -2075,6 +2158,7 @@ main (int argc, char **argv)
   g_test_add_func ("/cuda/frame/ops", test_frame_ops);
   g_test_add_func ("/cuda/frame/upscale", test_frame_upscale);
   g_test_add_func ("/cuda/conv", test_conv);
+  g_test_add_func ("/cuda/conv-direct", test_conv_direct);
   g_test_add_func ("/cuda/linear", test_linear);
   g_test_add_func ("/cuda/gemm-fused", test_gemm_fused);
   g_test_add_func ("/cuda/layernorm-axpby", test_layernorm_axpby);

@@ -17,7 +17,8 @@
 #              model the next two steps use)
 #   gemm       EHAT_CUDA_GEMM=cublas/conv/fused interleaved on the shipped ×2 at 960×540 and
 #              the HAT-L ×4, then one profiled pass of cublas and fused on HAT-L: decides the
-#              fused GEMM's default (and a profiled pass with the attention's dense bias)
+#              fused GEMM's default (and a profiled pass with the attention's dense bias; the
+#              direct kernel of the last convolution on and off, EHAT_CUDA_CONV_DIRECT)
 #   frames     the shipped ×2 at 960×540 in fp16, I420 frames in and out: the colour conversion on
 #              the GPU (the default) against the host's (EHAT_FRAME_CONVERSION=host), interleaved,
 #              in `ehat bench --frame I420` (beside float planes) and in ehatsr on the clip
@@ -166,6 +167,13 @@ step_gemm() {
   for m in cublas conv fused cublas conv fused; do
     echo "--- EHAT_CUDA_GEMM=$m ehat-fast-x2 960x540 fp16"
     EHAT_CUDA_GEMM=$m build/ehat-core/ehat bench --model "$fast" --size 960x540 \
+      --backend cuda --precision fp16 --warmup 2 --repeat 10 --json || return 1
+  done
+  # the direct kernel for convolutions with ≤ 8 outputs (the last one, at the output
+  # resolution) against the GEMM path, interleaved
+  for d in 0 1 0 1; do
+    echo "--- EHAT_CUDA_CONV_DIRECT=$d ehat-fast-x2 960x540 fp16"
+    EHAT_CUDA_CONV_DIRECT=$d build/ehat-core/ehat bench --model "$fast" --size 960x540 \
       --backend cuda --precision fp16 --warmup 2 --repeat 10 --json || return 1
   done
   [ -f "$big" ] || { echo "gemm: no $big (the memory step makes it)"; return 0; }
