@@ -83,6 +83,7 @@ cuda_conv (EhatBackend *be, const EhatConvW *cw, const float *x, int n,
 
   if (!enter (cb, "conv") || m == 0)
     return;
+  /* ≤ 8 outputs: ehat-cuda-conv-direct.cu, which refuses the rest */
   if (cb->conv_direct && shuffle <= 1) {
     EhatCudaConvDirect d = { x, m, h, w, cw->cin, cw->k, cw->w,
       cb->dt == EHAT_CUDA_F32 ? coutp : kcp, cb->dt != EHAT_CUDA_F32, cout,
