@@ -7,10 +7,81 @@
 
 #include <limits.h>
 
-/* im2col bands of at most this many elements (128 MiB in fp32, 64 MiB in
- * fp16/bf16): few enough GEMMs per convolution that each is large (a
- * HAT-L CAB convolution at 480×272 is 4 bands in fp16) */
-#define BAND_FLOATS ((gsize) 1 << 25)
+/* ---- bands ----
+ *
+ * A convolution through cuBLAS needs an im2col band (k·k·cin columns a
+ * pixel) and, when its output is padded or pixel-shuffled, an output band;
+ * a linear layer with padded dimensions needs its input and output rows
+ * widened.  All of them share one scratch buffer (SCR_BAND: no two GEMM
+ * operations run at once), and its size is bounded by the activation
+ * arena's: an eighth of it, so that the device holds the weights and one
+ * batch's activations and little more (the issue's bound), within
+ * [BAND_MIN_BYTES, BAND_MAX_BYTES].  At HAT-L's 480×272 in fp16 the arena
+ * is 470 MB, the bands 59 MB: a CAB convolution (180 → 60) is 8 GEMMs of
+ * 17 k pixels, about a wave of 128-pixel tiles on an H100 each, as with
+ * the fixed bands before (2^25 elements for each of four buffers, which
+ * held up to 190 MB there).  Below the floor the arena is a few tiles of
+ * a few windows, where bands of a few hundred pixels cost little. */
+#define BAND_SHARE 8
+#define BAND_MIN_BYTES ((gsize) 2 << 20)
+#define BAND_MAX_BYTES ((gsize) 128 << 20)
+
+static gsize
+band_budget (const EhatCudaBackend *cb)
+{
+  if (cb->arena_bytes == 0)     /* an operation outside a forward pass */
+    return BAND_MAX_BYTES;
+  return CLAMP (cb->arena_bytes / BAND_SHARE, BAND_MIN_BYTES,
+      BAND_MAX_BYTES);
+}
+
+/* Rows (pixels, tokens) a band holds when each takes row_bytes of it: at
+ * least one, and all `rows` when the operation needs no band. */
+static gsize
+band_rows (const EhatCudaBackend *cb, gsize row_bytes, gsize rows)
+{
+  return row_bytes ? MIN (MAX (band_budget (cb) / row_bytes, 1), rows)
+      : rows;
+}
+
+/* A convolution's band of at most `band` pixels made to tile each image
+ * of hw pixels alike: whole images when one fits, else each image cut
+ * into equal parts (the loop in cuda_conv ends a band at each image's
+ * end).  So an image's pixels meet the same GEMM shapes at the same
+ * columns wherever it sits in a batch, and come out with the same bits
+ * (/cuda/deterministic): a GEMM library's result for a column may depend
+ * on where it falls in its tiles (OpenBLAS's edge kernels under the
+ * emulator; a band straddling two images gave a tf32 image and its copy
+ * 2·10⁻³ apart). */
+static gsize
+image_band (gsize band, gsize hw)
+{
+  gsize parts;
+
+  if (band >= hw)
+    return band / hw * hw;
+  parts = (hw + band - 1) / band;
+  return (hw + parts - 1) / parts;
+}
+
+/* The band buffer as two parts, *a of a_bytes then *b of b_bytes (each
+ * NULL when empty), b 256-byte aligned as cuBLAS likes.  FALSE (the error
+ * recorded) when it cannot grow. */
+static gboolean
+bands (EhatCudaBackend *cb, gsize a_bytes, void **a, gsize b_bytes, void **b)
+{
+  gsize off = (a_bytes + 255) & ~(gsize) 255;
+  char *p;
+
+  *a = *b = NULL;
+  if (a_bytes + b_bytes == 0)
+    return TRUE;
+  if (!(p = scratch (cb, SCR_BAND, off + b_bytes)))
+    return FALSE;
+  *a = a_bytes ? p : NULL;
+  *b = b_bytes ? p + off : NULL;
+  return TRUE;
+}
 
 /* ---- GEMMs ----
  *
@@ -69,17 +140,15 @@ cuda_conv (EhatBackend *be, const EhatConvW *cw, const float *x, int n,
   int kc = cw->k * cw->k * cw->cin, cout = cw->cout;
   int kcp = gemm_dim (cb, kc), coutp = gemm_dim (cb, cout);
   /* a 1×1 conv reads x as it is, unless its rows need padding */
-  gboolean direct = cw->k == 1 && kcp == kc;
-  gsize band = direct ? (gsize) (INT_MAX / 2) / (gsize) MAX (kcp, coutp)
-      : MAX (BAND_FLOATS / (gsize) kcp, 1);
-  gsize eb = (gsize) cb->parent.act_bytes;
+  gboolean as_is = cw->k == 1 && kcp == kc;
+  gsize eb = (gsize) cb->parent.act_bytes, hw = (gsize) h * w, band;
   /* GEMM output to scratch when it is to be shuffled or has padded rows;
    * else straight into y, where a residual that is y itself enters
    * through the GEMM's beta */
   gboolean via_tmp = shuffle > 1 || coutp != cout;
   gboolean in_place = res && res == y && !via_tmp;
   const float beta = in_place ? alpha : 0.0f;
-  void *col = NULL, *tmp = NULL;
+  void *col, *tmp;
 
   if (!enter (cb, "conv") || m == 0)
     return;
@@ -103,24 +172,26 @@ cuda_conv (EhatBackend *be, const EhatConvW *cw, const float *x, int n,
     fused_gemm (cb, &g, "fused conv");
     return;
   }
-  band = MIN (band, m);
-  band = MIN (band, (gsize) (INT_MAX / 2) / (gsize) coutp);
-  if (via_tmp)
-    band = MIN (band, BAND_FLOATS / (gsize) coutp + 1);
-  if (!direct && !(col = scratch (cb, SCR_COL, band * kcp * eb)))
-    return;
-  if (via_tmp && !(tmp = scratch (cb, SCR_TMP, band * coutp * eb)))
+  /* cuBLAS's int dimensions bound a band too */
+  band = band_rows (cb, ((as_is ? 0 : kcp) + (via_tmp ? coutp : 0)) * eb, m);
+  band = MIN (band, (gsize) (INT_MAX / 2) / (gsize) MAX (kcp, coutp));
+  band = image_band (band, hw);
+  if (!bands (cb, as_is ? 0 : band * kcp * eb, &col,
+          via_tmp ? band * coutp * eb : 0, &tmp))
     return;
 
-  for (gsize p0 = 0; p0 < m && !cb->error; p0 += band) {
-    gsize np = MIN (band, m - p0);
+  for (gsize p0 = 0, np; p0 < m && !cb->error; p0 += np) {
     void *dst = tmp ? tmp : AT (cb, y, p0 * cout);
-    const void *B = direct ? AT (cb, x, p0 * cw->cin) : col;
+    const void *B = as_is ? AT (cb, x, p0 * cw->cin) : col;
 
-    if (cw->k == 1 && !direct)
+    np = MIN (band, m - p0);
+    if (band < hw)              /* the image's last part */
+      np = MIN (np, hw - p0 % hw);
+
+    if (cw->k == 1 && !as_is)
       record_cuda (cb, ehat_cuda_pad_rows (cb->stream, cb->dt,
               AT (cb, x, p0 * cw->cin), np, cw->cin, kcp, col), "conv pad");
-    else if (!direct)
+    else if (!as_is)
       record_cuda (cb, ehat_cuda_im2col (cb->stream, cb->dt, x, h, w,
               cw->cin, cw->k, p0, np, kcp, col), "im2col");
     if (cb->dt == EHAT_CUDA_F32)
@@ -143,10 +214,6 @@ cuda_conv (EhatBackend *be, const EhatConvW *cw, const float *x, int n,
   }
 }
 
-/* Rows of a linear layer per GEMM when its operands are padded (bounds
- * the padding scratch: 64 Ki rows). */
-#define LINEAR_BAND ((gsize) 1 << 16)
-
 /* y = act(x·Wᵀ + b) + beta·y: column-major yᵀ = W·xᵀ with W's row-major
  * [out][in] buffer read transposed.  Padded dimensions (gemm_dim) go
  * through scratch: x's rows widened with zeros, the output's narrowed by
@@ -160,7 +227,7 @@ cuda_linear (EhatBackend *be, const EhatLinearW *lw, const float *x,
   gboolean pad_in = kp != lw->in, pad_out = mp != lw->out;
   gsize chunk = (gsize) (INT_MAX / 2) / (gsize) MAX (kp, mp);
   gsize eb = (gsize) cb->parent.act_bytes;
-  void *xp = NULL, *yp = NULL;
+  void *xp, *yp;
   const void *W;
 
   if (!enter (cb, "linear") || rows == 0
@@ -173,12 +240,10 @@ cuda_linear (EhatBackend *be, const EhatLinearW *lw, const float *x,
     fused_gemm (cb, &g, "fused linear");
     return;
   }
-  if (pad_in || pad_out)
-    chunk = MIN (chunk, LINEAR_BAND);
-  chunk = MIN (chunk, rows);
-  if (pad_in && !(xp = scratch (cb, SCR_XPAD, chunk * kp * eb)))
-    return;
-  if (pad_out && !(yp = scratch (cb, SCR_YPAD, chunk * mp * eb)))
+  chunk = MIN (chunk, band_rows (cb, ((pad_in ? kp : 0)
+              + (pad_out ? mp : 0)) * eb, rows));
+  if (!bands (cb, pad_in ? chunk * kp * eb : 0, &xp,
+          pad_out ? chunk * mp * eb : 0, &yp))
     return;
   for (gsize r0 = 0; r0 < rows && !cb->error; r0 += chunk) {
     gsize nr = MIN (chunk, rows - r0);

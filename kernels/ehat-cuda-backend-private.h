@@ -28,10 +28,10 @@
 
 typedef enum
 {
-  SCR_COL,                      /* im2col band (or a padded 1×1 input) */
-  SCR_TMP,                      /* conv output band, padded or to shuffle */
-  SCR_XPAD,                     /* linear input band, rows padded */
-  SCR_YPAD,                     /* linear output band, rows padded */
+  SCR_BAND,                     /* one GEMM operation's bands (gemm.c):
+                                 * a convolution's im2col band and its
+                                 * padded or unshuffled output, or a linear
+                                 * layer's padded input and output rows */
   SCR_BIAS,                     /* dense relative-position bias (when the
                                  * index is not separable) */
   SCR_SUMS,                     /* channel-attention partial sums (double) */
@@ -130,6 +130,9 @@ typedef struct
   GError *error;                /* first failure since the last sync */
   void *scratch[N_SCRATCH];
   gsize scratch_bytes[N_SCRATCH];
+  /* bytes of the activation arena of the latest forward pass
+   * (graph_begin; 0 before any): SCR_BAND stays within a share of it */
+  gsize arena_bytes;
   void *pinned[N_PINNED];
   gsize pinned_bytes[N_PINNED];
   /* CUDA graphs of the forward pass's body, one per shape (graph_begin);

@@ -213,7 +213,14 @@ grow (EhatCudaBackend *cb, void **buf, gsize *have, gsize bytes,
     *buf = NULL;
     *have = 0;
   }
-  bytes = (MAX (bytes, 1) + 0xfffff) & ~(gsize) 0xfffff;
+  /* rounded up, so that sizes a little apart share one buffer: to 64 KiB
+   * while small (a 1 MiB step would be most of what the small slots
+   * hold), then to 1 MiB */
+  bytes = MAX (bytes, 1);
+  if (bytes < ((gsize) 16 << 20))
+    bytes = (bytes + 0xffff) & ~(gsize) 0xffff;
+  else
+    bytes = (bytes + 0xfffff) & ~(gsize) 0xfffff;
   e = host ? cudaMallocHost (&p, bytes) : dev_malloc (cb, &p, bytes);
   if (e != cudaSuccess) {
     record_cuda (cb, e, host ? "pinned allocation" : "scratch allocation");
@@ -601,6 +608,8 @@ cuda_graph_begin (EhatBackend *be, int n, int h, int w, const void *arena)
   EhatCudaGraph *g = NULL, *lru = &cb->graphs[0];
   cudaError_t e;
 
+  cb->arena_bytes = GPOINTER_TO_SIZE (g_hash_table_lookup (cb->sizes,
+          arena));
   if (!cb->graphs_on || cb->error || cb->recording >= 0)
     return EHAT_GRAPH_RUN;
   for (int i = 0; i < MAX_GRAPHS && !g; i++) {
