@@ -7,9 +7,12 @@
  * tiles of KT, gathered straight from the qkv rows (the cyclic shift and
  * the OCAB unfold are index arithmetic, no shifted or unfolded copy
  * exists), with an online softmax (running max and sum) so any key count
- * fits.  The relative-position bias comes pre-expanded per call as
- * [head][key][query] (coalesced over the queries of a warp); the shift mask
- * is computed from the region labels.  q, k, v and the output are stored
+ * fits.  The relative-position bias comes from the head's column of its
+ * table, staged in shared memory, where the index is separable
+ * (EhatCudaRelBias: a query's offset plus a key's), else pre-expanded per
+ * call as [head][key][query] (coalesced over the queries of a warp); the
+ * two add the same numbers in the same order.  The shift mask is computed
+ * from the region labels.  q, k, v and the output are stored
  * as T (fp32, fp16 or bf16), all arithmetic is fp32.  fp16/bf16 on
  * compute capability 8.0+ take the tensor-core kernel of
  * ehat-cuda-attention-mma.cu instead; this one is the fp32/tf32 path and
@@ -53,17 +56,22 @@ region (int p, int size, int ws, int shift)
 }
 
 /* OVERLAP false: HAB (param = shift); true: OCAB (param = wse). */
+/* Bias: rel.table set, from the table (its column, rel.rows floats, in
+ * dynamic shared memory); else from the dense expansion `bias`. */
 template <typename T, int DMAX, bool OVERLAP>
 __global__ void __launch_bounds__ (MAXQ)
 attention_kernel (const T *__restrict__ qkv, int h, int w, int c,
     int heads, int ws, int param, int nq, int nk, int nwy, int nwx,
-    const float *__restrict__ bias, float scale, T *__restrict__ out)
+    const float *__restrict__ bias, EhatCudaRelBias rel, float scale,
+    T *__restrict__ out)
 {
   constexpr int KT = KT_FOR (DMAX);
   __shared__ float ks[KT][DMAX];
   __shared__ float vs[KT][DMAX];
   __shared__ long long krow[KT];        /* key's token row, −1: zero vector */
   __shared__ int kreg[KT];
+  __shared__ int koff[KT];              /* rel: the key's table offset */
+  extern __shared__ float tab[];        /* rel: the head's column */
 
   const int d = c / heads;
   const size_t stride = 3 * (size_t) c;
@@ -101,7 +109,14 @@ attention_kernel (const T *__restrict__ qkv, int h, int w, int c,
     }
   }
   float m = -INFINITY, l = 0.0f;
-  const float *brow = bias + (size_t) hd * nk * nq + ii;
+  const bool by_table = rel.table != nullptr;
+  const float *brow = by_table ? bias : bias + (size_t) hd * nk * nq + ii;
+  const int qoff = by_table ? rel.qoff[ii] : 0;
+
+  /* visible after the tile loop's first barriers */
+  if (by_table)
+    for (int t = threadIdx.x; t < rel.rows; t += blockDim.x)
+      tab[t] = rel.table[(size_t) t * heads + hd];
 
   for (int j0 = 0; j0 < nk; j0 += KT) {
     const int cnt = min (KT, nk - j0);
@@ -126,6 +141,7 @@ attention_kernel (const T *__restrict__ qkv, int h, int w, int c,
       }
       krow[t] = row;
       kreg[t] = reg;
+      koff[t] = by_table && t < cnt ? rel.koff[j] : 0;
     }
     __syncthreads ();
     for (int t = threadIdx.x; t < KT * DMAX; t += blockDim.x) {
@@ -151,7 +167,12 @@ attention_kernel (const T *__restrict__ qkv, int h, int w, int c,
       for (int e = 0; e < DMAX; e++)
         s += q[e] * ks[jj][e];
       if (jj < cnt) {
-        s += brow[(size_t) (j0 + jj) * nq];
+        if (by_table) {
+          int k = qoff + koff[jj];
+          s += tab[k >= rel.len ? k - rel.len : k];
+        } else {
+          s += brow[(size_t) (j0 + jj) * nq];
+        }
         if (!OVERLAP && shift && kreg[jj] != qreg)
           s += -100.0f;
       } else {
@@ -187,10 +208,16 @@ attention_kernel (const T *__restrict__ qkv, int h, int w, int c,
   }
 }
 
+/* The table column's share of a block's shared memory: within the 48 KiB
+ * every device gives without opting in, beside the key tiles (≤ 4.1 KiB);
+ * HAT-L's OCAB column is 5.9 KiB.  A larger table takes the dense bias. */
+#define MAX_TABLE_BYTES (32 << 10)
+
 template <typename T, bool OVERLAP>
 static cudaError_t
 launch (cudaStream_t s, const T *qkv, int n, int h, int w, int c,
-    int heads, int ws, int param, int nk, const float *bias, T *out)
+    int heads, int ws, int param, int nk, const float *bias,
+    const EhatCudaRelBias *rel, T *out)
 {
   int d = c / heads, nq = ws * ws;
   int nwy = h / ws, nwx = w / ws;
@@ -198,14 +225,25 @@ launch (cudaStream_t s, const T *qkv, int n, int h, int w, int c,
   int threads = nq < MAXQ ? (nq + 31) / 32 * 32 : MAXQ;
   int chunks = (nq + threads - 1) / threads;
   float scale = (float) (1.0 / sqrt ((double) d));
+  EhatCudaRelBias r = { 0 };
+  size_t smem = 0;
 
+  if (!bias == !rel)
+    return cudaErrorInvalidValue;
+  if (rel) {
+    r = *rel;
+    smem = (size_t) r.rows * sizeof (float);
+    if (smem > MAX_TABLE_BYTES)
+      return cudaErrorNotSupported;
+  }
   if (tasks == 0)
     return cudaSuccess;
   if (d < 1 || heads * d != c || tasks > 0x7fffffffu || chunks > 65535)
     return cudaErrorInvalidValue;
   dim3 grid ((unsigned) tasks, chunks);
-#define LAUNCH(D) attention_kernel<T, D, OVERLAP> <<< grid, threads, 0, s >>> \
-      (qkv, h, w, c, heads, ws, param, nq, nk, nwy, nwx, bias, scale, out)
+#define LAUNCH(D) attention_kernel<T, D, OVERLAP> <<< grid, threads, smem, \
+      s >>> (qkv, h, w, c, heads, ws, param, nq, nk, nwy, nwx, bias, r, \
+      scale, out)
   /* three register-tile sizes keep the build short (HAT's head dims are
    * 24 and 30); add 16 if small-head models matter */
   if (d <= 8)
@@ -223,29 +261,29 @@ launch (cudaStream_t s, const T *qkv, int n, int h, int w, int c,
 extern "C" cudaError_t
 ehat_cuda_window_attention (cudaStream_t s, int dt, const void *qkv, int n,
     int h, int w, int c, int heads, int ws, int shift,
-    const float *dense_bias, void *out)
+    const float *dense_bias, const EhatCudaRelBias *rel, void *out)
 {
   cudaError_t e = ehat_cuda_attention_mma (s, dt, qkv, n, h, w, c, heads,
-      ws, shift, 0, dense_bias, NULL, out);
+      ws, shift, 0, dense_bias, rel, out);
 
   if (e != cudaErrorNotSupported)
     return e;
   EHAT_DISPATCH (dt, e = launch<T, false> (s, (const T *) qkv, n, h, w, c,
-          heads, ws, shift, ws * ws, dense_bias, (T *) out));
+          heads, ws, shift, ws * ws, dense_bias, rel, (T *) out));
   return e;
 }
 
 extern "C" cudaError_t
 ehat_cuda_overlap_attention (cudaStream_t s, int dt, const void *qkv,
     int n, int h, int w, int c, int heads, int ws, int wse,
-    const float *dense_bias, void *out)
+    const float *dense_bias, const EhatCudaRelBias *rel, void *out)
 {
   cudaError_t e = ehat_cuda_attention_mma (s, dt, qkv, n, h, w, c, heads,
-      ws, wse, 1, dense_bias, NULL, out);
+      ws, wse, 1, dense_bias, rel, out);
 
   if (e != cudaErrorNotSupported)
     return e;
   EHAT_DISPATCH (dt, e = launch<T, true> (s, (const T *) qkv, n, h, w, c,
-          heads, ws, wse, wse * wse, dense_bias, (T *) out));
+          heads, ws, wse, wse * wse, dense_bias, rel, (T *) out));
   return e;
 }

@@ -105,9 +105,10 @@ rel_bias (EhatCudaBackend *cb, const float *table, const gint32 *index,
   return TRUE;
 }
 
-/* HAB's window attention (param: shift) or OCAB's (param: wse): on tensor
- * cores with the separable bias when both apply, else with the dense
- * bias expanded into scratch (tensor cores, or the SIMT kernel). */
+/* HAB's window attention (param: shift) or OCAB's (param: wse), on tensor
+ * cores or CUDA cores (ehat_cuda_window_attention picks), with the bias
+ * read from its table when the index is separable, else expanded into
+ * scratch. */
 static void
 attention (EhatCudaBackend *cb, const float *qkv, int n, int h, int w,
     int c, int heads, int ws, int param, gboolean overlap,
@@ -122,10 +123,11 @@ attention (EhatCudaBackend *cb, const float *qkv, int n, int h, int w,
 
   if (!enter (cb, what))
     return;
-  if (cb->dt != EHAT_CUDA_F32
-      && rel_bias (cb, table, index, nq, nk, side * side, &rel)) {
-    e = ehat_cuda_attention_mma (cb->stream, cb->dt, qkv, n, h, w, c, heads,
-        ws, param, overlap, NULL, &rel, out);
+  if (rel_bias (cb, table, index, nq, nk, side * side, &rel)) {
+    e = overlap ? ehat_cuda_overlap_attention (cb->stream, cb->dt, qkv, n, h,
+        w, c, heads, ws, param, NULL, &rel, out)
+        : ehat_cuda_window_attention (cb->stream, cb->dt, qkv, n, h, w, c,
+        heads, ws, param, NULL, &rel, out);
     if (e != cudaErrorNotSupported) {
       record_cuda (cb, e, what);
       return;
@@ -138,9 +140,9 @@ attention (EhatCudaBackend *cb, const float *qkv, int n, int h, int w,
           nq, nk, bias), "attention bias");
   if (!cb->error)
     record_cuda (cb, overlap ? ehat_cuda_overlap_attention (cb->stream,
-            cb->dt, qkv, n, h, w, c, heads, ws, param, bias, out)
+            cb->dt, qkv, n, h, w, c, heads, ws, param, bias, NULL, out)
         : ehat_cuda_window_attention (cb->stream, cb->dt, qkv, n, h, w, c,
-            heads, ws, param, bias, out), what);
+            heads, ws, param, bias, NULL, out), what);
 }
 
 void

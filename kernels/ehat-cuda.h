@@ -205,19 +205,6 @@ cudaError_t ehat_cuda_conv_direct (cudaStream_t s, int dt,
  * of query i and key j of head hd, query-fastest for coalesced reads. */
 cudaError_t ehat_cuda_expand_bias (cudaStream_t s, const float *table,
     const int32_t *index, int heads, int nq, int nk, float *dense);
-/* HAB window attention (shift 0 or the cyclic shift with the −100 mask) and
- * OCAB overlapping attention, as the backend ops of the same names; bias
- * from ehat_cuda_expand_bias.  Head dim c/heads ≤ 64 (else
- * cudaErrorInvalidValue). */
-cudaError_t ehat_cuda_window_attention (cudaStream_t s, int dt,
-    const void *qkv, int n, int h, int w, int c, int heads, int ws,
-    int shift, const float *dense_bias, void *out);
-cudaError_t ehat_cuda_overlap_attention (cudaStream_t s, int dt,
-    const void *qkv, int n, int h, int w, int c, int heads, int ws, int wse,
-    const float *dense_bias, void *out);
-
-/* ---- ehat-cuda-attention-mma.cu ---- */
-
 /* A relative-position index that is separable, index[i·nk + j] = (qoff[i]
  * + koff[j]) mod len with both offsets in [0, len) (HAT's and OCAB's are:
  * EHAT-SPEC.md §4), so that a block needs only its head's column of the
@@ -229,13 +216,30 @@ typedef struct
   int len, rows;
 } EhatCudaRelBias;
 
+/* HAB window attention (shift 0 or the cyclic shift with the −100 mask) and
+ * OCAB overlapping attention, as the backend ops of the same names, with
+ * the bias either dense (from ehat_cuda_expand_bias) or rel (exactly one
+ * of the two given): on tensor cores where ehat_cuda_attention_mma takes
+ * it, else on CUDA cores.  Head dim c/heads ≤ 64 (else
+ * cudaErrorInvalidValue); cudaErrorNotSupported, nothing launched, when
+ * rel's table column (rel.rows floats) is over 32 KiB: the dense bias
+ * then. */
+cudaError_t ehat_cuda_window_attention (cudaStream_t s, int dt,
+    const void *qkv, int n, int h, int w, int c, int heads, int ws,
+    int shift, const float *dense_bias, const EhatCudaRelBias *rel,
+    void *out);
+cudaError_t ehat_cuda_overlap_attention (cudaStream_t s, int dt,
+    const void *qkv, int n, int h, int w, int c, int heads, int ws, int wse,
+    const float *dense_bias, const EhatCudaRelBias *rel, void *out);
+
+/* ---- ehat-cuda-attention-mma.cu ---- */
+
 /* Both attentions on tensor cores (param: shift for HAB, wse for OCAB with
- * overlap set), the bias either dense (from ehat_cuda_expand_bias) or rel
- * (exactly one of the two given).  Used by the two functions above with
- * the dense bias, and by the backend with rel, when it applies: fp16 or
- * bf16 storage, compute capability ≥ 8.0, head dim ≤ 64, ws² a multiple
- * of 16, the window's keys and values (and rel's table column) within the
- * shared memory of a block, and EHAT_CUDA_ATTENTION not set to "simt".
+ * overlap set), the bias either dense or rel (exactly one of the two
+ * given), as the two functions above, which try it first: fp16 or bf16
+ * storage, compute capability ≥ 8.0, head dim ≤ 64, ws² a multiple of 16,
+ * the window's keys and values (and rel's table column) within the shared
+ * memory of a block, and EHAT_CUDA_ATTENTION not set to "simt".
  * Otherwise it returns cudaErrorNotSupported and launches nothing. */
 cudaError_t ehat_cuda_attention_mma (cudaStream_t s, int dt, const void *qkv,
     int n, int h, int w, int c, int heads, int ws, int param, int overlap,

@@ -684,10 +684,11 @@ check_attention (int n, int h, int w, int c, int heads, int ws,
   g_autofree float *table = rnd ((gsize) side * side * heads, 1.0);
   g_autofree gint32 *index = ehat_rel_index_table (ws, wse, overlap);
   g_autofree float *oc = g_new (float, m * c);
-  g_autofree float *og = NULL;
+  g_autofree float *og = NULL, *od = NULL;
   g_autofree char *what = g_strdup_printf ("%s n%d %dx%d c%d heads%d ws%d "
       "shift%d", overlap ? "overlap" : "window", n, h, w, c, heads, ws,
       shift);
+  g_autofree char *wd = g_strconcat (what, ": table vs dense bias", NULL);
   float *dqkv = up (qkv, m * 3 * c), *dtable = up (table,
       (gsize) side * side * heads), *dout = dalloc (m * c);
   gint32 *dindex = up_index (index, (gsize) nq * nk);
@@ -698,6 +699,14 @@ check_attention (int n, int h, int w, int c, int heads, int ws,
       dindex, dout);
   og = down (dout, m * c);
   assert_close (what, og, oc, m * c, 2e-5, 2e-5);
+  /* the index is separable: the kernel read the table; the dense
+   * expansion adds the same numbers in the same order */
+  g_setenv ("EHAT_CUDA_ATTENTION", "dense", TRUE);
+  attention_op (gpu, dqkv, n, h, w, c, heads, ws, overlap, shift, dtable,
+      dindex, dout);
+  g_unsetenv ("EHAT_CUDA_ATTENTION");
+  od = down (dout, m * c);
+  assert_close (wd, og, od, m * c, 0.0, 0.0);
   dfree (dqkv);
   dfree (dtable);
   dfree (dout);
@@ -714,6 +723,8 @@ static const int attention_cases[][6] = {
   {1, 48, 32, 80, 2, 16}, {5, 8, 8, 48, 3, 4},
 };
 
+static void check_attention_bias_memory (EhatPrecision precision);
+
 static void
 test_attention (void)
 {
@@ -723,6 +734,7 @@ test_attention (void)
     check_attention (k[0], k[1], k[2], k[3], k[4], k[5], FALSE, k[5] / 2);
     check_attention (k[0], k[1], k[2], k[3], k[4], k[5], TRUE, 0);
   }
+  check_attention_bias_memory (EHAT_PRECISION_FP32);
 }
 
 /* The tensor-core attention (fp16/bf16, ehat-cuda-attention-mma.cu)
@@ -732,9 +744,9 @@ test_attention (void)
  * storage type before P·V, and both round the output: a unit of the
  * storage type of the largest value apart at most (two against the CPU);
  * a key, dimension or position-bias entry out of place is off by far more.
- * The network's index is separable, so the mma kernel reads the bias table
- * itself; with EHAT_CUDA_ATTENTION=dense it reads the dense expansion,
- * which must give the same bits.  scramble: an index that is not
+ * The network's index is separable, so both kernels read the bias table
+ * themselves; with EHAT_CUDA_ATTENTION=dense the mma kernel reads the dense
+ * expansion, which must give the same bits.  scramble: an index that is not
  * separable (every entry moved), which must take the dense path and still
  * agree with the CPU. */
 static void
@@ -802,8 +814,9 @@ check_attention_narrow (const FusedPair *nw, int n, int h, int w, int c,
 
 /* What the table path saves: a fresh backend runs HAT-L's OCAB shape
  * (6 heads, 256 queries, 576 keys: a 3.4 MiB dense bias) holding only the
- * index's offsets, a few KiB; with EHAT_CUDA_ATTENTION=dense it holds the
- * expansion. */
+ * index's offsets, a few KiB, whichever kernel runs it (tensor cores, or
+ * CUDA cores: fp32, and every precision before compute capability 8.0);
+ * with EHAT_CUDA_ATTENTION=dense it holds the expansion. */
 static void
 check_attention_bias_memory (EhatPrecision precision)
 {
@@ -815,8 +828,8 @@ check_attention_bias_memory (EhatPrecision precision)
   g_autofree gint32 *index = ehat_rel_index_table (ws, wse, TRUE);
 
   for (int dense_mode = 0; dense_mode < 2; dense_mode++) {
-    EhatBackend *be = narrow_backend (precision, FALSE);
     g_autoptr (GError) error = NULL;
+    EhatBackend *be = ehat_backend_cuda_new (0, precision, FALSE, &error);
     float *dqkv = be->ops->upload (be, qkv, m * 3 * c, &error);
     float *dtable = be->ops->upload (be, table, (gsize) side * side * heads,
         &error);
@@ -851,6 +864,7 @@ static void
 test_attention_narrow (void)
 {
   if (!have_bf16 ()) {
+    check_attention_bias_memory (EHAT_PRECISION_FP16);
     g_test_skip ("the tensor-core attention needs compute capability 8.0");
     return;
   }
