@@ -55,8 +55,8 @@ region (int p, int size, int ws, int shift)
   return p < size - ws ? 0 : (p < size - shift ? 1 : 2);
 }
 
-/* OVERLAP false: HAB (param = shift); true: OCAB (param = wse). */
-/* Bias: rel.table set, from the table (its column, rel.rows floats, in
+/* OVERLAP false: HAB (param = shift); true: OCAB (param = wse).  The bias:
+ * with rel.table set, from the table (its column, rel.rows floats, in
  * dynamic shared memory); else from the dense expansion `bias`. */
 template <typename T, int DMAX, bool OVERLAP>
 __global__ void __launch_bounds__ (MAXQ)

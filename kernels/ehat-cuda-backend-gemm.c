@@ -48,11 +48,12 @@ band_rows (const EhatCudaBackend *cb, gsize row_bytes, gsize rows)
  * of hw pixels alike: whole images when one fits, else each image cut
  * into equal parts (the loop in cuda_conv ends a band at each image's
  * end).  So an image's pixels meet the same GEMM shapes at the same
- * columns wherever it sits in a batch, and come out with the same bits
- * (/cuda/deterministic): a GEMM library's result for a column may depend
- * on where it falls in its tiles (OpenBLAS's edge kernels under the
- * emulator; a band straddling two images gave a tf32 image and its copy
- * 2·10⁻³ apart). */
+ * columns wherever it sits in a batch: a GEMM library's result for a
+ * column may depend on where it falls in the GEMM.  Under the emulator,
+ * bands straddling two images put the same image twice in one batch
+ * 2.9·10⁻⁶ apart in fp32 (bit-identical when cut per image) and 2·10⁻³ in
+ * tf32, which /cuda/narrow's same-image check (≤ 10⁻³) catches;
+ * /cuda/deterministic does not. */
 static gsize
 image_band (gsize band, gsize hw)
 {

@@ -106,13 +106,14 @@ launch (cudaStream_t s, const EhatCudaConvDirect *c, size_t smem)
 extern "C" cudaError_t
 ehat_cuda_conv_direct (cudaStream_t s, int dt, const EhatCudaConvDirect *c)
 {
+  /* outputs computed (the kernel's CO): 4 or 8 */
+  int co = c->cout <= 4 ? 4 : 8;
   size_t smem;
 
   if (c->cout < 1 || c->cout > EHAT_CUDA_DIRECT_MAX_OUT
       || (c->k != 1 && c->k != 3) || c->cin < 1 || c->h < 1 || c->w < 1)
     return cudaErrorNotSupported;
-  smem = (size_t) (c->cout <= 4 ? 4 : 8) * c->k * c->k * c->cin
-      * sizeof (float);
+  smem = (size_t) co * c->k * c->k * c->cin * sizeof (float);
   if (smem > EHAT_CUDA_DIRECT_MAX_SMEM)
     return cudaErrorNotSupported;
   if (c->rows == 0)
@@ -120,7 +121,7 @@ ehat_cuda_conv_direct (cudaStream_t s, int dt, const EhatCudaConvDirect *c)
   if ((c->rows + EHAT_THREADS - 1) / EHAT_THREADS > 0x7fffffffu)
     return cudaErrorInvalidValue;
   cudaError_t e = cudaSuccess;
-  if (c->cout <= 4)
+  if (co == 4)
     EHAT_DISPATCH (dt, e = launch<T, 4> (s, c, smem))
   else
     EHAT_DISPATCH (dt, e = launch<T, 8> (s, c, smem))

@@ -533,7 +533,6 @@ test_conv_direct (void)
   }
 }
 
-
 static void
 test_gemm_fused (void)
 {
