@@ -3,7 +3,9 @@
  * (precision=bf16 on CPUs with AVX512-BF16).  GEMMs run on the own
  * micro-kernels of ehat-cpu-gemm.c with weights packed once, at load
  * (upload_conv, prepare_linear), through OpenBLAS on CPUs without AVX-512;
- * the pool of ehat-pool.c runs everything in parallel. */
+ * 3×3 convolutions wide enough to gain run as Winograd F(4×4, 3×3) in fp32
+ * whatever the precision (ehat-cpu-winograd.c); the pool of ehat-pool.c
+ * runs everything in parallel. */
 #include "ehat-cpu.h"
 #include "ehat-fault.h"
 
@@ -82,7 +84,7 @@ cpu_free (EhatBackend *be, void *p)
 /* Packed weights (convolutions, prepared linear layers) are one allocation:
  * an EhatGemmB header, then the panels at this offset (64-byte aligned). */
 #define PACK_HEADER 64
-G_STATIC_ASSERT (sizeof (EhatGemmB) <= PACK_HEADER);
+G_STATIC_ASSERT (sizeof (EhatWinogradB) <= PACK_HEADER);
 
 /* The allocation for b's packed data: its panels start at PACK_HEADER;
  * pack_done () writes the header once they are filled. */
@@ -180,6 +182,23 @@ cpu_upload_conv (EhatBackend *be, const float *w, int cout, int cin, int k,
   EhatGemmB b;
   char *p;
 
+  if (ehat_winograd_suits (k, cin, cout)) {
+    /* fp32 products whatever the precision: a quarter of the
+     * multiplications at full precision beats bf16 im2col's half rate */
+    EhatGemmKind gemm = CPU (be)->own_f32 ? EHAT_GEMM_F32 : EHAT_GEMM_BLAS;
+    EhatWinogradB wb;
+    p = (char *) cpu_alloc (be, (PACK_HEADER + ehat_winograd_data_bytes (gemm,
+                cin, cout) + sizeof (float) - 1) / sizeof (float), error);
+    if (!p)
+      return NULL;
+    if (!ehat_winograd_pack (&wb, gemm, p + PACK_HEADER, w, cin, cout,
+            error)) {
+      free (p);
+      return NULL;
+    }
+    memcpy (p, &wb, sizeof wb);
+    return (float *) p;
+  }
   if (CPU (be)->own_f32 && cout <= EHAT_NARROW_MAX) {
     /* bf16 as for the wide ones, but the last convolution (3 channels:
      * the image itself) stays fp32 */
@@ -467,6 +486,38 @@ conv_bands (gpointer data, gsize begin, gsize end, int thread)
   }
 }
 
+typedef struct
+{
+  const EhatWinogradB *wb;
+  const float *x, *bias, *res;
+  float *y;
+  int h, w, shuffle, tiles_y, tiles_x, strips, per;
+  EhatAct act;
+  float alpha;
+  float **scratch;              /* per thread */
+} WinogradJob;
+
+/* One task per strip of tiles: (image, tile row, strip). */
+static void
+winograd_strips (gpointer data, gsize begin, gsize end, int thread)
+{
+  const WinogradJob *j = data;
+  int cin = j->wb->b.k, cout = j->wb->b.n;
+  gsize hw = (gsize) j->h * j->w;
+
+  for (gsize task = begin; task < end; task++) {
+    gsize i = task / ((gsize) j->tiles_y * j->strips);
+    int r = task % ((gsize) j->tiles_y * j->strips);
+    int tx0 = (r % j->strips) * j->per;
+    EhatGemmEpi e = { .bias = j->bias, .act = j->act,
+      .res = j->res ? j->res + i * hw * cout : NULL, .alpha = j->alpha
+    };
+    ehat_winograd_conv (j->wb, j->x + i * hw * cin, j->h, j->w,
+        r / j->strips, tx0, MIN (tx0 + j->per, j->tiles_x),
+        j->y + i * hw * cout, j->shuffle, &e, j->scratch[thread]);
+  }
+}
+
 /* A thread's buffer of at least n floats, grown as needed. */
 static float *
 thread_buffer (float **bufs, gsize *lens, int thread, gsize n)
@@ -506,8 +557,31 @@ round_up_int (int v, int m)
 }
 
 static void
-cpu_conv (EhatBackend *be, const EhatConvW *cw, const float *x, int n, int h,
-    int w, float *y, EhatAct act, const float *res, float alpha, int shuffle)
+cpu_conv_winograd (EhatCpuBackend *cpu, const EhatConvW *cw, const float *x,
+    int n, int h, int w, float *y, EhatAct act, const float *res, float alpha,
+    int shuffle)
+{
+  const EhatWinogradB *wb = (const EhatWinogradB *) cw->w;
+  int strip = ehat_winograd_strip (wb), tiles_x = (w + 3) / 4;
+  int strips = (tiles_x + strip - 1) / strip;
+  g_autofree float **scratch = g_new0 (float *, cpu->n_threads);
+  /* strips of equal length */
+  WinogradJob j = { wb, x, cw->b, res, y, h, w, shuffle, (h + 3) / 4,
+    tiles_x, strips, (tiles_x + strips - 1) / strips, act, alpha, scratch
+  };
+
+  for (int t = 0; t < cpu->n_threads; t++)
+    scratch[t] = thread_buffer (cpu->conv_col, cpu->conv_col_len, t,
+        ehat_winograd_scratch_floats (wb));
+  ehat_pool_parallel_for (cpu->pool, (gsize) n * j.tiles_y * strips, 1,
+      winograd_strips, &j);
+}
+
+/* im2col bands and GEMMs, or the direct narrow kernel */
+static void
+cpu_conv_gemm (EhatBackend *be, const EhatConvW *cw, const float *x, int n,
+    int h, int w, float *y, EhatAct act, const float *res, float alpha,
+    int shuffle)
 {
   EhatCpuBackend *cpu = CPU (be);
   int nt = cpu->n_threads;
@@ -550,6 +624,16 @@ cpu_conv (EhatBackend *be, const EhatConvW *cw, const float *x, int n, int h,
           (gsize) w * band * cw->cout);
   }
   ehat_pool_parallel_for (cpu->pool, (gsize) n * j.bands, 1, conv_bands, &j);
+}
+
+static void
+cpu_conv (EhatBackend *be, const EhatConvW *cw, const float *x, int n, int h,
+    int w, float *y, EhatAct act, const float *res, float alpha, int shuffle)
+{
+  if (((const EhatGemmB *) cw->w)->kind == EHAT_GEMM_WINOGRAD)
+    cpu_conv_winograd (CPU (be), cw, x, n, h, w, y, act, res, alpha, shuffle);
+  else
+    cpu_conv_gemm (be, cw, x, n, h, w, y, act, res, alpha, shuffle);
 }
 
 /* Rows per block of the fused operations on a thread: LayerNorm's output

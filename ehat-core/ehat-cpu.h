@@ -166,6 +166,8 @@ typedef enum
    * the input channels; weights [cout][k·k][cinp] */
   EHAT_GEMM_NARROW_F32,
   EHAT_GEMM_NARROW_BF16,
+  /* 3×3 convolutions by Winograd F(4×4, 3×3): an EhatWinogradB */
+  EHAT_GEMM_WINOGRAD,
 } EhatGemmKind;
 
 /* B (k×n, the weights) in the layout of its kernel. */
@@ -233,6 +235,38 @@ void ehat_gemm (const EhatGemmB *b, const float *a, gsize lda, gsize m,
  * column past k zero), B bf16. */
 void ehat_gemm_bf16a (const EhatGemmB *b, const guint16 *a, gsize lda,
     gsize m, float *c, gsize ldc, const EhatGemmEpi *e);
+
+/* ---- Winograd 3×3 convolutions (ehat-cpu-winograd.c) ---- */
+
+/* The 36 products' weights U[ξ][cin][cout], each packed for ehat_gemm of
+ * kind gemm (fp32: the own kernels or OpenBLAS), stride bytes apart from
+ * b.data; b.kind is EHAT_GEMM_WINOGRAD, b.k cin and b.n cout. */
+typedef struct
+{
+  EhatGemmB b;
+  EhatGemmKind gemm;
+  gsize stride;
+} EhatWinogradB;
+
+/* Whether a k×k convolution of cin → cout channels gains (and
+ * EHAT_CPU_CONV=im2col does not turn it off). */
+gboolean ehat_winograd_suits (int k, int cin, int cout);
+gsize ehat_winograd_data_bytes (EhatGemmKind gemm, int cin, int cout);
+/* From PyTorch's [cout][cin][3][3] into data (ehat_winograd_data_bytes,
+ * 64-byte aligned); FALSE: out of memory for the transform. */
+gboolean ehat_winograd_pack (EhatWinogradB *wb, EhatGemmKind gemm,
+    void *data, const float *w, int cin, int cout, GError **error);
+/* Tiles (4×4 outputs) per call of ehat_winograd_conv, and the scratch
+ * floats it needs. */
+int ehat_winograd_strip (const EhatWinogradB *wb);
+gsize ehat_winograd_scratch_floats (const EhatWinogradB *wb);
+/* Tiles [tx0, tx1) of tile row ty of an image of h×w (rows of cin) into y
+ * (rows of cout, or pixel-shuffled by shuffle > 1): act(conv + e->bias) +
+ * e->alpha·e->res (rows of cout at the same pixels, before the shuffle;
+ * may be y when shuffle is 1). */
+void ehat_winograd_conv (const EhatWinogradB *wb, const float *x, int h,
+    int w, int ty, int tx0, int tx1, float *y, int shuffle,
+    const EhatGemmEpi *e, float *scratch);
 
 /* LayerNorm of one row of c floats into y (may be x): eps 1e-5, biased
  * variance, two passes like PyTorch.  The layernorm op and the GEMM's

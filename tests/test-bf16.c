@@ -117,13 +117,18 @@ test_ops (void)
     g_autofree float *res = rnd (ny, 1.0);
     g_autofree float *y = g_new (float, ny);
     EhatConvW cw = { NULL, rnd (cout, 0.5), cin, cout, 3 };
-    /* bf16 where k ≥ 32 and cout ≥ 16, or 4 ≤ cout ≤ 8 (the direct
-     * narrow convolution; the backend's rule), else fp32 */
-    gboolean is_bf16 = cin * 9 >= 32 && (cout >= 16 || (cout > 3
+    /* The backend's rule: fp32 Winograd where it suits (16 channels or
+     * more in, more than 8 out: 33×2×64→64); else bf16 where k ≥ 32 and
+     * cout ≥ 16, or 4 ≤ cout ≤ 8 (the direct narrow convolution); else
+     * fp32 */
+    gboolean wino = ehat_winograd_suits (3, cin, cout);
+    gboolean is_bf16 = !wino && cin * 9 >= 32 && (cout >= 16 || (cout > 3
             && cout <= EHAT_NARROW_MAX));
     double worst = 0.0;
 
     cw.w = be->ops->upload_conv (be, wt, cout, cin, 3, NULL);
+    g_assert_cmpint (((const EhatGemmB *) cw.w)->kind == EHAT_GEMM_WINOGRAD,
+        ==, wino);
     memcpy (y, res, ny * sizeof (float));
     be->ops->conv (be, &cw, x, n, h, w, y, EHAT_ACT_NONE, y, 0.7f, 1);
     for (int i = 0; i < n; i++)
@@ -150,7 +155,7 @@ test_ops (void)
             worst = MAX (worst, fabs (y[p * cout + o] - s) / (1.0 + mag));
           }
     g_test_message ("conv %d×%d×%d→%d (%s): worst error %.3g", h, w, cin,
-        cout, is_bf16 ? "bf16" : "fp32", worst);
+        cout, wino ? "fp32 Winograd" : is_bf16 ? "bf16" : "fp32", worst);
     g_assert_cmpfloat (worst, <, 1e-5);
     be->ops->free (be, cw.w);
     g_free (cw.b);
