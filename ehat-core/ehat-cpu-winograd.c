@@ -22,22 +22,23 @@ typedef float v16 __attribute__ ((vector_size (64), aligned (4)));
 
 #define VL 16
 
-/* Bᵀ: the input transform of six values along one axis. */
-#define BT_ROWS(o, d) do {                                                  \
-    o[0] = d[0] + 1.5f * d[1] - 2.0f * d[2] - 1.5f * d[3] + d[4];           \
-    o[1] = 2.0f * d[1] + 5.0f * d[2] + d[3] - 2.0f * d[4];                  \
-    o[2] = 2.0f * d[1] + d[2] - 5.0f * d[3] + 2.0f * d[4];                  \
-    o[3] = -d[1] - 2.0f * d[2] + d[3] + 2.0f * d[4];                        \
-    o[4] = -2.0f * d[1] + d[2] + 2.0f * d[3] - d[4];                        \
-    o[5] = d[1] + 1.5f * d[2] - 2.0f * d[3] - 1.5f * d[4] + d[5];           \
+/* Bᵀ: the input transform of six values along one axis, o0..o5 from
+ * d0..d5 (named vectors: no arrays, see WORK_VECTORS). */
+#define BT6(o, d) do {                                                      \
+    o##0 = d##0 + 1.5f * d##1 - 2.0f * d##2 - 1.5f * d##3 + d##4;           \
+    o##1 = 2.0f * d##1 + 5.0f * d##2 + d##3 - 2.0f * d##4;                  \
+    o##2 = 2.0f * d##1 + d##2 - 5.0f * d##3 + 2.0f * d##4;                  \
+    o##3 = -d##1 - 2.0f * d##2 + d##3 + 2.0f * d##4;                        \
+    o##4 = -2.0f * d##1 + d##2 + 2.0f * d##3 - d##4;                        \
+    o##5 = d##1 + 1.5f * d##2 - 2.0f * d##3 - 1.5f * d##4 + d##5;           \
   } while (0)
 
-/* Aᵀ: six products to four outputs. */
-#define AT_ROWS(o, m) do {                                                  \
-    o[0] = m[0] + m[1] + m[2] + m[3] + m[4];                                \
-    o[1] = m[1] - m[2] + 2.0f * m[3] - 0.5f * m[4];                         \
-    o[2] = m[1] + m[2] + 4.0f * m[3] + 0.25f * m[4];                        \
-    o[3] = m[1] - m[2] + 8.0f * m[3] - 0.125f * m[4] + m[5];                \
+/* Aᵀ: six products to four outputs, o0..o3 from m0..m5. */
+#define AT4(o, m) do {                                                      \
+    o##0 = m##0 + m##1 + m##2 + m##3 + m##4;                                \
+    o##1 = m##1 - m##2 + 2.0f * m##3 - 0.5f * m##4;                         \
+    o##2 = m##1 + m##2 + 4.0f * m##3 + 0.25f * m##4;                        \
+    o##3 = m##1 - m##2 + 8.0f * m##3 - 0.125f * m##4 + m##5;                \
   } while (0)
 
 /* G, matching the scaled Bᵀ (exact fractions, applied in double). */
@@ -128,60 +129,92 @@ ehat_winograd_strip (const EhatWinogradB *wb)
   return CLAMP (t / 8 * 8, STRIP_MIN, STRIP_MAX);
 }
 
+/* A tile's transforms keep their vectors in named variables and the
+ * thread's scratch, never in local arrays: the compiler aligns those to
+ * 64 bytes and moves them with aligned instructions, which ASan's fake
+ * stack frames (detect_stack_use_after_return) do not honour.  The
+ * scratch holds the 36 vectors between the two passes of a transform and
+ * a pad for partial vectors. */
+#define WORK_VECTORS 37
+
 gsize
 ehat_winograd_scratch_floats (const EhatWinogradB *wb)
 {
-  /* V and M, then a tile's outputs before a pixel shuffle */
+  /* V and M, a tile's outputs before a pixel shuffle, the transforms' */
   return (gsize) 36 * ehat_winograd_strip (wb) * (wb->b.k + wb->b.n)
-      + 16 * wb->b.n;
+      + 16 * wb->b.n + WORK_VECTORS * VL;
 }
 
+/* The nc ≤ 16 floats at p, the lanes past them zero (through pad). */
 static inline v16
-load_lanes (const float *p, int nc)
+load_vec (const float *p, int nc, float *restrict pad)
 {
-  v16 v = { 0 };
   if (nc == VL)
     return *(const v16 *) p;
-  memcpy (&v, p, nc * sizeof (float));
-  return v;
+  memcpy (pad, p, nc * sizeof (float));
+  memset (pad + nc, 0, (VL - nc) * sizeof (float));
+  return *(const v16 *) pad;
 }
 
 static inline void
-store_lanes (float *p, v16 v, int nc)
+store_vec (float *p, v16 v, int nc, float *restrict pad)
 {
-  if (nc == VL)
+  if (nc == VL) {
     *(v16 *) p = v;
-  else
-    memcpy (p, &v, nc * sizeof (float));
+  } else {
+    *(v16 *) pad = v;
+    memcpy (p, pad, nc * sizeof (float));
+  }
+}
+
+/* Input pixel (sy, sx), channels c0.., zero outside the image. */
+static inline v16
+pixel (const float *x, int h, int w, int cin, int sy, int sx, int c0, int nc,
+    float *restrict pad)
+{
+  if (sy < 0 || sy >= h || sx < 0 || sx >= w)
+    return (v16) { 0 };
+  return load_vec (x + ((gsize) sy * w + sx) * cin + c0, nc, pad);
 }
 
 /* The input transform of tile (y0, x0) (its top-left input pixel, −1
- * based) into v: 36 rows of cin, one per product. */
+ * based) into v: 36 rows of cin, one per product.  t: 36 vectors, pad:
+ * 16 floats of scratch. */
 EHAT_CLONES static void
-input_tile (const float *x, int h, int w, int cin, int y0, int x0, float *v)
+input_tile (const float *restrict x, int h, int w, int cin, int y0, int x0,
+    float *restrict v, v16 *restrict t, float *restrict pad)
 {
   for (int c0 = 0; c0 < cin; c0 += VL) {
     int nc = MIN (VL, cin - c0);
-    v16 d[6][6], t[6][6], col[6], out[6];
 
     for (int i = 0; i < 6; i++) {
       int sy = y0 + i;
-      for (int j = 0; j < 6; j++) {
-        int sx = x0 + j;
-        if (sy < 0 || sy >= h || sx < 0 || sx >= w)
-          d[i][j] = (v16) { 0 };
-        else
-          d[i][j] = load_lanes (x + ((gsize) sy * w + sx) * cin + c0, nc);
-      }
+      v16 d0, d1, d2, d3, d4, d5, e0, e1, e2, e3, e4, e5;
+      d0 = pixel (x, h, w, cin, sy, x0, c0, nc, pad);
+      d1 = pixel (x, h, w, cin, sy, x0 + 1, c0, nc, pad);
+      d2 = pixel (x, h, w, cin, sy, x0 + 2, c0, nc, pad);
+      d3 = pixel (x, h, w, cin, sy, x0 + 3, c0, nc, pad);
+      d4 = pixel (x, h, w, cin, sy, x0 + 4, c0, nc, pad);
+      d5 = pixel (x, h, w, cin, sy, x0 + 5, c0, nc, pad);
+      BT6 (e, d);
+      t[i * 6] = e0;
+      t[i * 6 + 1] = e1;
+      t[i * 6 + 2] = e2;
+      t[i * 6 + 3] = e3;
+      t[i * 6 + 4] = e4;
+      t[i * 6 + 5] = e5;
     }
-    for (int i = 0; i < 6; i++)
-      BT_ROWS (t[i], d[i]);
     for (int j = 0; j < 6; j++) {
-      for (int i = 0; i < 6; i++)
-        col[i] = t[i][j];
-      BT_ROWS (out, col);
-      for (int i = 0; i < 6; i++)
-        store_lanes (v + (i * 6 + j) * cin + c0, out[i], nc);
+      v16 d0 = t[j], d1 = t[6 + j], d2 = t[12 + j], d3 = t[18 + j];
+      v16 d4 = t[24 + j], d5 = t[30 + j], e0, e1, e2, e3, e4, e5;
+      float *vj = v + j * cin + c0;
+      BT6 (e, d);
+      store_vec (vj, e0, nc, pad);
+      store_vec (vj + 6 * cin, e1, nc, pad);
+      store_vec (vj + 12 * cin, e2, nc, pad);
+      store_vec (vj + 18 * cin, e3, nc, pad);
+      store_vec (vj + 24 * cin, e4, nc, pad);
+      store_vec (vj + 30 * cin, e5, nc, pad);
     }
   }
 }
@@ -194,21 +227,22 @@ typedef struct
   float alpha;
 } OutArgs;
 
+/* act on the 16 floats at f (in the scratch) */
 static inline void
-activate16 (v16 *v, EhatAct act)
+activate16 (float *restrict f, EhatAct act)
 {
   switch (act) {
     case EHAT_ACT_GELU:
       for (int l = 0; l < VL; l++)
-        (*v)[l] = ehat_gelu ((*v)[l]);
+        f[l] = ehat_gelu (f[l]);
       break;
     case EHAT_ACT_RELU:
       for (int l = 0; l < VL; l++)
-        (*v)[l] = (*v)[l] > 0.0f ? (*v)[l] : 0.0f;
+        f[l] = f[l] > 0.0f ? f[l] : 0.0f;
       break;
     case EHAT_ACT_LRELU:
       for (int l = 0; l < VL; l++)
-        (*v)[l] = (*v)[l] > 0.0f ? (*v)[l] : 0.01f * (*v)[l];
+        f[l] = f[l] > 0.0f ? f[l] : 0.01f * f[l];
       break;
     default:
       break;
@@ -238,45 +272,103 @@ shuffle_tile (const float *blk, const OutArgs *o, int oy0, int ox0, int rows,
     }
 }
 
-/* The output transform of a tile's products m (36 rows of cout), and its
- * epilogue: outputs (oy0 + i, ox0 + j) inside the image, into y, or with a
- * pixel shuffle into blk (16 rows of cout) first. */
-EHAT_CLONES static void
-output_tile (const float *m, const OutArgs *o, int oy0, int ox0, float *y,
-    float *blk)
+/* A vector of channels c0.. of output (py, px) shuffled by 2: lane 4k + q
+ * is channel c0/4 + k of pixel (2py + q/2, 2px + q%2), so the lanes of
+ * each q, gathered by one permute, are nc/4 consecutive channels there
+ * (the ×2 and ×4 models' upsampling; other factors go through blk). */
+static inline void
+store_shuffled2 (float *y, int w, int co, int py, int px, int c0, v16 v,
+    int nc, float *restrict pad)
 {
-  int cout = o->cout, s = o->shuffle;
+  typedef gint32 i16 __attribute__ ((vector_size (64)));
+  const i16 by_q = { 0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15 };
+  gsize ow = (gsize) w * 2;
+  float *y0 = y + ((gsize) py * 2 * ow + (gsize) px * 2) * co + c0 / 4;
+  float *y1 = y0 + ow * co;
+
+  *(v16 *) pad = __builtin_shuffle (v, by_q);
+  if (nc == VL) {
+    /* constant sizes: four 16-byte moves */
+    memcpy (y0, pad, 16);
+    memcpy (y0 + co, pad + 4, 16);
+    memcpy (y1, pad + 8, 16);
+    memcpy (y1 + co, pad + 12, 16);
+  } else {
+    memcpy (y0, pad, nc / 4 * sizeof (float));
+    memcpy (y0 + co, pad + 4, nc / 4 * sizeof (float));
+    memcpy (y1, pad + 8, nc / 4 * sizeof (float));
+    memcpy (y1 + co, pad + 12, nc / 4 * sizeof (float));
+  }
+}
+
+/* Output (oy0 + i, ox0 + j) of a tile, channels c0..: bias, activation,
+ * residual, then into y (shuffled on the way by 2), or for other shuffles
+ * into blk (16 rows of cout) first. */
+static inline void
+finish (const OutArgs *o, v16 v, v16 bias, int oy0, int ox0, int i, int j,
+    int c0, int nc, float *y, float *blk, float *restrict pad)
+{
+  int cout = o->cout;
+  gsize p = (gsize) (oy0 + i) * o->w + ox0 + j;
+
+  v += bias;
+  if (o->act != EHAT_ACT_NONE) {
+    *(v16 *) pad = v;
+    activate16 (pad, o->act);
+    v = *(const v16 *) pad;
+  }
+  if (o->res)
+    v += o->alpha * load_vec (o->res + p * cout + c0, nc, pad);
+  if (o->shuffle == 1)
+    store_vec (y + p * cout + c0, v, nc, pad);
+  else if (o->shuffle == 2)
+    store_shuffled2 (y, o->w, cout / 4, oy0 + i, ox0 + j, c0, v, nc, pad);
+  else
+    store_vec (blk + (i * 4 + j) * cout + c0, v, nc, pad);
+}
+
+/* The output transform of a tile's products m (36 rows of cout) and its
+ * outputs inside the image.  r: 24 vectors, pad: 16 floats of scratch. */
+EHAT_CLONES static void
+output_tile (const float *restrict m, const OutArgs *o, int oy0, int ox0,
+    float *y, float *blk, v16 *restrict r, float *restrict pad)
+{
+  int cout = o->cout;
   int rows = MIN (4, o->h - oy0), cols = MIN (4, o->w - ox0);
 
   for (int c0 = 0; c0 < cout; c0 += VL) {
     int nc = MIN (VL, cout - c0);
-    v16 r[6][4], row[6], col[6], out[4], bias = { 0 };
+    v16 bias = o->bias ? load_vec (o->bias + c0, nc, pad) : (v16) { 0 };
 
-    if (o->bias)
-      bias = load_lanes (o->bias + c0, nc);
     for (int i = 0; i < 6; i++) {
-      for (int j = 0; j < 6; j++)
-        row[j] = load_lanes (m + (i * 6 + j) * cout + c0, nc);
-      AT_ROWS (r[i], row);
+      const float *mi = m + i * 6 * cout + c0;
+      v16 m0, m1, m2, m3, m4, m5, s0, s1, s2, s3;
+      m0 = load_vec (mi, nc, pad);
+      m1 = load_vec (mi + cout, nc, pad);
+      m2 = load_vec (mi + 2 * cout, nc, pad);
+      m3 = load_vec (mi + 3 * cout, nc, pad);
+      m4 = load_vec (mi + 4 * cout, nc, pad);
+      m5 = load_vec (mi + 5 * cout, nc, pad);
+      AT4 (s, m);
+      r[i * 4] = s0;
+      r[i * 4 + 1] = s1;
+      r[i * 4 + 2] = s2;
+      r[i * 4 + 3] = s3;
     }
     for (int j = 0; j < cols; j++) {
-      for (int i = 0; i < 6; i++)
-        col[i] = r[i][j];
-      AT_ROWS (out, col);
-      for (int i = 0; i < rows; i++) {
-        gsize p = (gsize) (oy0 + i) * o->w + ox0 + j;
-        v16 v = out[i] + bias;
-        activate16 (&v, o->act);
-        if (o->res)
-          v += o->alpha * load_lanes (o->res + p * cout + c0, nc);
-        if (s == 1)
-          store_lanes (y + p * cout + c0, v, nc);
-        else
-          store_lanes (blk + (i * 4 + j) * cout + c0, v, nc);
-      }
+      v16 m0 = r[j], m1 = r[4 + j], m2 = r[8 + j], m3 = r[12 + j];
+      v16 m4 = r[16 + j], m5 = r[20 + j], s0, s1, s2, s3;
+      AT4 (s, m);
+      finish (o, s0, bias, oy0, ox0, 0, j, c0, nc, y, blk, pad);
+      if (rows > 1)
+        finish (o, s1, bias, oy0, ox0, 1, j, c0, nc, y, blk, pad);
+      if (rows > 2)
+        finish (o, s2, bias, oy0, ox0, 2, j, c0, nc, y, blk, pad);
+      if (rows > 3)
+        finish (o, s3, bias, oy0, ox0, 3, j, c0, nc, y, blk, pad);
     }
   }
-  if (s > 1)
+  if (o->shuffle > 2)
     shuffle_tile (blk, o, oy0, ox0, rows, cols, y);
 }
 
@@ -291,6 +383,8 @@ ehat_winograd_conv (const EhatWinogradB *wb, const float *x, int h, int w,
    * GEMMs reading and writing every 36th row */
   float *v = scratch, *m = scratch + (gsize) 36 * strip * cin;
   float *blk = m + (gsize) 36 * strip * cout;
+  v16 *wk = (v16 *) (blk + 16 * cout);
+  float *pad = (float *) (wk + 36);
   OutArgs o = { h, w, cout, shuffle, e->bias, e->res, e->act, e->alpha };
   EhatGemmEpi none = { 0 };
   EhatGemmB s;
@@ -298,7 +392,7 @@ ehat_winograd_conv (const EhatWinogradB *wb, const float *x, int h, int w,
   g_assert (nt > 0 && nt <= strip);
   for (int t = 0; t < nt; t++)
     input_tile (x, h, w, cin, ty * 4 - 1, (tx0 + t) * 4 - 1,
-        v + (gsize) t * 36 * cin);
+        v + (gsize) t * 36 * cin, wk, pad);
   ehat_gemm_layout (&s, wb->gemm, cin, cout);
   for (int k = 0; k < 36; k++) {
     s.data = (char *) wb->b.data + k * wb->stride;
@@ -307,5 +401,5 @@ ehat_winograd_conv (const EhatWinogradB *wb, const float *x, int h, int w,
   }
   for (int t = 0; t < nt; t++)
     output_tile (m + (gsize) t * 36 * cout, &o, ty * 4, (tx0 + t) * 4, y,
-        blk);
+        blk, wk, pad);
 }

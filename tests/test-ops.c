@@ -99,11 +99,13 @@ check_conv (EhatBackend *b, gboolean wino)
       float alpha = variant == 0 ? 0.7f : 0.0f;
       int co = cout / ss;
       double scale = 1.0, err;
+      gboolean is_wino;
 
       cw.w = b->ops->upload_conv (b, wt, cout, cin, 3, NULL);
       /* the path asked for is the one taken */
-      g_assert_cmpint (((const EhatGemmB *) cw.w)->kind == EHAT_GEMM_WINOGRAD,
-          ==, wino && ehat_winograd_suits (3, cin, cout));
+      is_wino = ((const EhatGemmB *) cw.w)->kind == EHAT_GEMM_WINOGRAD;
+      g_assert_cmpint (is_wino, ==, wino && ehat_winograd_suits (3, cin,
+              cout));
       if (variant == 0) {
         /* in-place residual: y starts as the residual */
         memcpy (y, res, outs * sizeof (float));
@@ -143,9 +145,9 @@ check_conv (EhatBackend *b, gboolean wino)
             }
       /* Winograd's transforms add rounding in proportion to the outputs'
        * size: measured up to 2.8·10⁻⁶ of the largest (im2col 1·10⁻⁶) */
-      err = assert_close (y, ref, outs, wino ? 6e-6 * scale : 2e-5);
+      err = assert_close (y, ref, outs, is_wino ? 6e-6 * scale : 2e-5);
       g_test_message ("%s %dx%dx%d %d->%d shuffle %d: max error %.2g of %.3g",
-          wino ? "winograd" : "im2col", n, h, w, cin, cout, shuffle, err,
+          is_wino ? "winograd" : "im2col", n, h, w, cin, cout, shuffle, err,
           scale);
       b->ops->free (b, cw.w);
       g_free (cw.b);
