@@ -272,6 +272,17 @@ shuffle_tile (const float *blk, const OutArgs *o, int oy0, int ox0, int rows,
     }
 }
 
+/* Lanes 4k + q → lane 4q + k: the permute of store_shuffled2, in each
+ * compiler's spelling (clang builds the fuzzers). */
+#if defined(__clang__)
+#define BY_Q(v) __builtin_shufflevector (v, v, 0, 4, 8, 12, 1, 5, 9, 13, 2, \
+      6, 10, 14, 3, 7, 11, 15)
+#else
+typedef gint32 i16 __attribute__ ((vector_size (64)));
+#define BY_Q(v) __builtin_shuffle (v, (i16) { 0, 4, 8, 12, 1, 5, 9, 13, 2, \
+        6, 10, 14, 3, 7, 11, 15 })
+#endif
+
 /* A vector of channels c0.. of output (py, px) shuffled by 2: lane 4k + q
  * is channel c0/4 + k of pixel (2py + q/2, 2px + q%2), so the lanes of
  * each q, gathered by one permute, are nc/4 consecutive channels there
@@ -280,13 +291,11 @@ static inline void
 store_shuffled2 (float *y, int w, int co, int py, int px, int c0, v16 v,
     int nc, float *restrict pad)
 {
-  typedef gint32 i16 __attribute__ ((vector_size (64)));
-  const i16 by_q = { 0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15 };
   gsize ow = (gsize) w * 2;
   float *y0 = y + ((gsize) py * 2 * ow + (gsize) px * 2) * co + c0 / 4;
   float *y1 = y0 + ow * co;
 
-  *(v16 *) pad = __builtin_shuffle (v, by_q);
+  *(v16 *) pad = BY_Q (v);
   if (nc == VL) {
     /* constant sizes: four 16-byte moves */
     memcpy (y0, pad, 16);
