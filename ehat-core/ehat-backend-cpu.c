@@ -86,13 +86,14 @@ cpu_free (EhatBackend *be, void *p)
 #define PACK_HEADER 64
 G_STATIC_ASSERT (sizeof (EhatWinogradB) <= PACK_HEADER);
 
-/* The allocation for b's packed data: its panels start at PACK_HEADER;
- * pack_done () writes the header once they are filled. */
+/* The allocation for data_bytes of packed weights: they start at
+ * PACK_HEADER; pack_done () (or the Winograd path) writes the header once
+ * they are filled. */
 static char *
-pack_alloc (EhatBackend *be, const EhatGemmB *b, GError **error)
+pack_alloc (EhatBackend *be, gsize data_bytes, GError **error)
 {
-  return (char *) cpu_alloc (be, (PACK_HEADER + ehat_gemm_data_bytes (b)
-          + sizeof (float) - 1) / sizeof (float), error);
+  return (char *) cpu_alloc (be, (PACK_HEADER + data_bytes + sizeof (float)
+          - 1) / sizeof (float), error);
 }
 
 static float *
@@ -148,7 +149,7 @@ cpu_prepare_linear (EhatBackend *be, EhatLinearW *lw, GError **error)
   if (kind == EHAT_GEMM_BLAS)
     return TRUE;
   ehat_gemm_layout (&b, kind, lw->in, lw->out);
-  if (!(p = pack_alloc (be, &b, error)))
+  if (!(p = pack_alloc (be, ehat_gemm_data_bytes (&b), error)))
     return FALSE;
   ehat_gemm_pack (&b, p + PACK_HEADER, lw->w, 1, lw->in);
   lw->prepared = pack_done (p, &b);
@@ -187,9 +188,8 @@ cpu_upload_conv (EhatBackend *be, const float *w, int cout, int cin, int k,
      * multiplications at full precision beats bf16 im2col's half rate */
     EhatGemmKind gemm = CPU (be)->own_f32 ? EHAT_GEMM_F32 : EHAT_GEMM_BLAS;
     EhatWinogradB wb;
-    p = (char *) cpu_alloc (be, (PACK_HEADER + ehat_winograd_data_bytes (gemm,
-                cin, cout) + sizeof (float) - 1) / sizeof (float), error);
-    if (!p)
+    if (!(p = pack_alloc (be, ehat_winograd_data_bytes (gemm, cin, cout),
+                error)))
       return NULL;
     if (!ehat_winograd_pack (&wb, gemm, p + PACK_HEADER, w, cin, cout,
             error)) {
@@ -204,13 +204,13 @@ cpu_upload_conv (EhatBackend *be, const float *w, int cout, int cin, int k,
      * the image itself) stays fp32 */
     ehat_gemm_layout_narrow (&b, CPU (be)->bf16 && kc >= 32 && cout > 3, k,
         cin, cout);
-    if (!(p = pack_alloc (be, &b, error)))
+    if (!(p = pack_alloc (be, ehat_gemm_data_bytes (&b), error)))
       return NULL;
     ehat_gemm_pack_narrow (&b, p + PACK_HEADER, w);
     return pack_done (p, &b);
   }
   ehat_gemm_layout (&b, gemm_kind (CPU (be), kc, cout), (int) kc, cout);
-  if (!(p = pack_alloc (be, &b, error)))
+  if (!(p = pack_alloc (be, ehat_gemm_data_bytes (&b), error)))
     return NULL;
   t = g_try_new (float, kc * cout);
   if (!t) {
