@@ -303,21 +303,6 @@ cpu_output (EhatBackend *be, const float *x, int n, int W, int H, int w,
   ehat_pool_parallel_for (CPU (be)->pool, (gsize) n * h, 16, output_rows, &j);
 }
 
-static inline float
-activate (float v, EhatAct act)
-{
-  switch (act) {
-    case EHAT_ACT_GELU:
-      return ehat_gelu (v);
-    case EHAT_ACT_RELU:
-      return v > 0.0f ? v : 0.0f;
-    case EHAT_ACT_LRELU:
-      return v > 0.0f ? v : 0.01f * v;
-    default:
-      return v;
-  }
-}
-
 /* y[r] = act(y[r] + b) + alpha·res[r] over rows of c (one thread's part). */
 EHAT_CLONES static void
 epilogue (float *y, gsize rows, int c, const float *b, EhatAct act,
@@ -326,18 +311,10 @@ epilogue (float *y, gsize rows, int c, const float *b, EhatAct act,
   for (gsize r = 0; r < rows; r++) {
     float *yr = y + r * c;
     const float *rr = res ? res + r * c : NULL;
-    if (act == EHAT_ACT_GELU) {
 #pragma omp simd
-      for (int j = 0; j < c; j++)
-        yr[j] = ehat_gelu (yr[j] + b[j]);
-    } else if (act == EHAT_ACT_NONE) {
-#pragma omp simd
-      for (int j = 0; j < c; j++)
-        yr[j] += b[j];
-    } else {
-      for (int j = 0; j < c; j++)
-        yr[j] = activate (yr[j] + b[j], act);
-    }
+    for (int j = 0; j < c; j++)
+      yr[j] += b[j];
+    ehat_activate (yr, c, act);
     if (rr) {
 #pragma omp simd
       for (int j = 0; j < c; j++)
@@ -403,27 +380,15 @@ im2col_bf16 (const guint16 *x, int h, int w, int cin, int k, int y0, int y1,
 }
 
 /* Scatter a band's conv output [rows of cout] pixel-shuffled by s into y
- * (an image of (h·s)×(w·s)×(cout/s²)): out channel c·s²+i·s+j of pixel
- * (y, x) goes to channel c of pixel (y·s+i, x·s+j). */
+ * (an image of (h·s)×(w·s)×(cout/s²)). */
 static void
 shuffle_band (const float *band, int w, int y0, int y1, int cout, int s,
     float *y)
 {
-  int co = cout / (s * s);
-  gsize ow = (gsize) w * s;
-
-  for (int yy = y0; yy < y1; yy++) {
-    for (int xx = 0; xx < w; xx++) {
-      const float *src = band + ((gsize) (yy - y0) * w + xx) * cout;
-      for (int i = 0; i < s; i++)
-        for (int j = 0; j < s; j++) {
-          float *dst = y + (((gsize) yy * s + i) * ow + (gsize) xx * s + j)
-              * co;
-          for (int c = 0; c < co; c++)
-            dst[c] = src[c * s * s + i * s + j];
-        }
-    }
-  }
+  for (int yy = y0; yy < y1; yy++)
+    for (int xx = 0; xx < w; xx++)
+      ehat_shuffle_pixel (band + ((gsize) (yy - y0) * w + xx) * cout, cout,
+          s, y, (gsize) w * s, yy, xx);
 }
 
 typedef struct

@@ -226,24 +226,22 @@ gemm_blas (const EhatGemmB *b, const float *a, gsize lda, gsize m, float *c,
   for (gsize r = 0; r < m; r++) {
     float *cr = c + r * ldc;
     const float *rr = res ? res + r * ldc : NULL;
-    for (int j = 0; j < b->n; j++) {
-      float v = cr[j] + (e->bias ? e->bias[j] : 0.0f);
-      switch (e->act) {
-        case EHAT_ACT_GELU:
-          v = ehat_gelu (v);
-          break;
-        case EHAT_ACT_RELU:
-          v = v > 0.0f ? v : 0.0f;
-          break;
-        case EHAT_ACT_LRELU:
-          v = v > 0.0f ? v : 0.01f * v;
-          break;
-        default:
-          break;
-      }
-      cr[j] = rr ? v + alpha * rr[j] : v;
-      if (e->acc)
-        e->acc[r * ldc + j] += e->acc_w * cr[j];
+    float *ar = e->acc ? e->acc + r * ldc : NULL;
+    if (e->bias) {
+#pragma omp simd
+      for (int j = 0; j < b->n; j++)
+        cr[j] += e->bias[j];
+    }
+    ehat_activate (cr, b->n, e->act);
+    if (rr) {
+#pragma omp simd
+      for (int j = 0; j < b->n; j++)
+        cr[j] += alpha * rr[j];
+    }
+    if (ar) {
+#pragma omp simd
+      for (int j = 0; j < b->n; j++)
+        ar[j] += e->acc_w * cr[j];
     }
   }
 }

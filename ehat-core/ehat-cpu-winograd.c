@@ -227,49 +227,15 @@ typedef struct
   float alpha;
 } OutArgs;
 
-/* act on the 16 floats at f (in the scratch) */
-static inline void
-activate16 (float *restrict f, EhatAct act)
-{
-  switch (act) {
-    case EHAT_ACT_GELU:
-      for (int l = 0; l < VL; l++)
-        f[l] = ehat_gelu (f[l]);
-      break;
-    case EHAT_ACT_RELU:
-      for (int l = 0; l < VL; l++)
-        f[l] = f[l] > 0.0f ? f[l] : 0.0f;
-      break;
-    case EHAT_ACT_LRELU:
-      for (int l = 0; l < VL; l++)
-        f[l] = f[l] > 0.0f ? f[l] : 0.01f * f[l];
-      break;
-    default:
-      break;
-  }
-}
-
-/* Channel c·s² + a·s + b of output (py, px) is channel c of pixel
- * (py·s + a, px·s + b): the tile's rows×cols pixels from blk into y. */
+/* The tile's rows×cols pixels from blk into y, pixel-shuffled. */
 EHAT_CLONES static void
 shuffle_tile (const float *blk, const OutArgs *o, int oy0, int ox0, int rows,
     int cols, float *y)
 {
-  int s = o->shuffle, ss = s * s, co = o->cout / ss;
-  gsize ow = (gsize) o->w * s;
-
   for (int i = 0; i < rows; i++)
-    for (int j = 0; j < cols; j++) {
-      const float *src = blk + (i * 4 + j) * o->cout;
-      for (int a = 0; a < s; a++)
-        for (int b = 0; b < s; b++) {
-          float *dst = y + (((gsize) (oy0 + i) * s + a) * ow
-              + (gsize) (ox0 + j) * s + b) * co;
-          const float *sq = src + a * s + b;
-          for (int c = 0; c < co; c++)
-            dst[c] = sq[c * ss];
-        }
-    }
+    for (int j = 0; j < cols; j++)
+      ehat_shuffle_pixel (blk + (i * 4 + j) * o->cout, o->cout, o->shuffle,
+          y, (gsize) o->w * o->shuffle, oy0 + i, ox0 + j);
 }
 
 /* Lanes 4k + q → lane 4q + k: the permute of store_shuffled2, in each
@@ -323,7 +289,7 @@ finish (const OutArgs *o, v16 v, v16 bias, int oy0, int ox0, int i, int j,
   v += bias;
   if (o->act != EHAT_ACT_NONE) {
     *(v16 *) pad = v;
-    activate16 (pad, o->act);
+    ehat_activate (pad, VL, o->act);
     v = *(const v16 *) pad;
   }
   if (o->res)

@@ -154,6 +154,49 @@ ehat_gelu (float x)
   return 0.5f * x * (1.0f + ehat_erff (x * 0.70710678118654752f));
 }
 
+/* act on the n floats at f, in place: the portable epilogues (the
+ * AVX-512 kernels have their own, on registers, in ehat-cpu-gemm.c).  The
+ * switch stays outside the loops so that each one vectorises (at -O3,
+ * without `omp simd`: not every file including this has -fopenmp-simd). */
+static inline void
+ehat_activate (float *f, gsize n, EhatAct act)
+{
+  switch (act) {
+    case EHAT_ACT_GELU:
+      for (gsize i = 0; i < n; i++)
+        f[i] = ehat_gelu (f[i]);
+      break;
+    case EHAT_ACT_RELU:
+      for (gsize i = 0; i < n; i++)
+        f[i] = f[i] > 0.0f ? f[i] : 0.0f;
+      break;
+    case EHAT_ACT_LRELU:
+      for (gsize i = 0; i < n; i++)
+        f[i] = f[i] > 0.0f ? f[i] : 0.01f * f[i];
+      break;
+    default:
+      break;
+  }
+}
+
+/* Pixel shuffle by s of one pixel's cout values at src: value c·s² + a·s
+ * + b becomes channel c of pixel (oy·s + a, ox·s + b) of y, an image ow
+ * pixels wide of cout/s² channels. */
+static inline void
+ehat_shuffle_pixel (const float *src, int cout, int s, float *y, gsize ow,
+    gsize oy, gsize ox)
+{
+  int ss = s * s, co = cout / ss;
+
+  for (int a = 0; a < s; a++)
+    for (int b = 0; b < s; b++) {
+      float *dst = y + ((oy * s + a) * ow + ox * s + b) * co;
+      const float *sq = src + a * s + b;
+      for (int c = 0; c < co; c++)
+        dst[c] = sq[c * ss];
+    }
+}
+
 /* ---- GEMM with pre-packed weights (ehat-cpu-gemm.c) ---- */
 
 typedef enum
