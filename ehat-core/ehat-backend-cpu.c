@@ -985,22 +985,6 @@ cpu_sync (EhatBackend *be, GError **error)
   return TRUE;
 }
 
-EHAT_CLONES void
-ehat_cpu_exp_inplace (float *x, gsize n)
-{
-#pragma omp simd
-  for (gsize i = 0; i < n; i++)
-    x[i] = ehat_expf (x[i]);
-}
-
-EHAT_CLONES void
-ehat_cpu_gelu_inplace (float *x, gsize n)
-{
-#pragma omp simd
-  for (gsize i = 0; i < n; i++)
-    x[i] = ehat_gelu (x[i]);
-}
-
 static const EhatBackendOps cpu_ops = {
   .destroy = cpu_destroy,
   .describe = cpu_describe,

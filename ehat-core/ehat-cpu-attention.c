@@ -10,14 +10,20 @@
 #include "ehat-cpu.h"
 
 
-/* GCC/Clang vector extensions: one 16-float vector is a zmm register in the
- * AVX-512 clone, two ymm in the AVX2 one, four xmm in the baseline, so the
- * micro-kernels below keep their accumulators in registers everywhere. */
-typedef float v16 __attribute__ ((vector_size (64), aligned (4)));
+/* The portable kernel (AVX2 machines, the baseline, other architectures,
+ * heads wider than 32), on ehat-cpu.h's vectors of EHAT_VL floats.  Its
+ * register blocks (RB rows × 2 vectors: 8 accumulators) fit AVX2's 16
+ * registers with the operands beside them; 16-float vectors with 8-row
+ * blocks, as it once had, made GCC spill every accumulator and build each
+ * broadcast through the stack. */
+typedef EhatVec vec;
 
-#define JB 16                   /* columns per vector */
+#define VW EHAT_VL              /* floats per vector */
+#define JB (2 * VW)             /* key / value columns per block */
 #define LOG2E 1.44269504088896340736
-#define RB 8                    /* query rows per register block */
+#define RB 4                    /* query rows per register block */
+#define loadv ehat_vec_load
+#define storev ehat_vec_store
 
 static inline int
 round_up (int v, int m)
@@ -25,25 +31,34 @@ round_up (int v, int m)
   return (v + m - 1) / m * m;
 }
 
-static inline v16
-load16 (const float *p)
-{
-  v16 v;
-  memcpy (&v, p, sizeof v);
-  return v;
-}
-
+/* Softmax of a row of nk scores in place. */
 static inline void
-store16 (float *p, v16 v)
+softmax_row (float *s, int nk)
 {
-  memcpy (p, &v, sizeof v);
+  int n8 = nk / VW * VW;
+  float mx = -G_MAXFLOAT, inv;
+  vec vm = (vec) { 0 } - G_MAXFLOAT;
+
+  for (int j = 0; j < n8; j += VW) {
+    vec x = loadv (s + j);
+    vm = ehat_vec_select (x > vm, x, vm);
+  }
+  for (int l = 0; l < VW; l++)
+    mx = vm[l] > mx ? vm[l] : mx;
+  for (int j = n8; j < nk; j++)
+    mx = s[j] > mx ? s[j] : mx;
+  inv = 1.0f / ehat_exp_shifted (s, nk, mx);
+#pragma omp simd
+  for (int j = 0; j < nk; j++)
+    s[j] *= inv;
 }
 
 /* softmax(q·kᵀ + bias + mask)·v for nqp queries (nqp % RB == 0; rows past
  * the real ones are zero and their output ignored).
- * q [nqp][d] pre-scaled; kT [d][nkp] (columns ≥ nk zero); v [nk][dp]
- * (columns ≥ d zero, dp % JB == 0); bias [nq][nk] (rows ≥ nq not read);
- * regq/regk: shift-mask regions or NULL; S: scratch [RB][nkp]; o [nqp][dp]. */
+ * q [nqp][d] pre-scaled; kT [d][nkp] (columns ≥ nk zero, nkp % JB == 0);
+ * v [nk][dp] (columns ≥ d zero, dp % JB == 0); bias [nq][nk] (rows ≥ nq
+ * not read); regq/regk: shift-mask regions or NULL; S: scratch [RB][nkp];
+ * o [nqp][dp]. */
 EHAT_CLONES static void
 attend (const float *q, int d, int nq, int nqp, const float *kT, int nk,
     int nkp, const float *v, int dp, const float *bias, const gint8 *regq,
@@ -51,24 +66,38 @@ attend (const float *q, int d, int nq, int nqp, const float *kT, int nk,
 {
   for (int i0 = 0; i0 < nqp; i0 += RB) {
     int rows = MIN (RB, nq - i0);
+    const float *qi = q + (gsize) i0 * d;
 
     for (int j0 = 0; j0 < nkp; j0 += JB) {
-      v16 acc[RB];
-      for (int r = 0; r < RB; r++)
-        acc[r] = (v16) { 0 };
-      for (int c = 0; c < d; c++) {
-        v16 kv = load16 (kT + (gsize) c * nkp + j0);
-        for (int r = 0; r < RB; r++)
-          acc[r] += q[(i0 + r) * d + c] * kv;
+      vec a0 = { 0 }, a1 = { 0 }, a2 = { 0 }, a3 = { 0 };
+      vec b0 = { 0 }, b1 = { 0 }, b2 = { 0 }, b3 = { 0 };
+      const float *kc = kT + j0;
+      for (int c = 0; c < d; c++, kc += nkp) {
+        vec k0 = loadv (kc), k1 = loadv (kc + VW);
+        float q0 = qi[c], q1 = qi[d + c], q2 = qi[2 * d + c];
+        float q3 = qi[3 * d + c];
+        a0 += q0 * k0;
+        b0 += q0 * k1;
+        a1 += q1 * k0;
+        b1 += q1 * k1;
+        a2 += q2 * k0;
+        b2 += q2 * k1;
+        a3 += q3 * k0;
+        b3 += q3 * k1;
       }
-      for (int r = 0; r < RB; r++)
-        store16 (S + r * nkp + j0, acc[r]);
+      storev (S + j0, a0);
+      storev (S + j0 + VW, b0);
+      storev (S + nkp + j0, a1);
+      storev (S + nkp + j0 + VW, b1);
+      storev (S + 2 * nkp + j0, a2);
+      storev (S + 2 * nkp + j0 + VW, b2);
+      storev (S + 3 * nkp + j0, a3);
+      storev (S + 3 * nkp + j0 + VW, b3);
     }
 
     for (int r = 0; r < rows; r++) {
       float *s = S + r * nkp;
       const float *b = bias + (gsize) (i0 + r) * nk;
-      float mx = -G_MAXFLOAT, sum = 0.0f, inv;
 
 #pragma omp simd
       for (int j = 0; j < nk; j++)
@@ -79,42 +108,37 @@ attend (const float *q, int d, int nq, int nqp, const float *kT, int nk,
         for (int j = 0; j < nk; j++)
           s[j] += regk[j] != rq ? -100.0f : 0.0f;
       }
-#pragma omp simd reduction(max:mx)
-      for (int j = 0; j < nk; j++)
-        mx = s[j] > mx ? s[j] : mx;
-#pragma omp simd reduction(+:sum)
-      for (int j = 0; j < nk; j++) {
-        s[j] = ehat_expf (s[j] - mx);
-        sum += s[j];
-      }
-      inv = 1.0f / sum;
-#pragma omp simd
-      for (int j = 0; j < nk; j++)
-        s[j] *= inv;
+      softmax_row (s, nk);
     }
     for (int r = rows; r < RB; r++)
       memset (S + r * nkp, 0, nk * sizeof (float));
 
-    /* Two vectors of output columns at a time: 16 accumulators. */
-    for (int c0 = 0; c0 < dp; c0 += 2 * JB) {
-      gboolean two = c0 + JB < dp;
-      v16 a0[RB], a1[RB];
-      for (int r = 0; r < RB; r++)
-        a0[r] = a1[r] = (v16) { 0 };
-      for (int j = 0; j < nk; j++) {
-        const float *vr = v + (gsize) j * dp + c0;
-        v16 v0 = load16 (vr), v1 = two ? load16 (vr + JB) : (v16) { 0 };
-        for (int r = 0; r < RB; r++) {
-          float p = S[r * nkp + j];
-          a0[r] += p * v0;
-          a1[r] += p * v1;
-        }
+    for (int c0 = 0; c0 < dp; c0 += JB) {
+      vec a0 = { 0 }, a1 = { 0 }, a2 = { 0 }, a3 = { 0 };
+      vec b0 = { 0 }, b1 = { 0 }, b2 = { 0 }, b3 = { 0 };
+      const float *vr = v + c0;
+      float *oi = o + (gsize) i0 * dp + c0;
+      for (int j = 0; j < nk; j++, vr += dp) {
+        vec v0 = loadv (vr), v1 = loadv (vr + VW);
+        float p0 = S[j], p1 = S[nkp + j], p2 = S[2 * nkp + j];
+        float p3 = S[3 * nkp + j];
+        a0 += p0 * v0;
+        b0 += p0 * v1;
+        a1 += p1 * v0;
+        b1 += p1 * v1;
+        a2 += p2 * v0;
+        b2 += p2 * v1;
+        a3 += p3 * v0;
+        b3 += p3 * v1;
       }
-      for (int r = 0; r < RB; r++) {
-        store16 (o + (gsize) (i0 + r) * dp + c0, a0[r]);
-        if (two)
-          store16 (o + (gsize) (i0 + r) * dp + c0 + JB, a1[r]);
-      }
+      storev (oi, a0);
+      storev (oi + VW, b0);
+      storev (oi + dp, a1);
+      storev (oi + dp + VW, b1);
+      storev (oi + 2 * dp, a2);
+      storev (oi + 2 * dp + VW, b2);
+      storev (oi + 3 * dp, a3);
+      storev (oi + 3 * dp + VW, b3);
     }
   }
 }

@@ -38,11 +38,7 @@ pam_block (const float *q, const float *k, const float *v, gsize hw, int dq,
         mx = d > mx ? d : mx;
       }
       corr = ehat_expf (mrow[r] - mx);
-#pragma omp simd reduction(+:sum)
-      for (int j = 0; j < kn; j++) {
-        s[j] = ehat_expf (s[j] - mx);
-        sum += s[j];
-      }
+      sum = ehat_exp_shifted (s, kn, mx);
       lrow[r] = lrow[r] * corr + sum;
       mrow[r] = mx;
       float *ar = acc + (gsize) r * c;

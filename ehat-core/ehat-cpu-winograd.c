@@ -8,7 +8,7 @@
  *   y_t         = Aᵀ M_t A, + bias, activation, residual, pixel shuffle
  *
  * with U = G g Gᵀ computed in double at load.  The maps are rows of
- * channels, so every transform works on vectors of 16 channels.
+ * channels, so every transform works on vectors of VL channels.
  *
  * Interpolation points 0, 1, −1, 2, −1/2 and ∞ instead of the usual
  * 0, ±1, ±2, ∞: in a float32 NumPy model of these transforms on random
@@ -18,9 +18,16 @@
  * the scale moved into G. */
 #include "ehat-cpu.h"
 
-typedef float v16 __attribute__ ((vector_size (64), aligned (4)));
-
+/* Vectors of VL channels: 16 on x86-64 (a zmm in the AVX-512 clone, two
+ * ymm in the AVX2 one), else ehat-cpu.h's register width (GCC keeps
+ * vectors wider than the registers in memory: on aarch64 the transforms
+ * did). */
+#ifdef EHAT_HAVE_CLONES
 #define VL 16
+#else
+#define VL EHAT_VL
+#endif
+typedef float vf __attribute__ ((vector_size (4 * VL), aligned (4)));
 
 /* Bᵀ: the input transform of six values along one axis, o0..o5 from
  * d0..d5 (named vectors: no arrays, see WORK_VECTORS). */
@@ -145,51 +152,51 @@ ehat_winograd_scratch_floats (const EhatWinogradB *wb)
       + 16 * wb->b.n + WORK_VECTORS * VL;
 }
 
-/* The nc ≤ 16 floats at p, the lanes past them zero (through pad). */
-static inline v16
+/* The nc ≤ VL floats at p, the lanes past them zero (through pad). */
+static inline vf
 load_vec (const float *p, int nc, float *restrict pad)
 {
   if (nc == VL)
-    return *(const v16 *) p;
+    return *(const vf *) p;
   memcpy (pad, p, nc * sizeof (float));
   memset (pad + nc, 0, (VL - nc) * sizeof (float));
-  return *(const v16 *) pad;
+  return *(const vf *) pad;
 }
 
 static inline void
-store_vec (float *p, v16 v, int nc, float *restrict pad)
+store_vec (float *p, vf v, int nc, float *restrict pad)
 {
   if (nc == VL) {
-    *(v16 *) p = v;
+    *(vf *) p = v;
   } else {
-    *(v16 *) pad = v;
+    *(vf *) pad = v;
     memcpy (p, pad, nc * sizeof (float));
   }
 }
 
 /* Input pixel (sy, sx), channels c0.., zero outside the image. */
-static inline v16
+static inline vf
 pixel (const float *x, int h, int w, int cin, int sy, int sx, int c0, int nc,
     float *restrict pad)
 {
   if (sy < 0 || sy >= h || sx < 0 || sx >= w)
-    return (v16) { 0 };
+    return (vf) { 0 };
   return load_vec (x + ((gsize) sy * w + sx) * cin + c0, nc, pad);
 }
 
 /* The input transform of tile (y0, x0) (its top-left input pixel, −1
  * based) into v: 36 rows of cin, one per product.  t: 36 vectors, pad:
- * 16 floats of scratch. */
+ * VL floats of scratch. */
 EHAT_CLONES static void
 input_tile (const float *restrict x, int h, int w, int cin, int y0, int x0,
-    float *restrict v, v16 *restrict t, float *restrict pad)
+    float *restrict v, vf *restrict t, float *restrict pad)
 {
   for (int c0 = 0; c0 < cin; c0 += VL) {
     int nc = MIN (VL, cin - c0);
 
     for (int i = 0; i < 6; i++) {
       int sy = y0 + i;
-      v16 d0, d1, d2, d3, d4, d5, e0, e1, e2, e3, e4, e5;
+      vf d0, d1, d2, d3, d4, d5, e0, e1, e2, e3, e4, e5;
       d0 = pixel (x, h, w, cin, sy, x0, c0, nc, pad);
       d1 = pixel (x, h, w, cin, sy, x0 + 1, c0, nc, pad);
       d2 = pixel (x, h, w, cin, sy, x0 + 2, c0, nc, pad);
@@ -205,8 +212,8 @@ input_tile (const float *restrict x, int h, int w, int cin, int y0, int x0,
       t[i * 6 + 5] = e5;
     }
     for (int j = 0; j < 6; j++) {
-      v16 d0 = t[j], d1 = t[6 + j], d2 = t[12 + j], d3 = t[18 + j];
-      v16 d4 = t[24 + j], d5 = t[30 + j], e0, e1, e2, e3, e4, e5;
+      vf d0 = t[j], d1 = t[6 + j], d2 = t[12 + j], d3 = t[18 + j];
+      vf d4 = t[24 + j], d5 = t[30 + j], e0, e1, e2, e3, e4, e5;
       float *vj = v + j * cin + c0;
       BT6 (e, d);
       store_vec (vj, e0, nc, pad);
@@ -238,15 +245,23 @@ shuffle_tile (const float *blk, const OutArgs *o, int oy0, int ox0, int rows,
           y, (gsize) o->w * o->shuffle, oy0 + i, ox0 + j);
 }
 
-/* Lanes 4k + q → lane 4q + k: the permute of store_shuffled2, in each
+/* K = VL/4 channels of each of the four pixels per vector (below) */
+#define K (VL / 4)
+
+/* Lanes 4k + q → lane K·q + k: the permute of store_shuffled2, in each
  * compiler's spelling (clang builds the fuzzers). */
-#if defined(__clang__)
-#define BY_Q(v) __builtin_shufflevector (v, v, 0, 4, 8, 12, 1, 5, 9, 13, 2, \
-      6, 10, 14, 3, 7, 11, 15)
+#if VL == 16
+#define BY_Q_LANES 0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15
+#elif VL == 8
+#define BY_Q_LANES 0, 4, 1, 5, 2, 6, 3, 7
 #else
-typedef gint32 i16 __attribute__ ((vector_size (64)));
-#define BY_Q(v) __builtin_shuffle (v, (i16) { 0, 4, 8, 12, 1, 5, 9, 13, 2, \
-        6, 10, 14, 3, 7, 11, 15 })
+#define BY_Q_LANES 0, 1, 2, 3
+#endif
+#if defined(__clang__)
+#define BY_Q(v) __builtin_shufflevector (v, v, BY_Q_LANES)
+#else
+typedef gint32 vi __attribute__ ((vector_size (4 * VL)));
+#define BY_Q(v) __builtin_shuffle (v, (vi) { BY_Q_LANES })
 #endif
 
 /* A vector of channels c0.. of output (py, px) shuffled by 2: lane 4k + q
@@ -254,25 +269,25 @@ typedef gint32 i16 __attribute__ ((vector_size (64)));
  * each q, gathered by one permute, are nc/4 consecutive channels there
  * (the ×2 and ×4 models' upsampling; other factors go through blk). */
 static inline void
-store_shuffled2 (float *y, int w, int co, int py, int px, int c0, v16 v,
+store_shuffled2 (float *y, int w, int co, int py, int px, int c0, vf v,
     int nc, float *restrict pad)
 {
   gsize ow = (gsize) w * 2;
   float *y0 = y + ((gsize) py * 2 * ow + (gsize) px * 2) * co + c0 / 4;
   float *y1 = y0 + ow * co;
 
-  *(v16 *) pad = BY_Q (v);
+  *(vf *) pad = BY_Q (v);
   if (nc == VL) {
-    /* constant sizes: four 16-byte moves */
-    memcpy (y0, pad, 16);
-    memcpy (y0 + co, pad + 4, 16);
-    memcpy (y1, pad + 8, 16);
-    memcpy (y1 + co, pad + 12, 16);
+    /* constant sizes: four moves of K floats */
+    memcpy (y0, pad, K * sizeof (float));
+    memcpy (y0 + co, pad + K, K * sizeof (float));
+    memcpy (y1, pad + 2 * K, K * sizeof (float));
+    memcpy (y1 + co, pad + 3 * K, K * sizeof (float));
   } else {
     memcpy (y0, pad, nc / 4 * sizeof (float));
-    memcpy (y0 + co, pad + 4, nc / 4 * sizeof (float));
-    memcpy (y1, pad + 8, nc / 4 * sizeof (float));
-    memcpy (y1 + co, pad + 12, nc / 4 * sizeof (float));
+    memcpy (y0 + co, pad + K, nc / 4 * sizeof (float));
+    memcpy (y1, pad + 2 * K, nc / 4 * sizeof (float));
+    memcpy (y1 + co, pad + 3 * K, nc / 4 * sizeof (float));
   }
 }
 
@@ -280,7 +295,7 @@ store_shuffled2 (float *y, int w, int co, int py, int px, int c0, v16 v,
  * residual, then into y (shuffled on the way by 2), or for other shuffles
  * into blk (16 rows of cout) first. */
 static inline void
-finish (const OutArgs *o, v16 v, v16 bias, int oy0, int ox0, int i, int j,
+finish (const OutArgs *o, vf v, vf bias, int oy0, int ox0, int i, int j,
     int c0, int nc, float *y, float *blk, float *restrict pad)
 {
   int cout = o->cout;
@@ -288,9 +303,9 @@ finish (const OutArgs *o, v16 v, v16 bias, int oy0, int ox0, int i, int j,
 
   v += bias;
   if (o->act != EHAT_ACT_NONE) {
-    *(v16 *) pad = v;
+    *(vf *) pad = v;
     ehat_activate (pad, VL, o->act);
-    v = *(const v16 *) pad;
+    v = *(const vf *) pad;
   }
   if (o->res)
     v += o->alpha * load_vec (o->res + p * cout + c0, nc, pad);
@@ -303,21 +318,21 @@ finish (const OutArgs *o, v16 v, v16 bias, int oy0, int ox0, int i, int j,
 }
 
 /* The output transform of a tile's products m (36 rows of cout) and its
- * outputs inside the image.  r: 24 vectors, pad: 16 floats of scratch. */
+ * outputs inside the image.  r: 24 vectors, pad: VL floats of scratch. */
 EHAT_CLONES static void
 output_tile (const float *restrict m, const OutArgs *o, int oy0, int ox0,
-    float *y, float *blk, v16 *restrict r, float *restrict pad)
+    float *y, float *blk, vf *restrict r, float *restrict pad)
 {
   int cout = o->cout;
   int rows = MIN (4, o->h - oy0), cols = MIN (4, o->w - ox0);
 
   for (int c0 = 0; c0 < cout; c0 += VL) {
     int nc = MIN (VL, cout - c0);
-    v16 bias = o->bias ? load_vec (o->bias + c0, nc, pad) : (v16) { 0 };
+    vf bias = o->bias ? load_vec (o->bias + c0, nc, pad) : (vf) { 0 };
 
     for (int i = 0; i < 6; i++) {
       const float *mi = m + i * 6 * cout + c0;
-      v16 m0, m1, m2, m3, m4, m5, s0, s1, s2, s3;
+      vf m0, m1, m2, m3, m4, m5, s0, s1, s2, s3;
       m0 = load_vec (mi, nc, pad);
       m1 = load_vec (mi + cout, nc, pad);
       m2 = load_vec (mi + 2 * cout, nc, pad);
@@ -331,8 +346,8 @@ output_tile (const float *restrict m, const OutArgs *o, int oy0, int ox0,
       r[i * 4 + 3] = s3;
     }
     for (int j = 0; j < cols; j++) {
-      v16 m0 = r[j], m1 = r[4 + j], m2 = r[8 + j], m3 = r[12 + j];
-      v16 m4 = r[16 + j], m5 = r[20 + j], s0, s1, s2, s3;
+      vf m0 = r[j], m1 = r[4 + j], m2 = r[8 + j], m3 = r[12 + j];
+      vf m4 = r[16 + j], m5 = r[20 + j], s0, s1, s2, s3;
       AT4 (s, m);
       finish (o, s0, bias, oy0, ox0, 0, j, c0, nc, y, blk, pad);
       if (rows > 1)
@@ -358,7 +373,7 @@ ehat_winograd_conv (const EhatWinogradB *wb, const float *x, int h, int w,
    * GEMMs reading and writing every 36th row */
   float *v = scratch, *m = scratch + (gsize) 36 * strip * cin;
   float *blk = m + (gsize) 36 * strip * cout;
-  v16 *wk = (v16 *) (blk + 16 * cout);
+  vf *wk = (vf *) (blk + 16 * cout);
   float *pad = (float *) (wk + 36);
   OutArgs o = { h, w, cout, shuffle, e->bias, e->res, e->act, e->alpha };
   EhatGemmEpi none = { 0 };
