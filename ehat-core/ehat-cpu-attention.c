@@ -53,6 +53,38 @@ softmax_row (float *s, int nk)
     s[j] *= inv;
 }
 
+/* The register block of both products: c[r][0, JB) = Σk a[r·lda + k] ·
+ * b[k·ldb + (0, JB)] for the 4 (= RB) rows r. */
+static inline void
+mul_4x2 (const float *a, gsize lda, const float *b, gsize ldb, int n,
+    float *c, gsize ldc)
+{
+  vec a0 = { 0 }, a1 = { 0 }, a2 = { 0 }, a3 = { 0 };
+  vec b0 = { 0 }, b1 = { 0 }, b2 = { 0 }, b3 = { 0 };
+
+  for (int k = 0; k < n; k++, b += ldb) {
+    vec v0 = loadv (b), v1 = loadv (b + VW);
+    float s0 = a[k], s1 = a[lda + k], s2 = a[2 * lda + k];
+    float s3 = a[3 * lda + k];
+    a0 += s0 * v0;
+    b0 += s0 * v1;
+    a1 += s1 * v0;
+    b1 += s1 * v1;
+    a2 += s2 * v0;
+    b2 += s2 * v1;
+    a3 += s3 * v0;
+    b3 += s3 * v1;
+  }
+  storev (c, a0);
+  storev (c + VW, b0);
+  storev (c + ldc, a1);
+  storev (c + ldc + VW, b1);
+  storev (c + 2 * ldc, a2);
+  storev (c + 2 * ldc + VW, b2);
+  storev (c + 3 * ldc, a3);
+  storev (c + 3 * ldc + VW, b3);
+}
+
 /* softmax(q·kᵀ + bias + mask)·v for nqp queries (nqp % RB == 0; rows past
  * the real ones are zero and their output ignored).
  * q [nqp][d] pre-scaled; kT [d][nkp] (columns ≥ nk zero, nkp % JB == 0);
@@ -68,32 +100,8 @@ attend (const float *q, int d, int nq, int nqp, const float *kT, int nk,
     int rows = MIN (RB, nq - i0);
     const float *qi = q + (gsize) i0 * d;
 
-    for (int j0 = 0; j0 < nkp; j0 += JB) {
-      vec a0 = { 0 }, a1 = { 0 }, a2 = { 0 }, a3 = { 0 };
-      vec b0 = { 0 }, b1 = { 0 }, b2 = { 0 }, b3 = { 0 };
-      const float *kc = kT + j0;
-      for (int c = 0; c < d; c++, kc += nkp) {
-        vec k0 = loadv (kc), k1 = loadv (kc + VW);
-        float q0 = qi[c], q1 = qi[d + c], q2 = qi[2 * d + c];
-        float q3 = qi[3 * d + c];
-        a0 += q0 * k0;
-        b0 += q0 * k1;
-        a1 += q1 * k0;
-        b1 += q1 * k1;
-        a2 += q2 * k0;
-        b2 += q2 * k1;
-        a3 += q3 * k0;
-        b3 += q3 * k1;
-      }
-      storev (S + j0, a0);
-      storev (S + j0 + VW, b0);
-      storev (S + nkp + j0, a1);
-      storev (S + nkp + j0 + VW, b1);
-      storev (S + 2 * nkp + j0, a2);
-      storev (S + 2 * nkp + j0 + VW, b2);
-      storev (S + 3 * nkp + j0, a3);
-      storev (S + 3 * nkp + j0 + VW, b3);
-    }
+    for (int j0 = 0; j0 < nkp; j0 += JB)
+      mul_4x2 (qi, d, kT + j0, nkp, d, S + j0, nkp);
 
     for (int r = 0; r < rows; r++) {
       float *s = S + r * nkp;
@@ -113,33 +121,8 @@ attend (const float *q, int d, int nq, int nqp, const float *kT, int nk,
     for (int r = rows; r < RB; r++)
       memset (S + r * nkp, 0, nk * sizeof (float));
 
-    for (int c0 = 0; c0 < dp; c0 += JB) {
-      vec a0 = { 0 }, a1 = { 0 }, a2 = { 0 }, a3 = { 0 };
-      vec b0 = { 0 }, b1 = { 0 }, b2 = { 0 }, b3 = { 0 };
-      const float *vr = v + c0;
-      float *oi = o + (gsize) i0 * dp + c0;
-      for (int j = 0; j < nk; j++, vr += dp) {
-        vec v0 = loadv (vr), v1 = loadv (vr + VW);
-        float p0 = S[j], p1 = S[nkp + j], p2 = S[2 * nkp + j];
-        float p3 = S[3 * nkp + j];
-        a0 += p0 * v0;
-        b0 += p0 * v1;
-        a1 += p1 * v0;
-        b1 += p1 * v1;
-        a2 += p2 * v0;
-        b2 += p2 * v1;
-        a3 += p3 * v0;
-        b3 += p3 * v1;
-      }
-      storev (oi, a0);
-      storev (oi + VW, b0);
-      storev (oi + dp, a1);
-      storev (oi + dp + VW, b1);
-      storev (oi + 2 * dp, a2);
-      storev (oi + 2 * dp + VW, b2);
-      storev (oi + 3 * dp, a3);
-      storev (oi + 3 * dp + VW, b3);
-    }
+    for (int c0 = 0; c0 < dp; c0 += JB)
+      mul_4x2 (S, nkp, v + c0, dp, nk, o + (gsize) i0 * dp + c0, dp);
   }
 }
 
