@@ -37,7 +37,7 @@
 
 /* What the hardware has (the OS saving the AVX-512 state included, which
  * libgcc's check covers), probed once. */
-static int hw_avx512 = -1, hw_bf16 = -1;
+static int hw_avx512 = -1, hw_bf16 = -1, hw_avx2 = -1;
 
 static void
 probe (void)
@@ -52,19 +52,29 @@ probe (void)
         && __builtin_cpu_supports ("avx512vl")
         && __builtin_cpu_supports ("fma");
     hw_bf16 = hw_bf16 && hw_avx512;
+    hw_avx2 = __builtin_cpu_supports ("avx2")
+        && __builtin_cpu_supports ("fma");
   }
 #else
-  hw_avx512 = hw_bf16 = 0;
+  hw_avx512 = hw_bf16 = hw_avx2 = 0;
 #endif
 }
 
-/* EHAT_CPU_NO_AVX512 / EHAT_CPU_NO_BF16 (read when a backend is created)
- * let the tests run the other paths on a CPU that has these. */
+/* EHAT_CPU_NO_AVX512 / EHAT_CPU_NO_AVX2 / EHAT_CPU_NO_BF16 (read when a
+ * backend is created) let the tests run the other paths on a CPU that has
+ * these. */
 gboolean
 ehat_cpu_has_avx512 (void)
 {
   probe ();
   return hw_avx512 && !g_getenv ("EHAT_CPU_NO_AVX512");
+}
+
+gboolean
+ehat_cpu_has_avx2 (void)
+{
+  probe ();
+  return hw_avx2 && !g_getenv ("EHAT_CPU_NO_AVX2");
 }
 
 gboolean
@@ -176,7 +186,7 @@ ehat_gemm_pack (EhatGemmB *b, void *data, const float *src, gsize sk,
   }
   for (int j0 = 0, w; j0 < b->np; j0 += w) {
     w = ehat_tile_width (b->np, j0);
-    if (b->kind == EHAT_GEMM_F32) {
+    if (b->kind == EHAT_GEMM_F32 || b->kind == EHAT_GEMM_F32_AVX2) {
       float *d = (float *) data + (gsize) j0 * b->kp;
       for (int i = 0; i < b->kp; i++)
         for (int jj = 0; jj < w; jj++) {
@@ -424,6 +434,179 @@ gemm_f32_block (const EhatGemmB *b, const float *a, gsize lda, int m,
         tile_f32_2 (ai, lda, rows, bp, b->k, ci, ldc, cols, &ej, j0);
       else
         tile_f32_1 (ai, lda, rows, bp, b->k, ci, ldc, cols, &ej, j0);
+    }
+  }
+}
+
+/* ---- fp32 on AVX2 + FMA (CPUs without AVX-512) ----
+ * The same panels, cut into blocks of 16 columns (two ymm); tiles of
+ * MR2 = 6 rows × 2 vectors: 12 accumulators beside the two B vectors and
+ * the broadcast, in AVX2's 16 registers. */
+
+#define MR2 6
+#define T_AVX2 EHAT_T_AVX2
+
+/* lanes [0, n) of a vector, for vmaskmovps */
+T_AVX2 INLINE __m256i
+mask8 (int n)
+{
+  return _mm256_cmpgt_epi32 (_mm256_set1_epi32 (n),
+      _mm256_setr_epi32 (0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+/* ehat-cpu.h's GELU on a ymm: one EhatVec, or two where it has 4 lanes
+ * (builds without clones, e.g. clang's) */
+T_AVX2 INLINE __m256
+gelu8 (__m256 x)
+{
+#if EHAT_VL == 8
+  return (__m256) ehat_vec_gelu ((EhatVec) x);
+#else
+  __m128 lo = (__m128) ehat_vec_gelu ((EhatVec) _mm256_castps256_ps128 (x));
+  __m128 hi = (__m128) ehat_vec_gelu ((EhatVec) _mm256_extractf128_ps (x,
+          1));
+  return _mm256_set_m128 (hi, lo);
+#endif
+}
+
+/* The epilogue of store_tile on 8 lanes. */
+T_AVX2 INLINE __m256
+act8 (__m256 x, EhatAct act)
+{
+  switch (act) {
+    case EHAT_ACT_GELU:
+      return gelu8 (x);
+    case EHAT_ACT_RELU:
+      return _mm256_max_ps (x, _mm256_setzero_ps ());
+    case EHAT_ACT_LRELU:
+      return _mm256_blendv_ps (x, _mm256_mul_ps (x, _mm256_set1_ps (0.01f)),
+          _mm256_cmp_ps (x, _mm256_setzero_ps (), _CMP_LT_OQ));
+    default:
+      return x;
+  }
+}
+
+/* 8 floats at p, or lanes [0, n) (vmaskmovps, slow on AMD: tails only) */
+T_AVX2 INLINE __m256
+load8_n (const float *p, int n, __m256i mk)
+{
+  return n >= 8 ? _mm256_loadu_ps (p) : _mm256_maskload_ps (p, mk);
+}
+
+T_AVX2 INLINE void
+store8_n (float *p, __m256 x, int n, __m256i mk)
+{
+  if (n >= 8)
+    _mm256_storeu_ps (p, x);
+  else
+    _mm256_maskstore_ps (p, mk, x);
+}
+
+T_AVX2 INLINE void
+store_tile_avx2 (__m256 acc[MR2][2], int nv, int rows, int cols, float *c,
+    gsize ldc, const EhatGemmEpi *e, int j0)
+{
+  __m256 bias[2];
+  __m256i mk[2];
+  int nc[2];
+
+  for (int v = 0; v < nv; v++) {
+    nc[v] = cols - v * 8;
+    mk[v] = mask8 (nc[v]);
+    bias[v] = e->bias ? load8_n (e->bias + j0 + v * 8, nc[v], mk[v])
+        : _mm256_setzero_ps ();
+  }
+#pragma GCC unroll 6
+  for (int r = 0; r < MR2; r++) {
+    if (r >= rows)
+      break;
+    float *cr = c + (gsize) r * ldc;
+    const float *rr = e->res ? e->res + (gsize) r * ldc : NULL;
+#pragma GCC unroll 2
+    for (int v = 0; v < nv; v++) {
+      __m256 x = act8 (_mm256_add_ps (acc[r][v], bias[v]), e->act);
+      if (e->beta != 0.0f)
+        x = _mm256_fmadd_ps (_mm256_set1_ps (e->beta),
+            load8_n (cr + v * 8, nc[v], mk[v]), x);
+      if (rr)
+        x = _mm256_fmadd_ps (_mm256_set1_ps (e->alpha),
+            load8_n (rr + v * 8, nc[v], mk[v]), x);
+      store8_n (cr + v * 8, x, nc[v], mk[v]);
+      if (e->acc) {
+        float *ar = e->acc + (gsize) r * ldc + v * 8;
+        store8_n (ar, _mm256_fmadd_ps (_mm256_set1_ps (e->acc_w), x,
+                load8_n (ar, nc[v], mk[v])), nc[v], mk[v]);
+      }
+    }
+  }
+}
+
+/* A tile of rows × cols (≤ 16) of C from B's columns at bp (row stride
+ * w, the panel's width). */
+T_AVX2 INLINE void
+tile_avx2 (int nv, const float *a, gsize lda, int rows, const float *bp,
+    int w, int k, float *c, gsize ldc, int cols, const EhatGemmEpi *e,
+    int j0)
+{
+  __m256 acc[MR2][2];
+  const float *ar[MR2];
+
+#pragma GCC unroll 6
+  for (int r = 0; r < MR2; r++) {
+    ar[r] = a + (gsize) MIN (r, rows - 1) * lda;
+    acc[r][0] = acc[r][1] = _mm256_setzero_ps ();
+  }
+  for (int i = 0; i < k; i++, bp += w) {
+    __m256 b0 = _mm256_loadu_ps (bp);
+    __m256 b1 = nv > 1 ? _mm256_loadu_ps (bp + 8) : _mm256_setzero_ps ();
+#pragma GCC unroll 6
+    for (int r = 0; r < MR2; r++) {
+      __m256 av = _mm256_broadcast_ss (ar[r] + i);
+      acc[r][0] = _mm256_fmadd_ps (av, b0, acc[r][0]);
+      if (nv > 1)
+        acc[r][1] = _mm256_fmadd_ps (av, b1, acc[r][1]);
+    }
+  }
+  store_tile_avx2 (acc, nv, rows, cols, c, ldc, e, j0);
+}
+
+T_AVX2 static void
+tile_avx2_2 (const float *a, gsize lda, int rows, const float *bp, int w,
+    int k, float *c, gsize ldc, int cols, const EhatGemmEpi *e, int j0)
+{
+  tile_avx2 (2, a, lda, rows, bp, w, k, c, ldc, cols, e, j0);
+}
+
+T_AVX2 static void
+tile_avx2_1 (const float *a, gsize lda, int rows, const float *bp, int w,
+    int k, float *c, gsize ldc, int cols, const EhatGemmEpi *e, int j0)
+{
+  tile_avx2 (1, a, lda, rows, bp, w, k, c, ldc, cols, e, j0);
+}
+
+/* As gemm_f32_block: blocks of 16 columns outer (they stay in L1 while
+ * the row tiles pass), row tiles inner. */
+static void
+gemm_avx2_block (const EhatGemmB *b, const float *a, gsize lda, int m,
+    float *c, gsize ldc, const EhatGemmEpi *e)
+{
+  for (int j0 = 0, w; j0 < b->n; j0 += w) {
+    w = ehat_tile_width (b->np, j0);
+    const float *bp = (const float *) b->data + (gsize) j0 * b->kp;
+    for (int s0 = 0; s0 < w && j0 + s0 < b->n; s0 += 16) {
+      int cols = MIN (16, b->n - j0 - s0);
+      for (int i0 = 0; i0 < m; i0 += MR2) {
+        int rows = MIN (MR2, m - i0);
+        const float *ai = a + (gsize) i0 * lda;
+        float *ci = c + (gsize) i0 * ldc + j0 + s0;
+        EhatGemmEpi ej = epi_at (e, (gsize) i0 * ldc + j0 + s0);
+        if (cols > 8)
+          tile_avx2_2 (ai, lda, rows, bp + s0, w, b->k, ci, ldc, cols, &ej,
+              j0 + s0);
+        else
+          tile_avx2_1 (ai, lda, rows, bp + s0, w, b->k, ci, ldc, cols, &ej,
+              j0 + s0);
+      }
     }
   }
 }
@@ -845,7 +1028,8 @@ ehat_gemm (const EhatGemmB *b, const float *a, gsize lda, gsize m, float *c,
       gemm_blas (b, a, lda, m, c, ldc, e);
       return;
 #ifdef EHAT_GEMM_X86
-    case EHAT_GEMM_F32:{
+    case EHAT_GEMM_F32:
+    case EHAT_GEMM_F32_AVX2:{
       int mb = block_rows (b, 4);
       for (gsize i0 = 0; i0 < m; i0 += mb) {
         int rows = (int) MIN ((gsize) mb, m - i0);
@@ -862,7 +1046,10 @@ ehat_gemm (const EhatGemmB *b, const float *a, gsize lda, gsize m, float *c,
           ld = b->k;
         }
         eb = epi_at (e, i0 * ldc);
-        gemm_f32_block (b, ab, ld, rows, c + i0 * ldc, ldc, &eb);
+        if (b->kind == EHAT_GEMM_F32)
+          gemm_f32_block (b, ab, ld, rows, c + i0 * ldc, ldc, &eb);
+        else
+          gemm_avx2_block (b, ab, ld, rows, c + i0 * ldc, ldc, &eb);
       }
       return;
     }

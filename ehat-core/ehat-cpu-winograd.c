@@ -60,11 +60,12 @@ static const double g_rows[6][3] = {
 
 /* Tiles per strip: enough rows that each product's weights (cin × cout,
  * read from L3 once per strip) serve many, few enough that the strip's
- * V and M stay near L2.  OpenBLAS (CPUs without AVX-512) packs the weights
- * again on every call, so its strips are 4× longer: fast-x4 ran 1.09×
- * faster on AVX2 (fast-x2 the same; 8× gained nothing more). */
+ * V and M stay near L2.  Without AVX-512 the strips are 4× longer:
+ * OpenBLAS packs the weights again on every call (fast-x4 ran 1.09×
+ * faster on AVX2, fast-x2 the same; 8× gained nothing more), and the AVX2
+ * kernels' 6-row tiles waste less of a longer strip. */
 #define STRIP_FLOATS (128 << 10)
-#define STRIP_FLOATS_BLAS (512 << 10)
+#define STRIP_FLOATS_LONG (512 << 10)
 #define STRIP_MIN 8
 #define STRIP_MAX 64
 
@@ -135,7 +136,7 @@ ehat_winograd_pack (EhatWinogradB *wb, EhatGemmKind gemm, void *data,
 int
 ehat_winograd_strip (const EhatWinogradB *wb)
 {
-  int budget = wb->gemm == EHAT_GEMM_BLAS ? STRIP_FLOATS_BLAS : STRIP_FLOATS;
+  int budget = wb->gemm == EHAT_GEMM_F32 ? STRIP_FLOATS : STRIP_FLOATS_LONG;
   int t = budget / (36 * (wb->b.k + wb->b.n));
   return CLAMP (t / 8 * 8, STRIP_MIN, STRIP_MAX);
 }

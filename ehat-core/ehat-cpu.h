@@ -32,6 +32,7 @@ G_BEGIN_DECLS
   __attribute__ ((target ("avx512f,avx512bw,avx512dq,avx512vl,fma,avx2,bmi2")))
 #define EHAT_T_BF16 \
   __attribute__ ((target ("avx512f,avx512bw,avx512dq,avx512vl,avx512bf16,fma,avx2,bmi2")))
+#define EHAT_T_AVX2 __attribute__ ((target ("avx2,fma")))
 #define EHAT_INLINE static inline __attribute__ ((always_inline))
 #include <immintrin.h>
 
@@ -65,8 +66,9 @@ typedef struct
   float *dense_bias;
   gsize dense_bias_len;
   /* GEMMs: bf16 (precision=bf16 on a CPU with AVX512-BF16), else the own
-   * fp32 kernels where AVX-512F exists, else OpenBLAS */
-  gboolean bf16, own_f32;
+   * fp32 kernels (own_gemm: AVX-512F, or AVX2 with FMA), else OpenBLAS;
+   * own_f32: the AVX-512 kernels (attention, narrow convolutions) */
+  gboolean bf16, own_f32, own_gemm;
   /* per-thread bf16 rows of A (linear layers) */
   guint16 **abuf;
   gsize *abuf_len;
@@ -304,6 +306,7 @@ typedef enum
 {
   EHAT_GEMM_BLAS,               /* B row-major k×n floats, OpenBLAS */
   EHAT_GEMM_F32,                /* own AVX-512F kernels, fp32 panels */
+  EHAT_GEMM_F32_AVX2,           /* own AVX2+FMA kernels, the same panels */
   EHAT_GEMM_BF16,               /* own AVX512-BF16 kernels, bf16 panels */
   /* convolutions with fewer outputs than a vector (HAT-S's CAB squeeze to
    * 6 channels, the last 3-channel one): direct, no im2col, vectors along
@@ -342,6 +345,9 @@ typedef struct
 } EhatGemmEpi;
 
 gboolean ehat_cpu_has_avx512 (void);
+/* AVX2 and FMA present (and EHAT_CPU_NO_AVX2 unset): the fp32 GEMM kernels
+ * of CPUs without AVX-512. */
+gboolean ehat_cpu_has_avx2 (void);
 /* AVX512-BF16 present (and EHAT_CPU_NO_BF16 unset). */
 gboolean ehat_cpu_has_bf16 (void);
 float ehat_bf16_to_f32 (guint16 h);
