@@ -289,6 +289,23 @@ gelu16 (__m512 x)
       _mm512_add_ps (_mm512_set1_ps (1.0f), _mm512_div_ps (p, q)));
 }
 
+/* The epilogues' activation on 16 lanes. */
+T_F32 INLINE __m512
+act16 (__m512 x, EhatAct act)
+{
+  switch (act) {
+    case EHAT_ACT_GELU:
+      return gelu16 (x);
+    case EHAT_ACT_RELU:
+      return _mm512_max_ps (x, _mm512_setzero_ps ());
+    case EHAT_ACT_LRELU:
+      return _mm512_mask_mul_ps (x, _mm512_cmp_ps_mask (x,
+              _mm512_setzero_ps (), _CMP_LT_OQ), x, _mm512_set1_ps (0.01f));
+    default:
+      return x;
+  }
+}
+
 static inline __mmask16
 col_mask (int cols, int v)
 {
@@ -324,22 +341,7 @@ store_tile (__m512 acc[MR][3], int nv, int rows, int cols, float *c,
     const float *rr = e->res ? e->res + (gsize) r * ldc : NULL;
 #pragma GCC unroll 3
     for (int v = 0; v < nv; v++) {
-      __m512 x = _mm512_add_ps (acc[r][v], bias[v]);
-      switch (e->act) {
-        case EHAT_ACT_GELU:
-          x = gelu16 (x);
-          break;
-        case EHAT_ACT_RELU:
-          x = _mm512_max_ps (x, _mm512_setzero_ps ());
-          break;
-        case EHAT_ACT_LRELU:
-          x = _mm512_mask_mul_ps (x, _mm512_cmp_ps_mask (x,
-                  _mm512_setzero_ps (), _CMP_LT_OQ), x,
-              _mm512_set1_ps (0.01f));
-          break;
-        default:
-          break;
-      }
+      __m512 x = act16 (_mm512_add_ps (acc[r][v], bias[v]), e->act);
       if (e->beta != 0.0f)
         x = _mm512_fmadd_ps (_mm512_set1_ps (e->beta),
             _mm512_maskz_loadu_ps (mk[v], cr + v * 16), x);
@@ -718,22 +720,8 @@ narrow_epilogue (__m512 acc[8][8], int NN, int RR, int rows,
     }
   for (int i0 = 0; i0 < total; i0 += 16) {
     __mmask16 m = lanes16 (total - i0);
-    __m512 x = _mm512_add_ps (_mm512_maskz_load_ps (m, sum + i0),
-        _mm512_maskz_load_ps (m, bias + i0));
-    switch (e->act) {
-      case EHAT_ACT_GELU:
-        x = gelu16 (x);
-        break;
-      case EHAT_ACT_RELU:
-        x = _mm512_max_ps (x, _mm512_setzero_ps ());
-        break;
-      case EHAT_ACT_LRELU:
-        x = _mm512_mask_mul_ps (x, _mm512_cmp_ps_mask (x,
-                _mm512_setzero_ps (), _CMP_LT_OQ), x, _mm512_set1_ps (0.01f));
-        break;
-      default:
-        break;
-    }
+    __m512 x = act16 (_mm512_add_ps (_mm512_maskz_load_ps (m, sum + i0),
+            _mm512_maskz_load_ps (m, bias + i0)), e->act);
     if (e->res)
       x = _mm512_fmadd_ps (_mm512_set1_ps (e->alpha),
           _mm512_maskz_loadu_ps (m, e->res + i0), x);
