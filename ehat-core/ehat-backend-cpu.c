@@ -124,14 +124,6 @@ cpu_unborrow (EhatBackend *be, float *p)
   /* the model owns borrowed weights */
 }
 
-/* The own fp32 kernels of this CPU, or OpenBLAS. */
-static EhatGemmKind
-own_gemm_kind (EhatCpuBackend *cpu)
-{
-  return cpu->own_f32 ? EHAT_GEMM_F32 : cpu->own_gemm ? EHAT_GEMM_F32_AVX2
-      : EHAT_GEMM_BLAS;
-}
-
 /* Which GEMM a k×n weight gets.  bf16 only where it pays and costs no
  * accuracy worth having: not for the first convolution (k = 27) nor for
  * outputs narrower than a vector (the last convolution: 3 channels). */
@@ -140,7 +132,7 @@ gemm_kind (EhatCpuBackend *cpu, gsize k, int n)
 {
   if (cpu->bf16 && k >= 32 && n >= 16)
     return EHAT_GEMM_BF16;
-  return own_gemm_kind (cpu);
+  return cpu->f32_kind;
 }
 
 /* A linear weight packed for the GEMM kernels once, at load: one
@@ -194,7 +186,7 @@ cpu_upload_conv (EhatBackend *be, const float *w, int cout, int cin, int k,
   if (ehat_winograd_suits (k, cin, cout)) {
     /* fp32 products whatever the precision: a quarter of the
      * multiplications at full precision beats bf16 im2col's half rate */
-    EhatGemmKind gemm = own_gemm_kind (CPU (be));
+    EhatGemmKind gemm = CPU (be)->f32_kind;
     EhatWinogradB wb;
     if (!(p = pack_alloc (be, ehat_winograd_data_bytes (gemm, cin, cout),
                 error)))
@@ -1051,7 +1043,8 @@ ehat_backend_cpu_new_full (int n_threads, gboolean bf16, GError **error)
   cpu->block = g_new0 (float *, n_threads);
   cpu->block_len = g_new0 (gsize, n_threads);
   cpu->own_f32 = ehat_cpu_has_avx512 ();
-  cpu->own_gemm = cpu->own_f32 || ehat_cpu_has_avx2 ();
+  cpu->f32_kind = cpu->own_f32 ? EHAT_GEMM_F32 : ehat_cpu_has_avx2 ()
+      ? EHAT_GEMM_F32_AVX2 : EHAT_GEMM_BLAS;
   cpu->bf16 = bf16 && ehat_cpu_has_bf16 ();
   if (cpu->bf16)
     cpu->parent.precision = EHAT_PRECISION_BF16;
@@ -1062,6 +1055,7 @@ ehat_backend_cpu_new_full (int n_threads, gboolean bf16, GError **error)
   cpu->description = g_strdup_printf ("cpu (%d thread%s, %s, %s)",
       n_threads, n_threads == 1 ? "" : "s", blas ? blas : "cblas",
       cpu->bf16 ? "bf16: AVX512-BF16 products, fp32 accumulation"
-      : cpu->own_f32 ? "fp32 AVX-512" : cpu->own_gemm ? "fp32 AVX2" : "fp32");
+      : cpu->f32_kind == EHAT_GEMM_F32 ? "fp32 AVX-512"
+      : cpu->f32_kind == EHAT_GEMM_F32_AVX2 ? "fp32 AVX2" : "fp32");
   return &cpu->parent;
 }

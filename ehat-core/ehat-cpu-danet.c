@@ -27,7 +27,7 @@ pam_block (const float *q, const float *k, const float *v, gsize hw, int dq,
     int kn = (int) MIN ((gsize) KB, hw - j0);
     for (int r = 0; r < rows; r++) {
       const float *qr = q + (gsize) r * dq;
-      float *s = S + (gsize) r * KB, mx = mrow[r], sum = 0.0f, corr;
+      float *s = S + (gsize) r * KB, mx = mrow[r], sum, corr;
       for (int j = 0; j < kn; j++) {
         const float *kj = k + (j0 + j) * dq;
         float d = 0.0f;

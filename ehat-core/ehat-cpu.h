@@ -50,6 +50,22 @@ ehat_dpbf16_bcast (__m512 acc, __m512bh a, const void *p)
 }
 #endif
 
+/* The GEMMs of ehat-cpu-gemm.c, by the layout of their weights. */
+typedef enum
+{
+  EHAT_GEMM_BLAS,               /* B row-major k×n floats, OpenBLAS */
+  EHAT_GEMM_F32,                /* own AVX-512F kernels, fp32 panels */
+  EHAT_GEMM_F32_AVX2,           /* own AVX2+FMA kernels, the same panels */
+  EHAT_GEMM_BF16,               /* own AVX512-BF16 kernels, bf16 panels */
+  /* convolutions with fewer outputs than a vector (HAT-S's CAB squeeze to
+   * 6 channels, the last 3-channel one): direct, no im2col, vectors along
+   * the input channels; weights [cout][k·k][cinp] */
+  EHAT_GEMM_NARROW_F32,
+  EHAT_GEMM_NARROW_BF16,
+  /* 3×3 convolutions by Winograd F(4×4, 3×3): an EhatWinogradB */
+  EHAT_GEMM_WINOGRAD,
+} EhatGemmKind;
+
 typedef struct
 {
   EhatBackend parent;
@@ -65,10 +81,11 @@ typedef struct
    * [heads][queries][keys] once per call and shared by all windows */
   float *dense_bias;
   gsize dense_bias_len;
-  /* GEMMs: bf16 (precision=bf16 on a CPU with AVX512-BF16), else the own
-   * fp32 kernels (own_gemm: AVX-512F, or AVX2 with FMA), else OpenBLAS;
+  /* GEMMs: bf16 (precision=bf16 on a CPU with AVX512-BF16), else f32_kind:
+   * the own fp32 kernels (AVX-512F, or AVX2 with FMA) or OpenBLAS;
    * own_f32: the AVX-512 kernels (attention, narrow convolutions) */
-  gboolean bf16, own_f32, own_gemm;
+  gboolean bf16, own_f32;
+  EhatGemmKind f32_kind;
   /* per-thread bf16 rows of A (linear layers) */
   guint16 **abuf;
   gsize *abuf_len;
@@ -301,21 +318,6 @@ ehat_shuffle_pixel (const float *src, int cout, int s, float *y, gsize ow,
 }
 
 /* ---- GEMM with pre-packed weights (ehat-cpu-gemm.c) ---- */
-
-typedef enum
-{
-  EHAT_GEMM_BLAS,               /* B row-major k×n floats, OpenBLAS */
-  EHAT_GEMM_F32,                /* own AVX-512F kernels, fp32 panels */
-  EHAT_GEMM_F32_AVX2,           /* own AVX2+FMA kernels, the same panels */
-  EHAT_GEMM_BF16,               /* own AVX512-BF16 kernels, bf16 panels */
-  /* convolutions with fewer outputs than a vector (HAT-S's CAB squeeze to
-   * 6 channels, the last 3-channel one): direct, no im2col, vectors along
-   * the input channels; weights [cout][k·k][cinp] */
-  EHAT_GEMM_NARROW_F32,
-  EHAT_GEMM_NARROW_BF16,
-  /* 3×3 convolutions by Winograd F(4×4, 3×3): an EhatWinogradB */
-  EHAT_GEMM_WINOGRAD,
-} EhatGemmKind;
 
 /* B (k×n, the weights) in the layout of its kernel. */
 typedef struct
