@@ -41,14 +41,9 @@ if [ ${#missing[@]} -gt 0 ]; then
     --no-install-recommends --no-remove "${missing[@]}"
 fi
 
-args=(--cross-file "$cross" -Dgst=disabled -Dcuda=disabled
-  -Dcuda-emu=disabled -Dfuzzing=false)
-if [ -f "$dir/build.ninja" ]; then
-  meson setup --reconfigure "$dir" "${args[@]}" >/dev/null
-else
-  meson setup "$dir" "${args[@]}" >/dev/null
-fi
-ninja -C "$dir" >/dev/null
+. tests/build-dir.sh
+build_dir "$dir" --cross-file "$cross" -Dgst=disabled -Dcuda=disabled \
+  -Dcuda-emu=disabled -Dfuzzing=false
 aarch64-linux-gnu-readelf -h "$dir/ehat-core/ehat" | grep -q AArch64 || {
   echo "run-aarch64: $dir/ehat-core/ehat is not an aarch64 program" >&2
   exit 1

@@ -9,13 +9,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=${PORTABLE_DIR:-build-portable}
-args=(-Dc_args=-DEHAT_NO_CLONES -Dgst=disabled -Dcuda=disabled
-  -Dcuda-emu=disabled -Dfuzzing=false)
-if [ -f "$dir/build.ninja" ]; then
-  meson setup --reconfigure "$dir" "${args[@]}" >/dev/null
-else
-  meson setup "$dir" "${args[@]}" >/dev/null
-fi
-ninja -C "$dir" >/dev/null
+. tests/build-dir.sh
+build_dir "$dir" -Dc_args=-DEHAT_NO_CLONES -Dgst=disabled -Dcuda=disabled \
+  -Dcuda-emu=disabled -Dfuzzing=false
 meson test -C "$dir" --suite unit --no-suite python --print-errorlogs \
   --num-processes 2
