@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # libehat, the ehat CLI and the unit tests cross-built for 64-bit Arm
 # (Raspberry Pi 4/5, Graviton, Ampere, Apple silicon under Linux) and the
-# unit suite run under qemu-user, called from .ci/run.  Unlike tests/run-portable.sh, which
-# builds the portable code for x86, this compiles with the aarch64 GCC
-# (NEON vectors, aarch64 OpenBLAS, no x86 probes) and runs the result, so
-# golden parity is checked on the instruction set those users have.
+# unit suite run under qemu-user, called from .ci/run.  Unlike
+# tests/run-portable.sh, which builds the portable code for x86, this
+# compiles with the aarch64 GCC (NEON vectors, aarch64 OpenBLAS, no x86
+# probes) and runs the result, so golden parity is checked on the
+# instruction set those users have.
 #
 # Installs what it needs (root, Debian 12): the cross compiler, qemu-user
 # and the :arm64 -dev packages (multiarch).  ~2 min on 2 cores once
@@ -26,20 +27,12 @@ cross=tests/cross/aarch64-linux-gnu.ini
 # one (hence also --no-remove below).
 pkgs=(gcc-aarch64-linux-gnu qemu-user libglib2.0-dev:arm64
   libjson-glib-dev:arm64 libpng-dev:arm64 libopenblas-dev:arm64)
-missing=()
-for p in "${pkgs[@]}"; do
-  dpkg-query -W -f '${Status}' "$p" 2>/dev/null | grep -q "ok installed" \
-    || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
+if ! dpkg --print-foreign-architectures | grep -qx arm64; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo=sudo
-  dpkg --print-foreign-architectures | grep -qx arm64 \
-    || $sudo dpkg --add-architecture arm64
-  $sudo apt-get update -q
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q \
-    --no-install-recommends --no-remove "${missing[@]}"
+  $sudo dpkg --add-architecture arm64
 fi
+bash tools/apt-install-missing.sh --no-remove "${pkgs[@]}"
 
 . tests/build-dir.sh
 build_dir "$dir" --cross-file "$cross" -Dgst=disabled -Dcuda=disabled \

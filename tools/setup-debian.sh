@@ -1,9 +1,6 @@
 #!/usr/bin/env bash
 # Installs everything gst-ehatsr needs to build, test and run on Debian 12.
 set -euo pipefail
-export DEBIAN_FRONTEND=noninteractive
-SUDO=""
-[ "$(id -u)" = 0 ] || SUDO=sudo
 pkgs=(
   meson ninja-build pkg-config gcc
   libglib2.0-dev libjson-glib-dev libpng-dev
@@ -21,11 +18,4 @@ pkgs=(
   # independent reader of ehat-remaster's output (mkvmerge -J)
   mkvtoolnix
 )
-missing=()
-for p in "${pkgs[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  $SUDO apt-get update -qq
-  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
+bash "$(dirname "$0")/apt-install-missing.sh" "${pkgs[@]}"
