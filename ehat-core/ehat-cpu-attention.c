@@ -7,20 +7,18 @@
  * the map ever exists), scores get the dense relative-position bias and the
  * shift mask inside the softmax, and the result is scattered back to the
  * token rows it came from. */
-#include "ehat-cpu.h"
+#include "ehat-cpu-attention.h"
 
-
-/* The portable kernel (AVX2 machines, the baseline, other architectures,
- * heads wider than 32), on ehat-cpu.h's vectors of EHAT_VL floats.  Its
- * register blocks (RB rows × 2 vectors: 8 accumulators) fit AVX2's 16
- * registers with the operands beside them; 16-float vectors with 8-row
- * blocks, as it once had, made GCC spill every accumulator and build each
- * broadcast through the stack. */
+/* The portable kernel (x86 without AVX2 or with EHAT_CPU_NO_AVX2, other
+ * architectures, heads wider than 32), on ehat-cpu.h's vectors of EHAT_VL
+ * floats.  Its register blocks (RB rows × 2 vectors: 8 accumulators) fit
+ * AVX2's 16 registers with the operands beside them; 16-float vectors with
+ * 8-row blocks, as it once had, made GCC spill every accumulator and build
+ * each broadcast through the stack. */
 typedef EhatVec vec;
 
 #define VW EHAT_VL              /* floats per vector */
 #define JB (2 * VW)             /* key / value columns per block */
-#define LOG2E 1.44269504088896340736
 #define RB 4                    /* query rows per register block */
 #define loadv ehat_vec_load
 #define storev ehat_vec_store
@@ -126,7 +124,7 @@ attend (const float *q, int d, int nq, int nqp, const float *kT, int nk,
   }
 }
 
-typedef struct
+typedef struct _Scratch
 {
   float *q, *kT, *v, *S, *o;
   gsize *qpos;                  /* row index of each query token */
@@ -221,7 +219,7 @@ expand_heads (gpointer data, gsize begin, gsize end, int thread)
 }
 
 /* [L][heads] table → [heads][nq][nk], reused across the backend's calls. */
-/* ×mul: log2(e) for the AVX-512 path, which works in powers of 2. */
+/* ×mul: log2(e) for the x86 kernels, which work in powers of 2. */
 static const float *
 expand_bias (EhatBackend *be, const float *table, const gint32 *index,
     int heads, int nq, int nk, float mul)
@@ -232,7 +230,8 @@ expand_bias (EhatBackend *be, const float *table, const gint32 *index,
 
   if (cpu->dense_bias_len < n) {
     g_free (cpu->dense_bias);
-    cpu->dense_bias = g_new (float, n);
+    /* + 16: the AVX2 kernel loads whole vectors of a row's last keys */
+    cpu->dense_bias = g_new0 (float, n + 16);
     cpu->dense_bias_len = n;
   }
   j = (BiasJob) { table, index, cpu->dense_bias, heads, (gsize) nq * nk,
@@ -248,32 +247,6 @@ region (int p, int size, int ws, int shift)
 {
   return p < size - ws ? 0 : (p < size - shift ? 1 : 2);
 }
-
-/* One attention call: tasks are (image, window, head), each thread with
- * its own scratch. */
-typedef struct
-{
-  const float *qkv, *bias;
-  float *out;
-  Scratch *scratch;             /* per thread */
-  int h, w, c, heads, ws, wse, shift, d, dp, nq, nk, nkp, nwx, nwy;
-  gboolean overlap;
-  float scale;
-  /* AVX-512 path (attn_fast): heads per task, bf16 products */
-  gboolean fast, bf16;
-  int task_heads;
-  /* Toeplitz bias (fast path): the bias of query i and key j = (yj, xj)
-   * of a kw-wide key window is etab[hd·elen + qa[i] + yj·brow + xj] */
-  gboolean toeplitz;
-  float *etab;
-  gint32 *qa;
-  int kw, brow, elen;
-  /* per vector of 16 keys: offsets of its first and (when it straddles
-   * two rows of keys) second row run, their lanes, its valid lanes */
-  gint32 *voff, *voff2;
-  guint16 *vm1, *vm2;
-  struct _Fast *fast_scratch;   /* per thread */
-} AttnJob;
 
 static void
 attn_tasks (gpointer data, gsize begin, gsize end, int thread)
@@ -331,30 +304,6 @@ attn_tasks (gpointer data, gsize begin, gsize end, int thread)
  * output rows. */
 #ifdef EHAT_X86_KERNELS
 #include <immintrin.h>
-
-#define ARB 8
-
-typedef struct _Fast
-{
-  gsize *qpos, *kpos;
-  gint8 *reg;                   /* region of each token, nkp + 64 entries */
-  /* q row-major: [nq][d] (fp32) or [nq][d/2] pairs (bf16) */
-  float *q, *kT, *v;            /* fp32 */
-  guint32 *qw;                  /* bf16 pairs */
-  guint32 *kw;                  /* bf16 pairs [dpairs][nkp] */
-  guint32 *vw;                  /* bf16 pairs [nkp/2][dv] */
-  float *S;                     /* [ARB][nkp] scores, then fp32 P */
-  guint16 *P;                   /* [ARB][nkp] bf16 P */
-  float rmax[ARB][16];          /* running row maxima of S (lanes) */
-  /* q, k, v of every head of the task, gathered in one pass over the
-   * window's qkv rows (each head's slot: the layouts above); q/kT/v or
-   * qw/kw/vw point at the current head's */
-  float *q_all, *kT_all, *v_all;
-  guint32 *qw_all, *kw_all, *vw_all;
-  gsize qsz, ksz, vsz;
-  int nkp, dv, dq2, dpairs;
-  gboolean mask;                /* the window has keys of several regions */
-} Fast;
 
 static void
 attn_fast_init (AttnJob *j, int n_threads)
@@ -448,8 +397,6 @@ exp2_16 (__m512 x, gboolean coarse)
   return _mm512_scalef_ps (p, n);
 }
 
-static const float zero_row[64] __attribute__ ((aligned (64)));
-
 /* Lanes [0, min(d, 16)) of a row: a plain load when all 16 are there. */
 EHAT_T_F32 EHAT_INLINE __m512
 load_head (const float *p, int d)
@@ -472,48 +419,6 @@ load_tail (const float *p, int d)
     return _mm512_zextps256_ps512 (_mm256_maskz_loadu_ps ((__mmask8)
             lanes (d - 16), p));
   return _mm512_maskz_loadu_ps (lanes (d - 16), p);
-}
-
-/* Rows of head hd: q (query t), k and v (key t; the zero row for OCAB's
- * padding). */
-static inline const float *
-q_row (const AttnJob *j, const Fast *f, int t, int hd)
-{
-  return j->qkv + f->qpos[t] * 3 * (gsize) j->c + (gsize) hd * j->d;
-}
-
-static inline const float *
-k_row (const AttnJob *j, const Fast *f, int t, int hd)
-{
-  if (t >= j->nk || f->kpos[t] == G_MAXSIZE)
-    return zero_row;
-  return j->qkv + f->kpos[t] * 3 * (gsize) j->c + j->c + (gsize) hd * j->d;
-}
-
-static inline const float *
-v_row (const AttnJob *j, const Fast *f, int t, int hd)
-{
-  if (t >= j->nk || f->kpos[t] == G_MAXSIZE)
-    return zero_row;
-  return j->qkv + f->kpos[t] * 3 * (gsize) j->c + 2 * (gsize) j->c
-      + (gsize) hd * j->d;
-}
-
-/* The part (q, k or v: c floats) of token t's qkv row, from L3 into L1
- * ahead of its use: the gathers read every row in three passes of a
- * third each, which the hardware prefetchers do not follow. */
-#define PF 4
-
-static inline void
-prefetch_part (const AttnJob *j, const gsize *pos, int t, int n, int part)
-{
-  const char *p;
-  if (t >= n || pos[t] == G_MAXSIZE)
-    return;
-  p = (const char *) (j->qkv + pos[t] * 3 * (gsize) j->c + part
-      * (gsize) j->c);
-  for (gsize off = 0; off < (gsize) j->c * sizeof (float); off += 64)
-    _mm_prefetch (p + off, _MM_HINT_T0);
 }
 
 /* r[e] lane i ← r[i] lane e: 16 rows of 16 dwords transposed in registers
@@ -1057,6 +962,8 @@ attn_fast_tasks (gpointer data, gsize begin, gsize end, int thread)
       f->mask |= f->reg[t] != f->reg[0];
     if (j->bf16)
       gather_bf16 (j, f, h0, j->task_heads);
+    else if (j->avx2)
+      ehat_cpu_attn_gather_avx2 (j, f, h0, j->task_heads);
     else
       gather_f32 (j, f, h0, j->task_heads);
     for (int hd = h0; hd < h0 + j->task_heads; hd++) {
@@ -1064,6 +971,8 @@ attn_fast_tasks (gpointer data, gsize begin, gsize end, int thread)
           : j->bias + (gsize) hd * j->nq * j->nk;
       if (j->bf16)
         head_bf16 (j, f, hd, hd - h0, bias);
+      else if (j->avx2)
+        ehat_cpu_attn_head_avx2 (j, f, hd, hd - h0, bias);
       else
         head_f32 (j, f, hd, hd - h0, bias);
     }
@@ -1071,15 +980,22 @@ attn_fast_tasks (gpointer data, gsize begin, gsize end, int thread)
 }
 #endif /* EHAT_X86_KERNELS */
 
-/* Heads of a head dimension up to 32 run on the AVX-512 kernels. */
-static gboolean
-use_fast (EhatBackend *be, int d)
+/* Heads of a head dimension up to 32 run on the x86 kernels: 16 keys a
+ * vector on AVX-512, 8 on AVX2 (the CPUs whose GEMMs are the AVX2 ones);
+ * 0 where the portable kernel runs. */
+static int
+fast_width (EhatBackend *be, int d)
 {
 #ifdef EHAT_X86_KERNELS
-  return ((EhatCpuBackend *) be)->own_f32 && d <= 32;
-#else
-  return FALSE;
+  EhatCpuBackend *cpu = (EhatCpuBackend *) be;
+  if (d > 32)
+    return 0;
+  if (cpu->own_f32)
+    return 16;
+  if (cpu->f32_kind == EHAT_GEMM_F32_AVX2)
+    return 8;
 #endif
+  return 0;
 }
 
 #ifdef EHAT_X86_KERNELS
@@ -1096,14 +1012,15 @@ run_attention (EhatBackend *be, AttnJob *j, gsize n_images)
   gsize tasks = n_images * j->nwy * j->nwx * j->heads;
 
 #ifdef EHAT_X86_KERNELS
-  /* Heads of a head dimension up to 32 on the AVX-512 kernels.  A task is
+  /* Heads of a head dimension up to 32 on the x86 kernels.  A task is
    * a window with all its heads (its qkv rows come from L3 once; going
    * head-major instead, to keep a head's bias in L2, measured slower), or
    * one head of it when windows are too few to keep the threads busy. */
-  if (use_fast (be, j->d)) {
+  if (fast_width (be, j->d)) {
     gsize windows = n_images * j->nwy * j->nwx;
     j->fast = TRUE;
     j->bf16 = cpu->bf16;
+    j->avx2 = fast_width (be, j->d) == 8;
     j->task_heads = windows >= 4 * (gsize) cpu->n_threads ? j->heads : 1;
     attn_fast_init (j, cpu->n_threads);
     ehat_pool_parallel_for (cpu->pool, windows * (j->heads / j->task_heads),
@@ -1132,7 +1049,7 @@ run_attention (EhatBackend *be, AttnJob *j, gsize n_images)
  * Built only when the index the network passes is exactly that (checked
  * entry by entry); the dense table otherwise. */
 static gboolean
-toeplitz_bias (AttnJob *j, const float *table, const gint32 *index)
+toeplitz_bias (AttnJob *j, const float *table, const gint32 *index, int vw)
 {
   int ws = j->ws, nq = j->nq, nk = j->nk, heads = j->heads;
   int kw = j->overlap ? j->wse : ws;
@@ -1140,9 +1057,9 @@ toeplitz_bias (AttnJob *j, const float *table, const gint32 *index)
   int elen = j->overlap ? 2 * len : len;
   gint32 *qa;
 
-  /* a vector of 16 keys must span at most two rows of keys */
-  for (int jj = 0; jj < nk; jj += 16)
-    if (MIN (16, nk - jj) - (kw - jj % kw) > kw)
+  /* a vector of vw keys must span at most two rows of keys */
+  for (int jj = 0; jj < nk; jj += vw)
+    if (MIN (vw, nk - jj) - (kw - jj % kw) > kw)
       return FALSE;
   qa = g_new (gint32, nq);
   for (int i = 0; i < nq; i++) {
@@ -1168,7 +1085,8 @@ toeplitz_bias (AttnJob *j, const float *table, const gint32 *index)
         }
       }
   }
-  j->etab = g_new (float, (gsize) heads * elen);
+  /* + 16: AVX2 loads whole vectors; lanes past the table are not used */
+  j->etab = g_new0 (float, (gsize) heads * elen + 16);
   for (int hd = 0; hd < heads; hd++)
     for (int k = 0; k < elen; k++) {
       int t = j->overlap ? (k - len) % len : len - 1 - k;
@@ -1183,14 +1101,14 @@ toeplitz_bias (AttnJob *j, const float *table, const gint32 *index)
   j->elen = elen;
   j->toeplitz = TRUE;
   {
-    int nvec = (nk + 15) / 16 + 3;
+    int nvec = (nk + vw - 1) / vw + 3;
     j->voff = g_new0 (gint32, nvec);
     j->voff2 = g_new0 (gint32, nvec);
     j->vm1 = g_new0 (guint16, nvec);
     j->vm2 = g_new0 (guint16, nvec);
-    for (int v = 0; v * 16 < nk; v++) {
-      int jj = 16 * v, yj = jj / kw, xj = jj % kw;
-      int run = MIN (16, kw - xj), valid = MIN (16, nk - jj);
+    for (int v = 0; v * vw < nk; v++) {
+      int jj = vw * v, yj = jj / kw, xj = jj % kw;
+      int run = MIN (vw, kw - xj), valid = MIN (vw, nk - jj);
       j->voff[v] = yj * side + xj;
       j->vm1[v] = (guint16) ((1u << MIN (run, valid)) - 1);
       if (run < valid) {
@@ -1217,10 +1135,12 @@ static void
 set_bias (EhatBackend *be, AttnJob *j, const float *table,
     const gint32 *index)
 {
-  if (use_fast (be, j->d) && toeplitz_bias (j, table, index))
+  int vw = fast_width (be, j->d);
+
+  if (vw && toeplitz_bias (j, table, index, vw))
     return;
   j->bias = expand_bias (be, table, index, j->heads, j->nq, j->nk,
-      use_fast (be, j->d) ? (float) LOG2E : 1.0f);
+      vw ? (float) LOG2E : 1.0f);
 }
 
 void

@@ -16,8 +16,15 @@ G_BEGIN_DECLS
  * everywhere and still uses the machine's vector units. */
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) \
     && !defined(EHAT_NO_CLONES)
+#ifdef EHAT_NO_V4_CLONES
+/* benchmarks only: the clones an AVX2 CPU runs, on an AVX-512 machine
+ * (with EHAT_CPU_NO_AVX512=1 for the hand-written kernels) */
+#define EHAT_CLONES \
+  __attribute__ ((target_clones ("arch=x86-64-v3", "default")))
+#else
 #define EHAT_CLONES \
   __attribute__ ((target_clones ("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#endif
 #define EHAT_HAVE_CLONES 1
 #else
 #define EHAT_CLONES
