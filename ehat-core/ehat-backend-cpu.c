@@ -199,11 +199,14 @@ cpu_upload_conv (EhatBackend *be, const float *w, int cout, int cin, int k,
     memcpy (p, &wb, sizeof wb);
     return (float *) p;
   }
-  if (CPU (be)->own_f32 && cout <= EHAT_NARROW_MAX) {
+  if ((CPU (be)->own_f32 || CPU (be)->f32_kind == EHAT_GEMM_F32_AVX2)
+      && cout <= EHAT_NARROW_MAX) {
     /* bf16 as for the wide ones, but the last convolution (3 channels:
      * the image itself) stays fp32 */
-    ehat_gemm_layout_narrow (&b, CPU (be)->bf16 && kc >= 32 && cout > 3, k,
-        cin, cout);
+    EhatGemmKind kind = !CPU (be)->own_f32 ? EHAT_GEMM_NARROW_F32_AVX2
+        : CPU (be)->bf16 && kc >= 32 && cout > 3 ? EHAT_GEMM_NARROW_BF16
+        : EHAT_GEMM_NARROW_F32;
+    ehat_gemm_layout_narrow (&b, kind, k, cin, cout);
     if (!(p = pack_alloc (be, ehat_gemm_data_bytes (&b), error)))
       return NULL;
     ehat_gemm_pack_narrow (&b, p + PACK_HEADER, w);
@@ -432,7 +435,8 @@ conv_bands (gpointer data, gsize begin, gsize end, int thread)
       .res = ri ? ri + (gsize) y0 * w * cw->cout : NULL, .alpha = j->alpha
     };
 
-    if (j->b->kind == EHAT_GEMM_NARROW_F32) {
+    if (j->b->kind == EHAT_GEMM_NARROW_F32
+        || j->b->kind == EHAT_GEMM_NARROW_F32_AVX2) {
       ehat_conv_narrow (j->b, xi, h, w, y0, y1, dst, &e);
     } else if (j->b->kind == EHAT_GEMM_NARROW_BF16) {
       ehat_conv_narrow (j->b, j->xb + i * h * w * ehat_narrow_x_stride (j->b),
@@ -551,8 +555,7 @@ cpu_conv_gemm (EhatBackend *be, const EhatConvW *cw, const float *x, int n,
   EhatCpuBackend *cpu = CPU (be);
   int nt = cpu->n_threads;
   const EhatGemmB *b = (const EhatGemmB *) cw->w;
-  gboolean narrow = b->kind == EHAT_GEMM_NARROW_F32
-      || b->kind == EHAT_GEMM_NARROW_BF16;
+  gboolean narrow = ehat_gemm_is_narrow (b);
   gsize kc = (gsize) cw->k * cw->k * cw->cin;
   gsize fit = MAX (BAND_FLOATS / (kc * w), 1);
   /* Bands of rows whose column buffer fits BAND_FLOATS, as many as a

@@ -68,6 +68,7 @@ typedef enum
    * 6 channels, the last 3-channel one): direct, no im2col, vectors along
    * the input channels; weights [cout][k·k][cinp] */
   EHAT_GEMM_NARROW_F32,
+  EHAT_GEMM_NARROW_F32_AVX2,    /* the same weights, AVX2 + FMA kernels */
   EHAT_GEMM_NARROW_BF16,
   /* 3×3 convolutions by Winograd F(4×4, 3×3): an EhatWinogradB */
   EHAT_GEMM_WINOGRAD,
@@ -373,8 +374,14 @@ void ehat_gemm_pack (EhatGemmB *b, void *data, const float *src, gsize sk,
  * (rows of cin floats, or of ehat_narrow_x_stride() bf16 for the bf16
  * kind) into c (rows of cout; e->res rows of cout at the same pixels). */
 #define EHAT_NARROW_MAX 8
-void ehat_gemm_layout_narrow (EhatGemmB *b, gboolean bf16, int k, int cin,
-    int cout);
+static inline gboolean
+ehat_gemm_is_narrow (const EhatGemmB *b)
+{
+  return b->kind == EHAT_GEMM_NARROW_F32 || b->kind == EHAT_GEMM_NARROW_F32_AVX2
+      || b->kind == EHAT_GEMM_NARROW_BF16;
+}
+void ehat_gemm_layout_narrow (EhatGemmB *b, EhatGemmKind kind, int k,
+    int cin, int cout);
 void ehat_gemm_pack_narrow (EhatGemmB *b, void *data, const float *w);
 int ehat_narrow_x_stride (const EhatGemmB *b);
 void ehat_conv_narrow (const EhatGemmB *b, const void *x, int h, int w,

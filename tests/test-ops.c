@@ -75,6 +75,11 @@ check_conv (EhatBackend *b, gboolean wino)
     /* n, h, w, cin, cout */
     {1, 5, 7, 3, 9}, {2, 8, 3, 13, 4}, {1, 1, 1, 5, 6}, {3, 9, 11, 6, 16},
     {1, 33, 2, 64, 12},
+    /* the direct narrow kernels (up to 8 out): the last convolution's 3
+     * (over 64 channels, and a tail of channels), 1 and 8 out, rows that
+     * are not multiples of their pixel blocks */
+    {1, 6, 10, 64, 3}, {2, 5, 9, 20, 3}, {1, 3, 11, 9, 1}, {1, 4, 5, 12, 8},
+    {1, 2, 9, 7, 2}, {1, 3, 7, 10, 5}, {1, 2, 5, 16, 7},
     /* Winograd's: 16 channels and more in, more than 8 out, sizes that
      * are not multiples of its 4×4 tiles, a 1×1 image, shuffles of 2 and
      * 3 (outputs 24 and 36) */
@@ -151,7 +156,8 @@ check_conv (EhatBackend *b, gboolean wino)
       err = assert_close (y, ref, outs, is_wino ? 6e-6 * scale
           : MAX (2e-5, 1.5e-6 * scale));
       g_test_message ("%s %dx%dx%d %d->%d shuffle %d: max error %.2g of %.3g",
-          is_wino ? "winograd" : "im2col", n, h, w, cin, cout, shuffle, err,
+          is_wino ? "winograd" : ehat_gemm_is_narrow ((const EhatGemmB *)
+              cw.w) ? "direct" : "im2col", n, h, w, cin, cout, shuffle, err,
           scale);
       b->ops->free (b, cw.w);
       g_free (cw.b);
