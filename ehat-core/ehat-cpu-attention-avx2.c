@@ -22,13 +22,7 @@
  * registers */
 #define RB2 6
 
-/* lanes [0, n) */
-T EHAT_INLINE __m256i
-mask8 (int n)
-{
-  return _mm256_cmpgt_epi32 (_mm256_set1_epi32 (n),
-      _mm256_setr_epi32 (0, 1, 2, 3, 4, 5, 6, 7));
-}
+#define mask8 ehat_mask8
 
 /* 8 floats from p, lanes [n, 8) zero and not read (n ≥ 1) */
 T EHAT_INLINE __m256
@@ -63,23 +57,13 @@ store8_n (float *p, __m256 x, int n)
     _mm_store_ss (p, h);
 }
 
-/* every lane: the maximum / sum of x's lanes */
+/* every lane: the maximum of x's lanes */
 T EHAT_INLINE __m256
 hmax8 (__m256 x)
 {
   x = _mm256_max_ps (x, _mm256_permute2f128_ps (x, x, 1));
   x = _mm256_max_ps (x, _mm256_shuffle_ps (x, x, 0x4e));
   return _mm256_max_ps (x, _mm256_shuffle_ps (x, x, 0xb1));
-}
-
-T EHAT_INLINE float
-hsum8 (__m256 x)
-{
-  __m128 s = _mm_add_ps (_mm256_castps256_ps128 (x),
-      _mm256_extractf128_ps (x, 1));
-  s = _mm_add_ps (s, _mm_movehl_ps (s, s));
-  s = _mm_add_ss (s, _mm_movehdup_ps (s));
-  return _mm_cvtss_f32 (s);
 }
 
 /* 2^x for x ≤ 0: exp2_16's degree-5 polynomial (relative error 2.3e-7)
@@ -319,7 +303,7 @@ softmax_rows (Fast *f, int nk, int rows, float *inv)
       sum = _mm256_add_ps (sum, x);
       _mm256_storeu_ps (s + j0, x);
     }
-    inv[r] = 1.0f / hsum8 (sum);
+    inv[r] = 1.0f / ehat_hsum8 (sum);
   }
 }
 

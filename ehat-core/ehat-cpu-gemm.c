@@ -448,13 +448,7 @@ gemm_f32_block (const EhatGemmB *b, const float *a, gsize lda, int m,
 #define MR2 6
 #define T_AVX2 EHAT_T_AVX2
 
-/* lanes [0, n) of a vector, for vmaskmovps */
-T_AVX2 INLINE __m256i
-mask8 (int n)
-{
-  return _mm256_cmpgt_epi32 (_mm256_set1_epi32 (n),
-      _mm256_setr_epi32 (0, 1, 2, 3, 4, 5, 6, 7));
-}
+#define mask8 ehat_mask8
 
 /* ehat-cpu.h's GELU on a ymm: one EhatVec, or two where it has 4 lanes
  * (builds without clones, e.g. clang's) */
@@ -845,16 +839,6 @@ NARROW_CASES (NARROW_FN)
  * fit AVX2's 16 registers.  (HAT-S's 144 → 6: one pixel at a time took
  * 2.7 % of its run, two pixels, which spill, 3.6 %, and im2col with the
  * GEMM 3.5 %.) */
-T_AVX2 INLINE float
-hsum8 (__m256 x)
-{
-  __m128 s = _mm_add_ps (_mm256_castps256_ps128 (x),
-      _mm256_extractf128_ps (x, 1));
-  s = _mm_add_ps (s, _mm_movehl_ps (s, s));
-  s = _mm_add_ss (s, _mm_movehdup_ps (s));
-  return _mm_cvtss_f32 (s);
-}
-
 T_AVX2 INLINE void
 narrow_epilogue_avx2 (__m256 acc[8][8], int NN, int RR, int rows,
     float *c, const EhatGemmEpi *e)
@@ -867,7 +851,7 @@ narrow_epilogue_avx2 (__m256 acc[8][8], int NN, int RR, int rows,
   for (int r = 0; r < RR; r++)
 #pragma GCC unroll 8
     for (int n = 0; n < NN; n++) {
-      sum[r * NN + n] = hsum8 (acc[r][n]);
+      sum[r * NN + n] = ehat_hsum8 (acc[r][n]);
       bias[r * NN + n] = e->bias[n];
     }
   for (int i0 = 0; i0 < total; i0 += 8) {

@@ -55,6 +55,25 @@ ehat_dpbf16_bcast (__m512 acc, __m512bh a, const void *p)
       : "+v" (acc) : "v" (a), "m" (*(const guint32 *) p));
   return acc;
 }
+
+/* AVX2: lanes [0, n) of a vector (for vmaskmovps, blends), and the sum
+ * of a vector's lanes */
+EHAT_T_AVX2 EHAT_INLINE __m256i
+ehat_mask8 (int n)
+{
+  return _mm256_cmpgt_epi32 (_mm256_set1_epi32 (n),
+      _mm256_setr_epi32 (0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+EHAT_T_AVX2 EHAT_INLINE float
+ehat_hsum8 (__m256 x)
+{
+  __m128 s = _mm_add_ps (_mm256_castps256_ps128 (x),
+      _mm256_extractf128_ps (x, 1));
+  s = _mm_add_ps (s, _mm_movehl_ps (s, s));
+  s = _mm_add_ss (s, _mm_movehdup_ps (s));
+  return _mm_cvtss_f32 (s);
+}
 #endif
 
 /* The GEMMs of ehat-cpu-gemm.c, by the layout of their weights. */
