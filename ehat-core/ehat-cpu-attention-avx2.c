@@ -31,32 +31,6 @@ load8_z (const float *p, int n)
   return n >= 8 ? _mm256_loadu_ps (p) : _mm256_maskload_ps (p, mask8 (n));
 }
 
-/* Lanes [0, n) of x to p, without vmaskmovps (a slow store on AMD). */
-T EHAT_INLINE void
-store8_n (float *p, __m256 x, int n)
-{
-  __m128 h = _mm256_castps256_ps128 (x);
-
-  if (n >= 8) {
-    _mm256_storeu_ps (p, x);
-    return;
-  }
-  if (n >= 4) {
-    _mm_storeu_ps (p, h);
-    h = _mm256_extractf128_ps (x, 1);
-    p += 4;
-    n -= 4;
-  }
-  if (n >= 2) {
-    _mm_storel_pi ((__m64 *) p, h);
-    h = _mm_movehl_ps (h, h);
-    p += 2;
-    n -= 2;
-  }
-  if (n)
-    _mm_store_ss (p, h);
-}
-
 /* every lane: the maximum of x's lanes */
 T EHAT_INLINE __m256
 hmax8 (__m256 x)
@@ -66,9 +40,9 @@ hmax8 (__m256 x)
   return _mm256_max_ps (x, _mm256_shuffle_ps (x, x, 0xb1));
 }
 
-/* 2^x for x ≤ 0: exp2_16's degree-5 polynomial (relative error 2.3e-7)
- * on 2^f, |f| ≤ ½, times 2ⁿ built in the exponent field (AVX2 has no
- * vscalefps); x ≤ −127 gives 0. */
+/* 2^x for x ≤ 0: exp2_poly (relative error 2.3e-7) on 2^f, |f| ≤ ½,
+ * times 2ⁿ built in the exponent field (AVX2 has no vscalefps); x ≤ −127
+ * gives 0. */
 T EHAT_INLINE __m256
 exp2_8 (__m256 x)
 {
@@ -78,12 +52,10 @@ exp2_8 (__m256 x)
   x = _mm256_max_ps (x, _mm256_set1_ps (-127.0f));
   n = _mm256_round_ps (x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   f = _mm256_sub_ps (x, n);
-  p = _mm256_set1_ps (1.327646431e-03f);
-  p = _mm256_fmadd_ps (p, f, _mm256_set1_ps (9.675540961e-03f));
-  p = _mm256_fmadd_ps (p, f, _mm256_set1_ps (5.550713465e-02f));
-  p = _mm256_fmadd_ps (p, f, _mm256_set1_ps (2.402212024e-01f));
-  p = _mm256_fmadd_ps (p, f, _mm256_set1_ps (6.931469440e-01f));
-  p = _mm256_fmadd_ps (p, f, _mm256_set1_ps (1.000000119e+00f));
+  p = _mm256_set1_ps (exp2_poly[0]);
+#pragma GCC unroll 5
+  for (int i = 1; i < 6; i++)
+    p = _mm256_fmadd_ps (p, f, _mm256_set1_ps (exp2_poly[i]));
   e = _mm256_slli_epi32 (_mm256_add_epi32 (_mm256_cvtps_epi32 (n),
           _mm256_set1_epi32 (127)), 23);
   return _mm256_mul_ps (p, _mm256_castsi256_ps (e));
@@ -143,7 +115,7 @@ ehat_cpu_attn_gather_avx2 (const AttnJob *j, Fast *f, int h0, int nh)
       /* rows are d apart: a tail's whole-vector store would overwrite
        * the next row, or the next head's first */
       for (int e = 0; e < d; e += 8)
-        store8_n (dst + e, _mm256_mul_ps (sc, load8_z (row + e, d - e)),
+        ehat_store8_n (dst + e, _mm256_mul_ps (sc, load8_z (row + e, d - e)),
             d - e);
     }
   }
@@ -340,9 +312,9 @@ pv_tile (int nv, const AttnJob *j, const Fast *f, int i0, int rows, int c0,
     float *o = j->out + f->qpos[i0 + r] * (gsize) j->c + (gsize) hd * j->d
         + c0;
     __m256 sc = _mm256_set1_ps (inv[r]);
-    store8_n (o, _mm256_mul_ps (acc[r][0], sc), n);
+    ehat_store8_n (o, _mm256_mul_ps (acc[r][0], sc), n);
     if (nv > 1)
-      store8_n (o + 8, _mm256_mul_ps (acc[r][1], sc), n - 8);
+      ehat_store8_n (o + 8, _mm256_mul_ps (acc[r][1], sc), n - 8);
   }
 }
 

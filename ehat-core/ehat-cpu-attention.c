@@ -387,12 +387,10 @@ exp2_16 (__m512 x, gboolean coarse)
     p = _mm512_fmadd_ps (p, f, _mm512_set1_ps (6.932610273e-01f));
     p = _mm512_fmadd_ps (p, f, _mm512_set1_ps (9.999280572e-01f));
   } else {
-    p = _mm512_set1_ps (1.327646431e-03f);
-    p = _mm512_fmadd_ps (p, f, _mm512_set1_ps (9.675540961e-03f));
-    p = _mm512_fmadd_ps (p, f, _mm512_set1_ps (5.550713465e-02f));
-    p = _mm512_fmadd_ps (p, f, _mm512_set1_ps (2.402212024e-01f));
-    p = _mm512_fmadd_ps (p, f, _mm512_set1_ps (6.931469440e-01f));
-    p = _mm512_fmadd_ps (p, f, _mm512_set1_ps (1.000000119e+00f));
+    p = _mm512_set1_ps (exp2_poly[0]);
+#pragma GCC unroll 5
+    for (int i = 1; i < 6; i++)
+      p = _mm512_fmadd_ps (p, f, _mm512_set1_ps (exp2_poly[i]));
   }
   return _mm512_scalef_ps (p, n);
 }

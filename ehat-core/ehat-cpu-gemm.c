@@ -844,7 +844,6 @@ narrow_epilogue_avx2 (__m256 acc[8][8], int NN, int RR, int rows,
     float *c, const EhatGemmEpi *e)
 {
   float sum[64], bias[64];
-  float out[8] __attribute__ ((aligned (32)));
   int total = rows * NN;
 
 #pragma GCC unroll 8
@@ -862,13 +861,7 @@ narrow_epilogue_avx2 (__m256 acc[8][8], int NN, int RR, int rows,
     if (e->res)
       x = _mm256_fmadd_ps (_mm256_set1_ps (e->alpha), load8_n (e->res + i0,
               nc, m), x);
-    /* tails through memory: vmaskmovps stores are slow on AMD */
-    if (nc == 8) {
-      _mm256_storeu_ps (c + i0, x);
-    } else {
-      _mm256_store_ps (out, x);
-      memcpy (c + i0, out, nc * sizeof (float));
-    }
+    ehat_store8_n (c + i0, x, nc);
   }
 }
 

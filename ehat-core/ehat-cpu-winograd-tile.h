@@ -32,8 +32,8 @@ TILE (store_vec) (float *p, vf v, int nc, float *restrict pad)
 
 /* Input TILE (pixel) (sy, sx), channels c0.., zero outside the image. */
 TILE_INLINE vf
-TILE (pixel) (const float *x, int h, int w, int cin, int sy, int sx, int c0, int nc,
-    float *restrict pad)
+TILE (pixel) (const float *x, int h, int w, int cin, int sy, int sx, int c0,
+    int nc, float *restrict pad)
 {
   if (sy < 0 || sy >= h || sx < 0 || sx >= w)
     return (vf) { 0 };
@@ -44,8 +44,8 @@ TILE (pixel) (const float *x, int h, int w, int cin, int sy, int sx, int c0, int
  * based) into v: 36 rows of cin, one per product.  work: WORK_FLOATS
  * of scratch (36 vectors, a pad). */
 TILE_FN void
-TILE (input_tile) (const float *restrict x, int h, int w, int cin, int y0, int x0,
-    float *restrict v, float *restrict work)
+TILE (input_tile) (const float *restrict x, int h, int w, int cin, int y0,
+    int x0, float *restrict v, float *restrict work)
 {
   vf *restrict t = (vf *) work;
   float *restrict pad = work + 36 * VL;
@@ -158,7 +158,8 @@ TILE (finish) (const OutArgs *o, vf v, vf bias, int oy0, int ox0, int i, int j,
   if (o->shuffle == 1)
     TILE (store_vec) (y + p * cout + c0, v, nc, pad);
   else if (o->shuffle == 2)
-    TILE (store_shuffled2) (y, o->w, cout / 4, oy0 + i, ox0 + j, c0, v, nc, pad);
+    TILE (store_shuffled2) (y, o->w, cout / 4, oy0 + i, ox0 + j, c0, v, nc,
+        pad);
   else
     TILE (store_vec) (blk + (i * 4 + j) * cout + c0, v, nc, pad);
 }

@@ -217,36 +217,26 @@ ehat_winograd_conv (const EhatWinogradB *wb, const float *x, int h, int w,
   EhatGemmEpi none = { 0 };
   EhatGemmB s;
 
-#ifdef EHAT_X86_KERNELS
-  gboolean avx2 = wb->gemm == EHAT_GEMM_F32_AVX2;
-#endif
+  __typeof__ (input_tile_wide) *input_tile = input_tile_wide;
+  __typeof__ (output_tile_wide) *output_tile = output_tile_wide;
 
-  g_assert (nt > 0 && nt <= strip);
-  for (int t = 0; t < nt; t++) {
-    float *vt = v + (gsize) t * 36 * cin;
-    int y0 = ty * 4 - 1, x0 = (tx0 + t) * 4 - 1;
 #ifdef EHAT_X86_KERNELS
-    if (avx2) {
-      input_tile_avx2 (x, h, w, cin, y0, x0, vt, work);
-      continue;
-    }
-#endif
-    input_tile_wide (x, h, w, cin, y0, x0, vt, work);
+  if (wb->gemm == EHAT_GEMM_F32_AVX2) {
+    input_tile = input_tile_avx2;
+    output_tile = output_tile_avx2;
   }
+#endif
+  g_assert (nt > 0 && nt <= strip);
+  for (int t = 0; t < nt; t++)
+    input_tile (x, h, w, cin, ty * 4 - 1, (tx0 + t) * 4 - 1,
+        v + (gsize) t * 36 * cin, work);
   ehat_gemm_layout (&s, wb->gemm, cin, cout);
   for (int k = 0; k < 36; k++) {
     s.data = (char *) wb->b.data + k * wb->stride;
     ehat_gemm (&s, v + k * cin, 36 * cin, nt, m + k * cout, 36 * cout,
         &none, NULL, NULL);
   }
-  for (int t = 0; t < nt; t++) {
-    const float *mt = m + (gsize) t * 36 * cout;
-#ifdef EHAT_X86_KERNELS
-    if (avx2) {
-      output_tile_avx2 (mt, &o, ty * 4, (tx0 + t) * 4, y, blk, work);
-      continue;
-    }
-#endif
-    output_tile_wide (mt, &o, ty * 4, (tx0 + t) * 4, y, blk, work);
-  }
+  for (int t = 0; t < nt; t++)
+    output_tile (m + (gsize) t * 36 * cout, &o, ty * 4, (tx0 + t) * 4, y,
+        blk, work);
 }

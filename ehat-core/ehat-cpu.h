@@ -74,6 +74,32 @@ ehat_hsum8 (__m256 x)
   s = _mm_add_ss (s, _mm_movehdup_ps (s));
   return _mm_cvtss_f32 (s);
 }
+
+/* Lanes [0, n) of x to p, without vmaskmovps (a slow store on AMD). */
+EHAT_T_AVX2 EHAT_INLINE void
+ehat_store8_n (float *p, __m256 x, int n)
+{
+  __m128 h = _mm256_castps256_ps128 (x);
+
+  if (n >= 8) {
+    _mm256_storeu_ps (p, x);
+    return;
+  }
+  if (n >= 4) {
+    _mm_storeu_ps (p, h);
+    h = _mm256_extractf128_ps (x, 1);
+    p += 4;
+    n -= 4;
+  }
+  if (n >= 2) {
+    _mm_storel_pi ((__m64 *) p, h);
+    h = _mm_movehl_ps (h, h);
+    p += 2;
+    n -= 2;
+  }
+  if (n)
+    _mm_store_ss (p, h);
+}
 #endif
 
 /* The GEMMs of ehat-cpu-gemm.c, by the layout of their weights. */
