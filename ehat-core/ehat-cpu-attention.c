@@ -960,7 +960,7 @@ attn_fast_tasks (gpointer data, gsize begin, gsize end, int thread)
       f->mask |= f->reg[t] != f->reg[0];
     if (j->bf16)
       gather_bf16 (j, f, h0, j->task_heads);
-    else if (j->avx2)
+    else if (j->vw == 8)
       ehat_cpu_attn_gather_avx2 (j, f, h0, j->task_heads);
     else
       gather_f32 (j, f, h0, j->task_heads);
@@ -969,7 +969,7 @@ attn_fast_tasks (gpointer data, gsize begin, gsize end, int thread)
           : j->bias + (gsize) hd * j->nq * j->nk;
       if (j->bf16)
         head_bf16 (j, f, hd, hd - h0, bias);
-      else if (j->avx2)
+      else if (j->vw == 8)
         ehat_cpu_attn_head_avx2 (j, f, hd, hd - h0, bias);
       else
         head_f32 (j, f, hd, hd - h0, bias);
@@ -1014,11 +1014,9 @@ run_attention (EhatBackend *be, AttnJob *j, gsize n_images)
    * a window with all its heads (its qkv rows come from L3 once; going
    * head-major instead, to keep a head's bias in L2, measured slower), or
    * one head of it when windows are too few to keep the threads busy. */
-  if (fast_width (be, j->d)) {
+  if (j->vw) {
     gsize windows = n_images * j->nwy * j->nwx;
-    j->fast = TRUE;
     j->bf16 = cpu->bf16;
-    j->avx2 = fast_width (be, j->d) == 8;
     j->task_heads = windows >= 4 * (gsize) cpu->n_threads ? j->heads : 1;
     attn_fast_init (j, cpu->n_threads);
     ehat_pool_parallel_for (cpu->pool, windows * (j->heads / j->task_heads),
@@ -1047,9 +1045,9 @@ run_attention (EhatBackend *be, AttnJob *j, gsize n_images)
  * Built only when the index the network passes is exactly that (checked
  * entry by entry); the dense table otherwise. */
 static gboolean
-toeplitz_bias (AttnJob *j, const float *table, const gint32 *index, int vw)
+toeplitz_bias (AttnJob *j, const float *table, const gint32 *index)
 {
-  int ws = j->ws, nq = j->nq, nk = j->nk, heads = j->heads;
+  int ws = j->ws, nq = j->nq, nk = j->nk, heads = j->heads, vw = j->vw;
   int kw = j->overlap ? j->wse : ws;
   int side = j->overlap ? ws + j->wse - 1 : 2 * ws - 1, len = side * side;
   int elen = j->overlap ? 2 * len : len;
@@ -1133,12 +1131,10 @@ static void
 set_bias (EhatBackend *be, AttnJob *j, const float *table,
     const gint32 *index)
 {
-  int vw = fast_width (be, j->d);
-
-  if (vw && toeplitz_bias (j, table, index, vw))
+  if (j->vw && toeplitz_bias (j, table, index))
     return;
   j->bias = expand_bias (be, table, index, j->heads, j->nq, j->nk,
-      vw ? (float) LOG2E : 1.0f);
+      j->vw ? (float) LOG2E : 1.0f);
 }
 
 void
@@ -1152,7 +1148,7 @@ ehat_cpu_window_attention (EhatBackend *be, const float *qkv, int n, int h,
     .ws = ws, .wse = ws, .shift = shift, .d = d, .dp = round_up (d, JB),
     .nq = nq, .nk = nq, .nkp = round_up (nq, JB), .nwx = w / ws,
     .nwy = h / ws, .overlap = FALSE,
-    .scale = (float) (1.0 / sqrt ((double) d)),
+    .scale = (float) (1.0 / sqrt ((double) d)), .vw = fast_width (be, d),
   };
 
   set_bias (be, &j, table, index);
@@ -1171,7 +1167,7 @@ ehat_cpu_overlap_attention (EhatBackend *be, const float *qkv, int n, int h,
     .ws = ws, .wse = wse, .shift = 0, .d = d, .dp = round_up (d, JB),
     .nq = nq, .nk = nk, .nkp = round_up (nk, JB), .nwx = w / ws,
     .nwy = h / ws, .overlap = TRUE,
-    .scale = (float) (1.0 / sqrt ((double) d)),
+    .scale = (float) (1.0 / sqrt ((double) d)), .vw = fast_width (be, d),
   };
 
   set_bias (be, &j, table, index);

@@ -27,9 +27,11 @@ typedef struct
   int h, w, c, heads, ws, wse, shift, d, dp, nq, nk, nkp, nwx, nwy;
   gboolean overlap;
   float scale;
-  /* the x86 kernels (attn_fast): AVX-512 (fp32 or bf16 products) or AVX2,
-   * heads per task */
-  gboolean fast, bf16, avx2;
+  /* the x86 kernels (attn_fast): keys per vector, 16 (AVX-512, fp32 or
+   * bf16 products) or 8 (AVX2), 0 for the portable kernel; heads per
+   * task */
+  int vw;
+  gboolean bf16;
   int task_heads;
   /* Toeplitz bias (x86 kernels): the bias of query i and key j = (yj, xj)
    * of a kw-wide key window is etab[hd·elen + qa[i] + yj·brow + xj] */
