@@ -166,9 +166,8 @@ check_conv (EhatBackend *b, gboolean wino)
 }
 
 /* check (b) on each set of kernels the CPU has: the backend's own
- * (AVX-512 here), the AVX2 ones (CPUs without AVX-512: GEMMs and
- * attention) and the portable code with OpenBLAS (CPUs without AVX2,
- * other architectures). */
+ * (AVX-512 here), the AVX2 ones (CPUs without AVX-512) and the portable
+ * code with OpenBLAS (CPUs without AVX2, other architectures). */
 static void
 for_each_kernel_set (void (*check) (EhatBackend *b))
 {
