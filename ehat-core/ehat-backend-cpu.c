@@ -621,6 +621,7 @@ typedef struct
   float *y;
   EhatAct act;
   float beta;
+  gboolean avx512;              /* the backend's LayerNorm loop */
 } LinearJob;
 
 /* y = act(x·Wᵀ + b) + beta·y over rows, by OpenBLAS on W as it is. */
@@ -635,10 +636,10 @@ blas_rows (const EhatLinearW *lw, const float *x, gsize rows, float *y,
 
 static void
 layernorm_block (const EhatNormW *nw, const float *x, gsize rows, int c,
-    float *y)
+    float *y, gboolean avx512)
 {
   for (gsize r = 0; r < rows; r++)
-    ehat_cpu_layernorm_row (nw, x + r * c, c, y + r * c);
+    ehat_cpu_layernorm_row (nw, x + r * c, c, y + r * c, avx512);
 }
 
 /* A block of rows: a single-threaded GEMM plus its epilogue while the rows
@@ -665,7 +666,8 @@ linear_rows (gpointer data, gsize begin, gsize end, int thread)
    * buffer */
   for (gsize r0 = 0; r0 < end - begin; r0 += BLOCK_ROWS) {
     gsize rows = MIN ((gsize) BLOCK_ROWS, end - begin - r0);
-    layernorm_block (j->nw, x + r0 * lw->in, rows, lw->in, j->block[thread]);
+    layernorm_block (j->nw, x + r0 * lw->in, rows, lw->in, j->block[thread],
+        j->avx512);
     blas_rows (lw, j->block[thread], rows, y + r0 * lw->out, j->act,
         j->beta);
   }
@@ -676,7 +678,7 @@ linear_run (EhatCpuBackend *cpu, const EhatLinearW *lw, const EhatNormW *nw,
     const float *x, gsize rows, float *y, EhatAct act, float beta)
 {
   LinearJob j = { lw, (const EhatGemmB *) lw->prepared, nw, cpu->abuf,
-    cpu->block, x, y, act, beta
+    cpu->block, x, y, act, beta, cpu->own_f32
   };
   int nt = cpu->n_threads;
   /* several blocks per thread for balance (a thread slowed by the machine
@@ -707,6 +709,7 @@ typedef struct
   const float *x;
   float *y;
   int c;
+  gboolean avx512;
 } NormJob;
 
 static void
@@ -715,14 +718,14 @@ layernorm_rows (gpointer data, gsize begin, gsize end, int thread)
   const NormJob *j = data;
 
   layernorm_block (j->nw, j->x + begin * j->c, end - begin, j->c,
-      j->y + begin * j->c);
+      j->y + begin * j->c, j->avx512);
 }
 
 static void
 cpu_layernorm (EhatBackend *be, const EhatNormW *nw, const float *x,
     gsize rows, int c, float *y)
 {
-  NormJob j = { nw, x, y, c };
+  NormJob j = { nw, x, y, c, CPU (be)->own_f32 };
   ehat_pool_parallel_for (CPU (be)->pool, rows, 64, layernorm_rows, &j);
 }
 
@@ -744,6 +747,7 @@ typedef struct
   float acc_w;
   float **buf;
   guint16 **abuf;
+  gboolean avx512;
 } MlpJob;
 
 static void
@@ -774,7 +778,7 @@ mlp_rows (gpointer data, gsize begin, gsize end, int thread)
       continue;
     }
     /* OpenBLAS on W as it is */
-    layernorm_block (j->nw, x, rows, fc1->in, n);
+    layernorm_block (j->nw, x, rows, fc1->in, n, j->avx512);
     blas_rows (fc1, n, rows, hid, EHAT_ACT_GELU, 0.0f);
     blas_rows (fc2, hid, rows, y, EHAT_ACT_NONE, j->beta);
     if (j->acc) {
@@ -792,7 +796,7 @@ cpu_mlp (EhatBackend *be, const EhatNormW *nw, const EhatLinearW *fc1,
 {
   EhatCpuBackend *cpu = CPU (be);
   MlpJob j = { nw, fc1, fc2, x, y, beta, acc, acc_w, cpu->block,
-    cpu->abuf
+    cpu->abuf, cpu->own_f32
   };
   const EhatGemmB *b1 = fc1->prepared, *b2 = fc2->prepared;
   int nt = cpu->n_threads;

@@ -1050,11 +1050,11 @@ layernorm_row_plain (const EhatNormW *nw, const float *x, int c, float *y)
 }
 
 void
-ehat_cpu_layernorm_row (const EhatNormW *nw, const float *x, int c, float *y)
+ehat_cpu_layernorm_row (const EhatNormW *nw, const float *x, int c, float *y,
+    gboolean avx512)
 {
 #ifdef EHAT_GEMM_X86
-  probe ();
-  if (hw_avx512) {
+  if (avx512) {
     layernorm_row_avx512 (nw, x, c, y);
     return;
   }
@@ -1119,7 +1119,7 @@ ehat_gemm (const EhatGemmB *b, const float *a, gsize lda, gsize m, float *c,
           float *nb = (float *) abuf;
           for (int r = 0; r < rows; r++)
             ehat_cpu_layernorm_row (norm, ab + r * lda, b->k,
-                nb + (gsize) r * b->k);
+                nb + (gsize) r * b->k, b->kind == EHAT_GEMM_F32);
           ab = nb;
           ld = b->k;
         }

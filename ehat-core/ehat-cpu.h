@@ -493,9 +493,12 @@ void ehat_winograd_conv (const EhatWinogradB *wb, const float *x, int h,
 
 /* LayerNorm of one row of c floats into y (may be x): eps 1e-5, biased
  * variance, two passes like PyTorch.  The layernorm op and the GEMM's
- * fused form compute it alike, so that both give the same floats. */
+ * fused form compute it alike, so that both give the same floats.
+ * avx512: the AVX-512 loop, which the caller asks for when its backend
+ * runs the AVX-512 kernels (ehat_cpu_has_avx512), so that a backend made
+ * with EHAT_CPU_NO_AVX512 tests the other one. */
 void ehat_cpu_layernorm_row (const EhatNormW *nw, const float *x, int c,
-    float *y);
+    float *y, gboolean avx512);
 
 /* Vectorised helpers used by the tests as well. */
 
