@@ -248,46 +248,56 @@ region (int p, int size, int ws, int shift)
   return p < size - ws ? 0 : (p < size - shift ? 1 : 2);
 }
 
+/* Where window win's tokens are in the qkv rows: qpos[t] for query t,
+ * kpos[t] for key t (G_MAXSIZE: OCAB's zero padding past the border), and
+ * reg[t], the shift mask's region of query t (0 without a shift). */
+static void
+window_positions (const AttnJob *j, gsize win, gsize *qpos, gsize *kpos,
+    gint8 *reg)
+{
+  int ws = j->ws, h = j->h, w = j->w, shift = j->shift;
+  int wx = win % j->nwx, wy = (win / j->nwx) % j->nwy;
+  gsize img = win / ((gsize) j->nwx * j->nwy);
+
+  if (!j->overlap) {
+    /* Token t of the shifted map's window sits at (py, px); the map was
+     * rolled by −shift, so it came from (py + shift, px + shift). */
+    for (int t = 0; t < j->nq; t++) {
+      int py = wy * ws + t / ws, px = wx * ws + t % ws;
+      int sy = (py + shift) % h, sx = (px + shift) % w;
+      qpos[t] = (img * h + sy) * w + sx;
+      kpos[t] = qpos[t];
+      reg[t] = shift ? region (py, h, ws, shift) * 3
+          + region (px, w, ws, shift) : 0;
+    }
+  } else {
+    /* queries: the unshifted window; keys: the wse square around it */
+    int pad = (j->wse - ws) / 2;
+    for (int t = 0; t < j->nq; t++)
+      qpos[t] = (img * h + wy * ws + t / ws) * w + wx * ws + t % ws;
+    for (int t = 0; t < j->nk; t++) {
+      int ky = wy * ws - pad + t / j->wse, kx = wx * ws - pad + t % j->wse;
+      kpos[t] = (ky < 0 || ky >= h || kx < 0 || kx >= w) ? G_MAXSIZE
+          : (img * h + ky) * w + kx;
+    }
+  }
+}
+
 static void
 attn_tasks (gpointer data, gsize begin, gsize end, int thread)
 {
   const AttnJob *j = data;
   Scratch *s = &j->scratch[thread];
-  int ws = j->ws, h = j->h, w = j->w, shift = j->shift;
-  int pad = (j->wse - ws) / 2;
 
   for (gsize task = begin; task < end; task++) {
     int hd = task % j->heads;
-    gsize win = task / j->heads;
-    int wx = win % j->nwx, wy = (win / j->nwx) % j->nwy;
-    gsize img = win / ((gsize) j->nwx * j->nwy);
 
-    if (!j->overlap) {
-      /* Token t of the shifted map's window sits at (py, px); the map was
-       * rolled by −shift, so it came from (py + shift, px + shift). */
-      for (int t = 0; t < j->nq; t++) {
-        int py = wy * ws + t / ws, px = wx * ws + t % ws;
-        int sy = (py + shift) % h, sx = (px + shift) % w;
-        s->qpos[t] = (img * h + sy) * w + sx;
-        s->kpos[t] = s->qpos[t];
-        s->reg[t] = shift ? region (py, h, ws, shift) * 3
-            + region (px, w, ws, shift) : 0;
-      }
-    } else {
-      /* queries: the unshifted window; keys: the wse square around it */
-      for (int t = 0; t < j->nq; t++)
-        s->qpos[t] = (img * h + wy * ws + t / ws) * w + wx * ws + t % ws;
-      for (int t = 0; t < j->nk; t++) {
-        int ky = wy * ws - pad + t / j->wse, kx = wx * ws - pad + t % j->wse;
-        s->kpos[t] = (ky < 0 || ky >= h || kx < 0 || kx >= w) ? G_MAXSIZE
-            : (img * h + ky) * w + kx;
-      }
-    }
+    window_positions (j, task / j->heads, s->qpos, s->kpos, s->reg);
     gather (s, j->qkv, j->c, hd, j->d, j->dp, j->nq, j->nk, j->nkp,
         j->scale);
     attend (s->q, j->d, j->nq, round_up (j->nq, RB), s->kT, j->nk, j->nkp,
         s->v, j->dp, j->bias + (gsize) hd * j->nq * j->nk,
-        shift ? s->reg : NULL, s->reg, s->S, s->o);
+        j->shift ? s->reg : NULL, s->reg, s->S, s->o);
     scatter (s, j->out, j->c, hd, j->d, j->dp, j->nq);
   }
 }
@@ -928,35 +938,14 @@ attn_fast_tasks (gpointer data, gsize begin, gsize end, int thread)
 {
   const AttnJob *j = data;
   Fast *f = &j->fast_scratch[thread];
-  int ws = j->ws, h = j->h, w = j->w, shift = j->shift;
-  int pad = (j->wse - ws) / 2, groups = j->heads / j->task_heads;
+  int groups = j->heads / j->task_heads;
 
   for (gsize task = begin; task < end; task++) {
     int h0 = (task % groups) * j->task_heads;
-    gsize win = task / groups;
-    int wx = win % j->nwx, wy = (win / j->nwx) % j->nwy;
-    gsize img = win / ((gsize) j->nwx * j->nwy);
 
-    if (!j->overlap) {
-      for (int t = 0; t < j->nq; t++) {
-        int py = wy * ws + t / ws, px = wx * ws + t % ws;
-        int sy = (py + shift) % h, sx = (px + shift) % w;
-        f->qpos[t] = (img * h + sy) * w + sx;
-        f->kpos[t] = f->qpos[t];
-        f->reg[t] = shift ? region (py, h, ws, shift) * 3
-            + region (px, w, ws, shift) : 0;
-      }
-    } else {
-      for (int t = 0; t < j->nq; t++)
-        f->qpos[t] = (img * h + wy * ws + t / ws) * w + wx * ws + t % ws;
-      for (int t = 0; t < j->nk; t++) {
-        int ky = wy * ws - pad + t / j->wse, kx = wx * ws - pad + t % j->wse;
-        f->kpos[t] = (ky < 0 || ky >= h || kx < 0 || kx >= w) ? G_MAXSIZE
-            : (img * h + ky) * w + kx;
-      }
-    }
+    window_positions (j, task / groups, f->qpos, f->kpos, f->reg);
     f->mask = FALSE;
-    for (int t = 1; shift && t < j->nq; t++)
+    for (int t = 1; j->shift && t < j->nq; t++)
       f->mask |= f->reg[t] != f->reg[0];
     if (j->bf16)
       gather_bf16 (j, f, h0, j->task_heads);
