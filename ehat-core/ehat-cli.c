@@ -316,23 +316,6 @@ cmd_upscale (int argc, char **argv, GError **error)
 
 /* ---- bench ---- */
 
-static const char *
-precision_name (EhatEngine *e)
-{
-  switch (ehat_engine_get_precision (e)) {
-    case EHAT_PRECISION_FP32:
-      return "fp32";
-    case EHAT_PRECISION_TF32:
-      return "tf32";
-    case EHAT_PRECISION_FP16:
-      return "fp16";
-    case EHAT_PRECISION_BF16:
-      return "bf16";
-    default:
-      return "auto";
-  }
-}
-
 static int
 cmp_double (const void *a, const void *b)
 {
@@ -480,7 +463,8 @@ cmd_bench (int argc, char **argv, GError **error)
     /* the precision that ran: bf16 asked for on a CPU without AVX512-BF16
      * runs fp32, and says why */
     json_builder_set_member_name (b, "precision");
-    json_builder_add_string_value (b, precision_name (engine));
+    json_builder_add_string_value (b,
+        ehat_precision_name (ehat_engine_get_precision (engine)));
     json_builder_set_member_name (b, "fallback_reason");
     if (ehat_engine_get_fallback_reason (engine))
       json_builder_add_string_value (b,
@@ -543,7 +527,8 @@ cmd_bench (int argc, char **argv, GError **error)
     g_print ("%s\n", text);
   } else {
     g_print ("backend     %s\n", ehat_engine_describe (engine));
-    g_print ("precision   %s\n", precision_name (engine));
+    g_print ("precision   %s\n",
+        ehat_precision_name (ehat_engine_get_precision (engine)));
     g_print ("input       %d x %dx%d -> x%d%s%s\n", batch, w, h, s,
         fmt >= 0 ? ", frames of " : "",
         fmt >= 0 ? ehat_pixel_format_to_string ((EhatPixelFormat) fmt) : "");

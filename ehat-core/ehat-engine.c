@@ -101,7 +101,7 @@ ehat_engine_new (EhatModel *model, const EhatEngineOptions *opts,
       char *prev = e->fallback_reason;
       e->fallback_reason = g_strdup_printf ("%s%s%s is a GPU precision; "
           "running fp32", prev ? prev : "", prev ? "; " : "",
-          opts->precision == EHAT_PRECISION_TF32 ? "tf32" : "fp16");
+          ehat_precision_name (opts->precision));
       g_free (prev);
     }
   }
@@ -151,6 +151,23 @@ EhatPrecision
 ehat_engine_get_precision (EhatEngine *e)
 {
   return e->precision;
+}
+
+const char *
+ehat_precision_name (EhatPrecision p)
+{
+  switch (p) {
+    case EHAT_PRECISION_FP32:
+      return "fp32";
+    case EHAT_PRECISION_TF32:
+      return "tf32";
+    case EHAT_PRECISION_FP16:
+      return "fp16";
+    case EHAT_PRECISION_BF16:
+      return "bf16";
+    default:
+      return "auto";
+  }
 }
 
 const char *

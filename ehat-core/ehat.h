@@ -120,6 +120,9 @@ void ehat_engine_free (EhatEngine *engine);
 EhatModel *ehat_engine_get_model (EhatEngine *engine);
 EhatBackendKind ehat_engine_get_backend (EhatEngine *engine);
 EhatPrecision ehat_engine_get_precision (EhatEngine *engine);
+/* "auto", "fp32", "tf32", "fp16" or "bf16": the names of the element's
+ * precision property and of the CLI's --precision. */
+const char *ehat_precision_name (EhatPrecision precision);
 /* e.g. "cpu (2 threads, OpenBLAS 0.3.21, fp32)" */
 const char *ehat_engine_describe (EhatEngine *engine);
 /* Why AUTO ended up on the CPU, or NULL. */

@@ -1145,12 +1145,17 @@ static GstStructure *
 gst_ehat_sr_get_stats (GstEhatSr * self)
 {
   GstStructure *s;
-  const gchar *backend = "none";
+  const gchar *backend = "none", *precision = "none";
 
   g_mutex_lock (&self->engine_lock);
-  if (self->engine)
+  if (self->engine) {
     backend = ehat_engine_get_backend (self->engine) == EHAT_BACKEND_CUDA ?
         "cuda" : "cpu";
+    /* what runs, which the precision property only asks for (auto, or
+     * fp16 on a machine that fell back to the CPU, runs fp32 there) */
+    precision = ehat_precision_name (ehat_engine_get_precision
+        (self->engine));
+  }
   g_mutex_unlock (&self->engine_lock);
 
   GST_OBJECT_LOCK (self);
@@ -1164,7 +1169,8 @@ gst_ehat_sr_get_stats (GstEhatSr * self)
       "tile-height", G_TYPE_INT, self->last_tile_height,
       "degraded", G_TYPE_UINT64, self->degraded,
       "dropped", G_TYPE_UINT64, self->dropped,
-      "backend", G_TYPE_STRING, backend, NULL);
+      "backend", G_TYPE_STRING, backend,
+      "precision", G_TYPE_STRING, precision, NULL);
   GST_OBJECT_UNLOCK (self);
   return s;
 }

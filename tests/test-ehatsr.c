@@ -259,6 +259,11 @@ GST_START_TEST (test_properties)
   fail_unless (gst_structure_has_field (stats, "mean-ms"));
   fail_unless (gst_structure_has_field (stats, "last-ms"));
   fail_unless (gst_structure_has_field (stats, "tiles"));
+  /* no engine before the start */
+  fail_unless_equals_string (gst_structure_get_string (stats, "backend"),
+      "none");
+  fail_unless_equals_string (gst_structure_get_string (stats, "precision"),
+      "none");
   gst_structure_free (stats);
   g_free (model);
 

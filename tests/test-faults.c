@@ -33,6 +33,7 @@
 #define BACKEND_AUTO 0
 #define BACKEND_CUDA 1
 #define BACKEND_CPU 2
+#define PRECISION_FP16 2        /* GstEhatSrPrecision */
 
 static gchar *
 golden (const char *name)
@@ -1212,28 +1213,37 @@ GST_START_TEST (test_device_absent)
     gst_object_unref (bus);
     gst_object_unref (e);
 
-    hr = harness_with_model (x2, BACKEND_AUTO);
-    bus = harness_bus (hr);
-    /* the warning was posted at start, before the bus was set: restart */
-    gst_element_set_state (hr->element, GST_STATE_NULL);
-    fail_unless_equals_int (gst_element_set_state (hr->element,
-            GST_STATE_PLAYING), GST_STATE_CHANGE_SUCCESS);
-    fail_unless (pop_all (bus, GST_MESSAGE_WARNING, &err) >= 1);
-    fail_unless (g_error_matches (err, GST_RESOURCE_ERROR,
-            GST_RESOURCE_ERROR_SETTINGS), "%s", err->message);
-    fail_unless (g_str_has_prefix (err->message,
-            "No usable GPU, running on the CPU"), "%s", err->message);
-    GST_INFO ("backend=auto, no GPU → warning: %s", err->message);
-    g_clear_error (&err);
-    gst_harness_set_src_caps_str (hr, cs);
-    push_pull_n (hr, "RGB", 16, 12, 2, 1);
-    g_object_get (hr->element, "stats", &stats, NULL);
-    fail_unless_equals_string (gst_structure_get_string (stats, "backend"),
-        "cpu");
-    gst_structure_free (stats);
-    fail_unless_equals_int (pop_all (bus, GST_MESSAGE_ERROR, NULL), 0);
-    harness_bus_done (hr, bus);
-    gst_harness_teardown (hr);
+    /* auto, and a GPU precision (a pipeline written for a GPU): fp32 on
+     * the CPU, the warning saying so for fp16 */
+    for (int p = 0; p < 2; p++) {
+      hr = harness_with_model (x2, BACKEND_AUTO);
+      g_object_set (hr->element, "precision", p ? PRECISION_FP16 : 0, NULL);
+      bus = harness_bus (hr);
+      /* the warning was posted at start, before the bus was set: restart */
+      gst_element_set_state (hr->element, GST_STATE_NULL);
+      fail_unless_equals_int (gst_element_set_state (hr->element,
+              GST_STATE_PLAYING), GST_STATE_CHANGE_SUCCESS);
+      fail_unless (pop_all (bus, GST_MESSAGE_WARNING, &err) >= 1);
+      fail_unless (g_error_matches (err, GST_RESOURCE_ERROR,
+              GST_RESOURCE_ERROR_SETTINGS), "%s", err->message);
+      fail_unless (g_str_has_prefix (err->message,
+              "No usable GPU, running on the CPU"), "%s", err->message);
+      fail_unless ((strstr (err->message, "fp16 is a GPU precision; running "
+                  "fp32") != NULL) == (p == 1), "%s", err->message);
+      GST_INFO ("backend=auto, no GPU → warning: %s", err->message);
+      g_clear_error (&err);
+      gst_harness_set_src_caps_str (hr, cs);
+      push_pull_n (hr, "RGB", 16, 12, 2, 1);
+      g_object_get (hr->element, "stats", &stats, NULL);
+      fail_unless_equals_string (gst_structure_get_string (stats, "backend"),
+          "cpu");
+      fail_unless_equals_string (gst_structure_get_string (stats,
+              "precision"), "fp32");
+      gst_structure_free (stats);
+      fail_unless_equals_int (pop_all (bus, GST_MESSAGE_ERROR, NULL), 0);
+      harness_bus_done (hr, bus);
+      gst_harness_teardown (hr);
+    }
     g_free (cs);
   }
 
