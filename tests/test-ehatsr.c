@@ -223,6 +223,27 @@ GST_START_TEST (test_caps_transform)
   fail_if (caps_match (caps, ("video/x-raw,width=4,height=4")));
   gst_caps_unref (caps);
 
+  /* a range holding one multiple maps to that one size; a list maps
+   * value by value, dropping what does not divide */
+  gst_harness_set_sink_caps_str (hr, "video/x-raw,format=I420,"
+      "width={ 91, 60, 90 },height=[61,65]");
+  caps = gst_pad_peer_query_caps (hr->srcpad, NULL);
+  fail_unless (caps_match (caps, ("video/x-raw,width=20,height=21")));
+  fail_unless (caps_match (caps, ("video/x-raw,width=30,height=21")));
+  fail_if (caps_match (caps, ("video/x-raw,width=40,height=21")));
+  fail_if (caps_match (caps, ("video/x-raw,width=30,height=22")));
+  s = gst_caps_get_structure (caps, gst_caps_get_size (caps) - 1);
+  fail_unless (gst_structure_get_int (s, "height", &v));
+  fail_unless_equals_int (v, 21);
+  gst_caps_unref (caps);
+
+  /* a list of which nothing maps, like a single such size */
+  gst_harness_set_sink_caps_str (hr, "video/x-raw,format=I420,"
+      "width={ 91, 92 },height=60");
+  caps = gst_pad_peer_query_caps (hr->srcpad, NULL);
+  fail_unless (gst_caps_is_empty (caps));
+  gst_caps_unref (caps);
+
   /* the read-only scale is that of the loaded model */
   g_object_get (hr->element, "scale", &v, NULL);
   fail_unless_equals_int (v, 3);
