@@ -772,6 +772,35 @@ GST_START_TEST (test_qos_bicubic)
 
 GST_END_TEST;
 
+/* The bicubic fallback of a format with alpha: colour by bicubic, alpha by
+ * bilinear, both kept apart — a frame of colour 0x80 and alpha 0x40 comes
+ * out as exactly that (a lost alpha would come out opaque, 0xff). */
+GST_START_TEST (test_qos_bicubic_alpha)
+{
+  GstHarness *hr = harness_for (2, "RGBA", 12, 8);
+  GstBuffer *in = timed_frame ("video/x-raw,format=RGBA,width=12,height=8",
+      0x80, 1 * GST_SECOND), *out;
+  GstMapInfo map;
+
+  g_object_set (hr->element, "qos-fallback", 1 /* bicubic */ , NULL);
+  fail_unless (gst_buffer_map (in, &map, GST_MAP_WRITE));
+  for (gsize i = 3; i < map.size; i += 4)
+    map.data[i] = 0x40;
+  gst_buffer_unmap (in, &map);
+  send_late_qos (hr);
+  out = gst_harness_push_and_pull (hr, in);
+  fail_unless (out != NULL, "late frame dropped in bicubic mode");
+  fail_unless (gst_buffer_map (out, &map, GST_MAP_READ));
+  fail_unless_equals_int (map.size, 24 * 16 * 4);
+  for (gsize i = 0; i < map.size; i++)
+    fail_unless_equals_int (map.data[i], i % 4 == 3 ? 0x40 : 0x80);
+  gst_buffer_unmap (out, &map);
+  gst_buffer_unref (out);
+  gst_harness_teardown (hr);
+}
+
+GST_END_TEST;
+
 GST_START_TEST (test_latency_query)
 {
   GstHarness *hr = harness_for (2, "I420", 16, 12);
@@ -983,6 +1012,7 @@ ehatsr_suite (void)
   tcase_add_test (tc, test_model_change_renegotiates);
   tcase_add_test (tc, test_qos_drop);
   tcase_add_test (tc, test_qos_bicubic);
+  tcase_add_test (tc, test_qos_bicubic_alpha);
   tcase_add_test (tc, test_latency_query);
   tcase_add_test (tc, test_post_messages);
   tcase_add_test (tc, test_model_swap_failure);
