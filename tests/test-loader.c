@@ -1214,6 +1214,27 @@ test_ape_and_danet (void)
   g_assert_cmpfloat (ehat_model_get_f32 (m, "danet.cam.gamma")[0], ==, gamma);
   g_assert_cmpfloat (ehat_model_get_macs_per_pixel (m, 32, 32), >,
       ehat_model_get_macs_per_pixel (ref, 32, 32));
+
+  /* The embedding fixes the token count (64: one 8×8 window): an input
+   * padded to 8×8 runs, a larger one is refused with a clear error. */
+  {
+    EhatEngineOptions opts = EHAT_ENGINE_OPTIONS_INIT;
+    g_autoptr (EhatEngine) e = NULL;
+    g_autofree float *in = g_new0 (float, 3 * 16 * 8);
+    g_autofree float *out = g_new (float, 3 * 32 * 16);
+
+    opts.backend = EHAT_BACKEND_CPU;
+    opts.n_threads = 1;
+    e = ehat_engine_new (m, &opts, &error);
+    g_assert_no_error (error);
+    g_assert_true (ehat_engine_process (e, in, 1, 7, 5, out, &error));
+    g_assert_no_error (error);
+    g_assert_false (ehat_engine_process (e, in, 1, 16, 8, out, &error));
+    g_assert_error (error, EHAT_ERROR, EHAT_ERROR_INVALID_ARGUMENT);
+    g_assert_nonnull (strstr (error->message,
+            "absolute position embedding for 64 tokens"));
+    g_assert_nonnull (strstr (error->message, "16×8"));
+  }
 }
 
 /* A HAT file labelled HAT and an EHAT file read as HAT: the branch weights
