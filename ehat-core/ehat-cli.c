@@ -48,11 +48,6 @@ parse_options (EhatEngineOptions *o, GError **error)
   static const EhatBackendKind bk[] = { EHAT_BACKEND_AUTO, EHAT_BACKEND_CPU,
     EHAT_BACKEND_CUDA
   };
-  static const char *precisions[] =
-      { "auto", "fp32", "tf32", "fp16", "bf16", NULL };
-  static const EhatPrecision pk[] = { EHAT_PRECISION_AUTO, EHAT_PRECISION_FP32,
-    EHAT_PRECISION_TF32, EHAT_PRECISION_FP16, EHAT_PRECISION_BF16
-  };
   int i;
 
   *o = (EhatEngineOptions) EHAT_ENGINE_OPTIONS_INIT;
@@ -65,15 +60,17 @@ parse_options (EhatEngineOptions *o, GError **error)
     return FALSE;
   }
   o->backend = opt_backend ? bk[i] : EHAT_BACKEND_AUTO;
-  for (i = 0; opt_precision && precisions[i]; i++)
-    if (g_str_equal (opt_precision, precisions[i]))
+  /* the names are libehat's (ehat_precision_name), for every precision */
+  for (i = EHAT_PRECISION_AUTO; opt_precision && i <= EHAT_PRECISION_BF16;
+      i++)
+    if (g_str_equal (opt_precision, ehat_precision_name ((EhatPrecision) i)))
       break;
-  if (opt_precision && !precisions[i]) {
+  if (opt_precision && i > EHAT_PRECISION_BF16) {
     g_set_error (error, EHAT_ERROR, EHAT_ERROR_INVALID_ARGUMENT,
         "unknown precision '%s'", opt_precision);
     return FALSE;
   }
-  o->precision = opt_precision ? pk[i] : EHAT_PRECISION_AUTO;
+  o->precision = opt_precision ? (EhatPrecision) i : EHAT_PRECISION_AUTO;
   o->n_threads = opt_threads;
   o->device_id = opt_device;
   return TRUE;
