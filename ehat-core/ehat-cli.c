@@ -157,6 +157,10 @@ cmd_info (int argc, char **argv, GError **error)
       c->squeeze_factor);
   g_print ("conv_scale       %g\n", c->conv_scale);
   g_print ("mlp_ratio        %g\n", c->mlp_ratio);
+  if (c->ape)
+    g_print ("position embed.  %dx%d (passes padded to it; larger frames "
+        "run in %dx%d tiles)\n", c->ape_size, c->ape_size, c->ape_size,
+        c->ape_size);
   g_print ("img_range        %g\n", c->img_range);
   g_print ("rgb_mean         [%g, %g, %g]\n", c->rgb_mean[0], c->rgb_mean[1],
       c->rgb_mean[2]);

@@ -290,6 +290,7 @@ ehat_config_from_metadata (GHashTable *md, EhatConfig *cfg, GError **error)
   /* set by the model loader from the tensors */
   c.ape = FALSE;
   c.ape_tokens = 0;
+  c.ape_size = 0;
 
   *cfg = c;
   return TRUE;

@@ -10,6 +10,7 @@
 
 #include "ehat-safetensors.h"
 
+#include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -226,6 +227,7 @@ load_ape (EhatModel *m, const char *file, const EhatSafetensors *st,
     GError **error)
 {
   const EhatStTensor *t = ehat_safetensors_find (st, APE);
+  gint64 side;
 
   if (!t)
     return TRUE;
@@ -239,8 +241,24 @@ load_ape (EhatModel *m, const char *file, const EhatSafetensors *st,
         file, found, m->cfg.embed_dim);
     return FALSE;
   }
+  /* HAT's embedding covers an img_size × img_size grid, and the input is
+   * padded to a multiple of the window size before it is added: any other
+   * token count fits no input the network can take */
+  side = (gint64) sqrt ((double) t->shape[1]);
+  while (side * side > t->shape[1])
+    side--;
+  while ((side + 1) * (side + 1) <= t->shape[1])
+    side++;
+  if (side * side != t->shape[1] || side % m->cfg.window_size) {
+    g_set_error (error, EHAT_ERROR, EHAT_ERROR_TENSOR,
+        "model %s: tensor '" APE "' has %" G_GINT64_FORMAT " tokens, not "
+        "the square of a multiple of the window size %d (an img_size × "
+        "img_size grid)", file, t->shape[1], m->cfg.window_size);
+    return FALSE;
+  }
   m->cfg.ape = TRUE;
   m->cfg.ape_tokens = (int) t->shape[1];
+  m->cfg.ape_size = (int) side;
   return take_tensor (m, file, t, error);
 }
 

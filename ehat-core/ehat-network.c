@@ -450,14 +450,34 @@ arena_floats (const EhatNetwork *net, gsize elems)
 
 /* Floats of activation arena a forward pass on n images of width×height
  * needs (what ehat_network_forward() would allocate). */
+/* The size a pass over a width×height input runs at: the input padded to
+ * the window grid, as the reference pads it, or, for a model with an
+ * absolute position embedding, to the embedding's grid (smaller inputs are
+ * padded up to it).  FALSE when the input is larger than that grid. */
+static gboolean
+padded_size (const EhatConfig *c, int width, int height, int *W, int *H)
+{
+  int ws = c->window_size;
+
+  *H = (height + ws - 1) / ws * ws;
+  *W = (width + ws - 1) / ws * ws;
+  if (!c->ape)
+    return TRUE;
+  if (*H > c->ape_size || *W > c->ape_size)
+    return FALSE;
+  *H = *W = c->ape_size;
+  return TRUE;
+}
+
 gsize
 ehat_network_estimate_floats (const EhatNetwork *net, int n, int width,
     int height)
 {
-  int ws = net->cfg.window_size;
-  gsize H = (gsize) (height + ws - 1) / ws * ws;
-  gsize W = (gsize) (width + ws - 1) / ws * ws;
+  int H, W;
 
+  /* (an input too large for an embedding costs what its own size would:
+   * the forward refuses it) */
+  padded_size (&net->cfg, width, height, &W, &H);
   return arena_floats (net, plan_arena (net, (gsize) n * H * W, NULL, NULL));
 }
 
@@ -703,21 +723,21 @@ forward (EhatNetwork *net, const ForwardIO *io, int nimg, int width,
 {
   EhatBackend *be = net->be;
   const EhatConfig *c = &net->cfg;
-  int ws = c->window_size;
-  int H = (height + ws - 1) / ws * ws, W = (width + ws - 1) / ws * ws;
-  gsize m = (gsize) nimg * H * W;
-  gsize need = arena_floats (net, plan_arena (net, m, NULL, NULL));
+  int H, W;
+  gsize m, need;
   int scale = c->upscale;
   EhatSlots s;
   EhatGraphMode mode;
 
-  if (c->ape && (gsize) H * W != (gsize) c->ape_tokens) {
+  if (!padded_size (c, width, height, &W, &H)) {
     g_set_error (error, EHAT_ERROR, EHAT_ERROR_INVALID_ARGUMENT,
-        "model has an absolute position embedding for %d tokens; a %d×%d "
-        "input (padded %d×%d) does not fit it", c->ape_tokens, width, height,
-        W, H);
+        "model has an absolute position embedding of %d×%d tokens, and a "
+        "%d×%d input is larger: run it in tiles of at most %d×%d",
+        c->ape_size, c->ape_size, width, height, c->ape_size, c->ape_size);
     return FALSE;
   }
+  m = (gsize) nimg * H * W;
+  need = arena_floats (net, plan_arena (net, m, NULL, NULL));
 
   if (need > net->arena_floats) {
     if (net->arena)

@@ -142,6 +142,15 @@ ehat_tile_auto_size_for_engine (EhatEngine *engine, int width, int height,
   if (width < 1 || height < 1)
     return;
   cfg = ehat_model_get_config (ehat_engine_get_model (engine));
+  if (cfg->ape) {
+    /* An absolute position embedding fixes the size of every pass: the
+     * whole frame when it fits in the embedding's grid, else tiles of
+     * that size (a smaller tile is padded up to it: no less memory, only
+     * more tiles) */
+    if (width > cfg->ape_size || height > cfg->ape_size)
+      *tile_width = *tile_height = cfg->ape_size;
+    return;
+  }
   ws = cfg->window_size;
   scale = cfg->upscale;
   /* on a device, its memory (the host's is not what a pass uses there) */
@@ -576,11 +585,13 @@ done:
 }
 
 /* One step down after an out of memory: first give up batching, then
- * halve the tile while it stays at least two windows wide.  FALSE when
- * there is no smaller step. */
+ * halve the tile while it stays at least two windows wide (not for a
+ * model with an absolute position embedding, whose passes all have its
+ * size).  FALSE when there is no smaller step. */
 static gboolean
-shrink_step (int width, int height, int ws, EhatTileOptions *o)
+shrink_step (const EhatConfig *c, int width, int height, EhatTileOptions *o)
 {
+  int ws = c->window_size;
   int tile = round_up (o->tile_size, ws);
   int tile_h = round_up (o->tile_height ? o->tile_height : o->tile_size, ws);
 
@@ -588,7 +599,7 @@ shrink_step (int width, int height, int ws, EhatTileOptions *o)
     o->max_batch = 1;
     o->tile_size = tile;
     o->tile_height = tile_h;
-  } else if (MAX (tile, tile_h) >= 4 * ws) {
+  } else if (!c->ape && MAX (tile, tile_h) >= 4 * ws) {
     o->tile_size = round_up (MAX (tile / 2, 2 * ws), ws);
     o->tile_height = round_up (MAX (tile_h / 2, 2 * ws), ws);
     o->overlap = MIN (o->overlap, MIN (o->tile_size, o->tile_height) / 2);
@@ -626,7 +637,8 @@ gboolean
 ehat_tile_resolve (EhatEngine *engine, int width, int height,
     EhatTileOptions *o)
 {
-  int ws = ehat_model_get_config (ehat_engine_get_model (engine))->window_size;
+  const EhatConfig *c = ehat_model_get_config (ehat_engine_get_model (engine));
+  int ws = c->window_size;
   gsize fits = ehat_engine_get_fit_limit (engine);
 
   /* On the CPU a batch is one longer token matrix: no faster, only more
@@ -642,10 +654,18 @@ ehat_tile_resolve (EhatEngine *engine, int width, int height,
     if (o->tile_size == 0)
       o->tile_size = o->tile_height = MAX (width, height);
   }
+  if (c->ape) {
+    /* no pass can be larger than the embedding's grid (and a smaller tile
+     * is padded up to it): an explicit larger tile size means that size */
+    o->tile_height = MIN (o->tile_height ? o->tile_height : o->tile_size,
+        c->ape_size);
+    o->tile_size = MIN (o->tile_size, c->ape_size);
+    o->overlap = MIN (o->overlap, c->ape_size - ws);
+  }
   /* below what an out of memory on this engine showed to fit, as the
    * retries would have got there, without trying the allocations again */
   while (fits && tiling_pass_bytes (engine, width, height, o) > fits
-      && shrink_step (width, height, ws, o));
+      && shrink_step (c, width, height, o));
   /* ehat_upscale_tiled_custom()'s test for one tile */
   return round_up (o->tile_size, ws) >= width
       && round_up (o->tile_height ? o->tile_height : o->tile_size, ws)
@@ -698,7 +718,7 @@ ehat_upscale_tiled (EhatEngine *engine, const float *in, int width,
     }
     /* Out of memory: one step smaller (stats holds nothing useful here;
      * o is what was attempted) */
-    if (!shrink_step (width, height, cfg->window_size, &o)) {
+    if (!shrink_step (cfg, width, height, &o)) {
       g_propagate_prefixed_error (error, err,
           "out of memory even at tile size %d: ",
           round_up (o.tile_size, cfg->window_size));

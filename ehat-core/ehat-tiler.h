@@ -128,7 +128,10 @@ int ehat_tile_auto_size (int width, int height);
 gsize ehat_tile_auto_budget (void);
 
 /* The automatic tile geometry of ehat_upscale_tiled() (tile_size 0) for
- * engine: 0×0 (the whole frame, no seams) when one whole-frame pass fits
+ * engine.  For a model with an absolute position embedding, which fixes
+ * every pass at its S×S size: 0×0 when the frame fits in S×S, else S×S
+ * (ehat_upscale_tiled() also lowers explicit larger tiles, and an overlap
+ * above S minus a window, to what runs).  Otherwise: 0×0 (the whole frame, no seams) when one whole-frame pass fits
  * in budget bytes (ehat_engine_estimate_bytes() plus the frame's input and
  * output).  Otherwise tiles of tile_width×tile_height (multiples of the
  * window size, from overlap + 2 windows up to the frame): of the

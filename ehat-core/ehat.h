@@ -56,11 +56,17 @@ typedef struct
   float img_range;
   float rgb_mean[3];
   gboolean ape;                 /* absolute position embedding present */
-  int ape_tokens;               /* its token count (fixes the input size) */
+  int ape_tokens;               /* its token count, ape_size² */
   gboolean danet;               /* optional dual-attention block */
   /* derived */
   int overlap_window;           /* wse = ws + int(ws * overlap_ratio) */
   int mlp_hidden;               /* int(C * mlp_ratio) */
+  /* With an absolute position embedding, the side S of the S×S LR grid it
+   * covers (HAT's img_size, a multiple of the window size), else 0.  It
+   * fixes the size of every pass: a smaller input is reflect-padded to
+   * S×S, a larger one must be tiled (ehat_upscale_tiled() uses S×S tiles
+   * for such a model). */
+  int ape_size;
 } EhatConfig;
 
 typedef struct _EhatModel EhatModel;

@@ -49,6 +49,20 @@ test_info (void)
   g_assert_nonnull (strstr (out, "EHAT"));
   g_assert_nonnull (strstr (out, "542591"));    /* info.json "params" */
   g_assert_nonnull (strstr (out, "x4"));
+  g_assert_null (strstr (out, "position embed."));
+  g_clear_pointer (&out, g_free);
+  g_clear_pointer (&err, g_free);
+
+  /* a model with an absolute position embedding says what it runs */
+  {
+    g_autofree char *ape = g_build_filename (g_getenv
+        ("EHAT_PROJECT_GOLDEN_DIR"), "ehat-ape-x2", "model.safetensors",
+        NULL);
+
+    g_assert_cmpint (run_cli (&out, &err, "info", ape, NULL), ==, 0);
+    g_assert_nonnull (strstr (out, "position embed.  32x32 (passes padded "
+            "to it; larger frames run in 32x32 tiles)"));
+  }
 }
 
 static void

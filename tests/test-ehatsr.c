@@ -567,6 +567,48 @@ GST_START_TEST (test_tiled_frame)
 
 GST_END_TEST;
 
+GST_START_TEST (test_ape_model_tiles)
+{
+  /* A model with an absolute position embedding of 32×32 tokens runs any
+   * larger frame in tiles of that size, also when a larger tile-size was
+   * set (which could not run) */
+  const gchar *dir = g_getenv ("EHAT_PROJECT_GOLDEN_DIR");
+  const char *caps = "video/x-raw,format=I420,width=72,height=40";
+  gchar *model;
+  GstHarness *hr;
+  GstBuffer *out;
+  GstCaps *ocaps;
+  GstVideoInfo info;
+  gint tw, th;
+
+  fail_unless (dir != NULL, "EHAT_PROJECT_GOLDEN_DIR not set");
+  model = g_build_filename (dir, "ehat-ape-x2", "model.safetensors", NULL);
+  for (int tile = 0; tile <= 64; tile += 64) {
+    GstElement *e = gst_element_factory_make ("ehatsr", NULL);
+
+    g_object_set (e, "model", model, "backend", 2 /* cpu */ ,
+        "tile-size", tile, NULL);
+    hr = gst_harness_new_with_element (e, "sink", "src");
+    gst_object_unref (e);
+    gst_harness_set_src_caps_str (hr, caps);
+    out = gst_harness_push_and_pull (hr, make_frame (caps, 0x50));
+    fail_unless (out != NULL, "tile-size %d: no output", tile);
+    ocaps = gst_pad_get_current_caps (hr->sinkpad);
+    fail_unless (ocaps != NULL && gst_video_info_from_caps (&info, ocaps));
+    gst_caps_unref (ocaps);
+    fail_unless_equals_int (GST_VIDEO_INFO_WIDTH (&info), 144);
+    fail_unless_equals_int (GST_VIDEO_INFO_HEIGHT (&info), 80);
+    fail_unless (last_geometry (hr, &tw, &th) >= 6);
+    fail_unless_equals_int (tw, 32);
+    fail_unless_equals_int (th, 32);
+    gst_buffer_unref (out);
+    gst_harness_teardown (hr);
+  }
+  g_free (model);
+}
+
+GST_END_TEST;
+
 GST_START_TEST (test_model_change_renegotiates)
 {
   GstHarness *hr = harness_for (2, "RGB", 12, 8);
@@ -1012,6 +1054,7 @@ ehatsr_suite (void)
   tcase_add_test (tc, test_timestamps_and_stats);
   tcase_add_test (tc, test_roi_meta_scaled);
   tcase_add_test (tc, test_tiled_frame);
+  tcase_add_test (tc, test_ape_model_tiles);
   tcase_add_test (tc, test_model_change_renegotiates);
   tcase_add_test (tc, test_qos_drop);
   tcase_add_test (tc, test_qos_bicubic);

@@ -273,6 +273,7 @@ check_golden (const char *name)
   g_assert_cmpfloat_with_epsilon (c->rgb_mean[1], 0.4371f, 1e-7);
   g_assert_cmpfloat_with_epsilon (c->rgb_mean[2], 0.4040f, 1e-7);
   g_assert_false (c->ape);
+  g_assert_cmpint (c->ape_size, ==, 0);
   g_assert_false (c->danet);
   g_assert_cmpint (c->overlap_window, ==, c->window_size
       + (int) (c->window_size * (double) c->overlap_ratio));
@@ -690,6 +691,22 @@ m_ape_wrong (StFile *f)
       (const gint64[]) { 1, 64, 25 }, NULL, 64 * 25 * 4);
 }
 
+/* 32 tokens are no square grid; 36 are 6×6, off the 8-pixel window grid:
+ * neither fits any input the network can take */
+static void
+m_ape_not_square (StFile *f)
+{
+  add_tensor (f, "absolute_pos_embed", "F32", 3,
+      (const gint64[]) { 1, 32, 24 }, NULL, 32 * 24 * 4);
+}
+
+static void
+m_ape_off_grid (StFile *f)
+{
+  add_tensor (f, "absolute_pos_embed", "F32", 3,
+      (const gint64[]) { 1, 36, 24 }, NULL, 36 * 24 * 4);
+}
+
 static void
 m_ape_i8 (StFile *f)
 {
@@ -818,6 +835,10 @@ static const BadCase bad_cases[] = {
       {"'absolute_pos_embed'", "[1, 64, 25]"}},
   {"ape-i8", NULL, m_ape_i8, EHAT_ERROR_TENSOR,
       {"'absolute_pos_embed'", "I8"}},
+  {"ape-not-square", NULL, m_ape_not_square, EHAT_ERROR_TENSOR,
+      {"'absolute_pos_embed' has 32 tokens", "window size 8"}},
+  {"ape-off-grid", NULL, m_ape_off_grid, EHAT_ERROR_TENSOR,
+      {"'absolute_pos_embed' has 36 tokens", "img_size"}},
   {"hat-missing-upsample", "hat-small-x3", m_missing_upsample,
       EHAT_ERROR_TENSOR, {"missing tensor 'upsample.0.weight'"}},
   {"hat-x4-missing-upsample2", "hat-small-x4", m_missing_upsample2,
@@ -1201,6 +1222,7 @@ test_ape_and_danet (void)
   c = ehat_model_get_config (m);
   g_assert_true (c->ape);
   g_assert_cmpint (c->ape_tokens, ==, N);
+  g_assert_cmpint (c->ape_size, ==, 8);
   g_assert_true (c->danet);
   g_assert_cmpint (ehat_config_n_w1 (c), ==,
       ehat_config_n_w1 (ehat_model_get_config (ref)) + 1);
@@ -1215,8 +1237,8 @@ test_ape_and_danet (void)
   g_assert_cmpfloat (ehat_model_get_macs_per_pixel (m, 32, 32), >,
       ehat_model_get_macs_per_pixel (ref, 32, 32));
 
-  /* The embedding fixes the token count (64: one 8×8 window): an input
-   * padded to 8×8 runs, a larger one is refused with a clear error. */
+  /* The embedding covers 8×8 tokens (one window): an input up to 8×8 is
+   * padded to it and runs, a larger one is refused with a clear error. */
   {
     EhatEngineOptions opts = EHAT_ENGINE_OPTIONS_INIT;
     g_autoptr (EhatEngine) e = NULL;
@@ -1232,8 +1254,9 @@ test_ape_and_danet (void)
     g_assert_false (ehat_engine_process (e, in, 1, 16, 8, out, &error));
     g_assert_error (error, EHAT_ERROR, EHAT_ERROR_INVALID_ARGUMENT);
     g_assert_nonnull (strstr (error->message,
-            "absolute position embedding for 64 tokens"));
-    g_assert_nonnull (strstr (error->message, "16×8"));
+            "absolute position embedding of 8×8 tokens"));
+    g_assert_nonnull (strstr (error->message, "16×8 input"));
+    g_assert_nonnull (strstr (error->message, "tiles of at most 8×8"));
   }
 }
 

@@ -690,6 +690,93 @@ test_auto_size_from_memory (void)
   g_free (path);
 }
 
+/* A model with an absolute position embedding (tests/golden/ehat-ape-x2:
+ * 32×32 tokens, window 8, ×2) runs any pass at the embedding's size, so
+ * a larger frame is tiled at that size, automatically and when a larger
+ * tile was asked for, and each tile is the network's pass on its pixels. */
+static void
+test_ape_tiles (void)
+{
+  const char *dir = g_getenv ("EHAT_PROJECT_GOLDEN_DIR");
+  g_autofree char *path = NULL;
+  g_autoptr (GError) err = NULL;
+  g_autoptr (EhatModel) model = NULL;
+  g_autoptr (EhatEngine) engine = NULL;
+  EhatEngineOptions eo = EHAT_ENGINE_OPTIONS_INIT;
+  EhatTileOptions o = EHAT_TILE_OPTIONS_INIT;
+  EhatTileStats st;
+  const int w = 70, h = 45, S = 32;
+  g_autofree float *in = make_image (w, h, 7);
+  g_autofree float *out = g_new (float, (gsize) 3 * w * h * 4);
+  g_autofree float *out2 = g_new (float, (gsize) 3 * w * h * 4);
+  g_autofree float *crop = g_new (float, (gsize) 3 * S * S);
+  g_autofree float *first = g_new (float, (gsize) 3 * S * S * 4);
+  int ox[8], oy[8], tw, th;
+  double worst = 0;
+
+  g_assert_nonnull (dir);
+  path = g_build_filename (dir, "ehat-ape-x2", "model.safetensors", NULL);
+  model = ehat_model_load (path, &err);
+  g_assert_no_error (err);
+  g_assert_cmpint (ehat_model_get_config (model)->ape_size, ==, S);
+  eo.backend = EHAT_BACKEND_CPU;
+  eo.n_threads = 1;
+  engine = ehat_engine_new (model, &eo, &err);
+  g_assert_no_error (err);
+
+  /* the automatic geometry: the whole frame when it fits in 32×32 (any
+   * budget), else 32×32 tiles whatever the budget */
+  ehat_tile_auto_size_for_engine (engine, 30, 20, 16, 0, 1, &tw, &th);
+  g_assert_cmpint (tw, ==, 0);
+  g_assert_cmpint (th, ==, 0);
+  ehat_tile_auto_size_for_engine (engine, w, h, 16, 0, G_MAXSIZE / 2, &tw,
+      &th);
+  g_assert_cmpint (tw, ==, S);
+  g_assert_cmpint (th, ==, S);
+  ehat_tile_auto_size_for_engine (engine, 20, 40, 16, 0, 0, &tw, &th);
+  g_assert_cmpint (tw, ==, S);
+  g_assert_cmpint (th, ==, S);
+
+  g_assert_true (ehat_upscale_tiled (engine, in, w, h, out, &o, &st, &err));
+  g_assert_no_error (err);
+  g_assert_cmpint (st.tile_width, ==, S);
+  g_assert_cmpint (st.tile_height, ==, S);
+  g_assert_cmpint (st.tiles_x, ==, ehat_tile_layout_1d (w, S, 16, -1, 8, 2,
+          ox, G_N_ELEMENTS (ox), NULL));
+  g_assert_cmpint (st.tiles_y, ==, ehat_tile_layout_1d (h, S, 16, -1, 8, 2,
+          oy, G_N_ELEMENTS (oy), NULL));
+  g_assert_cmpint (st.tiles_x, >=, 3);
+  g_assert_cmpint (st.tiles_y, >=, 2);
+
+  /* where only the first tile reaches (left of the second column's
+   * origin, above the second row's), the output is that tile's pass */
+  for (int c = 0; c < 3; c++)
+    for (int y = 0; y < S; y++)
+      memcpy (crop + ((gsize) c * S + y) * S,
+          in + ((gsize) c * h + y) * w, S * sizeof (float));
+  g_assert_true (ehat_engine_process (engine, crop, 1, S, S, first, &err));
+  g_assert_no_error (err);
+  for (int c = 0; c < 3; c++)
+    for (int y = 0; y < 2 * oy[1]; y++)
+      for (int x = 0; x < 2 * ox[1]; x++)
+        worst = MAX (worst, fabs (out[((gsize) c * 2 * h + y) * 2 * w + x]
+                - first[((gsize) c * 2 * S + y) * 2 * S + x]));
+  g_assert_cmpfloat (worst, <=, 1e-6);
+
+  /* a larger tile than the embedding cannot run: it means 32×32 */
+  o.tile_size = 64;
+  g_assert_true (ehat_upscale_tiled (engine, in, w, h, out2, &o, &st, &err));
+  g_assert_no_error (err);
+  g_assert_cmpint (st.tile_width, ==, S);
+  g_assert_cmpint (st.tile_height, ==, S);
+  g_assert_cmpint (memcmp (out, out2, (gsize) 3 * w * h * 4
+          * sizeof (float)), ==, 0);
+
+  /* the engine alone refuses a pass larger than the embedding */
+  g_assert_false (ehat_engine_process (engine, in, 1, w, h, out, &err));
+  g_assert_error (err, EHAT_ERROR, EHAT_ERROR_INVALID_ARGUMENT);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -707,6 +794,7 @@ main (int argc, char **argv)
   g_test_add_func ("/tiler/ensemble", test_ensemble);
   g_test_add_func ("/tiler/oom-error", test_oom_error_passes_through);
   g_test_add_func ("/tiler/golden/small", test_golden_small);
+  g_test_add_func ("/tiler/ape-tiles", test_ape_tiles);
   g_test_add_func ("/tiler/auto-size-from-memory",
       test_auto_size_from_memory);
   for (i = 0; i < G_N_ELEMENTS (cases); i++) {

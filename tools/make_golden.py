@@ -1,5 +1,7 @@
 #!/usr/bin/env -S /usr/bin/python3
-"""Golden cases the project makes itself, for blocks the original code lacks (DANet).
+"""Golden cases the project makes itself, for what the original code lacks: DANet, and inputs
+smaller than a model's absolute position embedding (padded up to it; the original runs only
+inputs that pad to its size).
 
 Same layout as ../shared/golden (DESIGN.md §4): model.safetensors (random weights),
 lr.safetensors (tensor `image` [1,3,H,W], H and W not multiples of the window size),
@@ -32,6 +34,10 @@ CASES = {
     "hat-danet-x3": (dict(arch="hat", upscale=3, embed_dim=16, depths=[1], num_heads=[2],
                           window_size=4, compress_ratio=2, squeeze_factor=4, conv_scale=0.1,
                           mlp_ratio=2.0, danet=True), 72, (11, 14)),
+    # 19×22 is padded to the embedding's 32×32, past the window grid's 24×24
+    "ehat-ape-x2": (dict(arch="ehat", upscale=2, embed_dim=24, depths=[2], num_heads=[3],
+                         window_size=8, compress_ratio=3, squeeze_factor=8, conv_scale=0.1,
+                         mlp_ratio=2.0, ape=True, img_size=32), 73, (19, 22)),
 }
 
 
@@ -41,9 +47,14 @@ def main(out_dir: str) -> int:
         os.makedirs(d, exist_ok=True)
         model = make(EhatConfig(**cfg_kw), seed)
         with torch.no_grad():
-            # large enough that a wrong PAM/CAM cannot hide under 1e-4
-            model.danet.pam.gamma.fill_(0.7)
-            model.danet.cam.gamma.fill_(-0.4)
+            # large enough that a wrong PAM/CAM or embedding cannot hide under 1e-4
+            if model.cfg.danet:
+                model.danet.pam.gamma.fill_(0.7)
+                model.danet.cam.gamma.fill_(-0.4)
+            if model.cfg.ape:
+                g = torch.Generator().manual_seed(seed)
+                model.absolute_pos_embed.copy_(torch.randn(model.absolute_pos_embed.shape,
+                                                           generator=g) * 0.5)
         save(model, os.path.join(d, "model.safetensors"),
              extra_metadata={"name": name, "weights": f"random (seed {seed})"})
         g = torch.Generator().manual_seed(seed)

@@ -306,6 +306,12 @@ def test_refuses_inconsistent_shapes():
     for k in [k for k in sd if k.startswith("layers.1.residual_group.blocks.0.")]:
         del sd[k]
     _refused(sd, "layers.1.residual_group.blocks.0")
+    # a position embedding must cover a square grid on the window grid (libehat refuses others)
+    sd = _hat_sd()
+    sd["absolute_pos_embed"] = torch.zeros(1, 35, 12)
+    _refused(sd, "absolute_pos_embed", "img_size²")
+    sd["absolute_pos_embed"] = torch.zeros(1, 36, 12)
+    _refused(sd, "img_size 6", "window_size 4")
 
 
 def test_refuses_bad_buffers_and_values():

@@ -306,6 +306,35 @@ def test_danet_zero_gamma_is_identity_and_chunking():
         assert torch.allclose(full.flatten(2), v @ s.transpose(1, 2), atol=1e-12)
 
 
+def test_ape_pads_to_its_grid_and_refuses_larger():
+    """HAT runs a model with an absolute position embedding only on inputs that pad to its
+    img_size²; here a smaller input is padded up to that grid (and libehat does the same,
+    tests/golden/ehat-ape-x2), a larger one is refused with the tile size that would run."""
+    cfg = M.EhatConfig(arch="hat", embed_dim=16, depths=[1], num_heads=[2], window_size=4,
+                       squeeze_factor=4, compress_ratio=2, upscale=2, ape=True, img_size=12)
+    model = make_model.make(cfg, 4).double()
+    x = torch.rand(1, 3, 5, 10, dtype=torch.float64)
+    with torch.no_grad():
+        want = model(M.reflect_pad(x, 12, 12))[..., :10, :20]
+    assert torch.equal(M.upscale(model, x), want)
+    for h, w in ((13, 4), (4, 13)):
+        with pytest.raises(ValueError, match="12×12 tokens.*tiles of at most 12×12"):
+            M.upscale(model, torch.rand(1, 3, h, w, dtype=torch.float64))
+
+
+def test_project_golden_is_made_by_make_golden(tmp_path):
+    """tests/golden is what tools/make_golden.py computes with today's reference."""
+    import make_golden
+    assert make_golden.main(str(tmp_path)) == 0
+    for case in make_golden.CASES:
+        for f in ("model", "lr", "sr"):
+            a = st.load_file(os.path.join(ROOT, "tests", "golden", case, f + ".safetensors"))[0]
+            b = st.load_file(os.path.join(tmp_path, case, f + ".safetensors"))[0]
+            assert a.keys() == b.keys()
+            for k in a:
+                np.testing.assert_allclose(a[k], b[k], rtol=0, atol=1e-6, err_msg=f"{case}/{f}/{k}")
+
+
 def test_self_ensemble_is_equivariant():
     """The self-ensemble over a group of transforms commutes with every transform of that group
     (padding included: the padded network is just some function), while the plain network does

@@ -125,6 +125,10 @@ class EhatConfig:
                 raise ValueError(f"{name} {v} leaves no channels for embed_dim {self.embed_dim}")
         if self.danet and self.embed_dim < 8:
             raise ValueError("danet needs embed_dim >= 8")
+        if self.ape and (self.img_size < 1 or self.img_size % self.window_size):
+            # inputs are padded to the window grid before the embedding is added
+            raise ValueError(f"img_size {self.img_size} of the position embedding is not a multiple "
+                             f"of window_size {self.window_size}")
         if len(self.rgb_mean) != 3:
             raise ValueError("rgb_mean must have 3 values")
 
@@ -816,8 +820,9 @@ def dihedral(x: torch.Tensor, t: int, inverse: bool = False) -> torch.Tensor:
 
 
 def upscale(model: EhatNet, lr, dtype: Optional[torch.dtype] = None, ensemble: int = 1) -> torch.Tensor:
-    """Whole test pipeline: reflect-pad to a multiple of the window size, normalise, run the
-    network, denormalise, crop to ``r·h × r·w``. ``lr``: ``[3,h,w]`` or ``[B,3,h,w]`` (numpy or
+    """Whole test pipeline: reflect-pad to a multiple of the window size (with an absolute
+    position embedding: to its ``img_size × img_size``), normalise, run the network,
+    denormalise, crop to ``r·h × r·w``. ``lr``: ``[3,h,w]`` or ``[B,3,h,w]`` (numpy or
     torch) in [0,1]. Runs in the model's dtype unless ``dtype`` is given (the model is converted).
     Returns a tensor of the input's rank; no clamping.
 
@@ -844,6 +849,14 @@ def upscale(model: EhatNet, lr, dtype: Optional[torch.dtype] = None, ensemble: i
     h, w = x.shape[-2], x.shape[-1]
     ws, r = model.cfg.window_size, model.cfg.upscale
     hp, wp = -(-h // ws) * ws, -(-w // ws) * ws
+    if model.cfg.ape:
+        # The embedding covers img_size × img_size tokens: HAT runs only inputs that pad to it;
+        # here (and in libehat) a smaller input is padded up to it, and a larger one refused.
+        s = model.cfg.img_size
+        if hp > s or wp > s:
+            raise ValueError(f"model has an absolute position embedding of {s}×{s} tokens, and a "
+                             f"{w}×{h} input is larger: run it in tiles of at most {s}×{s}")
+        hp = wp = s
     with torch.no_grad():
         y = model(reflect_pad(x, hp, wp))[..., : r * h, : r * w]
     return y[0] if squeeze else y
