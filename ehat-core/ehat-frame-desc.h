@@ -42,14 +42,14 @@ typedef struct
   int a;                        /* packed: the alpha byte, −1: none */
   int x;                        /* packed 32-bit without alpha: the byte
                                  * written 255 (RGBx & co.), −1: none */
-  int sub;                      /* chroma subsampling shift (both axes) */
+  int sub_x, sub_y;             /* chroma subsampling shifts (0 or 1) */
   int cw, ch;                   /* chroma plane size */
   int u_plane, v_plane;         /* planar: planes of U and V */
   int c_step, u_idx, v_idx;     /* chroma samples: step within a row and
                                  * the U/V offsets (2, 0/1 interleaved) */
   int depth;                    /* bits per sample */
   int shift;                    /* 16-bit samples: bits below the value */
-  int cosited;                  /* left-sited 4:2:0 chroma */
+  int cosited;                  /* left-sited subsampled chroma */
   /* Y'CbCr: luma weights and the code mapping of the matrix, range and
    * depth */
   double kr, kg, kb;
@@ -181,20 +181,21 @@ ehat_fd_luma_code (const EhatFrameDesc *d, float r, float g, float b)
   return ehat_fd_code (d->y_off + d->y_scale * yy, d->max_code);
 }
 
-/* The taps of 4:2:0 chroma sample (cx, cy) (sub = 1): a 2×2 box for
- * centred chroma, [1 2 1]/4 × [1 1]/2 around the co-sited column for left
- * siting.  Tap t of EHAT_FD_N_TAPS: its pixel (clamped: taps past the edge
- * repeat the last row or column, as odd sizes need) and its weight, or
- * weight 0 for the unused tap of centred siting. */
+/* The taps of subsampled chroma sample (cx, cy) (4:2:0 or 4:2:2, where
+ * sub_y = 0 keeps one row): horizontally a [1 1]/2 box for centred chroma
+ * and [1 2 1]/4 around the co-sited column for left siting, vertically
+ * [1 1]/2 (4:2:0).  Tap t of EHAT_FD_N_TAPS: its pixel (clamped: taps
+ * past the edge repeat the last row or column, as odd sizes need) and its
+ * weight, or weight 0 for a tap the layout does not use. */
 #define EHAT_FD_N_TAPS 6
 EHAT_FD_FN double
 ehat_fd_chroma_tap (const EhatFrameDesc *d, int cx, int cy, int t,
     int *px, int *py)
 {
   int dy = t / 3, dx = t % 3 - 1;
-  int sx = 2 * cx + dx, sy = 2 * cy + dy;
+  int sx = (cx << d->sub_x) + dx, sy = (cy << d->sub_y) + dy;
 
-  if (!d->cosited && dx < 0)
+  if ((!d->cosited && dx < 0) || dy > d->sub_y)
     return 0.0;
   *px = sx < 0 ? 0 : sx > d->width - 1 ? d->width - 1 : sx;
   *py = sy > d->height - 1 ? d->height - 1 : sy;

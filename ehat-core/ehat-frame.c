@@ -22,7 +22,7 @@ typedef struct
   EhatFrameKind kind;
   int bpp;                      /* packed: bytes per pixel */
   int r, g, b, a;               /* packed: byte offsets, a = −1: none */
-  int sub;                      /* chroma subsampling shift (both axes) */
+  int sub_x, sub_y;             /* chroma subsampling shifts */
   int u_plane, v_plane;         /* planar: planes; semi: 0/1 = U/V first */
   int depth;                    /* bits per sample */
   int shift;                    /* 16-bit samples: bits below the value */
@@ -34,26 +34,44 @@ typedef struct
 #define SEMI EHAT_FD_SEMI_YUV
 #define GRAY EHAT_FD_GRAY
 static const FormatInfo formats[EHAT_PIXEL_N_FORMATS] = {
-  [EHAT_PIXEL_RGB] = {"RGB", PACKED, 3, 0, 1, 2, -1, 0, 0, 0, 8, 0},
-  [EHAT_PIXEL_BGR] = {"BGR", PACKED, 3, 2, 1, 0, -1, 0, 0, 0, 8, 0},
-  [EHAT_PIXEL_RGBA] = {"RGBA", PACKED, 4, 0, 1, 2, 3, 0, 0, 0, 8, 0},
-  [EHAT_PIXEL_BGRA] = {"BGRA", PACKED, 4, 2, 1, 0, 3, 0, 0, 0, 8, 0},
-  [EHAT_PIXEL_RGBx] = {"RGBx", PACKED, 4, 0, 1, 2, -1, 0, 0, 0, 8, 0},
-  [EHAT_PIXEL_BGRx] = {"BGRx", PACKED, 4, 2, 1, 0, -1, 0, 0, 0, 8, 0},
-  [EHAT_PIXEL_xRGB] = {"xRGB", PACKED, 4, 1, 2, 3, -1, 0, 0, 0, 8, 0},
-  [EHAT_PIXEL_xBGR] = {"xBGR", PACKED, 4, 3, 2, 1, -1, 0, 0, 0, 8, 0},
-  [EHAT_PIXEL_ARGB] = {"ARGB", PACKED, 4, 1, 2, 3, 0, 0, 0, 0, 8, 0},
-  [EHAT_PIXEL_ABGR] = {"ABGR", PACKED, 4, 3, 2, 1, 0, 0, 0, 0, 8, 0},
-  [EHAT_PIXEL_I420] = {"I420", PLANAR, 1, 0, 0, 0, -1, 1, 1, 2, 8, 0},
-  [EHAT_PIXEL_YV12] = {"YV12", PLANAR, 1, 0, 0, 0, -1, 1, 2, 1, 8, 0},
-  [EHAT_PIXEL_NV12] = {"NV12", SEMI, 1, 0, 0, 0, -1, 1, 0, 1, 8, 0},
-  [EHAT_PIXEL_NV21] = {"NV21", SEMI, 1, 0, 0, 0, -1, 1, 1, 0, 8, 0},
-  [EHAT_PIXEL_Y444] = {"Y444", PLANAR, 1, 0, 0, 0, -1, 0, 1, 2, 8, 0},
-  [EHAT_PIXEL_GRAY8] = {"GRAY8", GRAY, 1, 0, 0, 0, -1, 0, 0, 0, 8, 0},
-  [EHAT_PIXEL_I420_10LE] = {"I420_10LE", PLANAR, 2, 0, 0, 0, -1, 1,
+  [EHAT_PIXEL_RGB] = {"RGB", PACKED, 3, 0, 1, 2, -1, 0, 0, 0, 0, 8, 0},
+  [EHAT_PIXEL_BGR] = {"BGR", PACKED, 3, 2, 1, 0, -1, 0, 0, 0, 0, 8, 0},
+  [EHAT_PIXEL_RGBA] = {"RGBA", PACKED, 4, 0, 1, 2, 3, 0, 0, 0, 0, 8, 0},
+  [EHAT_PIXEL_BGRA] = {"BGRA", PACKED, 4, 2, 1, 0, 3, 0, 0, 0, 0, 8, 0},
+  [EHAT_PIXEL_RGBx] = {"RGBx", PACKED, 4, 0, 1, 2, -1, 0, 0, 0, 0, 8, 0},
+  [EHAT_PIXEL_BGRx] = {"BGRx", PACKED, 4, 2, 1, 0, -1, 0, 0, 0, 0, 8, 0},
+  [EHAT_PIXEL_xRGB] = {"xRGB", PACKED, 4, 1, 2, 3, -1, 0, 0, 0, 0, 8, 0},
+  [EHAT_PIXEL_xBGR] = {"xBGR", PACKED, 4, 3, 2, 1, -1, 0, 0, 0, 0, 8, 0},
+  [EHAT_PIXEL_ARGB] = {"ARGB", PACKED, 4, 1, 2, 3, 0, 0, 0, 0, 0, 8, 0},
+  [EHAT_PIXEL_ABGR] = {"ABGR", PACKED, 4, 3, 2, 1, 0, 0, 0, 0, 0, 8, 0},
+  [EHAT_PIXEL_I420] = {"I420", PLANAR, 1, 0, 0, 0, -1, 1, 1, 1, 2, 8, 0},
+  [EHAT_PIXEL_YV12] = {"YV12", PLANAR, 1, 0, 0, 0, -1, 1, 1, 2, 1, 8, 0},
+  [EHAT_PIXEL_NV12] = {"NV12", SEMI, 1, 0, 0, 0, -1, 1, 1, 0, 1, 8, 0},
+  [EHAT_PIXEL_NV21] = {"NV21", SEMI, 1, 0, 0, 0, -1, 1, 1, 1, 0, 8, 0},
+  [EHAT_PIXEL_Y444] = {"Y444", PLANAR, 1, 0, 0, 0, -1, 0, 0, 1, 2, 8, 0},
+  [EHAT_PIXEL_GRAY8] = {"GRAY8", GRAY, 1, 0, 0, 0, -1, 0, 0, 0, 0, 8, 0},
+  [EHAT_PIXEL_I420_10LE] = {"I420_10LE", PLANAR, 2, 0, 0, 0, -1, 1, 1,
       1, 2, 10, 0},
-  [EHAT_PIXEL_P010_10LE] = {"P010_10LE", SEMI, 2, 0, 0, 0, -1, 1,
+  [EHAT_PIXEL_P010_10LE] = {"P010_10LE", SEMI, 2, 0, 0, 0, -1, 1, 1,
       0, 1, 10, 6},
+  [EHAT_PIXEL_Y42B] = {"Y42B", PLANAR, 1, 0, 0, 0, -1, 1, 0, 1, 2, 8, 0},
+  [EHAT_PIXEL_NV16] = {"NV16", SEMI, 1, 0, 0, 0, -1, 1, 0, 0, 1, 8, 0},
+  [EHAT_PIXEL_I422_10LE] = {"I422_10LE", PLANAR, 2, 0, 0, 0, -1, 1, 0,
+      1, 2, 10, 0},
+  [EHAT_PIXEL_I422_12LE] = {"I422_12LE", PLANAR, 2, 0, 0, 0, -1, 1, 0,
+      1, 2, 12, 0},
+  [EHAT_PIXEL_Y444_10LE] = {"Y444_10LE", PLANAR, 2, 0, 0, 0, -1, 0, 0,
+      1, 2, 10, 0},
+  [EHAT_PIXEL_Y444_12LE] = {"Y444_12LE", PLANAR, 2, 0, 0, 0, -1, 0, 0,
+      1, 2, 12, 0},
+  [EHAT_PIXEL_Y444_16LE] = {"Y444_16LE", PLANAR, 2, 0, 0, 0, -1, 0, 0,
+      1, 2, 16, 0},
+  [EHAT_PIXEL_I420_12LE] = {"I420_12LE", PLANAR, 2, 0, 0, 0, -1, 1, 1,
+      1, 2, 12, 0},
+  [EHAT_PIXEL_P012_LE] = {"P012_LE", SEMI, 2, 0, 0, 0, -1, 1, 1, 0, 1, 12,
+      4},
+  [EHAT_PIXEL_P016_LE] = {"P016_LE", SEMI, 2, 0, 0, 0, -1, 1, 1, 0, 1, 16,
+      0},
 };
 #undef PACKED
 #undef PLANAR
@@ -124,8 +142,8 @@ ehat_frame_plane_size (EhatPixelFormat format, int width, int height,
       || plane >= ehat_pixel_format_n_planes (format))
     return FALSE;
   bytes = fi->depth > 8 ? 2 : 1;
-  cw = (width + (1 << fi->sub) - 1) >> fi->sub;
-  ch = (height + (1 << fi->sub) - 1) >> fi->sub;
+  cw = (width + (1 << fi->sub_x) - 1) >> fi->sub_x;
+  ch = (height + (1 << fi->sub_y) - 1) >> fi->sub_y;
   if (fi->kind == EHAT_FD_PACKED_RGB) {
     *min_stride = width * fi->bpp;
     *rows = height;
@@ -243,9 +261,10 @@ ehat_frame_describe (const EhatFrame *frame, const EhatColorInfo *color,
   /* the x byte of RGBx & co. is written opaque */
   d->x = fi->kind == EHAT_FD_PACKED_RGB && fi->bpp == 4 && fi->a < 0 ?
       6 - fi->r - fi->g - fi->b : -1;
-  d->sub = fi->sub;
-  d->cw = (frame->width + (1 << fi->sub) - 1) >> fi->sub;
-  d->ch = (frame->height + (1 << fi->sub) - 1) >> fi->sub;
+  d->sub_x = fi->sub_x;
+  d->sub_y = fi->sub_y;
+  d->cw = (frame->width + (1 << fi->sub_x) - 1) >> fi->sub_x;
+  d->ch = (frame->height + (1 << fi->sub_y) - 1) >> fi->sub_y;
   if (fi->kind == EHAT_FD_SEMI_YUV) {
     d->u_plane = d->v_plane = 1;
     d->c_step = 2;
@@ -301,9 +320,9 @@ read_yuv (const EhatFrame *frame, const EhatFrameDesc *d, float *rgb,
   y1 = g_new (int, h);
   fy = g_new (float, h);
   for (x = 0; x < w; x++)
-    ehat_fd_taps (x, cw, d->sub, d->cosited, &x0[x], &x1[x], &fx[x]);
+    ehat_fd_taps (x, cw, d->sub_x, d->cosited, &x0[x], &x1[x], &fx[x]);
   for (y = 0; y < h; y++)
-    ehat_fd_taps (y, ch, d->sub, FALSE, &y0[y], &y1[y], &fy[y]);
+    ehat_fd_taps (y, ch, d->sub_y, FALSE, &y0[y], &y1[y], &fy[y]);
 
   for (y = 0; y < h; y++) {
     const guint8 *yr = frame->data[0] + (gsize) y * frame->stride[0];
@@ -427,7 +446,7 @@ write_yuv (const float *rgb, const EhatFrameDesc *d, EhatFrame *frame)
       double sb = 0.0, sr = 0.0, sw = 0.0, yy, cb, cr;
       int u, v, t;
 
-      if (!d->sub) {
+      if (!d->sub_x && !d->sub_y) {
         gsize o = (gsize) y * w + x;
         ehat_fd_ypbpr (d, rgb[o], rgb[plane + o], rgb[2 * plane + o], &yy,
             &sb, &sr);

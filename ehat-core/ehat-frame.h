@@ -41,6 +41,21 @@ typedef enum
   EHAT_PIXEL_GRAY8,             /* luma only */
   EHAT_PIXEL_I420_10LE,         /* I420, 16-bit LE words, 10 bits in the LSBs */
   EHAT_PIXEL_P010_10LE,         /* NV12, 16-bit LE words, 10 bits in the MSBs */
+  /* 4:2:2 (chroma halved horizontally only), and more bits: what
+   * professional sources (ProRes, DNxHR, 10/12-bit HEVC) decode to and
+   * their encoders take, so that no conversion in front of ehatsr drops
+   * chroma or bits.  16-bit LE words; "_12LE" and "_10LE" hold the value in
+   * the LSBs, P012 in the MSBs. */
+  EHAT_PIXEL_Y42B,              /* planar 4:2:2: Y, U, V */
+  EHAT_PIXEL_NV16,              /* 4:2:2, Y, interleaved UV */
+  EHAT_PIXEL_I422_10LE,
+  EHAT_PIXEL_I422_12LE,
+  EHAT_PIXEL_Y444_10LE,
+  EHAT_PIXEL_Y444_12LE,
+  EHAT_PIXEL_Y444_16LE,
+  EHAT_PIXEL_I420_12LE,
+  EHAT_PIXEL_P012_LE,           /* NV12, 12 bits in the MSBs */
+  EHAT_PIXEL_P016_LE,           /* NV12, 16 bits */
   EHAT_PIXEL_N_FORMATS
 } EhatPixelFormat;
 
@@ -53,8 +68,10 @@ typedef enum
 
 typedef enum
 {
-  EHAT_RANGE_LIMITED,           /* 8-bit Y 16–235, C 16–240 (×4 for 10-bit) */
-  EHAT_RANGE_FULL,              /* 0–255, C centred on 128 (×4 for 10-bit) */
+  /* Y 16–235, C 16–240 (× 2^(n−8) for n bits) */
+  EHAT_RANGE_LIMITED,
+  /* 0 to 2^n − 1, C centred on 2^(n−1) */
+  EHAT_RANGE_FULL,
 } EhatColorRange;
 
 /* Where 4:2:0 chroma samples sit relative to luma. */

@@ -56,8 +56,8 @@ read_pixel (const EhatFrameDesc &d, const Planes &pl, int x, int y,
     int x0, x1, y0, y1;
     float fx, fy, b0[2], b1[2], r0[2], r1[2];
 
-    ehat_fd_taps (x, d.cw, d.sub, d.cosited, &x0, &x1, &fx);
-    ehat_fd_taps (y, d.ch, d.sub, 0, &y0, &y1, &fy);
+    ehat_fd_taps (x, d.cw, d.sub_x, d.cosited, &x0, &x1, &fx);
+    ehat_fd_taps (y, d.ch, d.sub_y, 0, &y0, &y1, &fy);
     const unsigned char *u0 = row_of (pl, d.u_plane, y0);
     const unsigned char *u1 = row_of (pl, d.u_plane, y1);
     const unsigned char *v0 = row_of (pl, d.v_plane, y0);
@@ -180,28 +180,28 @@ frame_output_pixels (const T *x, int W, float m0, float m1, float m2,
 }
 
 /* YUV: one thread per chroma sample, writing it and the luma of the
- * pixels it covers (one, or a 2×2 block cut at odd edges). */
+ * pixels it covers (one, or a 2×1 or 2×2 block cut at odd edges). */
 template <typename T>
 __global__ void
 frame_output_yuv (const T *x, int W, float m0, float m1, float m2,
     float range, EhatFrameDesc d, Planes pl)
 {
   size_t total = (size_t) d.ch * d.cw;
-  int n = 1 << d.sub;
+  int nx = 1 << d.sub_x, ny = 1 << d.sub_y;
   GRID_STRIDE (p, total) {
     int cx = (int) (p % d.cw), cy = (int) (p / d.cw);
     double sb = 0.0, sr = 0.0, sw = 0.0, yy, cb, cr;
     float rgb[3];
     int u, v;
 
-    for (int j = 0; j < n && cy * n + j < d.height; j++)
-      for (int i = 0; i < n && cx * n + i < d.width; i++) {
-        int px = cx * n + i, py = cy * n + j;
+    for (int j = 0; j < ny && cy * ny + j < d.height; j++)
+      for (int i = 0; i < nx && cx * nx + i < d.width; i++) {
+        int px = cx * nx + i, py = cy * ny + j;
         out_pixel (x, W, px, py, m0, m1, m2, range, rgb);
         ehat_fd_put (&d, pl.p[0] + (size_t) py * pl.stride[0], px,
             ehat_fd_luma_code (&d, rgb[0], rgb[1], rgb[2]));
       }
-    if (!d.sub) {
+    if (!d.sub_x && !d.sub_y) {
       out_pixel (x, W, cx, cy, m0, m1, m2, range, rgb);
       ehat_fd_ypbpr (&d, rgb[0], rgb[1], rgb[2], &yy, &sb, &sr);
       sw = 1.0;

@@ -1758,8 +1758,8 @@ test_frame_ops (void)
 }
 
 /* ehat_upscale_frame() on a CUDA engine: on the device path (I420 at an
- * odd size, NV12, 10-bit, RGB, grey, alpha carried, dropped or made
- * opaque) the same bytes as the host path (ehat_frame_read,
+ * odd size, NV12, 10-bit, 4:2:2, 12-bit, RGB, grey, alpha carried, dropped
+ * or made opaque) the same bytes as the host path (ehat_frame_read,
  * ehat_upscale_tiled, alpha resized, ehat_frame_write) on the same
  * engine; the cases that must take the host path (self-ensemble, tiles)
  * do, and still match it. */
@@ -1775,6 +1775,8 @@ test_frame_upscale (void)
     {EHAT_PIXEL_I420, EHAT_PIXEL_I420, 19, 13, 0, 0, TRUE},
     {EHAT_PIXEL_NV12, EHAT_PIXEL_I420, 16, 10, 0, 0, TRUE},
     {EHAT_PIXEL_P010_10LE, EHAT_PIXEL_I420_10LE, 9, 8, 0, 0, TRUE},
+    {EHAT_PIXEL_Y42B, EHAT_PIXEL_I422_10LE, 11, 7, 0, 0, TRUE},
+    {EHAT_PIXEL_P012_LE, EHAT_PIXEL_NV16, 9, 6, 0, 0, TRUE},
     {EHAT_PIXEL_RGB, EHAT_PIXEL_BGRx, 12, 11, 0, 0, TRUE},
     {EHAT_PIXEL_GRAY8, EHAT_PIXEL_Y444, 8, 8, 0, 0, TRUE},
     /* alpha carried (resized as the host resizes it), dropped, or

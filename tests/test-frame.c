@@ -150,7 +150,12 @@ test_yuv_round_trip (void)
     {EHAT_PIXEL_Y444, 0.012}, {EHAT_PIXEL_I420, 0.03},
     {EHAT_PIXEL_YV12, 0.03}, {EHAT_PIXEL_NV12, 0.03},
     {EHAT_PIXEL_NV21, 0.03}, {EHAT_PIXEL_I420_10LE, 0.02},
-    {EHAT_PIXEL_P010_10LE, 0.02},
+    {EHAT_PIXEL_P010_10LE, 0.02}, {EHAT_PIXEL_Y42B, 0.03},
+    {EHAT_PIXEL_NV16, 0.03}, {EHAT_PIXEL_I422_10LE, 0.02},
+    {EHAT_PIXEL_I422_12LE, 0.02}, {EHAT_PIXEL_Y444_10LE, 0.004},
+    {EHAT_PIXEL_Y444_12LE, 0.002}, {EHAT_PIXEL_Y444_16LE, 0.001},
+    {EHAT_PIXEL_I420_12LE, 0.02}, {EHAT_PIXEL_P012_LE, 0.02},
+    {EHAT_PIXEL_P016_LE, 0.02},
   };
   static const int sizes[][2] = { {64, 48}, {7, 5}, {1, 1}, {1, 6}, {33, 2} };
   guint i, s;
@@ -257,6 +262,85 @@ test_10bit_layout (void)
   g_assert_cmpint (GUINT16_FROM_LE (y3[0]), ==, 940);
   g_assert_cmpint (GUINT16_FROM_LE (u3[0]), ==, 512);
   g_assert_cmpint (GUINT16_FROM_LE (v3[0]), ==, 512);
+}
+
+/* White and black codes of the deeper layouts: 12 bits in the MSBs of
+ * P012, in the LSBs of the _12LE formats, all 16 of P016 / Y444_16LE
+ * (limited range: 16·2^(n−8) … 235·2^(n−8), chroma 128·2^(n−8)). */
+static void
+test_deep_layouts (void)
+{
+  static const struct
+  {
+    EhatPixelFormat f;
+    int y_white, c_mid, y_black;
+  } cases[] = {
+    {EHAT_PIXEL_P012_LE, 3760 << 4, 2048 << 4, 256 << 4},
+    {EHAT_PIXEL_I422_12LE, 3760, 2048, 256},
+    {EHAT_PIXEL_Y444_12LE, 3760, 2048, 256},
+    {EHAT_PIXEL_I420_12LE, 3760, 2048, 256},
+    {EHAT_PIXEL_Y444_16LE, 60160, 32768, 4096},
+    {EHAT_PIXEL_P016_LE, 60160, 32768, 4096},
+    {EHAT_PIXEL_I422_10LE, 940, 512, 64},
+    {EHAT_PIXEL_Y444_10LE, 940, 512, 64},
+  };
+  EhatColorInfo ci = { EHAT_MATRIX_BT709, EHAT_RANGE_LIMITED,
+    EHAT_CHROMA_CENTER
+  };
+
+  for (guint i = 0; i < G_N_ELEMENTS (cases); i++) {
+    float img[3 * 4];
+    EhatFrame f;
+
+    /* a 4×1 frame: two white pixels, two black */
+    for (int c = 0; c < 3; c++)
+      for (int k = 0; k < 4; k++)
+        img[c * 4 + k] = k < 2 ? 1.0f : 0.0f;
+    frame_alloc (&f, cases[i].f, 4, 1);
+    g_assert_true (ehat_frame_write (img, NULL, &ci, &f, NULL));
+    g_assert_cmpint (GUINT16_FROM_LE (((guint16 *) f.data[0])[0]), ==,
+        cases[i].y_white);
+    g_assert_cmpint (GUINT16_FROM_LE (((guint16 *) f.data[0])[3]), ==,
+        cases[i].y_black);
+    g_assert_cmpint (GUINT16_FROM_LE (((guint16 *) f.data[1])[0]), ==,
+        cases[i].c_mid);
+    g_assert_cmpint (GUINT16_FROM_LE (((guint16 *) f.data[1])[1]), ==,
+        cases[i].c_mid);
+    frame_free (&f);
+  }
+}
+
+/* 4:2:2 keeps every chroma row: two rows of different chroma read back
+ * each as its own, where 4:2:0 would blend them */
+static void
+test_422_rows (void)
+{
+  guint8 y[8], u[4], v[4];
+  float rgb[24];
+  EhatFrame f = { EHAT_PIXEL_Y42B, 4, 2, {y, u, v}, {4, 2, 2} };
+  EhatColorInfo ci = { EHAT_MATRIX_BT709, EHAT_RANGE_FULL,
+    EHAT_CHROMA_CENTER
+  };
+
+  memset (y, 128, sizeof (y));
+  memset (u, 128, sizeof (u));
+  v[0] = v[1] = 128;            /* row 0: grey */
+  v[2] = v[3] = 180;            /* row 1: redder (in gamut) */
+  g_assert_true (ehat_frame_read (&f, &ci, rgb, NULL));
+  for (int x = 0; x < 4; x++) {
+    g_assert_cmpfloat (fabs (rgb[x] - 128 / 255.0), <, 1e-4);
+    g_assert_cmpfloat (rgb[4 + x], >, 0.75);
+  }
+  /* and writing it back gives the same codes */
+  {
+    guint8 y2[8], u2[4], v2[4];
+    EhatFrame g = { EHAT_PIXEL_Y42B, 4, 2, {y2, u2, v2}, {4, 2, 2} };
+
+    g_assert_true (ehat_frame_write (rgb, NULL, &ci, &g, NULL));
+    g_assert_cmpmem (y2, 8, y, 8);
+    g_assert_cmpmem (u2, 4, u, 4);
+    g_assert_cmpmem (v2, 4, v, 4);
+  }
 }
 
 static void
@@ -392,7 +476,9 @@ test_format_table (void)
     g_assert_nonnull (ehat_pixel_format_to_string (f));
     g_assert_cmpint (ehat_pixel_format_n_planes (f), >=, 1);
     g_assert_true (ehat_pixel_format_depth (f) == 8
-        || ehat_pixel_format_depth (f) == 10);
+        || ehat_pixel_format_depth (f) == 10
+        || ehat_pixel_format_depth (f) == 12
+        || ehat_pixel_format_depth (f) == 16);
   }
   g_assert_null (ehat_pixel_format_to_string (EHAT_PIXEL_N_FORMATS));
   g_assert_cmpint (ehat_pixel_format_n_planes (EHAT_PIXEL_NV12), ==, 2);
@@ -400,6 +486,26 @@ test_format_table (void)
   g_assert_true (ehat_pixel_format_has_alpha (EHAT_PIXEL_ABGR));
   g_assert_false (ehat_pixel_format_has_alpha (EHAT_PIXEL_xBGR));
   g_assert_true (ehat_pixel_format_is_yuv (EHAT_PIXEL_P010_10LE));
+  g_assert_cmpint (ehat_pixel_format_n_planes (EHAT_PIXEL_NV16), ==, 2);
+  g_assert_cmpint (ehat_pixel_format_depth (EHAT_PIXEL_P012_LE), ==, 12);
+  g_assert_cmpint (ehat_pixel_format_depth (EHAT_PIXEL_Y444_16LE), ==, 16);
+  {
+    int stride, rows;
+
+    /* 4:2:2 halves chroma across, not down; 4:2:0 both */
+    g_assert_true (ehat_frame_plane_size (EHAT_PIXEL_I422_10LE, 7, 5, 1,
+            &stride, &rows));
+    g_assert_cmpint (stride, ==, 8);
+    g_assert_cmpint (rows, ==, 5);
+    g_assert_true (ehat_frame_plane_size (EHAT_PIXEL_NV16, 7, 5, 1,
+            &stride, &rows));
+    g_assert_cmpint (stride, ==, 8);
+    g_assert_cmpint (rows, ==, 5);
+    g_assert_true (ehat_frame_plane_size (EHAT_PIXEL_I420_12LE, 7, 5, 2,
+            &stride, &rows));
+    g_assert_cmpint (stride, ==, 8);
+    g_assert_cmpint (rows, ==, 3);
+  }
   g_assert_false (ehat_pixel_format_is_yuv (EHAT_PIXEL_GRAY8));
 }
 
@@ -414,6 +520,8 @@ main (int argc, char **argv)
   g_test_add_func ("/frame/yuv-known-values", test_yuv_known_values);
   g_test_add_func ("/frame/10bit-layout", test_10bit_layout);
   g_test_add_func ("/frame/gray", test_gray);
+  g_test_add_func ("/frame/deep-layouts", test_deep_layouts);
+  g_test_add_func ("/frame/422-rows", test_422_rows);
   g_test_add_func ("/frame/chroma-upsampling", test_chroma_upsampling);
   g_test_add_func ("/frame/alpha-resize", test_alpha_resize);
   g_test_add_func ("/frame/clamp-round", test_clamp_round);
