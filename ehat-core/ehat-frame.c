@@ -72,6 +72,8 @@ static const FormatInfo formats[EHAT_PIXEL_N_FORMATS] = {
       4},
   [EHAT_PIXEL_P016_LE] = {"P016_LE", SEMI, 2, 0, 0, 0, -1, 1, 1, 0, 1, 16,
       0},
+  [EHAT_PIXEL_GRAY16_LE] = {"GRAY16_LE", GRAY, 2, 0, 0, 0, -1, 0, 0, 0, 0,
+      16, 0},
 };
 #undef PACKED
 #undef PLANAR

@@ -56,6 +56,7 @@ typedef enum
   EHAT_PIXEL_I420_12LE,
   EHAT_PIXEL_P012_LE,           /* NV12, 12 bits in the MSBs */
   EHAT_PIXEL_P016_LE,           /* NV12, 16 bits */
+  EHAT_PIXEL_GRAY16_LE,         /* luma only, 16 bits */
   EHAT_PIXEL_N_FORMATS
 } EhatPixelFormat;
 

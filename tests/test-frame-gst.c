@@ -103,7 +103,8 @@ test_format (gconstpointer data)
   EhatPixelFormat format = GPOINTER_TO_INT (data);
   const char *name = ehat_pixel_format_to_string (format);
   GstVideoFormat gf = gst_video_format_from_string (name);
-  gboolean gray = format == EHAT_PIXEL_GRAY8;
+  gboolean gray = format == EHAT_PIXEL_GRAY8
+      || format == EHAT_PIXEL_GRAY16_LE;
   const int w = 37, h = 22;
   static const EhatColorInfo colors[] = {
     {EHAT_MATRIX_BT709, EHAT_RANGE_LIMITED, EHAT_CHROMA_LEFT},

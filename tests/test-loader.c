@@ -684,11 +684,18 @@ m_bsa_missing (StFile *f)
   json_object_remove_member (f->hdr, "__branchattentionmodule__.weight_1");
 }
 
+/* An absolute_pos_embed of `tokens` × `dim` float32 zeros. */
+static void
+add_ape (StFile *f, int tokens, int dim)
+{
+  add_tensor (f, "absolute_pos_embed", "F32", 3,
+      (const gint64[]) { 1, tokens, dim }, NULL, (gsize) tokens * dim * 4);
+}
+
 static void
 m_ape_wrong (StFile *f)
 {
-  add_tensor (f, "absolute_pos_embed", "F32", 3,
-      (const gint64[]) { 1, 64, 25 }, NULL, 64 * 25 * 4);
+  add_ape (f, 64, 25);
 }
 
 /* 32 tokens are no square grid; 36 are 6×6, off the 8-pixel window grid:
@@ -696,15 +703,13 @@ m_ape_wrong (StFile *f)
 static void
 m_ape_not_square (StFile *f)
 {
-  add_tensor (f, "absolute_pos_embed", "F32", 3,
-      (const gint64[]) { 1, 32, 24 }, NULL, 32 * 24 * 4);
+  add_ape (f, 32, 24);
 }
 
 static void
 m_ape_off_grid (StFile *f)
 {
-  add_tensor (f, "absolute_pos_embed", "F32", 3,
-      (const gint64[]) { 1, 36, 24 }, NULL, 36 * 24 * 4);
+  add_ape (f, 36, 24);
 }
 
 static void
