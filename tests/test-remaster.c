@@ -406,6 +406,51 @@ test_hdr (void)
   g_assert_cmpstr (b, ==, a);
 }
 
+/* The raw format the file's H.264 video decodes to. */
+static gchar *
+decoded_format (const gchar * path)
+{
+  g_autofree gchar *desc = g_strdup_printf ("filesrc location=\"%s\" ! "
+      "matroskademux ! h264parse ! avdec_h264 ! fakesink name=s", path);
+  g_autoptr (GstElement) p = gst_parse_launch (desc, NULL);
+  g_autoptr (GstElement) sink = NULL;
+  g_autoptr (GstPad) pad = NULL;
+  g_autoptr (GstCaps) caps = NULL;
+
+  g_assert_nonnull (p);
+  gst_element_set_state (p, GST_STATE_PAUSED);
+  g_assert_cmpint (gst_element_get_state (p, NULL, NULL, GST_CLOCK_TIME_NONE),
+      ==, GST_STATE_CHANGE_SUCCESS);
+  sink = gst_bin_get_by_name (GST_BIN (p), "s");
+  pad = gst_element_get_static_pad (sink, "sink");
+  caps = gst_pad_get_current_caps (pad);
+  gst_element_set_state (p, GST_STATE_NULL);
+  g_assert_nonnull (caps);
+  return g_strdup (gst_structure_get_string (gst_caps_get_structure (caps,
+              0), "format"));
+}
+
+/* A professional source (10-bit 4:2:2, as ProRes or DNxHR decode to)
+ * keeps its chroma and its bits: ehatsr takes I422_10LE, so nothing in
+ * front of it converts, and x264 encodes High 4:2:2 10-bit. */
+static void
+test_pro_422 (void)
+{
+  g_autofree gchar *in = tmp_path ("pro422.mkv");
+  g_autofree gchar *out = tmp_path ("pro422-x2.mkv");
+  make_file ("videotestsrc num-buffers=8 pattern=ball ! video/x-raw,"
+      "format=I422_10LE,width=96,height=64,framerate=8/1 ! x264enc "
+      "key-int-max=4 ! h264parse ! matroskamux", in);
+  Result r = run (in, out, "--encoder", "x264", "--segment-seconds", "0.5",
+      "--jobs", "1", NULL);
+  assert_success (&r);
+  result_clear (&r);
+  g_autofree gchar *a = decoded_format (in);
+  g_autofree gchar *b = decoded_format (out);
+  g_assert_cmpstr (a, ==, "I422_10LE");
+  g_assert_cmpstr (b, ==, a);
+}
+
 /* The tracks as mkvmerge -J lists them: type, name, language and every
  * flag, one line each. */
 static gchar *
@@ -1223,7 +1268,8 @@ main (int argc, char **argv)
     return 1;
   }
   const gchar *need[] = { "videotestsrc", "vp8enc", "vorbisenc", "subparse",
-    "matroskamux", "avenc_ffv1", "avenc_aac", "aacparse", "x264enc", "x265enc", "mpegtsmux"
+    "matroskamux", "avenc_ffv1", "avenc_aac", "aacparse", "x264enc",
+    "x265enc", "mpegtsmux", "avdec_h264"
   };
   for (guint i = 0; i < G_N_ELEMENTS (need); i++) {
     GstElementFactory *f = gst_element_factory_find (need[i]);
@@ -1252,6 +1298,7 @@ main (int argc, char **argv)
   g_test_add_func ("/remaster/h264-open-gop", test_h264_open_gop);
   g_test_add_func ("/remaster/errors", test_errors);
   g_test_add_func ("/remaster/hdr", test_hdr);
+  g_test_add_func ("/remaster/pro-422", test_pro_422);
   g_test_add_func ("/remaster/track-flags", test_track_flags);
   /* its own meson test (suite slurm): -p /remaster/slurm */
   g_test_add_func ("/remaster/slurm", test_slurm);
