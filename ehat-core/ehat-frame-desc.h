@@ -28,6 +28,7 @@ typedef enum
   EHAT_FD_PLANAR_YUV,           /* Y, U, V planes (order in u_plane/v_plane) */
   EHAT_FD_SEMI_YUV,             /* Y, interleaved chroma */
   EHAT_FD_GRAY,
+  EHAT_FD_PLANAR_RGB,           /* R', G', B' planes (r, g, b: their planes) */
 } EhatFrameKind;
 
 typedef struct
@@ -38,7 +39,8 @@ typedef struct
   int row_bytes[3];             /* bytes of pixels per row of each plane */
   int rows[3];
   int bpp;                      /* packed: bytes per pixel */
-  int r, g, b;                  /* packed: byte offsets of the channels */
+  int r, g, b;                  /* packed: byte offsets of the channels;
+                                 * planar RGB: their planes */
   int a;                        /* packed: the alpha byte, −1: none */
   int x;                        /* packed 32-bit without alpha: the byte
                                  * written 255 (RGBx & co.), −1: none */
@@ -148,6 +150,19 @@ ehat_fd_yuv_to_rgb (const EhatFrameDesc *d, int y_code, const float b0[2],
   rgb[0] = ehat_fd_clamp01 (r);
   rgb[1] = ehat_fd_clamp01 (g);
   rgb[2] = ehat_fd_clamp01 (b);
+}
+
+/* Planar R'G'B': a sample code as a value in [0, 1], and back. */
+EHAT_FD_FN float
+ehat_fd_rgb_value (const EhatFrameDesc *d, int code)
+{
+  return (float) code / (float) d->max_code;
+}
+
+EHAT_FD_FN int
+ehat_fd_rgb_code (const EhatFrameDesc *d, float v)
+{
+  return ehat_fd_code (v * (double) d->max_code, d->max_code);
 }
 
 EHAT_FD_FN float

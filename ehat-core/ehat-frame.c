@@ -33,6 +33,7 @@ typedef struct
 #define PLANAR EHAT_FD_PLANAR_YUV
 #define SEMI EHAT_FD_SEMI_YUV
 #define GRAY EHAT_FD_GRAY
+#define PRGB EHAT_FD_PLANAR_RGB
 static const FormatInfo formats[EHAT_PIXEL_N_FORMATS] = {
   [EHAT_PIXEL_RGB] = {"RGB", PACKED, 3, 0, 1, 2, -1, 0, 0, 0, 0, 8, 0},
   [EHAT_PIXEL_BGR] = {"BGR", PACKED, 3, 2, 1, 0, -1, 0, 0, 0, 0, 8, 0},
@@ -74,11 +75,18 @@ static const FormatInfo formats[EHAT_PIXEL_N_FORMATS] = {
       0},
   [EHAT_PIXEL_GRAY16_LE] = {"GRAY16_LE", GRAY, 2, 0, 0, 0, -1, 0, 0, 0, 0,
       16, 0},
+  /* planar RGB: r, g, b are planes; bpp is bytes per sample */
+  [EHAT_PIXEL_GBR] = {"GBR", PRGB, 1, 2, 0, 1, -1, 0, 0, 0, 0, 8, 0},
+  [EHAT_PIXEL_GBR_10LE] = {"GBR_10LE", PRGB, 2, 2, 0, 1, -1, 0, 0, 0, 0, 10,
+      0},
+  [EHAT_PIXEL_GBR_12LE] = {"GBR_12LE", PRGB, 2, 2, 0, 1, -1, 0, 0, 0, 0, 12,
+      0},
 };
 #undef PACKED
 #undef PLANAR
 #undef SEMI
 #undef GRAY
+#undef PRGB
 
 static const FormatInfo *
 get_info (EhatPixelFormat format)
@@ -104,6 +112,7 @@ ehat_pixel_format_n_planes (EhatPixelFormat format)
     return 0;
   switch (fi->kind) {
     case EHAT_FD_PLANAR_YUV:
+    case EHAT_FD_PLANAR_RGB:
       return 3;
     case EHAT_FD_SEMI_YUV:
       return 2;
@@ -398,6 +407,19 @@ ehat_frame_read (const EhatFrame *frame, const EhatColorInfo *color,
         }
       }
       return TRUE;
+    case EHAT_FD_PLANAR_RGB:
+      for (int c = 0; c < 3; c++) {
+        int p = c == 0 ? d.r : c == 1 ? d.g : d.b;
+
+        for (y = 0; y < h; y++) {
+          const guint8 *row = frame->data[p] + (gsize) y * frame->stride[p];
+          float *dst = rgb + c * plane + (gsize) y * w;
+
+          for (x = 0; x < w; x++)
+            dst[x] = ehat_fd_rgb_value (&d, ehat_fd_get (&d, row, x));
+        }
+      }
+      return TRUE;
     default:
       return read_yuv (frame, &d, rgb, error);
   }
@@ -519,6 +541,19 @@ ehat_frame_write (const float *rgb, const float *alpha,
           gsize o = (gsize) y * w + x;
           ehat_fd_put (&d, row, x, ehat_fd_luma_code (&d, rgb[o],
                   rgb[plane + o], rgb[2 * plane + o]));
+        }
+      }
+      return TRUE;
+    case EHAT_FD_PLANAR_RGB:
+      for (int c = 0; c < 3; c++) {
+        int p = c == 0 ? d.r : c == 1 ? d.g : d.b;
+
+        for (y = 0; y < h; y++) {
+          guint8 *row = frame->data[p] + (gsize) y * frame->stride[p];
+          const float *src = rgb + c * plane + (gsize) y * w;
+
+          for (x = 0; x < w; x++)
+            ehat_fd_put (&d, row, x, ehat_fd_rgb_code (&d, src[x]));
         }
       }
       return TRUE;

@@ -57,6 +57,10 @@ typedef enum
   EHAT_PIXEL_P012_LE,           /* NV12, 12 bits in the MSBs */
   EHAT_PIXEL_P016_LE,           /* NV12, 16 bits */
   EHAT_PIXEL_GRAY16_LE,         /* luma only, 16 bits */
+  /* planar R'G'B' (planes G, B, R), as film scans (DPX) decode */
+  EHAT_PIXEL_GBR,
+  EHAT_PIXEL_GBR_10LE,
+  EHAT_PIXEL_GBR_12LE,
   EHAT_PIXEL_N_FORMATS
 } EhatPixelFormat;
 

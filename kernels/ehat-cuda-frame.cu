@@ -52,6 +52,10 @@ read_pixel (const EhatFrameDesc &d, const Planes &pl, int x, int y,
   } else if (d.kind == EHAT_FD_GRAY) {
     rgb[0] = rgb[1] = rgb[2] = ehat_fd_gray_to_rgb (&d,
         ehat_fd_get (&d, row, x));
+  } else if (d.kind == EHAT_FD_PLANAR_RGB) {
+    rgb[0] = ehat_fd_rgb_value (&d, ehat_fd_get (&d, row_of (pl, d.r, y), x));
+    rgb[1] = ehat_fd_rgb_value (&d, ehat_fd_get (&d, row_of (pl, d.g, y), x));
+    rgb[2] = ehat_fd_rgb_value (&d, ehat_fd_get (&d, row_of (pl, d.b, y), x));
   } else {
     int x0, x1, y0, y1;
     float fx, fy, b0[2], b1[2], r0[2], r1[2];
@@ -148,7 +152,7 @@ alpha_code (const AlphaSrc &as, int x, int y)
   return ehat_fd_code (v * 255.0, 255);
 }
 
-/* Packed RGB and grey: one thread per pixel. */
+/* Packed and planar RGB and grey: one thread per pixel. */
 template <typename T>
 __global__ void
 frame_output_pixels (const T *x, int W, float m0, float m1, float m2,
@@ -164,6 +168,13 @@ frame_output_pixels (const T *x, int W, float m0, float m1, float m2,
     if (d.kind == EHAT_FD_GRAY) {
       ehat_fd_put (&d, row, xx, ehat_fd_luma_code (&d, rgb[0], rgb[1],
               rgb[2]));
+    } else if (d.kind == EHAT_FD_PLANAR_RGB) {
+      ehat_fd_put (&d, pl.p[d.r] + (size_t) y * pl.stride[d.r], xx,
+          ehat_fd_rgb_code (&d, rgb[0]));
+      ehat_fd_put (&d, pl.p[d.g] + (size_t) y * pl.stride[d.g], xx,
+          ehat_fd_rgb_code (&d, rgb[1]));
+      ehat_fd_put (&d, pl.p[d.b] + (size_t) y * pl.stride[d.b], xx,
+          ehat_fd_rgb_code (&d, rgb[2]));
     } else {
       unsigned char *px = row + xx * d.bpp;
       px[d.r] = (unsigned char) ehat_fd_code (rgb[0] * 255.0, 255);
@@ -247,7 +258,8 @@ ehat_cuda_frame_output (cudaStream_t s, int dt, const void *x, int W,
     as.sy = (double) as.h / d->height;
   }
 
-  if (d->kind == EHAT_FD_PACKED_RGB || d->kind == EHAT_FD_GRAY) {
+  if (d->kind == EHAT_FD_PACKED_RGB || d->kind == EHAT_FD_GRAY
+      || d->kind == EHAT_FD_PLANAR_RGB) {
     size_t total = (size_t) d->height * d->width;
     EHAT_DISPATCH (dt, frame_output_pixels<T> <<< ehat_blocks (total),
             EHAT_THREADS, 0, s >>> ((const T *) x, W, m0, m1, m2, range, *d,

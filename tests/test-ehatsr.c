@@ -14,6 +14,7 @@ static const char *all_formats[] = {
   "ABGR", "I420", "YV12", "NV12", "NV21", "Y444", "GRAY8", "I420_10LE",
   "P010_10LE", "Y42B", "NV16", "I422_10LE", "I422_12LE", "Y444_10LE",
   "Y444_12LE", "Y444_16LE", "I420_12LE", "P012_LE", "P016_LE", "GRAY16_LE",
+  "GBR", "GBR_10LE", "GBR_12LE",
 };
 
 /* golden case per scale */

@@ -108,6 +108,62 @@ test_rgb_exact (void)
   g_rand_free (r);
 }
 
+/* Planar R'G'B' (GStreamer's GBR: planes G, B, R): every code survives a
+ * read and a write at every depth, and plane 2 is red. */
+static void
+test_planar_rgb (void)
+{
+  static const EhatPixelFormat fmts[] = {
+    EHAT_PIXEL_GBR, EHAT_PIXEL_GBR_10LE, EHAT_PIXEL_GBR_12LE,
+  };
+  GRand *r = g_rand_new_with_seed (11);
+
+  for (guint i = 0; i < G_N_ELEMENTS (fmts); i++) {
+    const int w = 9, h = 4, depth = ehat_pixel_format_depth (fmts[i]);
+    float rgb[3 * 9 * 4];
+    EhatFrame a, b;
+
+    frame_alloc (&a, fmts[i], w, h);
+    frame_alloc (&b, fmts[i], w, h);
+    for (int p = 0; p < 3; p++)
+      for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++) {
+          int v = g_rand_int_range (r, 0, 1 << depth);
+          guint8 *row = a.data[p] + y * a.stride[p];
+
+          if (depth > 8) {
+            row[2 * x] = v & 0xff;
+            row[2 * x + 1] = v >> 8;
+          } else {
+            row[x] = v;
+          }
+        }
+    g_assert_true (ehat_frame_read (&a, NULL, rgb, NULL));
+    g_assert_true (ehat_frame_write (rgb, NULL, NULL, &b, NULL));
+    for (int p = 0; p < 3; p++)
+      for (int y = 0; y < h; y++)
+        g_assert_cmpmem (a.data[p] + y * a.stride[p], w * (depth > 8 ? 2 : 1),
+            b.data[p] + y * b.stride[p], w * (depth > 8 ? 2 : 1));
+
+    /* full scale in plane 2 only: red */
+    for (int p = 0; p < 3; p++)
+      for (int y = 0; y < h; y++)
+        memset (a.data[p] + y * a.stride[p], p == 2 ? 0xff : 0,
+            w * (depth > 8 ? 2 : 1));
+    if (depth > 8)
+      for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++)
+          a.data[2][y * a.stride[2] + 2 * x + 1] = (1 << (depth - 8)) - 1;
+    g_assert_true (ehat_frame_read (&a, NULL, rgb, NULL));
+    g_assert_cmpfloat (rgb[0], ==, 1.0f);
+    g_assert_cmpfloat (rgb[w * h], ==, 0.0f);
+    g_assert_cmpfloat (rgb[2 * w * h], ==, 0.0f);
+    frame_free (&a);
+    frame_free (&b);
+  }
+  g_rand_free (r);
+}
+
 static void
 test_rgb_channel_order (void)
 {
@@ -520,6 +576,7 @@ main (int argc, char **argv)
   g_test_add_func ("/frame/yuv-known-values", test_yuv_known_values);
   g_test_add_func ("/frame/10bit-layout", test_10bit_layout);
   g_test_add_func ("/frame/gray", test_gray);
+  g_test_add_func ("/frame/planar-rgb", test_planar_rgb);
   g_test_add_func ("/frame/deep-layouts", test_deep_layouts);
   g_test_add_func ("/frame/422-rows", test_422_rows);
   g_test_add_func ("/frame/chroma-upsampling", test_chroma_upsampling);
