@@ -1,6 +1,7 @@
 /* Frame ↔ planar float RGB conversion (ehat-frame). */
 #include "ehat.h"
 #include "ehat-frame.h"
+#include "smooth-image.h"
 
 #include <math.h>
 #include <string.h>
@@ -30,27 +31,6 @@ frame_free (EhatFrame *f)
   int p;
   for (p = 0; p < 3; p++)
     g_free (f->data[p]);
-}
-
-/* Smooth colourful test image (chroma subsampling of noise is lossy by
- * nature; of smooth content it is nearly lossless). */
-static float *
-smooth_image (int w, int h)
-{
-  float *img = g_new (float, (gsize) 3 * w * h);
-  gsize n = (gsize) w * h;
-  int x, y;
-
-  for (y = 0; y < h; y++)
-    for (x = 0; x < w; x++) {
-      /* fixed spatial frequency, so that small frames are as smooth */
-      double u = (x + 0.5) / 48.0, v = (y + 0.5) / 48.0;
-      gsize o = (gsize) y * w + x;
-      img[o] = (float) (0.5 + 0.4 * sin (2.0 * u + 1.0 * v));
-      img[n + o] = (float) (0.5 + 0.4 * cos (1.5 * u - 2.0 * v));
-      img[2 * n + o] = (float) (0.5 + 0.4 * sin (u * v + 0.5));
-    }
-  return img;
 }
 
 static void
