@@ -21,8 +21,9 @@ typedef struct
   const char *name;
   EhatFrameKind kind;
   int bpp;                      /* packed: bytes per pixel */
-  int r, g, b, a;               /* packed: byte offsets, a = −1: none */
-  int sub_x, sub_y;             /* chroma subsampling shifts */
+  int r, g, b, a;               /* packed: byte offsets, a = −1: none;
+                                 * planar RGB: planes of r, g, b */
+  int sub_x, sub_y;             /* chroma subsampling shifts (0 or 1) */
   int u_plane, v_plane;         /* planar: planes; semi: 0/1 = U/V first */
   int depth;                    /* bits per sample */
   int shift;                    /* 16-bit samples: bits below the value */
@@ -75,7 +76,7 @@ static const FormatInfo formats[EHAT_PIXEL_N_FORMATS] = {
       0},
   [EHAT_PIXEL_GRAY16_LE] = {"GRAY16_LE", GRAY, 2, 0, 0, 0, -1, 0, 0, 0, 0,
       16, 0},
-  /* planar RGB: r, g, b are planes; bpp is bytes per sample */
+  /* planar RGB: G, B, R planes */
   [EHAT_PIXEL_GBR] = {"GBR", PRGB, 1, 2, 0, 1, -1, 0, 0, 0, 0, 8, 0},
   [EHAT_PIXEL_GBR_10LE] = {"GBR_10LE", PRGB, 2, 2, 0, 1, -1, 0, 0, 0, 0, 10,
       0},
