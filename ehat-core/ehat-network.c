@@ -448,8 +448,6 @@ arena_floats (const EhatNetwork *net, gsize elems)
       / sizeof (float);
 }
 
-/* Floats of activation arena a forward pass on n images of width×height
- * needs (what ehat_network_forward() would allocate). */
 /* The size a pass over a width×height input runs at: the input padded to
  * the window grid, as the reference pads it, or, for a model with an
  * absolute position embedding, to the embedding's grid (smaller inputs are
@@ -469,6 +467,8 @@ padded_size (const EhatConfig *c, int width, int height, int *W, int *H)
   return TRUE;
 }
 
+/* Floats of activation arena a forward pass on n images of width×height
+ * needs (what ehat_network_forward() would allocate). */
 gsize
 ehat_network_estimate_floats (const EhatNetwork *net, int n, int width,
     int height)

@@ -18,13 +18,11 @@ test_run_to_eos (GstElement * p)
   gst_element_set_state (p, GST_STATE_NULL);
 }
 
-/* The caps of the first stream matroskademux exposes in `path` (the video
- * in these tests), from the container's headers. */
+/* The caps reaching the fakesink named "s" at the end of pipeline `desc`
+ * once it has prerolled. */
 static inline GstCaps *
-test_demuxed_caps (const gchar * path)
+test_prerolled_caps (const gchar * desc)
 {
-  g_autofree gchar *desc = g_strdup_printf ("filesrc location=\"%s\" ! "
-      "matroskademux ! fakesink name=s", path);
   g_autoptr (GstElement) p = gst_parse_launch (desc, NULL);
   g_assert_nonnull (p);
   gst_element_set_state (p, GST_STATE_PAUSED);
@@ -37,6 +35,17 @@ test_demuxed_caps (const gchar * path)
   gst_object_unref (sink);
   gst_element_set_state (p, GST_STATE_NULL);
   return caps;
+}
+
+/* The caps of the first stream matroskademux exposes in `path` (the video
+ * in these tests), from the container's headers. */
+static inline GstCaps *
+test_demuxed_caps (const gchar * path)
+{
+  g_autofree gchar *desc = g_strdup_printf ("filesrc location=\"%s\" ! "
+      "matroskademux ! fakesink name=s", path);
+
+  return test_prerolled_caps (desc);
 }
 
 #endif

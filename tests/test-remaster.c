@@ -412,19 +412,8 @@ decoded_format (const gchar * path)
 {
   g_autofree gchar *desc = g_strdup_printf ("filesrc location=\"%s\" ! "
       "matroskademux ! h264parse ! avdec_h264 ! fakesink name=s", path);
-  g_autoptr (GstElement) p = gst_parse_launch (desc, NULL);
-  g_autoptr (GstElement) sink = NULL;
-  g_autoptr (GstPad) pad = NULL;
-  g_autoptr (GstCaps) caps = NULL;
+  g_autoptr (GstCaps) caps = test_prerolled_caps (desc);
 
-  g_assert_nonnull (p);
-  gst_element_set_state (p, GST_STATE_PAUSED);
-  g_assert_cmpint (gst_element_get_state (p, NULL, NULL, GST_CLOCK_TIME_NONE),
-      ==, GST_STATE_CHANGE_SUCCESS);
-  sink = gst_bin_get_by_name (GST_BIN (p), "s");
-  pad = gst_element_get_static_pad (sink, "sink");
-  caps = gst_pad_get_current_caps (pad);
-  gst_element_set_state (p, GST_STATE_NULL);
   g_assert_nonnull (caps);
   return g_strdup (gst_structure_get_string (gst_caps_get_structure (caps,
               0), "format"));
