@@ -52,6 +52,7 @@
 #include <sys/mman.h>
 #include <time.h>
 
+#include <algorithm>
 #include <deque>
 #include <functional>
 #include <map>
@@ -1494,6 +1495,42 @@ widen (const void *p, cudaDataType t, int rows, int cols, long long ld,
   return out;
 }
 
+/* C = al·op(A)·op(B) + be·C (column-major, C m×n with ld m) as
+ * OpenBLAS computes it, but in blocks of 8 columns of C, the last one
+ * padded: a column's result then depends on nothing but its own data.
+ * cuBLAS gives a tile the same bits alone and in a batch (the CUDA suite's
+ * /cuda/deterministic asserts it on devices); OpenBLAS does not: some of
+ * its kernels (Haswell's, which it picks on CPUs it does not know, e.g.
+ * AMD Zen 5) round a column differently with the matrix's width and the
+ * column's position in it.  8-column products of one shape agree at every
+ * position with all of its x86 kernels (Prescott to Cooperlake). */
+static void
+gemm_columns (cublasOperation_t ta, cublasOperation_t tb, int m, int n,
+    int k, float al, const std::vector<float> &fa, int lda,
+    const std::vector<float> &fb, int ldb, float be, std::vector<float> &fc)
+{
+  enum { NB = 8 };
+  std::vector<float> b ((size_t) k * NB), c ((size_t) m * NB);
+
+  for (int j0 = 0; j0 < n; j0 += NB) {
+    int nb = n - j0 < NB ? n - j0 : NB;
+
+    /* op(B)'s columns j0… as a k×NB block (zeros past n) */
+    std::fill (b.begin (), b.end (), 0.0f);
+    for (int j = 0; j < nb; j++)
+      for (int r = 0; r < k; r++)
+        b[(size_t) j * k + r] = tb == CUBLAS_OP_N ?
+            fb[(size_t) (j0 + j) * ldb + r] : fb[(size_t) r * ldb + j0 + j];
+    std::copy (fc.begin () + (size_t) j0 * m,
+        fc.begin () + (size_t) (j0 + nb) * m, c.begin ());
+    cblas_sgemm (CblasColMajor, ta == CUBLAS_OP_N ? CblasNoTrans
+        : CblasTrans, CblasNoTrans, m, NB, k, al, fa.data (), lda, b.data (),
+        k, be, c.data (), m);
+    std::copy (c.begin (), c.begin () + (size_t) nb * m,
+        fc.begin () + (size_t) j0 * m);
+  }
+}
+
 static cublasStatus_t
 gemm_batched (cudaStream_t stream, cublasOperation_t ta,
     cublasOperation_t tb, int m, int n, int k, const void *alpha,
@@ -1545,9 +1582,7 @@ gemm_batched (cudaStream_t stream, cublasOperation_t ta,
       if (be != 0.0f)           /* β = 0: C is not read (may hold NaN) */
         fc = widen (c, ct, m, n, ldc, false);
       if (k > 0)
-        cblas_sgemm (CblasColMajor, ta == CUBLAS_OP_N ? CblasNoTrans
-            : CblasTrans, tb == CUBLAS_OP_N ? CblasNoTrans : CblasTrans, m, n,
-            k, al, fa.data (), ar, fb.data (), br, be, fc.data (), m);
+        gemm_columns (ta, tb, m, n, k, al, fa, ar, fb, br, be, fc);
       else
         for (float &v : fc)
           v *= be;
