@@ -550,7 +550,7 @@ cmd_bench (int argc, char **argv, GError **error)
           act ? 100.0 * extra / (double) act : 0.0);
     }
   }
-  for (int p = 0; p < 3; p++) {
+  for (int p = 0; p < EHAT_FRAME_MAX_PLANES; p++) {
     g_free (fin.data[p]);
     g_free (fout.data[p]);
   }

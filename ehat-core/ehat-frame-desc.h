@@ -29,6 +29,8 @@ typedef enum
   EHAT_FD_SEMI_YUV,             /* Y, interleaved chroma */
   EHAT_FD_GRAY,
   EHAT_FD_PLANAR_RGB,           /* R', G', B' planes (r, g, b: their planes) */
+  EHAT_FD_PACKED_YUV,           /* Y'CbCr in plane 0: 4:2:2 macropixels
+                                 * (YUY2 & co.) or 4:4:4 pixels (AYUV) */
 } EhatFrameKind;
 
 typedef struct
@@ -36,19 +38,25 @@ typedef struct
   int kind;                     /* EhatFrameKind */
   int width, height;
   int n_planes;
-  int row_bytes[3];             /* bytes of pixels per row of each plane */
-  int rows[3];
-  int bpp;                      /* packed: bytes per pixel */
-  int r, g, b;                  /* packed: byte offsets of the channels;
-                                 * planar RGB: their planes */
-  int a;                        /* packed: the alpha byte, −1: none */
-  int x;                        /* packed 32-bit without alpha: the byte
-                                 * written 255 (RGBx & co.), −1: none */
+  int row_bytes[4];             /* bytes of pixels per row of each plane */
+  int rows[4];
+  int spp;                      /* samples per pixel along plane 0's rows
+                                 * (packed 4:2:2: 2; planar: 1) */
+  int y_idx;                    /* the luma sample within a pixel's */
+  int r, g, b;                  /* packed RGB: the channels' samples within
+                                 * a pixel's; planar RGB: their planes */
+  int a;                        /* the alpha sample within a pixel's in
+                                 * plane a_plane, −1: none */
+  int a_plane;                  /* alpha's plane: 0 packed, 3 planar */
+  int x;                        /* packed 4-sample RGB without alpha: the
+                                 * sample written opaque (RGBx & co.), −1:
+                                 * none */
   int sub_x, sub_y;             /* chroma subsampling shifts (0 or 1) */
   int cw, ch;                   /* chroma plane size */
-  int u_plane, v_plane;         /* planar: planes of U and V */
+  int u_plane, v_plane;         /* planes of U and V (packed: 0) */
   int c_step, u_idx, v_idx;     /* chroma samples: step within a row and
-                                 * the U/V offsets (2, 0/1 interleaved) */
+                                 * the U/V offsets (2, 0/1 interleaved; 4
+                                 * and the macropixel's, packed) */
   int depth;                    /* bits per sample */
   int shift;                    /* 16-bit samples: bits below the value */
   int cosited;                  /* left-sited subsampled chroma */
@@ -80,6 +88,22 @@ ehat_fd_put (const EhatFrameDesc *d, unsigned char *row, int i, int code)
   } else {
     row[i] = (unsigned char) code;
   }
+}
+
+/* Where pixel x's luma is in a row of plane 0, in samples. */
+EHAT_FD_FN int
+ehat_fd_luma_index (const EhatFrameDesc *d, int x)
+{
+  return x * d->spp + d->y_idx;
+}
+
+/* The luma samples a row holds: its pixels, and for packed 4:2:2 of odd
+ * width the unused second luma of the last macropixel, which writers fill
+ * with the last pixel's (so that no byte of a frame is left unwritten). */
+EHAT_FD_FN int
+ehat_fd_luma_slots (const EhatFrameDesc *d)
+{
+  return d->kind == EHAT_FD_PACKED_YUV ? d->cw << d->sub_x : d->width;
 }
 
 /* Nearest code, clamped to [0, max_code]; NaN → 0. */
@@ -152,7 +176,7 @@ ehat_fd_yuv_to_rgb (const EhatFrameDesc *d, int y_code, const float b0[2],
   rgb[2] = ehat_fd_clamp01 (b);
 }
 
-/* Planar R'G'B': a sample code as a value in [0, 1], and back. */
+/* R'G'B' (and alpha): a sample code as a value in [0, 1], and back. */
 EHAT_FD_FN float
 ehat_fd_rgb_value (const EhatFrameDesc *d, int code)
 {
@@ -163,6 +187,13 @@ EHAT_FD_FN int
 ehat_fd_rgb_code (const EhatFrameDesc *d, float v)
 {
   return ehat_fd_code (v * (double) d->max_code, d->max_code);
+}
+
+/* Pixel x's alpha in a row of plane a_plane (d->a ≥ 0), in [0, 1]. */
+EHAT_FD_FN float
+ehat_fd_alpha (const EhatFrameDesc *d, const unsigned char *row, int x)
+{
+  return ehat_fd_rgb_value (d, ehat_fd_get (d, row, x * d->spp + d->a));
 }
 
 EHAT_FD_FN float

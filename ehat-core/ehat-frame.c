@@ -20,74 +20,106 @@ typedef struct
 {
   const char *name;
   EhatFrameKind kind;
-  int bpp;                      /* packed: bytes per pixel */
-  int r, g, b, a;               /* packed: byte offsets, a = −1: none;
+  int spp;                      /* samples per pixel in plane 0's rows:
+                                 * packed RGB 3 or 4, packed 4:2:2 2 (4 a
+                                 * macropixel), packed 4:4:4 4, else 1 */
+  int r, g, b;                  /* packed: sample indices in a pixel;
                                  * planar RGB: planes of r, g, b */
+  int a;                        /* alpha's sample in a pixel (planar: in
+                                 * plane 3, its own), −1: none */
+  int y;                        /* packed YUV: luma sample in a pixel */
   int sub_x, sub_y;             /* chroma subsampling shifts (0 or 1) */
-  int u_plane, v_plane;         /* planar: planes; semi: 0/1 = U/V first */
+  int u_plane, v_plane;         /* planar: planes; semi: 0/1 = U/V first;
+                                 * packed YUV: samples in a macropixel */
   int depth;                    /* bits per sample */
   int shift;                    /* 16-bit samples: bits below the value */
 } FormatInfo;
 
-/* the kinds, short, for the table */
-#define PACKED EHAT_FD_PACKED_RGB
-#define PLANAR EHAT_FD_PLANAR_YUV
-#define SEMI EHAT_FD_SEMI_YUV
-#define GRAY EHAT_FD_GRAY
-#define PRGB EHAT_FD_PLANAR_RGB
+/* One row of the table per kind; 16-bit samples are LE words. */
+#define PACKED_RGB(n, spp, r, g, b, a, depth) \
+  {n, EHAT_FD_PACKED_RGB, spp, r, g, b, a, 0, 0, 0, 0, 0, depth, 0}
+#define PLANAR_YUV(n, sub_x, sub_y, u, v, depth) \
+  {n, EHAT_FD_PLANAR_YUV, 1, 0, 0, 0, -1, 0, sub_x, sub_y, u, v, depth, 0}
+#define SEMI_YUV(n, sub_x, sub_y, u, v, depth, shift) \
+  {n, EHAT_FD_SEMI_YUV, 1, 0, 0, 0, -1, 0, sub_x, sub_y, u, v, depth, shift}
+#define PACKED_YUV(n, spp, sub_x, y, u, v, a, depth, shift) \
+  {n, EHAT_FD_PACKED_YUV, spp, 0, 0, 0, a, y, sub_x, 0, u, v, depth, shift}
+#define GRAY(n, depth) \
+  {n, EHAT_FD_GRAY, 1, 0, 0, 0, -1, 0, 0, 0, 0, 0, depth, 0}
+#define PLANAR_RGB(n, r, g, b, depth) \
+  {n, EHAT_FD_PLANAR_RGB, 1, r, g, b, -1, 0, 0, 0, 0, 0, depth, 0}
+/* planar with alpha: its plane is the last, plane 3 */
+#define PLANAR_YUVA(n, sub_x, sub_y, depth) \
+  {n, EHAT_FD_PLANAR_YUV, 1, 0, 0, 0, 0, 0, sub_x, sub_y, 1, 2, depth, 0}
+#define PLANAR_RGBA(n, r, g, b, depth) \
+  {n, EHAT_FD_PLANAR_RGB, 1, r, g, b, 0, 0, 0, 0, 0, 0, depth, 0}
 static const FormatInfo formats[EHAT_PIXEL_N_FORMATS] = {
-  [EHAT_PIXEL_RGB] = {"RGB", PACKED, 3, 0, 1, 2, -1, 0, 0, 0, 0, 8, 0},
-  [EHAT_PIXEL_BGR] = {"BGR", PACKED, 3, 2, 1, 0, -1, 0, 0, 0, 0, 8, 0},
-  [EHAT_PIXEL_RGBA] = {"RGBA", PACKED, 4, 0, 1, 2, 3, 0, 0, 0, 0, 8, 0},
-  [EHAT_PIXEL_BGRA] = {"BGRA", PACKED, 4, 2, 1, 0, 3, 0, 0, 0, 0, 8, 0},
-  [EHAT_PIXEL_RGBx] = {"RGBx", PACKED, 4, 0, 1, 2, -1, 0, 0, 0, 0, 8, 0},
-  [EHAT_PIXEL_BGRx] = {"BGRx", PACKED, 4, 2, 1, 0, -1, 0, 0, 0, 0, 8, 0},
-  [EHAT_PIXEL_xRGB] = {"xRGB", PACKED, 4, 1, 2, 3, -1, 0, 0, 0, 0, 8, 0},
-  [EHAT_PIXEL_xBGR] = {"xBGR", PACKED, 4, 3, 2, 1, -1, 0, 0, 0, 0, 8, 0},
-  [EHAT_PIXEL_ARGB] = {"ARGB", PACKED, 4, 1, 2, 3, 0, 0, 0, 0, 0, 8, 0},
-  [EHAT_PIXEL_ABGR] = {"ABGR", PACKED, 4, 3, 2, 1, 0, 0, 0, 0, 0, 8, 0},
-  [EHAT_PIXEL_I420] = {"I420", PLANAR, 1, 0, 0, 0, -1, 1, 1, 1, 2, 8, 0},
-  [EHAT_PIXEL_YV12] = {"YV12", PLANAR, 1, 0, 0, 0, -1, 1, 1, 2, 1, 8, 0},
-  [EHAT_PIXEL_NV12] = {"NV12", SEMI, 1, 0, 0, 0, -1, 1, 1, 0, 1, 8, 0},
-  [EHAT_PIXEL_NV21] = {"NV21", SEMI, 1, 0, 0, 0, -1, 1, 1, 1, 0, 8, 0},
-  [EHAT_PIXEL_Y444] = {"Y444", PLANAR, 1, 0, 0, 0, -1, 0, 0, 1, 2, 8, 0},
-  [EHAT_PIXEL_GRAY8] = {"GRAY8", GRAY, 1, 0, 0, 0, -1, 0, 0, 0, 0, 8, 0},
-  [EHAT_PIXEL_I420_10LE] = {"I420_10LE", PLANAR, 2, 0, 0, 0, -1, 1, 1,
-      1, 2, 10, 0},
-  [EHAT_PIXEL_P010_10LE] = {"P010_10LE", SEMI, 2, 0, 0, 0, -1, 1, 1,
-      0, 1, 10, 6},
-  [EHAT_PIXEL_Y42B] = {"Y42B", PLANAR, 1, 0, 0, 0, -1, 1, 0, 1, 2, 8, 0},
-  [EHAT_PIXEL_NV16] = {"NV16", SEMI, 1, 0, 0, 0, -1, 1, 0, 0, 1, 8, 0},
-  [EHAT_PIXEL_I422_10LE] = {"I422_10LE", PLANAR, 2, 0, 0, 0, -1, 1, 0,
-      1, 2, 10, 0},
-  [EHAT_PIXEL_I422_12LE] = {"I422_12LE", PLANAR, 2, 0, 0, 0, -1, 1, 0,
-      1, 2, 12, 0},
-  [EHAT_PIXEL_Y444_10LE] = {"Y444_10LE", PLANAR, 2, 0, 0, 0, -1, 0, 0,
-      1, 2, 10, 0},
-  [EHAT_PIXEL_Y444_12LE] = {"Y444_12LE", PLANAR, 2, 0, 0, 0, -1, 0, 0,
-      1, 2, 12, 0},
-  [EHAT_PIXEL_Y444_16LE] = {"Y444_16LE", PLANAR, 2, 0, 0, 0, -1, 0, 0,
-      1, 2, 16, 0},
-  [EHAT_PIXEL_I420_12LE] = {"I420_12LE", PLANAR, 2, 0, 0, 0, -1, 1, 1,
-      1, 2, 12, 0},
-  [EHAT_PIXEL_P012_LE] = {"P012_LE", SEMI, 2, 0, 0, 0, -1, 1, 1, 0, 1, 12,
-      4},
-  [EHAT_PIXEL_P016_LE] = {"P016_LE", SEMI, 2, 0, 0, 0, -1, 1, 1, 0, 1, 16,
-      0},
-  [EHAT_PIXEL_GRAY16_LE] = {"GRAY16_LE", GRAY, 2, 0, 0, 0, -1, 0, 0, 0, 0,
-      16, 0},
+  [EHAT_PIXEL_RGB] = PACKED_RGB ("RGB", 3, 0, 1, 2, -1, 8),
+  [EHAT_PIXEL_BGR] = PACKED_RGB ("BGR", 3, 2, 1, 0, -1, 8),
+  [EHAT_PIXEL_RGBA] = PACKED_RGB ("RGBA", 4, 0, 1, 2, 3, 8),
+  [EHAT_PIXEL_BGRA] = PACKED_RGB ("BGRA", 4, 2, 1, 0, 3, 8),
+  [EHAT_PIXEL_RGBx] = PACKED_RGB ("RGBx", 4, 0, 1, 2, -1, 8),
+  [EHAT_PIXEL_BGRx] = PACKED_RGB ("BGRx", 4, 2, 1, 0, -1, 8),
+  [EHAT_PIXEL_xRGB] = PACKED_RGB ("xRGB", 4, 1, 2, 3, -1, 8),
+  [EHAT_PIXEL_xBGR] = PACKED_RGB ("xBGR", 4, 3, 2, 1, -1, 8),
+  [EHAT_PIXEL_ARGB] = PACKED_RGB ("ARGB", 4, 1, 2, 3, 0, 8),
+  [EHAT_PIXEL_ABGR] = PACKED_RGB ("ABGR", 4, 3, 2, 1, 0, 8),
+  [EHAT_PIXEL_I420] = PLANAR_YUV ("I420", 1, 1, 1, 2, 8),
+  [EHAT_PIXEL_YV12] = PLANAR_YUV ("YV12", 1, 1, 2, 1, 8),
+  [EHAT_PIXEL_NV12] = SEMI_YUV ("NV12", 1, 1, 0, 1, 8, 0),
+  [EHAT_PIXEL_NV21] = SEMI_YUV ("NV21", 1, 1, 1, 0, 8, 0),
+  [EHAT_PIXEL_Y444] = PLANAR_YUV ("Y444", 0, 0, 1, 2, 8),
+  [EHAT_PIXEL_GRAY8] = GRAY ("GRAY8", 8),
+  [EHAT_PIXEL_I420_10LE] = PLANAR_YUV ("I420_10LE", 1, 1, 1, 2, 10),
+  [EHAT_PIXEL_P010_10LE] = SEMI_YUV ("P010_10LE", 1, 1, 0, 1, 10, 6),
+  [EHAT_PIXEL_Y42B] = PLANAR_YUV ("Y42B", 1, 0, 1, 2, 8),
+  [EHAT_PIXEL_NV16] = SEMI_YUV ("NV16", 1, 0, 0, 1, 8, 0),
+  [EHAT_PIXEL_I422_10LE] = PLANAR_YUV ("I422_10LE", 1, 0, 1, 2, 10),
+  [EHAT_PIXEL_I422_12LE] = PLANAR_YUV ("I422_12LE", 1, 0, 1, 2, 12),
+  [EHAT_PIXEL_Y444_10LE] = PLANAR_YUV ("Y444_10LE", 0, 0, 1, 2, 10),
+  [EHAT_PIXEL_Y444_12LE] = PLANAR_YUV ("Y444_12LE", 0, 0, 1, 2, 12),
+  [EHAT_PIXEL_Y444_16LE] = PLANAR_YUV ("Y444_16LE", 0, 0, 1, 2, 16),
+  [EHAT_PIXEL_I420_12LE] = PLANAR_YUV ("I420_12LE", 1, 1, 1, 2, 12),
+  [EHAT_PIXEL_P012_LE] = SEMI_YUV ("P012_LE", 1, 1, 0, 1, 12, 4),
+  [EHAT_PIXEL_P016_LE] = SEMI_YUV ("P016_LE", 1, 1, 0, 1, 16, 0),
+  [EHAT_PIXEL_GRAY16_LE] = GRAY ("GRAY16_LE", 16),
   /* planar RGB: G, B, R planes */
-  [EHAT_PIXEL_GBR] = {"GBR", PRGB, 1, 2, 0, 1, -1, 0, 0, 0, 0, 8, 0},
-  [EHAT_PIXEL_GBR_10LE] = {"GBR_10LE", PRGB, 2, 2, 0, 1, -1, 0, 0, 0, 0, 10,
-      0},
-  [EHAT_PIXEL_GBR_12LE] = {"GBR_12LE", PRGB, 2, 2, 0, 1, -1, 0, 0, 0, 0, 12,
-      0},
+  [EHAT_PIXEL_GBR] = PLANAR_RGB ("GBR", 2, 0, 1, 8),
+  [EHAT_PIXEL_GBR_10LE] = PLANAR_RGB ("GBR_10LE", 2, 0, 1, 10),
+  [EHAT_PIXEL_GBR_12LE] = PLANAR_RGB ("GBR_12LE", 2, 0, 1, 12),
+  /* packed 4:2:2: luma every 2 samples, U and V once a macropixel of 4 */
+  [EHAT_PIXEL_YUY2] = PACKED_YUV ("YUY2", 2, 1, 0, 1, 3, -1, 8, 0),
+  [EHAT_PIXEL_UYVY] = PACKED_YUV ("UYVY", 2, 1, 1, 0, 2, -1, 8, 0),
+  [EHAT_PIXEL_YVYU] = PACKED_YUV ("YVYU", 2, 1, 0, 3, 1, -1, 8, 0),
+  [EHAT_PIXEL_Y210] = PACKED_YUV ("Y210", 2, 1, 0, 1, 3, -1, 10, 6),
+  [EHAT_PIXEL_Y212_LE] = PACKED_YUV ("Y212_LE", 2, 1, 0, 1, 3, -1, 12, 4),
+  /* packed 4:4:4 with alpha */
+  [EHAT_PIXEL_AYUV] = PACKED_YUV ("AYUV", 4, 0, 1, 2, 3, 0, 8, 0),
+  [EHAT_PIXEL_VUYA] = PACKED_YUV ("VUYA", 4, 0, 2, 1, 0, 3, 8, 0),
+  [EHAT_PIXEL_AYUV64] = PACKED_YUV ("AYUV64", 4, 0, 1, 2, 3, 0, 16, 0),
+  /* 16-bit packed RGB with alpha */
+  [EHAT_PIXEL_RGBA64_LE] = PACKED_RGB ("RGBA64_LE", 4, 0, 1, 2, 3, 16),
+  [EHAT_PIXEL_BGRA64_LE] = PACKED_RGB ("BGRA64_LE", 4, 2, 1, 0, 3, 16),
+  [EHAT_PIXEL_ARGB64_LE] = PACKED_RGB ("ARGB64_LE", 4, 1, 2, 3, 0, 16),
+  [EHAT_PIXEL_ABGR64_LE] = PACKED_RGB ("ABGR64_LE", 4, 3, 2, 1, 0, 16),
+  [EHAT_PIXEL_ARGB64] = PACKED_RGB ("ARGB64", 4, 1, 2, 3, 0, 16),
+  /* planar with alpha */
+  [EHAT_PIXEL_A420] = PLANAR_YUVA ("A420", 1, 1, 8),
+  [EHAT_PIXEL_A420_10LE] = PLANAR_YUVA ("A420_10LE", 1, 1, 10),
+  [EHAT_PIXEL_A422_10LE] = PLANAR_YUVA ("A422_10LE", 1, 0, 10),
+  [EHAT_PIXEL_A444_10LE] = PLANAR_YUVA ("A444_10LE", 0, 0, 10),
+  [EHAT_PIXEL_GBRA] = PLANAR_RGBA ("GBRA", 2, 0, 1, 8),
+  [EHAT_PIXEL_GBRA_10LE] = PLANAR_RGBA ("GBRA_10LE", 2, 0, 1, 10),
+  [EHAT_PIXEL_GBRA_12LE] = PLANAR_RGBA ("GBRA_12LE", 2, 0, 1, 12),
 };
-#undef PACKED
-#undef PLANAR
-#undef SEMI
+#undef PACKED_RGB
+#undef PLANAR_YUV
+#undef SEMI_YUV
+#undef PACKED_YUV
 #undef GRAY
-#undef PRGB
+#undef PLANAR_RGB
+#undef PLANAR_YUVA
+#undef PLANAR_RGBA
 
 static const FormatInfo *
 get_info (EhatPixelFormat format)
@@ -114,7 +146,7 @@ ehat_pixel_format_n_planes (EhatPixelFormat format)
   switch (fi->kind) {
     case EHAT_FD_PLANAR_YUV:
     case EHAT_FD_PLANAR_RGB:
-      return 3;
+      return fi->a >= 0 ? 4 : 3;
     case EHAT_FD_SEMI_YUV:
       return 2;
     default:
@@ -126,14 +158,15 @@ gboolean
 ehat_pixel_format_is_yuv (EhatPixelFormat format)
 {
   const FormatInfo *fi = get_info (format);
-  return fi && (fi->kind == EHAT_FD_PLANAR_YUV || fi->kind == EHAT_FD_SEMI_YUV);
+  return fi && (fi->kind == EHAT_FD_PLANAR_YUV || fi->kind == EHAT_FD_SEMI_YUV
+      || fi->kind == EHAT_FD_PACKED_YUV);
 }
 
 gboolean
 ehat_pixel_format_has_alpha (EhatPixelFormat format)
 {
   const FormatInfo *fi = get_info (format);
-  return fi && fi->kind == EHAT_FD_PACKED_RGB && fi->a >= 0;
+  return fi && fi->a >= 0;
 }
 
 int
@@ -156,10 +189,12 @@ ehat_frame_plane_size (EhatPixelFormat format, int width, int height,
   bytes = fi->depth > 8 ? 2 : 1;
   cw = (width + (1 << fi->sub_x) - 1) >> fi->sub_x;
   ch = (height + (1 << fi->sub_y) - 1) >> fi->sub_y;
-  if (fi->kind == EHAT_FD_PACKED_RGB) {
-    *min_stride = width * fi->bpp;
+  if (fi->kind == EHAT_FD_PACKED_RGB || fi->kind == EHAT_FD_PACKED_YUV) {
+    /* whole macropixels */
+    *min_stride = cw * (fi->spp << fi->sub_x) * bytes;
     *rows = height;
-  } else if (plane == 0) {
+  } else if (plane == 0 || plane == 3) {
+    /* luma, or alpha */
     *min_stride = width * bytes;
     *rows = height;
   } else {
@@ -265,13 +300,16 @@ ehat_frame_describe (const EhatFrame *frame, const EhatColorInfo *color,
   for (p = 0; p < d->n_planes; p++)
     ehat_frame_plane_size (frame->format, frame->width, frame->height, p,
         &d->row_bytes[p], &d->rows[p]);
-  d->bpp = fi->bpp;
+  d->spp = fi->spp;
+  d->y_idx = fi->y;
   d->r = fi->r;
   d->g = fi->g;
   d->b = fi->b;
   d->a = fi->a;
+  d->a_plane = fi->a >= 0 && (fi->kind == EHAT_FD_PLANAR_YUV
+      || fi->kind == EHAT_FD_PLANAR_RGB) ? 3 : 0;
   /* the x byte of RGBx & co. is written opaque */
-  d->x = fi->kind == EHAT_FD_PACKED_RGB && fi->bpp == 4 && fi->a < 0 ?
+  d->x = fi->kind == EHAT_FD_PACKED_RGB && fi->spp == 4 && fi->a < 0 ?
       6 - fi->r - fi->g - fi->b : -1;
   d->sub_x = fi->sub_x;
   d->sub_y = fi->sub_y;
@@ -280,6 +318,12 @@ ehat_frame_describe (const EhatFrame *frame, const EhatColorInfo *color,
   if (fi->kind == EHAT_FD_SEMI_YUV) {
     d->u_plane = d->v_plane = 1;
     d->c_step = 2;
+    d->u_idx = fi->u_plane;
+    d->v_idx = fi->v_plane;
+  } else if (fi->kind == EHAT_FD_PACKED_YUV) {
+    /* chroma once a macropixel, in plane 0 */
+    d->u_plane = d->v_plane = 0;
+    d->c_step = fi->spp << fi->sub_x;
     d->u_idx = fi->u_plane;
     d->v_idx = fi->v_plane;
   } else {
@@ -347,8 +391,8 @@ read_yuv (const EhatFrame *frame, const EhatFrameDesc *d, float *rgb,
       float px[3];
       gsize o = (gsize) y * w + x;
 
-      ehat_fd_yuv_to_rgb (d, ehat_fd_get (d, yr, x), bt, bb, rt, rb, fx[x],
-          fy[y], px);
+      ehat_fd_yuv_to_rgb (d, ehat_fd_get (d, yr, ehat_fd_luma_index (d, x)),
+          bt, bb, rt, rb, fx[x], fy[y], px);
       rgb[o] = px[0];
       rgb[plane + o] = px[1];
       rgb[2 * plane + o] = px[2];
@@ -390,11 +434,13 @@ ehat_frame_read (const EhatFrame *frame, const EhatColorInfo *color,
       for (y = 0; y < h; y++) {
         const guint8 *row = frame->data[0] + (gsize) y * frame->stride[0];
         for (x = 0; x < w; x++) {
-          const guint8 *px = row + x * d.bpp;
+          int i = x * d.spp;
           gsize o = (gsize) y * w + x;
-          rgb[o] = px[d.r] / 255.0f;
-          rgb[plane + o] = px[d.g] / 255.0f;
-          rgb[2 * plane + o] = px[d.b] / 255.0f;
+          rgb[o] = ehat_fd_rgb_value (&d, ehat_fd_get (&d, row, i + d.r));
+          rgb[plane + o] = ehat_fd_rgb_value (&d, ehat_fd_get (&d, row,
+                  i + d.g));
+          rgb[2 * plane + o] = ehat_fd_rgb_value (&d, ehat_fd_get (&d, row,
+                  i + d.b));
         }
       }
       return TRUE;
@@ -429,28 +475,31 @@ ehat_frame_read (const EhatFrame *frame, const EhatColorInfo *color,
 gboolean
 ehat_frame_read_alpha (const EhatFrame *frame, float *alpha, GError **error)
 {
-  const FormatInfo *fi;
+  EhatFrameDesc d;
   int x, y;
 
-  if (!check_frame (frame, NULL, &fi, error))
+  if (!ehat_frame_describe (frame, NULL, &d, error))
     return FALSE;
-  if (!alpha || fi->kind != EHAT_FD_PACKED_RGB || fi->a < 0) {
+  if (!alpha || d.a < 0) {
     g_set_error (error, EHAT_ERROR, EHAT_ERROR_INVALID_ARGUMENT,
-        "frame: %s has no alpha (or NULL output)", fi->name);
+        "frame: %s has no alpha (or NULL output)",
+        ehat_pixel_format_to_string (frame->format));
     return FALSE;
   }
   for (y = 0; y < frame->height; y++) {
-    const guint8 *row = frame->data[0] + (gsize) y * frame->stride[0];
+    const guint8 *row = frame->data[d.a_plane]
+        + (gsize) y * frame->stride[d.a_plane];
     for (x = 0; x < frame->width; x++)
-      alpha[(gsize) y * frame->width + x] = row[x * fi->bpp + fi->a] / 255.0f;
+      alpha[(gsize) y * frame->width + x] = ehat_fd_alpha (&d, row, x);
   }
   return TRUE;
 }
 
 static void
-write_yuv (const float *rgb, const EhatFrameDesc *d, EhatFrame *frame)
+write_yuv (const float *rgb, const float *alpha, const EhatFrameDesc *d,
+    EhatFrame *frame)
 {
-  int w = d->width, h = d->height;
+  int w = d->width, h = d->height, slots = ehat_fd_luma_slots (d);
   gsize plane = (gsize) w * h;
   guint8 *up = frame->data[d->u_plane], *vp = frame->data[d->v_plane];
   int us = frame->stride[d->u_plane], vs = frame->stride[d->v_plane];
@@ -458,10 +507,15 @@ write_yuv (const float *rgb, const EhatFrameDesc *d, EhatFrame *frame)
 
   for (y = 0; y < h; y++) {
     guint8 *yr = frame->data[0] + (gsize) y * frame->stride[0];
-    for (x = 0; x < w; x++) {
-      gsize o = (gsize) y * w + x;
-      ehat_fd_put (d, yr, x, ehat_fd_luma_code (d, rgb[o], rgb[plane + o],
-              rgb[2 * plane + o]));
+    guint8 *ar = frame->data[d->a_plane]
+        + (gsize) y * frame->stride[d->a_plane];
+    for (x = 0; x < slots; x++) {
+      gsize o = (gsize) y * w + MIN (x, w - 1);
+      ehat_fd_put (d, yr, ehat_fd_luma_index (d, x), ehat_fd_luma_code (d,
+              rgb[o], rgb[plane + o], rgb[2 * plane + o]));
+      if (d->a >= 0)
+        ehat_fd_put (d, ar, x * d->spp + d->a, alpha ?
+            ehat_fd_rgb_code (d, alpha[o]) : d->max_code);
     }
   }
 
@@ -523,15 +577,19 @@ ehat_frame_write (const float *rgb, const float *alpha,
       for (y = 0; y < h; y++) {
         guint8 *row = frame->data[0] + (gsize) y * frame->stride[0];
         for (x = 0; x < w; x++) {
-          guint8 *px = row + x * d.bpp;
+          int i = x * d.spp;
           gsize o = (gsize) y * w + x;
-          px[d.r] = ehat_fd_code (rgb[o] * 255.0, 255);
-          px[d.g] = ehat_fd_code (rgb[plane + o] * 255.0, 255);
-          px[d.b] = ehat_fd_code (rgb[2 * plane + o] * 255.0, 255);
+          ehat_fd_put (&d, row, i + d.r, ehat_fd_rgb_code (&d, rgb[o]));
+          ehat_fd_put (&d, row, i + d.g, ehat_fd_rgb_code (&d,
+                  rgb[plane + o]));
+          ehat_fd_put (&d, row, i + d.b, ehat_fd_rgb_code (&d,
+                  rgb[2 * plane + o]));
+          /* alpha as given, else opaque, as is the x byte of RGBx */
           if (d.a >= 0)
-            px[d.a] = alpha ? ehat_fd_code (alpha[o] * 255.0, 255) : 255;
+            ehat_fd_put (&d, row, i + d.a, alpha ?
+                ehat_fd_rgb_code (&d, alpha[o]) : d.max_code);
           else if (d.x >= 0)
-            px[d.x] = 255;
+            ehat_fd_put (&d, row, i + d.x, d.max_code);
         }
       }
       return TRUE;
@@ -557,9 +615,18 @@ ehat_frame_write (const float *rgb, const float *alpha,
             ehat_fd_put (&d, row, x, ehat_fd_rgb_code (&d, src[x]));
         }
       }
+      if (d.a >= 0)
+        for (y = 0; y < h; y++) {
+          guint8 *row = frame->data[d.a_plane]
+              + (gsize) y * frame->stride[d.a_plane];
+
+          for (x = 0; x < w; x++)
+            ehat_fd_put (&d, row, x, alpha ? ehat_fd_rgb_code (&d,
+                    alpha[(gsize) y * w + x]) : d.max_code);
+        }
       return TRUE;
     default:
-      write_yuv (rgb, &d, frame);
+      write_yuv (rgb, alpha, &d, frame);
       return TRUE;
   }
 }

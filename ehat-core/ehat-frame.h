@@ -1,8 +1,8 @@
 /* libehat — conversion between video frames and planar float RGB.
  *
  * The network sees planar float RGB in [0, 1] (ehat.h).  These functions
- * convert 8- and 10-bit packed and planar RGB, YUV and grey frames to and
- * from it.  The caller passes plane pointers and strides (bytes), in the
+ * convert packed and planar RGB, YUV and grey frames of 8 to 16 bits to
+ * and from it.  The caller passes plane pointers and strides (bytes), in the
  * plane order GStreamer uses for the same format (YV12: Y, V, U; NV12: Y,
  * interleaved UV), and says which matrix, range and chroma siting the YUV
  * data has.  Nothing here knows about GStreamer.
@@ -61,6 +61,35 @@ typedef enum
   EHAT_PIXEL_GBR,
   EHAT_PIXEL_GBR_10LE,
   EHAT_PIXEL_GBR_12LE,
+  /* packed 4:2:2, two pixels in one macropixel (an odd width's last one
+   * padded): what webcams (v4l2src) and SDI capture cards deliver.  Y210
+   * and Y212_LE: YUY2's order in 16-bit LE words, value in the MSBs. */
+  EHAT_PIXEL_YUY2,              /* Y0 U Y1 V */
+  EHAT_PIXEL_UYVY,              /* U Y0 V Y1 */
+  EHAT_PIXEL_YVYU,              /* Y0 V Y1 U */
+  EHAT_PIXEL_Y210,
+  EHAT_PIXEL_Y212_LE,
+  /* packed 4:4:4 with alpha (AYUV64: 16-bit LE words) */
+  EHAT_PIXEL_AYUV,
+  EHAT_PIXEL_VUYA,
+  EHAT_PIXEL_AYUV64,
+  /* packed RGB with alpha in 16-bit LE words, as 16-bit PNG and TIFF
+   * decode (ARGB64: GStreamer's native-endian name for ARGB64_LE, what
+   * pngdec gives) */
+  EHAT_PIXEL_RGBA64_LE,
+  EHAT_PIXEL_BGRA64_LE,
+  EHAT_PIXEL_ARGB64_LE,
+  EHAT_PIXEL_ABGR64_LE,
+  EHAT_PIXEL_ARGB64,
+  /* planar with an alpha plane after the others (plane 3): VP8/VP9 with
+   * alpha (A420), ProRes 4444 (A444_10LE), film scans with matte (GBRA) */
+  EHAT_PIXEL_A420,
+  EHAT_PIXEL_A420_10LE,
+  EHAT_PIXEL_A422_10LE,
+  EHAT_PIXEL_A444_10LE,
+  EHAT_PIXEL_GBRA,
+  EHAT_PIXEL_GBRA_10LE,
+  EHAT_PIXEL_GBRA_12LE,
   EHAT_PIXEL_N_FORMATS
 } EhatPixelFormat;
 
@@ -97,13 +126,16 @@ typedef struct
 #define EHAT_COLOR_INFO_INIT { EHAT_MATRIX_BT709, EHAT_RANGE_LIMITED, \
     EHAT_CHROMA_CENTER }
 
+/* Planes a frame has at most (planar Y'CbCr or RGB, then alpha). */
+#define EHAT_FRAME_MAX_PLANES 4
+
 typedef struct
 {
   EhatPixelFormat format;
   int width;
   int height;
-  guint8 *data[3];              /* planes, GStreamer order */
-  int stride[3];                /* bytes per row of each plane */
+  guint8 *data[EHAT_FRAME_MAX_PLANES];  /* planes, GStreamer order */
+  int stride[EHAT_FRAME_MAX_PLANES];    /* bytes per row of each plane */
 } EhatFrame;
 
 /* Format properties. */

@@ -48,11 +48,11 @@ cuda_output (EhatBackend *be, const float *x, int n, int W, int H, int w,
 /* Where each plane of a frame sits in a staging buffer, rows packed
  * (each plane 256-byte aligned); the total size. */
 static gsize
-frame_layout (const EhatFrameDesc *d, gsize off[3])
+frame_layout (const EhatFrameDesc *d, gsize off[4])
 {
   gsize total = 0;
 
-  for (int p = 0; p < 3; p++) {
+  for (int p = 0; p < 4; p++) {
     off[p] = total;
     if (p < d->n_planes)
       total += ((gsize) d->row_bytes[p] * d->rows[p] + 255) & ~(gsize) 255;
@@ -61,10 +61,10 @@ frame_layout (const EhatFrameDesc *d, gsize off[3])
 }
 
 static void
-frame_planes (const EhatFrameDesc *d, guint8 *base, const gsize off[3],
-    guint8 *planes[3], int strides[3])
+frame_planes (const EhatFrameDesc *d, guint8 *base, const gsize off[4],
+    guint8 *planes[4], int strides[4])
 {
-  for (int p = 0; p < 3; p++) {
+  for (int p = 0; p < 4; p++) {
     planes[p] = p < d->n_planes ? base + off[p] : base;
     strides[p] = p < d->n_planes ? d->row_bytes[p] : 0;
   }
@@ -72,8 +72,8 @@ frame_planes (const EhatFrameDesc *d, guint8 *base, const gsize off[3],
 
 /* Rows between a frame's planes (strided) and packed staging. */
 static void
-frame_copy (const EhatFrameDesc *d, guint8 *const dst[3],
-    const int dst_stride[3], guint8 *const src[3], const int src_stride[3])
+frame_copy (const EhatFrameDesc *d, guint8 *const dst[4],
+    const int dst_stride[4], guint8 *const src[4], const int src_stride[4])
 {
   for (int p = 0; p < d->n_planes; p++) {
     gsize row = d->row_bytes[p];
@@ -93,9 +93,9 @@ cuda_frame_input (EhatBackend *be, const EhatFrame *frame,
     float *x)
 {
   EhatCudaBackend *cb = CB (be);
-  gsize off[3], total = frame_layout (d, off);
-  guint8 *host, *dev, *hp[3], *dp[3];
-  int hs[3], ds[3];
+  gsize off[4], total = frame_layout (d, off);
+  guint8 *host, *dev, *hp[4], *dp[4];
+  int hs[4], ds[4];
 
   if (!enter (cb, "frame input") || !(host = pinned (cb, PIN_IN, total))
       || !(dev = scratch (cb, SCR_IN, total)))
@@ -116,9 +116,9 @@ cuda_frame_output (EhatBackend *be, const float *x, int W, int H,
     EhatFrame *frame, const EhatFrameDesc *alpha_from)
 {
   EhatCudaBackend *cb = CB (be);
-  gsize off[3], total = frame_layout (d, off);
-  guint8 *host, *dev, *hp[3], *dp[3];
-  int hs[3], ds[3];
+  gsize off[4], a_off[4], total = frame_layout (d, off);
+  guint8 *host, *dev, *hp[4], *dp[4];
+  int hs[4], ds[4];
 
   (void) H;
   if (!enter (cb, "frame output") || !(host = pinned (cb, PIN_OUT, total))
@@ -130,11 +130,14 @@ cuda_frame_output (EhatBackend *be, const float *x, int W, int H,
   }
   frame_planes (d, host, off, hp, hs);
   frame_planes (d, dev, off, dp, ds);
-  /* a packed input frame with alpha is still in the input staging, as
-   * frame_input left it (its plane 0 first, rows packed) */
+  /* the input frame is still in the input staging, as frame_input left
+   * it (frame_layout's planes), its alpha plane among them */
+  if (alpha_from)
+    frame_layout (alpha_from, a_off);
   record_cuda (cb, ehat_cuda_frame_output (cb->stream, cb->dt, x, W, mean[0],
-          mean[1], mean[2], range, d, dp, ds, alpha_from,
-          alpha_from ? cb->scratch[SCR_IN] : NULL), "frame output");
+          mean[1], mean[2], range, d, dp, ds, alpha_from, alpha_from ?
+          (guint8 *) cb->scratch[SCR_IN] + a_off[alpha_from->a_plane] : NULL),
+      "frame output");
   if (!cb->error)
     record_cuda (cb, cudaMemcpyAsync (host, dev, total,
             cudaMemcpyDeviceToHost, cb->stream), "frame output copy");

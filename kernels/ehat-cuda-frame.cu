@@ -13,18 +13,20 @@
 #include "ehat-cuda-common.cuh"
 #include "ehat-frame-desc.h"
 
+#include <string.h>
+
 struct Planes
 {
-  unsigned char *p[3];
-  int stride[3];
+  unsigned char *p[4];
+  int stride[4];
 };
 
 static Planes
-make_planes (unsigned char *const planes[3], const int strides[3])
+make_planes (unsigned char *const planes[4], const int strides[4])
 {
   Planes pl;
 
-  for (int i = 0; i < 3; i++) {
+  for (int i = 0; i < 4; i++) {
     pl.p[i] = planes[i];
     pl.stride[i] = strides[i];
   }
@@ -45,10 +47,10 @@ read_pixel (const EhatFrameDesc &d, const Planes &pl, int x, int y,
   const unsigned char *row = row_of (pl, 0, y);
 
   if (d.kind == EHAT_FD_PACKED_RGB) {
-    const unsigned char *px = row + x * d.bpp;
-    rgb[0] = px[d.r] / 255.0f;
-    rgb[1] = px[d.g] / 255.0f;
-    rgb[2] = px[d.b] / 255.0f;
+    int i = x * d.spp;
+    rgb[0] = ehat_fd_rgb_value (&d, ehat_fd_get (&d, row, i + d.r));
+    rgb[1] = ehat_fd_rgb_value (&d, ehat_fd_get (&d, row, i + d.g));
+    rgb[2] = ehat_fd_rgb_value (&d, ehat_fd_get (&d, row, i + d.b));
   } else if (d.kind == EHAT_FD_GRAY) {
     rgb[0] = rgb[1] = rgb[2] = ehat_fd_gray_to_rgb (&d,
         ehat_fd_get (&d, row, x));
@@ -76,8 +78,8 @@ read_pixel (const EhatFrameDesc &d, const Planes &pl, int x, int y,
     r0[1] = ehat_fd_chroma (&d, ehat_fd_get (&d, v0, i1 + d.v_idx));
     r1[0] = ehat_fd_chroma (&d, ehat_fd_get (&d, v1, i0 + d.v_idx));
     r1[1] = ehat_fd_chroma (&d, ehat_fd_get (&d, v1, i1 + d.v_idx));
-    ehat_fd_yuv_to_rgb (&d, ehat_fd_get (&d, row, x), b0, b1, r0, r1, fx, fy,
-        rgb);
+    ehat_fd_yuv_to_rgb (&d, ehat_fd_get (&d, row, ehat_fd_luma_index (&d, x)),
+        b0, b1, r0, r1, fx, fy, rgb);
   }
 }
 
@@ -102,7 +104,7 @@ frame_input_kernel (EhatFrameDesc d, Planes pl, int W, int H, float m0,
 
 extern "C" cudaError_t
 ehat_cuda_frame_input (cudaStream_t s, int dt, const EhatFrameDesc *d,
-    unsigned char *const planes[3], const int strides[3], int W, int H,
+    unsigned char *const planes[4], const int strides[4], int W, int H,
     float m0, float m1, float m2, float range, void *x)
 {
   size_t total = (size_t) H * W;
@@ -130,26 +132,29 @@ out_pixel (const T *x, int W, int xx, int y, float m0, float m1, float m2,
 /* The input frame's alpha, where it is carried to the output. */
 struct AlphaSrc
 {
-  const unsigned char *p;       /* NULL: write alpha opaque */
-  int stride, w, h, bpp, a;
+  const unsigned char *p;       /* its alpha plane; NULL: write opaque */
+  EhatFrameDesc d;              /* the input frame's layout */
   double sx, sy;                /* input / output size */
 };
 
 /* ehat_plane_resize_bilinear() of the input alpha at output (x, y), as the
- * code ehat_frame_write() gives it. */
+ * code ehat_frame_write() gives it in the output layout `d`. */
 __device__ int
-alpha_code (const AlphaSrc &as, int x, int y)
+alpha_code (const AlphaSrc &as, const EhatFrameDesc &d, int x, int y)
 {
   int x0, x1, y0, y1;
   float fx, fy;
 
-  ehat_fd_resize_taps (x, as.sx, as.w, &x0, &x1, &fx);
-  ehat_fd_resize_taps (y, as.sy, as.h, &y0, &y1, &fy);
-  const unsigned char *r0 = as.p + (size_t) y0 * as.stride + as.a;
-  const unsigned char *r1 = as.p + (size_t) y1 * as.stride + as.a;
-  float v = ehat_fd_lerp2 (r0[x0 * as.bpp] / 255.0f, r0[x1 * as.bpp] / 255.0f,
-      r1[x0 * as.bpp] / 255.0f, r1[x1 * as.bpp] / 255.0f, fx, fy);
-  return ehat_fd_code (v * 255.0, 255);
+  if (!as.p)
+    return d.max_code;
+  ehat_fd_resize_taps (x, as.sx, as.d.width, &x0, &x1, &fx);
+  ehat_fd_resize_taps (y, as.sy, as.d.height, &y0, &y1, &fy);
+  const unsigned char *r0 = as.p + (size_t) y0 * as.d.row_bytes[as.d.a_plane];
+  const unsigned char *r1 = as.p + (size_t) y1 * as.d.row_bytes[as.d.a_plane];
+  float v = ehat_fd_lerp2 (ehat_fd_alpha (&as.d, r0, x0),
+      ehat_fd_alpha (&as.d, r0, x1), ehat_fd_alpha (&as.d, r1, x0),
+      ehat_fd_alpha (&as.d, r1, x1), fx, fy);
+  return ehat_fd_rgb_code (&d, v);
 }
 
 /* Packed and planar RGB and grey: one thread per pixel. */
@@ -175,30 +180,34 @@ frame_output_pixels (const T *x, int W, float m0, float m1, float m2,
           ehat_fd_rgb_code (&d, rgb[1]));
       ehat_fd_put (&d, pl.p[d.b] + (size_t) y * pl.stride[d.b], xx,
           ehat_fd_rgb_code (&d, rgb[2]));
+      if (d.a >= 0)
+        ehat_fd_put (&d, pl.p[d.a_plane] + (size_t) y * pl.stride[d.a_plane],
+            xx, alpha_code (as, d, xx, y));
     } else {
-      unsigned char *px = row + xx * d.bpp;
-      px[d.r] = (unsigned char) ehat_fd_code (rgb[0] * 255.0, 255);
-      px[d.g] = (unsigned char) ehat_fd_code (rgb[1] * 255.0, 255);
-      px[d.b] = (unsigned char) ehat_fd_code (rgb[2] * 255.0, 255);
+      int i = xx * d.spp;
+      ehat_fd_put (&d, row, i + d.r, ehat_fd_rgb_code (&d, rgb[0]));
+      ehat_fd_put (&d, row, i + d.g, ehat_fd_rgb_code (&d, rgb[1]));
+      ehat_fd_put (&d, row, i + d.b, ehat_fd_rgb_code (&d, rgb[2]));
       /* alpha resized from the input's, or opaque, as the host writes a
        * frame without an alpha plane (and the x byte of RGBx & co.) */
       if (d.a >= 0)
-        px[d.a] = as.p ? (unsigned char) alpha_code (as, xx, y) : 255;
+        ehat_fd_put (&d, row, i + d.a, alpha_code (as, d, xx, y));
       else if (d.x >= 0)
-        px[d.x] = 255;
+        ehat_fd_put (&d, row, i + d.x, d.max_code);
     }
   }
 }
 
-/* YUV: one thread per chroma sample, writing it and the luma of the
- * pixels it covers (one, or a 2×1 or 2×2 block cut at odd edges). */
+/* YUV: one thread per chroma sample, writing it and the luma (and alpha)
+ * of the pixels it covers (one, or a 2×1 or 2×2 block cut at odd edges;
+ * packed 4:2:2 fills its last macropixel, as ehat_fd_luma_slots() says). */
 template <typename T>
 __global__ void
 frame_output_yuv (const T *x, int W, float m0, float m1, float m2,
-    float range, EhatFrameDesc d, Planes pl)
+    float range, EhatFrameDesc d, Planes pl, AlphaSrc as)
 {
   size_t total = (size_t) d.ch * d.cw;
-  int nx = 1 << d.sub_x, ny = 1 << d.sub_y;
+  int nx = 1 << d.sub_x, ny = 1 << d.sub_y, slots = ehat_fd_luma_slots (&d);
   GRID_STRIDE (p, total) {
     int cx = (int) (p % d.cw), cy = (int) (p / d.cw);
     double sb = 0.0, sr = 0.0, sw = 0.0, yy, cb, cr;
@@ -206,11 +215,17 @@ frame_output_yuv (const T *x, int W, float m0, float m1, float m2,
     int u, v;
 
     for (int j = 0; j < ny && cy * ny + j < d.height; j++)
-      for (int i = 0; i < nx && cx * nx + i < d.width; i++) {
+      for (int i = 0; i < nx && cx * nx + i < slots; i++) {
         int px = cx * nx + i, py = cy * ny + j;
-        out_pixel (x, W, px, py, m0, m1, m2, range, rgb);
-        ehat_fd_put (&d, pl.p[0] + (size_t) py * pl.stride[0], px,
+        int sx = px < d.width ? px : d.width - 1;
+        unsigned char *row = pl.p[0] + (size_t) py * pl.stride[0];
+
+        out_pixel (x, W, sx, py, m0, m1, m2, range, rgb);
+        ehat_fd_put (&d, row, ehat_fd_luma_index (&d, px),
             ehat_fd_luma_code (&d, rgb[0], rgb[1], rgb[2]));
+        if (d.a >= 0)
+          ehat_fd_put (&d, pl.p[d.a_plane] + (size_t) py * pl.stride[d.a_plane],
+              px * d.spp + d.a, alpha_code (as, d, sx, py));
       }
     if (!d.sub_x && !d.sub_y) {
       out_pixel (x, W, cx, cy, m0, m1, m2, range, rgb);
@@ -241,21 +256,18 @@ frame_output_yuv (const T *x, int W, float m0, float m1, float m2,
 extern "C" cudaError_t
 ehat_cuda_frame_output (cudaStream_t s, int dt, const void *x, int W,
     float m0, float m1, float m2, float range, const EhatFrameDesc *d,
-    unsigned char *const planes[3], const int strides[3],
+    unsigned char *const planes[4], const int strides[4],
     const EhatFrameDesc *alpha_from, const void *alpha_plane)
 {
   Planes pl = make_planes (planes, strides);
-  AlphaSrc as = { NULL, 0, 0, 0, 0, 0, 0.0, 0.0 };
+  AlphaSrc as;
 
+  memset (&as, 0, sizeof (as));
   if (alpha_from && alpha_plane) {
     as.p = (const unsigned char *) alpha_plane;
-    as.stride = alpha_from->row_bytes[0];
-    as.w = alpha_from->width;
-    as.h = alpha_from->height;
-    as.bpp = alpha_from->bpp;
-    as.a = alpha_from->a;
-    as.sx = (double) as.w / d->width;
-    as.sy = (double) as.h / d->height;
+    as.d = *alpha_from;
+    as.sx = (double) alpha_from->width / d->width;
+    as.sy = (double) alpha_from->height / d->height;
   }
 
   if (d->kind == EHAT_FD_PACKED_RGB || d->kind == EHAT_FD_GRAY
@@ -268,7 +280,7 @@ ehat_cuda_frame_output (cudaStream_t s, int dt, const void *x, int W,
     size_t total = (size_t) d->ch * d->cw;
     EHAT_DISPATCH (dt, frame_output_yuv<T> <<< ehat_blocks (total),
             EHAT_THREADS, 0, s >>> ((const T *) x, W, m0, m1, m2, range, *d,
-                pl));
+                pl, as));
   }
   return cudaGetLastError ();
 }

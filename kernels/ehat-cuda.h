@@ -62,8 +62,8 @@ cudaError_t ehat_cuda_output (cudaStream_t s, int dt, const void *x, int n,
  * (ehat_frame_describe()), its planes on the device with the given
  * strides: ehat_frame_read()'s conversion, to the same floats. */
 cudaError_t ehat_cuda_frame_input (cudaStream_t s, int dt,
-    const EhatFrameDesc *d, unsigned char *const planes[3],
-    const int strides[3], int W, int H, float m0, float m1, float m2,
+    const EhatFrameDesc *d, unsigned char *const planes[4],
+    const int strides[4], int W, int H, float m0, float m1, float m2,
     float range, void *x);
 /* ehat_cuda_output() of the top-left d->width × d->height pixels of the
  * NHWC map x (W pixels a row) into a frame's planes on the device:
@@ -73,8 +73,8 @@ cudaError_t ehat_cuda_frame_input (cudaStream_t s, int dt,
  * alpha_from is NULL. */
 cudaError_t ehat_cuda_frame_output (cudaStream_t s, int dt, const void *x,
     int W, float m0, float m1, float m2, float range,
-    const EhatFrameDesc *d, unsigned char *const planes[3],
-    const int strides[3], const EhatFrameDesc *alpha_from,
+    const EhatFrameDesc *d, unsigned char *const planes[4],
+    const int strides[4], const EhatFrameDesc *alpha_from,
     const void *alpha_plane);
 
 /* fp32 rows × cols (row-major) → dst rows_p × cols_p of dt, zero-padded

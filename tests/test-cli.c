@@ -242,7 +242,7 @@ test_errors (void)
     {{"bench", "--model", golden_model ("hat-tiny-x2"), "--backend",
             "quantum"}, "quantum"},
     {{"bench", "--model", golden_model ("hat-tiny-x2"), "--frame",
-            "YUY2"}, "--frame"},
+            "Y41B"}, "--frame"},
     {{"bench", "--model", golden_model ("hat-tiny-x2"), "--frame",
             "I420", "--batch", "2"}, "--frame"},
     {{"frobnicate"}, "usage"},

@@ -1651,7 +1651,7 @@ frame_copy_new (EhatFrame *dst, const EhatFrame *src)
 static void
 frame_clear (EhatFrame *f)
 {
-  for (int p = 0; p < 3; p++)
+  for (int p = 0; p < EHAT_FRAME_MAX_PLANES; p++)
     g_clear_pointer (&f->data[p], g_free);
 }
 
@@ -1785,6 +1785,13 @@ test_frame_upscale (void)
     {EHAT_PIXEL_ARGB, EHAT_PIXEL_BGRA, 7, 5, 0, 0, TRUE},
     {EHAT_PIXEL_BGRA, EHAT_PIXEL_I420, 10, 9, 0, 0, TRUE},
     {EHAT_PIXEL_I420, EHAT_PIXEL_ARGB, 10, 9, 0, 0, TRUE},
+    /* packed 4:2:2 of odd width; alpha in Y'CbCr and 16-bit words */
+    {EHAT_PIXEL_YUY2, EHAT_PIXEL_Y210, 9, 6, 0, 0, TRUE},
+    {EHAT_PIXEL_AYUV64, EHAT_PIXEL_VUYA, 7, 6, 0, 0, TRUE},
+    {EHAT_PIXEL_RGBA64_LE, EHAT_PIXEL_AYUV, 6, 5, 0, 0, TRUE},
+    /* alpha in a plane of its own (plane 3), in and out */
+    {EHAT_PIXEL_A420_10LE, EHAT_PIXEL_GBRA, 9, 7, 0, 0, TRUE},
+    {EHAT_PIXEL_GBRA_12LE, EHAT_PIXEL_A420, 7, 5, 0, 0, TRUE},
     {EHAT_PIXEL_I420, EHAT_PIXEL_I420, 12, 10, 0, 2, FALSE},
     {EHAT_PIXEL_I420, EHAT_PIXEL_NV12, 40, 24, 16, 0, FALSE},
   };

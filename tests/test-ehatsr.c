@@ -14,7 +14,10 @@ static const char *all_formats[] = {
   "ABGR", "I420", "YV12", "NV12", "NV21", "Y444", "GRAY8", "I420_10LE",
   "P010_10LE", "Y42B", "NV16", "I422_10LE", "I422_12LE", "Y444_10LE",
   "Y444_12LE", "Y444_16LE", "I420_12LE", "P012_LE", "P016_LE", "GRAY16_LE",
-  "GBR", "GBR_10LE", "GBR_12LE",
+  "GBR", "GBR_10LE", "GBR_12LE", "YUY2", "UYVY", "YVYU", "Y210", "Y212_LE",
+  "AYUV", "VUYA", "AYUV64", "RGBA64_LE", "BGRA64_LE", "ARGB64_LE",
+  "ABGR64_LE", "ARGB64", "A420", "A420_10LE", "A422_10LE", "A444_10LE",
+  "GBRA", "GBRA_10LE", "GBRA_12LE",
 };
 
 /* golden case per scale */
@@ -106,17 +109,25 @@ check_frame (int scale, const char *format, int w, int h)
   fail_unless (gst_video_info_from_caps (&oinfo, ocaps));
   fail_unless (gst_buffer_get_size (out) >= GST_VIDEO_INFO_SIZE (&oinfo));
 
-  /* alpha goes around the network: constant in, constant out */
+  /* alpha goes around the network: constant in, constant out (0x80
+   * bytes: 0x8080 in 16-bit words, its low bits at 10 or 12 bits) */
   if (GST_VIDEO_INFO_HAS_ALPHA (&oinfo)) {
     GstVideoFrame f;
-    int x, y, a = GST_VIDEO_INFO_COMP_OFFSET (&oinfo, 3);
+    int x, y, a = GST_VIDEO_FORMAT_INFO_POFFSET (oinfo.finfo, 3);
+    int ps = GST_VIDEO_INFO_COMP_PSTRIDE (&oinfo, 3);
+    int pl = GST_VIDEO_INFO_COMP_PLANE (&oinfo, 3);
+    gboolean deep = GST_VIDEO_INFO_COMP_DEPTH (&oinfo, 3) > 8;
 
     fail_unless (gst_video_frame_map (&f, &oinfo, out, GST_MAP_READ));
     for (y = 0; y < oh; y++)
-      for (x = 0; x < ow; x++)
-        fail_unless_equals_int (((guint8 *) GST_VIDEO_FRAME_PLANE_DATA (&f,
-                    0))[y * GST_VIDEO_FRAME_PLANE_STRIDE (&f, 0) + 4 * x + a],
-            0x80);
+      for (x = 0; x < ow; x++) {
+        const guint8 *p = (guint8 *) GST_VIDEO_FRAME_PLANE_DATA (&f, pl)
+            + y * GST_VIDEO_FRAME_PLANE_STRIDE (&f, pl) + ps * x + a;
+
+        fail_unless_equals_int (deep ? p[0] | p[1] << 8 : p[0],
+            deep ? 0x8080 & ((1 << GST_VIDEO_INFO_COMP_DEPTH (&oinfo, 3)) - 1)
+            : 0x80);
+      }
     gst_video_frame_unmap (&f);
   }
   gst_caps_unref (ocaps);
@@ -136,7 +147,9 @@ check_negotiation (int scale, const char *format)
 GST_START_TEST (test_odd_sizes)
 {
   static const int sizes[][2] = { {1, 1}, {3, 5}, {1, 9}, {7, 2} };
-  static const char *formats[] = { "RGB", "I420", "NV12", "Y444" };
+  static const char *formats[] = { "RGB", "I420", "NV12", "Y444", "YUY2",
+    "AYUV64"
+  };
   GstHarness *hr;
   GstPad *src;
   GstCaps *out;

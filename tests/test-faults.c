@@ -731,7 +731,7 @@ GST_START_TEST (test_caps_change_unsupported)
   gchar *x2 = golden ("hat-tiny-x2");
   GstHarness *hr = harness_with_model (x2, BACKEND_CPU);
   gchar *cs = caps_str ("RGB", 16, 12);
-  GstCaps *bad = gst_caps_from_string ("video/x-raw,format=UYVY,width=16,"
+  GstCaps *bad = gst_caps_from_string ("video/x-raw,format=Y41B,width=16,"
       "height=12,framerate=25/1");
   GstBuffer *buf;
 

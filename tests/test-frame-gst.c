@@ -180,6 +180,67 @@ test_format (gconstpointer data)
   }
 }
 
+/* Alpha, in the formats that have it: an alpha ramp GStreamer carried
+ * from RGBA into the format reads back as it was, and the format libehat
+ * wrote with it carries it back to RGBA: exactly at 8 and 16 bits
+ * (GStreamer widens 8 bits to 16 by replication, v·257, which is v/255 of
+ * 65535, and narrows by truncation); at 10 and 12 bits within one 8-bit
+ * code (replication is not exact there). */
+static void
+test_alpha (gconstpointer data)
+{
+  EhatPixelFormat format = GPOINTER_TO_INT (data);
+  const char *name = ehat_pixel_format_to_string (format);
+  const int w = 37, h = 22;
+  const gsize n = (gsize) w * h;
+  g_autofree float *rgb = smooth_image (w, h);
+  g_autofree float *alpha = g_new (float, n);
+  g_autofree float *back = g_new (float, n);
+  GstVideoInfo rgba_info, info;
+  GstBuffer *rgba_buf, *buf;
+  GstVideoFrame rgba, vf;
+  EhatFrame rf, ef;
+  GError *err = NULL;
+  int depth = ehat_pixel_format_depth (format);
+  gboolean exact = depth == 8 || depth == 16;
+  double tol_max = exact ? 1e-6 : 1.0 / 255 + 1e-6;
+  double tol_mean = exact ? 1e-6 : 0.003;
+
+  for (int y = 0; y < h; y++)
+    for (int x = 0; x < w; x++)
+      alpha[(gsize) y * w + x] = (float) ((x * 7 + y * 13) % 256) / 255.0f;
+  gst_video_info_set_format (&rgba_info, GST_VIDEO_FORMAT_RGBA, w, h);
+  gst_video_info_set_format (&info, gst_video_format_from_string (name), w,
+      h);
+  rgba_buf = gst_buffer_new_allocate (NULL, rgba_info.size, NULL);
+  buf = gst_buffer_new_allocate (NULL, info.size, NULL);
+  g_assert_true (gst_video_frame_map (&rgba, &rgba_info, rgba_buf,
+          GST_MAP_READWRITE));
+  g_assert_true (gst_video_frame_map (&vf, &info, buf, GST_MAP_READWRITE));
+  wrap (&rgba, EHAT_PIXEL_RGBA, &rf);
+  wrap (&vf, format, &ef);
+
+  g_assert_true (ehat_frame_write (rgb, alpha, NULL, &rf, &err));
+  g_assert_no_error (err);
+  gst_convert (&rgba, &vf);
+  g_assert_true (ehat_frame_read_alpha (&ef, back, &err));
+  g_assert_no_error (err);
+  check ("alpha, GStreamer -> libehat", back, alpha, n, tol_max, tol_mean);
+
+  g_assert_true (ehat_frame_write (rgb, alpha, NULL, &ef, &err));
+  g_assert_no_error (err);
+  memset (GST_VIDEO_FRAME_PLANE_DATA (&rgba, 0), 0, rgba_info.size);
+  gst_convert (&vf, &rgba);
+  g_assert_true (ehat_frame_read_alpha (&rf, back, &err));
+  g_assert_no_error (err);
+  check ("alpha, libehat -> GStreamer", back, alpha, n, tol_max, tol_mean);
+
+  gst_video_frame_unmap (&vf);
+  gst_video_frame_unmap (&rgba);
+  gst_buffer_unref (buf);
+  gst_buffer_unref (rgba_buf);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -190,6 +251,12 @@ main (int argc, char **argv)
         ehat_pixel_format_to_string (f));
 
     g_test_add_data_func (path, GINT_TO_POINTER (f), test_format);
+    if (ehat_pixel_format_has_alpha (f)) {
+      g_autofree char *apath = g_strdup_printf ("/frame-gst/alpha/%s",
+          ehat_pixel_format_to_string (f));
+
+      g_test_add_data_func (apath, GINT_TO_POINTER (f), test_alpha);
+    }
   }
   return g_test_run ();
 }

@@ -29,7 +29,7 @@ static void
 frame_free (EhatFrame *f)
 {
   int p;
-  for (p = 0; p < 3; p++)
+  for (p = 0; p < EHAT_FRAME_MAX_PLANES; p++)
     g_free (f->data[p]);
 }
 
@@ -39,7 +39,9 @@ test_rgb_exact (void)
   static const EhatPixelFormat fmts[] = {
     EHAT_PIXEL_RGB, EHAT_PIXEL_BGR, EHAT_PIXEL_RGBA, EHAT_PIXEL_BGRA,
     EHAT_PIXEL_RGBx, EHAT_PIXEL_BGRx, EHAT_PIXEL_xRGB, EHAT_PIXEL_xBGR,
-    EHAT_PIXEL_ARGB, EHAT_PIXEL_ABGR,
+    EHAT_PIXEL_ARGB, EHAT_PIXEL_ABGR, EHAT_PIXEL_RGBA64_LE,
+    EHAT_PIXEL_BGRA64_LE, EHAT_PIXEL_ARGB64_LE, EHAT_PIXEL_ABGR64_LE,
+    EHAT_PIXEL_ARGB64,
   };
   GRand *r = g_rand_new_with_seed (7);
   guint i;
@@ -88,24 +90,29 @@ test_rgb_exact (void)
   g_rand_free (r);
 }
 
-/* Planar R'G'B' (GStreamer's GBR: planes G, B, R): every code survives a
- * read and a write at every depth, and plane 2 is red. */
+/* Planar R'G'B' (GStreamer's GBR: planes G, B, R; GBRA: alpha plane 3):
+ * every code survives a read and a write at every depth, and plane 2 is
+ * red. */
 static void
 test_planar_rgb (void)
 {
   static const EhatPixelFormat fmts[] = {
     EHAT_PIXEL_GBR, EHAT_PIXEL_GBR_10LE, EHAT_PIXEL_GBR_12LE,
+    EHAT_PIXEL_GBRA, EHAT_PIXEL_GBRA_10LE, EHAT_PIXEL_GBRA_12LE,
   };
   GRand *r = g_rand_new_with_seed (11);
 
   for (guint i = 0; i < G_N_ELEMENTS (fmts); i++) {
     const int w = 9, h = 4, depth = ehat_pixel_format_depth (fmts[i]);
-    float rgb[3 * 9 * 4];
+    const int np = ehat_pixel_format_n_planes (fmts[i]);
+    float rgb[3 * 9 * 4], alpha[9 * 4];
+    gboolean has_alpha = ehat_pixel_format_has_alpha (fmts[i]);
     EhatFrame a, b;
 
+    g_assert_cmpint (np, ==, has_alpha ? 4 : 3);
     frame_alloc (&a, fmts[i], w, h);
     frame_alloc (&b, fmts[i], w, h);
-    for (int p = 0; p < 3; p++)
+    for (int p = 0; p < np; p++)
       for (int y = 0; y < h; y++)
         for (int x = 0; x < w; x++) {
           int v = g_rand_int_range (r, 0, 1 << depth);
@@ -119,8 +126,10 @@ test_planar_rgb (void)
           }
         }
     g_assert_true (ehat_frame_read (&a, NULL, rgb, NULL));
-    g_assert_true (ehat_frame_write (rgb, NULL, NULL, &b, NULL));
-    for (int p = 0; p < 3; p++)
+    g_assert_true (!has_alpha || ehat_frame_read_alpha (&a, alpha, NULL));
+    g_assert_true (ehat_frame_write (rgb, has_alpha ? alpha : NULL, NULL, &b,
+            NULL));
+    for (int p = 0; p < np; p++)
       for (int y = 0; y < h; y++)
         g_assert_cmpmem (a.data[p] + y * a.stride[p], w * (depth > 8 ? 2 : 1),
             b.data[p] + y * b.stride[p], w * (depth > 8 ? 2 : 1));
@@ -170,6 +179,155 @@ test_rgb_channel_order (void)
 
     g_assert_true (ehat_frame_write (red, NULL, NULL, &f, NULL));
     g_assert_cmpmem (buf, bpp, cases[i].px, bpp);
+  }
+  /* and in 16-bit words (LE), alpha 0.5 */
+  {
+    static const struct
+    {
+      EhatPixelFormat f;
+      guint16 px[4];
+    } deep[] = {
+      {EHAT_PIXEL_RGBA64_LE, {65535, 0, 0, 32768}},
+      {EHAT_PIXEL_BGRA64_LE, {0, 0, 65535, 32768}},
+      {EHAT_PIXEL_ARGB64_LE, {32768, 65535, 0, 0}},
+      {EHAT_PIXEL_ABGR64_LE, {32768, 0, 0, 65535}},
+      {EHAT_PIXEL_ARGB64, {32768, 65535, 0, 0}},
+    };
+    float half = 0.5f;
+
+    for (i = 0; i < G_N_ELEMENTS (deep); i++) {
+      guint8 buf[8] = { 0, };
+      EhatFrame f = { deep[i].f, 1, 1, {buf}, {8} };
+
+      g_assert_true (ehat_frame_write (red, &half, NULL, &f, NULL));
+      for (int k = 0; k < 4; k++)
+        g_assert_cmpint (buf[2 * k] | buf[2 * k + 1] << 8, ==,
+            deep[i].px[k]);
+    }
+  }
+}
+
+/* Packed Y'CbCr, sample by sample (limited range, BT.709): 4:2:2
+ * macropixels of an odd width (white, white, black: the last macropixel's
+ * unused luma repeats the black pixel's), and 4:4:4 with alpha (white at
+ * alpha 0.5, black opaque); 16-bit words LE, values in their MSBs.  And
+ * what they read back. */
+static void
+test_packed_yuv (void)
+{
+  static const struct
+  {
+    EhatPixelFormat f;
+    int w, shift;
+    int s[8];
+  } cases[] = {
+    /* W, B: white and black luma, C: mid chroma (8-bit codes) */
+#define W 235
+#define B 16
+#define C 128
+    {EHAT_PIXEL_YUY2, 3, 0, {W, C, W, C, B, C, B, C}},
+    {EHAT_PIXEL_UYVY, 3, 0, {C, W, C, W, C, B, C, B}},
+    {EHAT_PIXEL_YVYU, 3, 0, {W, C, W, C, B, C, B, C}},
+    {EHAT_PIXEL_Y210, 3, 2 + 6, {W, C, W, C, B, C, B, C}},
+    {EHAT_PIXEL_Y212_LE, 3, 4 + 4, {W, C, W, C, B, C, B, C}},
+    /* 4:4:4: alpha 0.5 is code 128 */
+    {EHAT_PIXEL_AYUV, 2, 0, {128, W, C, C, 255, B, C, C}},
+    {EHAT_PIXEL_VUYA, 2, 0, {C, C, W, 128, C, C, B, 255}},
+#undef W
+#undef B
+#undef C
+  };
+  EhatColorInfo ci = { EHAT_MATRIX_BT709, EHAT_RANGE_LIMITED,
+    EHAT_CHROMA_CENTER
+  };
+
+  for (guint i = 0; i < G_N_ELEMENTS (cases); i++) {
+    int w = cases[i].w, deep = ehat_pixel_format_depth (cases[i].f) > 8;
+    float img[3 * 3], back[3 * 3], alpha[3] = { 0.5f, 1.0f, 1.0f }, a[3];
+    EhatFrame f;
+
+    for (int c = 0; c < 3; c++)
+      for (int k = 0; k < w; k++)
+        img[c * w + k] = k < w - 1 ? 1.0f : 0.0f;
+    frame_alloc (&f, cases[i].f, w, 1);
+    memset (f.data[0], 0xee, f.stride[0]);
+    g_assert_true (ehat_frame_write (img, alpha, &ci, &f, NULL));
+    for (int k = 0; k < 8; k++) {
+      int v = deep ? f.data[0][2 * k] | f.data[0][2 * k + 1] << 8 :
+          f.data[0][k];
+      /* 8-bit codes × 4 (10 bits) or × 16 (12), in the MSBs: ≪ 2+6 */
+      g_assert_cmpint (v, ==, cases[i].s[k] << cases[i].shift);
+    }
+    g_assert_true (ehat_frame_read (&f, &ci, back, NULL));
+    for (int c = 0; c < 3; c++)
+      for (int k = 0; k < w; k++)
+        g_assert_cmpfloat (back[c * w + k], ==, img[c * w + k]);
+    if (ehat_pixel_format_has_alpha (cases[i].f)) {
+      g_assert_true (ehat_frame_read_alpha (&f, a, NULL));
+      g_assert_cmpfloat (a[0], ==, 128 / 255.0f);
+      g_assert_cmpfloat (a[1], ==, 1.0f);
+    } else {
+      g_assert_false (ehat_frame_read_alpha (&f, a, NULL));
+    }
+    frame_free (&f);
+  }
+
+  /* planar Y'CbCr with alpha: the alpha plane's codes survive a read and
+   * a write exactly (8 and 10 bits), Y'CbCr planes untouched by them */
+  {
+    static const EhatPixelFormat fmts[] = { EHAT_PIXEL_A420,
+      EHAT_PIXEL_A420_10LE, EHAT_PIXEL_A422_10LE, EHAT_PIXEL_A444_10LE
+    };
+    GRand *r = g_rand_new_with_seed (5);
+
+    for (guint i = 0; i < G_N_ELEMENTS (fmts); i++) {
+      const int w = 5, h = 3, depth = ehat_pixel_format_depth (fmts[i]);
+      const int bytes = depth > 8 ? 2 : 1;
+      float rgb[3 * 5 * 3], alpha[5 * 3];
+      EhatFrame a, b;
+
+      g_assert_cmpint (ehat_pixel_format_n_planes (fmts[i]), ==, 4);
+      frame_alloc (&a, fmts[i], w, h);
+      frame_alloc (&b, fmts[i], w, h);
+      for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++) {
+          int v = g_rand_int_range (r, 0, 1 << depth);
+          guint8 *px = a.data[3] + y * a.stride[3] + bytes * x;
+
+          px[0] = v & 0xff;
+          if (bytes == 2)
+            px[1] = v >> 8;
+        }
+      g_assert_true (ehat_frame_read (&a, &ci, rgb, NULL));
+      g_assert_true (ehat_frame_read_alpha (&a, alpha, NULL));
+      g_assert_true (ehat_frame_write (rgb, alpha, &ci, &b, NULL));
+      for (int y = 0; y < h; y++)
+        g_assert_cmpmem (a.data[3] + y * a.stride[3], w * bytes,
+            b.data[3] + y * b.stride[3], w * bytes);
+      /* without alpha given: opaque */
+      g_assert_true (ehat_frame_write (rgb, NULL, &ci, &b, NULL));
+      g_assert_cmpint (b.data[3][bytes - 1], ==,
+          bytes == 2 ? ((1 << depth) - 1) >> 8 : 255);
+      frame_free (&a);
+      frame_free (&b);
+    }
+    g_rand_free (r);
+  }
+
+  /* AYUV64: 16-bit alpha, luma and chroma */
+  {
+    static const int want[8] = { 32768, 60160, 32768, 32768, 65535, 4096,
+      32768, 32768
+    };
+    float img[6] = { 1, 0, 1, 0, 1, 0 }, alpha[2] = { 0.5f, 1.0f };
+    EhatFrame f;
+
+    frame_alloc (&f, EHAT_PIXEL_AYUV64, 2, 1);
+    g_assert_true (ehat_frame_write (img, alpha, &ci, &f, NULL));
+    for (int k = 0; k < 8; k++)
+      g_assert_cmpint (f.data[0][2 * k] | f.data[0][2 * k + 1] << 8, ==,
+          want[k]);
+    frame_free (&f);
   }
 }
 
@@ -543,6 +701,26 @@ test_format_table (void)
     g_assert_cmpint (rows, ==, 3);
   }
   g_assert_false (ehat_pixel_format_is_yuv (EHAT_PIXEL_GRAY8));
+  g_assert_true (ehat_pixel_format_is_yuv (EHAT_PIXEL_UYVY));
+  g_assert_true (ehat_pixel_format_has_alpha (EHAT_PIXEL_VUYA));
+  g_assert_false (ehat_pixel_format_has_alpha (EHAT_PIXEL_YUY2));
+  {
+    int stride, rows;
+
+    /* packed 4:2:2: whole macropixels (an odd width's last one padded) */
+    g_assert_true (ehat_frame_plane_size (EHAT_PIXEL_YUY2, 7, 5, 0,
+            &stride, &rows));
+    g_assert_cmpint (stride, ==, 16);
+    g_assert_cmpint (rows, ==, 5);
+    g_assert_true (ehat_frame_plane_size (EHAT_PIXEL_Y210, 7, 5, 0,
+            &stride, &rows));
+    g_assert_cmpint (stride, ==, 32);
+    g_assert_true (ehat_frame_plane_size (EHAT_PIXEL_AYUV64, 7, 5, 0,
+            &stride, &rows));
+    g_assert_cmpint (stride, ==, 56);
+    g_assert_false (ehat_frame_plane_size (EHAT_PIXEL_UYVY, 7, 5, 1,
+            &stride, &rows));
+  }
 }
 
 int
@@ -559,6 +737,7 @@ main (int argc, char **argv)
   g_test_add_func ("/frame/planar-rgb", test_planar_rgb);
   g_test_add_func ("/frame/deep-layouts", test_deep_layouts);
   g_test_add_func ("/frame/422-rows", test_422_rows);
+  g_test_add_func ("/frame/packed-yuv", test_packed_yuv);
   g_test_add_func ("/frame/chroma-upsampling", test_chroma_upsampling);
   g_test_add_func ("/frame/alpha-resize", test_alpha_resize);
   g_test_add_func ("/frame/clamp-round", test_clamp_round);
