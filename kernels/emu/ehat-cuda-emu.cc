@@ -1500,10 +1500,11 @@ widen (const void *p, cudaDataType t, int rows, int cols, long long ld,
  * padded: a column's result then depends on nothing but its own data.
  * cuBLAS gives a tile the same bits alone and in a batch (the CUDA suite's
  * /cuda/deterministic asserts it on devices); OpenBLAS does not: some of
- * its kernels (Haswell's, which it picks on CPUs it does not know, e.g.
- * AMD Zen 5) round a column differently with the matrix's width and the
- * column's position in it.  8-column products of one shape agree at every
- * position with all of its x86 kernels (Prescott to Cooperlake). */
+ * its kernels (Haswell's, which this project's machines force with
+ * OPENBLAS_CORETYPE=Haswell) round a column differently with the matrix's
+ * width and the column's position in it.  8-column products of one shape
+ * agree at every position with all of its x86 kernels (Prescott to
+ * Cooperlake). */
 static void
 gemm_columns (cublasOperation_t ta, cublasOperation_t tb, int m, int n,
     int k, float al, const std::vector<float> &fa, int lda,
