@@ -67,9 +67,21 @@ run (const gchar * first, ...)
   return r;
 }
 
+/* A process that died of a signal says which, with what it printed: the
+ * hardening run (tests/run-hardening.sh) reads this line to tell such a
+ * death from a sanitizer report. */
+static void
+report_signal (Result * r)
+{
+  if (WIFSIGNALED (r->status))
+    g_printerr ("ehat-remaster was killed by signal %d (%s); stderr:\n%s\n",
+        WTERMSIG (r->status), g_strsignal (WTERMSIG (r->status)), r->err);
+}
+
 static void
 assert_success (Result * r)
 {
+  report_signal (r);
   if (!WIFEXITED (r->status) || WEXITSTATUS (r->status) != 0)
     g_printerr ("ehat-remaster failed:\n%s\n%s\n", r->out, r->err);
   g_assert_true (WIFEXITED (r->status));
@@ -88,6 +100,7 @@ assert_success (Result * r)
 static void
 assert_failure (Result * r, gint code, const gchar * message)
 {
+  report_signal (r);
   g_assert_false (WIFSIGNALED (r->status));
   g_assert_true (WIFEXITED (r->status));
   if (WEXITSTATUS (r->status) != code || !strstr (r->err, message))
