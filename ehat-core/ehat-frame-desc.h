@@ -57,8 +57,12 @@ typedef struct
   int c_step, u_idx, v_idx;     /* chroma samples: step within a row and
                                  * the U/V offsets (2, 0/1 interleaved; 4
                                  * and the macropixel's, packed) */
+  int c_slots;                  /* chroma samples a row holds: cw, or for
+                                 * v210 its groups' (a multiple of 3) */
   int depth;                    /* bits per sample */
   int shift;                    /* 16-bit samples: bits below the value */
+  int pack3;                    /* v210: samples three to a 32-bit LE
+                                 * word, 10 bits each from bit 0 */
   int cosited;                  /* left-sited subsampled chroma */
   /* Y'CbCr: luma weights and the code mapping of the matrix, range and
    * depth */
@@ -67,10 +71,28 @@ typedef struct
   int max_code;
 } EhatFrameDesc;
 
-/* Sample i of a row (16-bit words little-endian, value above `shift`). */
+/* v210's word holding sample i, and the sample's first bit in it. */
+EHAT_FD_FN unsigned
+ehat_fd_word3 (const unsigned char *row, int i, int *bit)
+{
+  const unsigned char *w = row + 4 * (i / 3);
+
+  *bit = 10 * (i % 3);
+  return w[0] | (unsigned) w[1] << 8 | (unsigned) w[2] << 16
+      | (unsigned) w[3] << 24;
+}
+
+/* Sample i of a row (16-bit words little-endian, value above `shift`;
+ * v210: slot i % 3 of word i / 3). */
 EHAT_FD_FN int
 ehat_fd_get (const EhatFrameDesc *d, const unsigned char *row, int i)
 {
+  if (d->pack3) {
+    int bit;
+    unsigned v = ehat_fd_word3 (row, i, &bit);
+
+    return (int) (v >> bit) & 0x3ff;
+  }
   if (d->depth > 8) {
     int v = row[2 * i] | (row[2 * i + 1] << 8);
     return (v >> d->shift) & ((1 << d->depth) - 1);
@@ -81,6 +103,21 @@ ehat_fd_get (const EhatFrameDesc *d, const unsigned char *row, int i)
 EHAT_FD_FN void
 ehat_fd_put (const EhatFrameDesc *d, unsigned char *row, int i, int code)
 {
+  if (d->pack3) {
+    /* read-modify-write of the word: one writer per group of six pixels
+     * (the device's v210 threads each own one); its top two bits are
+     * zero */
+    int bit;
+    unsigned v = ehat_fd_word3 (row, i, &bit);
+    unsigned char *w = row + 4 * (i / 3);
+
+    v = (v & ~(0x3ffu << bit) & 0x3fffffffu) | (unsigned) code << bit;
+    w[0] = (unsigned char) (v & 0xff);
+    w[1] = (unsigned char) (v >> 8 & 0xff);
+    w[2] = (unsigned char) (v >> 16 & 0xff);
+    w[3] = (unsigned char) (v >> 24);
+    return;
+  }
   if (d->depth > 8) {
     unsigned v = (unsigned) code << d->shift;
     row[2 * i] = (unsigned char) (v & 0xff);
@@ -98,12 +135,13 @@ ehat_fd_luma_index (const EhatFrameDesc *d, int x)
 }
 
 /* The luma samples a row holds: its pixels, and for packed 4:2:2 of odd
- * width the unused second luma of the last macropixel, which writers fill
- * with the last pixel's (so that no byte of a frame is left unwritten). */
+ * width the unused second luma of the last macropixel (v210: up to the
+ * end of the last group of six), which writers fill with the last pixel's
+ * (so that no byte of a frame is left unwritten). */
 EHAT_FD_FN int
 ehat_fd_luma_slots (const EhatFrameDesc *d)
 {
-  return d->kind == EHAT_FD_PACKED_YUV ? d->cw << d->sub_x : d->width;
+  return d->kind == EHAT_FD_PACKED_YUV ? d->c_slots << d->sub_x : d->width;
 }
 
 /* Nearest code, clamped to [0, max_code]; NaN → 0. */

@@ -33,6 +33,7 @@ typedef struct
                                  * packed YUV: samples in a macropixel */
   int depth;                    /* bits per sample */
   int shift;                    /* 16-bit samples: bits below the value */
+  int pack3;                    /* v210's 32-bit words of three samples */
 } FormatInfo;
 
 /* One row of the table per kind; 16-bit samples are LE words. */
@@ -53,6 +54,9 @@ typedef struct
   {n, EHAT_FD_PLANAR_YUV, 1, 0, 0, 0, 0, 0, sub_x, sub_y, 1, 2, depth, 0}
 #define PLANAR_RGBA(n, r, g, b, depth) \
   {n, EHAT_FD_PLANAR_RGB, 1, r, g, b, 0, 0, 0, 0, 0, 0, depth, 0}
+/* v210: UYVY's samples, three to a word */
+#define PACKED_YUV_10_IN_32(n) \
+  {n, EHAT_FD_PACKED_YUV, 2, 0, 0, 0, -1, 1, 1, 0, 0, 2, 10, 0, 1}
 static const FormatInfo formats[EHAT_PIXEL_N_FORMATS] = {
   [EHAT_PIXEL_RGB] = PACKED_RGB ("RGB", 3, 0, 1, 2, -1, 8),
   [EHAT_PIXEL_BGR] = PACKED_RGB ("BGR", 3, 2, 1, 0, -1, 8),
@@ -111,6 +115,7 @@ static const FormatInfo formats[EHAT_PIXEL_N_FORMATS] = {
   [EHAT_PIXEL_GBRA] = PLANAR_RGBA ("GBRA", 2, 0, 1, 8),
   [EHAT_PIXEL_GBRA_10LE] = PLANAR_RGBA ("GBRA_10LE", 2, 0, 1, 10),
   [EHAT_PIXEL_GBRA_12LE] = PLANAR_RGBA ("GBRA_12LE", 2, 0, 1, 12),
+  [EHAT_PIXEL_v210] = PACKED_YUV_10_IN_32 ("v210"),
 };
 #undef PACKED_RGB
 #undef PLANAR_YUV
@@ -120,6 +125,7 @@ static const FormatInfo formats[EHAT_PIXEL_N_FORMATS] = {
 #undef PLANAR_RGB
 #undef PLANAR_YUVA
 #undef PLANAR_RGBA
+#undef PACKED_YUV_10_IN_32
 
 static const FormatInfo *
 get_info (EhatPixelFormat format)
@@ -189,7 +195,12 @@ ehat_frame_plane_size (EhatPixelFormat format, int width, int height,
   bytes = fi->depth > 8 ? 2 : 1;
   cw = (width + (1 << fi->sub_x) - 1) >> fi->sub_x;
   ch = (height + (1 << fi->sub_y) - 1) >> fi->sub_y;
-  if (fi->kind == EHAT_FD_PACKED_RGB || fi->kind == EHAT_FD_PACKED_YUV) {
+  if (fi->pack3) {
+    /* groups of six pixels in 16 bytes */
+    *min_stride = (width + 5) / 6 * 16;
+    *rows = height;
+  } else if (fi->kind == EHAT_FD_PACKED_RGB
+      || fi->kind == EHAT_FD_PACKED_YUV) {
     /* whole macropixels */
     *min_stride = cw * (fi->spp << fi->sub_x) * bytes;
     *rows = height;
@@ -315,6 +326,7 @@ ehat_frame_describe (const EhatFrame *frame, const EhatColorInfo *color,
   d->sub_y = fi->sub_y;
   d->cw = (frame->width + (1 << fi->sub_x) - 1) >> fi->sub_x;
   d->ch = (frame->height + (1 << fi->sub_y) - 1) >> fi->sub_y;
+  d->c_slots = fi->pack3 ? (frame->width + 5) / 6 * 3 : d->cw;
   if (fi->kind == EHAT_FD_SEMI_YUV) {
     d->u_plane = d->v_plane = 1;
     d->c_step = 2;
@@ -333,6 +345,7 @@ ehat_frame_describe (const EhatFrame *frame, const EhatColorInfo *color,
   }
   d->depth = fi->depth;
   d->shift = fi->shift;
+  d->pack3 = fi->pack3;
   d->cosited = color->siting == EHAT_CHROMA_LEFT;
   get_coeffs (color, fi->depth, d);
   return TRUE;
@@ -495,6 +508,14 @@ ehat_frame_read_alpha (const EhatFrame *frame, float *alpha, GError **error)
   return TRUE;
 }
 
+/* The alpha code of pixel o: the given alpha's, else opaque (as the x
+ * byte of RGBx & co.). */
+static inline int
+alpha_code (const EhatFrameDesc *d, const float *alpha, gsize o)
+{
+  return alpha ? ehat_fd_rgb_code (d, alpha[o]) : d->max_code;
+}
+
 static void
 write_yuv (const float *rgb, const float *alpha, const EhatFrameDesc *d,
     EhatFrame *frame)
@@ -514,14 +535,15 @@ write_yuv (const float *rgb, const float *alpha, const EhatFrameDesc *d,
       ehat_fd_put (d, yr, ehat_fd_luma_index (d, x), ehat_fd_luma_code (d,
               rgb[o], rgb[plane + o], rgb[2 * plane + o]));
       if (d->a >= 0)
-        ehat_fd_put (d, ar, x * d->spp + d->a, alpha ?
-            ehat_fd_rgb_code (d, alpha[o]) : d->max_code);
+        ehat_fd_put (d, ar, x * d->spp + d->a, alpha_code (d, alpha, o));
     }
   }
 
   for (y = 0; y < d->ch; y++) {
     guint8 *ur = up + (gsize) y * us, *vr = vp + (gsize) y * vs;
-    for (x = 0; x < d->cw; x++) {
+    /* v210: also the chroma of the last group's padding (taps clamped
+     * to the frame) */
+    for (x = 0; x < d->c_slots; x++) {
       double sb = 0.0, sr = 0.0, sw = 0.0, yy, cb, cr;
       int u, v, t;
 
@@ -586,8 +608,7 @@ ehat_frame_write (const float *rgb, const float *alpha,
                   rgb[2 * plane + o]));
           /* alpha as given, else opaque, as is the x byte of RGBx */
           if (d.a >= 0)
-            ehat_fd_put (&d, row, i + d.a, alpha ?
-                ehat_fd_rgb_code (&d, alpha[o]) : d.max_code);
+            ehat_fd_put (&d, row, i + d.a, alpha_code (&d, alpha, o));
           else if (d.x >= 0)
             ehat_fd_put (&d, row, i + d.x, d.max_code);
         }
@@ -621,8 +642,8 @@ ehat_frame_write (const float *rgb, const float *alpha,
               + (gsize) y * frame->stride[d.a_plane];
 
           for (x = 0; x < w; x++)
-            ehat_fd_put (&d, row, x, alpha ? ehat_fd_rgb_code (&d,
-                    alpha[(gsize) y * w + x]) : d.max_code);
+            ehat_fd_put (&d, row, x, alpha_code (&d, alpha,
+                    (gsize) y * w + x));
         }
       return TRUE;
     default:

@@ -90,6 +90,11 @@ typedef enum
   EHAT_PIXEL_GBRA,
   EHAT_PIXEL_GBRA_10LE,
   EHAT_PIXEL_GBRA_12LE,
+  /* 10-bit packed 4:2:2 of SDI capture (DeckLink, AJA) and uncompressed
+   * QuickTime: UYVY's order, three samples in each 32-bit LE word (bits
+   * 0–9, 10–19, 20–29), six pixels in four words, rows of whole groups
+   * (a group past the width padded) */
+  EHAT_PIXEL_v210,
   EHAT_PIXEL_N_FORMATS
 } EhatPixelFormat;
 

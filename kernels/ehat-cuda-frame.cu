@@ -198,58 +198,79 @@ frame_output_pixels (const T *x, int W, float m0, float m1, float m2,
   }
 }
 
-/* YUV: one thread per chroma sample, writing it and the luma (and alpha)
- * of the pixels it covers (one, or a 2×1 or 2×2 block cut at odd edges;
- * packed 4:2:2 fills its last macropixel, as ehat_fd_luma_slots() says). */
+/* YUV: chroma samples a thread writes.  v210's three to a word: the
+ * three of a group of six pixels, whose four words no other thread
+ * touches (ehat_fd_put() reads and rewrites a word). */
+static __host__ __device__ int
+chroma_per_thread (const EhatFrameDesc &d)
+{
+  return d.pack3 ? 3 : 1;
+}
+
+/* Chroma sample (cx, cy) and the luma (and alpha) of the pixels it covers
+ * (one, or a 2×1 or 2×2 block cut at odd edges; packed 4:2:2 fills its
+ * last macropixel, v210 its last group, as ehat_fd_luma_slots() says). */
+template <typename T>
+__device__ void
+output_chroma_block (const T *x, int W, float m0, float m1, float m2,
+    float range, const EhatFrameDesc &d, const Planes &pl,
+    const AlphaSrc &as, int cx, int cy)
+{
+  int nx = 1 << d.sub_x, ny = 1 << d.sub_y, slots = ehat_fd_luma_slots (&d);
+  double sb = 0.0, sr = 0.0, sw = 0.0, yy, cb, cr;
+  float rgb[3];
+  int u, v;
+
+  for (int j = 0; j < ny && cy * ny + j < d.height; j++)
+    for (int i = 0; i < nx && cx * nx + i < slots; i++) {
+      int px = cx * nx + i, py = cy * ny + j;
+      int sx = px < d.width ? px : d.width - 1;
+      unsigned char *row = pl.p[0] + (size_t) py * pl.stride[0];
+
+      out_pixel (x, W, sx, py, m0, m1, m2, range, rgb);
+      ehat_fd_put (&d, row, ehat_fd_luma_index (&d, px),
+          ehat_fd_luma_code (&d, rgb[0], rgb[1], rgb[2]));
+      if (d.a >= 0)
+        ehat_fd_put (&d, pl.p[d.a_plane] + (size_t) py * pl.stride[d.a_plane],
+            px * d.spp + d.a, alpha_code (as, d, sx, py));
+    }
+  if (!d.sub_x && !d.sub_y) {
+    out_pixel (x, W, cx, cy, m0, m1, m2, range, rgb);
+    ehat_fd_ypbpr (&d, rgb[0], rgb[1], rgb[2], &yy, &sb, &sr);
+    sw = 1.0;
+  } else {
+    for (int t = 0; t < EHAT_FD_N_TAPS; t++) {
+      int sx, sy;
+      double wt = ehat_fd_chroma_tap (&d, cx, cy, t, &sx, &sy);
+
+      if (wt == 0.0)
+        continue;
+      out_pixel (x, W, sx, sy, m0, m1, m2, range, rgb);
+      ehat_fd_ypbpr (&d, rgb[0], rgb[1], rgb[2], &yy, &cb, &cr);
+      sb += wt * cb;
+      sr += wt * cr;
+      sw += wt;
+    }
+  }
+  ehat_fd_chroma_codes (&d, sb, sr, sw, &u, &v);
+  ehat_fd_put (&d, pl.p[d.u_plane] + (size_t) cy * pl.stride[d.u_plane],
+      cx * d.c_step + d.u_idx, u);
+  ehat_fd_put (&d, pl.p[d.v_plane] + (size_t) cy * pl.stride[d.v_plane],
+      cx * d.c_step + d.v_idx, v);
+}
+
 template <typename T>
 __global__ void
 frame_output_yuv (const T *x, int W, float m0, float m1, float m2,
     float range, EhatFrameDesc d, Planes pl, AlphaSrc as)
 {
-  size_t total = (size_t) d.ch * d.cw;
-  int nx = 1 << d.sub_x, ny = 1 << d.sub_y, slots = ehat_fd_luma_slots (&d);
+  int per = chroma_per_thread (d), units = d.c_slots / per;
+  size_t total = (size_t) d.ch * units;
   GRID_STRIDE (p, total) {
-    int cx = (int) (p % d.cw), cy = (int) (p / d.cw);
-    double sb = 0.0, sr = 0.0, sw = 0.0, yy, cb, cr;
-    float rgb[3];
-    int u, v;
+    int cy = (int) (p / units), c0 = (int) (p % units) * per;
 
-    for (int j = 0; j < ny && cy * ny + j < d.height; j++)
-      for (int i = 0; i < nx && cx * nx + i < slots; i++) {
-        int px = cx * nx + i, py = cy * ny + j;
-        int sx = px < d.width ? px : d.width - 1;
-        unsigned char *row = pl.p[0] + (size_t) py * pl.stride[0];
-
-        out_pixel (x, W, sx, py, m0, m1, m2, range, rgb);
-        ehat_fd_put (&d, row, ehat_fd_luma_index (&d, px),
-            ehat_fd_luma_code (&d, rgb[0], rgb[1], rgb[2]));
-        if (d.a >= 0)
-          ehat_fd_put (&d, pl.p[d.a_plane] + (size_t) py * pl.stride[d.a_plane],
-              px * d.spp + d.a, alpha_code (as, d, sx, py));
-      }
-    if (!d.sub_x && !d.sub_y) {
-      out_pixel (x, W, cx, cy, m0, m1, m2, range, rgb);
-      ehat_fd_ypbpr (&d, rgb[0], rgb[1], rgb[2], &yy, &sb, &sr);
-      sw = 1.0;
-    } else {
-      for (int t = 0; t < EHAT_FD_N_TAPS; t++) {
-        int sx, sy;
-        double wt = ehat_fd_chroma_tap (&d, cx, cy, t, &sx, &sy);
-
-        if (wt == 0.0)
-          continue;
-        out_pixel (x, W, sx, sy, m0, m1, m2, range, rgb);
-        ehat_fd_ypbpr (&d, rgb[0], rgb[1], rgb[2], &yy, &cb, &cr);
-        sb += wt * cb;
-        sr += wt * cr;
-        sw += wt;
-      }
-    }
-    ehat_fd_chroma_codes (&d, sb, sr, sw, &u, &v);
-    ehat_fd_put (&d, pl.p[d.u_plane] + (size_t) cy * pl.stride[d.u_plane],
-        cx * d.c_step + d.u_idx, u);
-    ehat_fd_put (&d, pl.p[d.v_plane] + (size_t) cy * pl.stride[d.v_plane],
-        cx * d.c_step + d.v_idx, v);
+    for (int k = 0; k < per; k++)
+      output_chroma_block (x, W, m0, m1, m2, range, d, pl, as, c0 + k, cy);
   }
 }
 
@@ -277,7 +298,7 @@ ehat_cuda_frame_output (cudaStream_t s, int dt, const void *x, int W,
             EHAT_THREADS, 0, s >>> ((const T *) x, W, m0, m1, m2, range, *d,
                 pl, as));
   } else {
-    size_t total = (size_t) d->ch * d->cw;
+    size_t total = (size_t) d->ch * (d->c_slots / chroma_per_thread (*d));
     EHAT_DISPATCH (dt, frame_output_yuv<T> <<< ehat_blocks (total),
             EHAT_THREADS, 0, s >>> ((const T *) x, W, m0, m1, m2, range, *d,
                 pl, as));

@@ -1792,6 +1792,8 @@ test_frame_upscale (void)
     /* alpha in a plane of its own (plane 3), in and out */
     {EHAT_PIXEL_A420_10LE, EHAT_PIXEL_GBRA, 9, 7, 0, 0, TRUE},
     {EHAT_PIXEL_GBRA_12LE, EHAT_PIXEL_A420, 7, 5, 0, 0, TRUE},
+    /* v210: 13 and 26 pixels, each ending in a part group of six */
+    {EHAT_PIXEL_v210, EHAT_PIXEL_v210, 13, 5, 0, 0, TRUE},
     {EHAT_PIXEL_I420, EHAT_PIXEL_I420, 12, 10, 0, 2, FALSE},
     {EHAT_PIXEL_I420, EHAT_PIXEL_NV12, 40, 24, 16, 0, FALSE},
   };

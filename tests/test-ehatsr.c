@@ -17,7 +17,7 @@ static const char *all_formats[] = {
   "GBR", "GBR_10LE", "GBR_12LE", "YUY2", "UYVY", "YVYU", "Y210", "Y212_LE",
   "AYUV", "VUYA", "AYUV64", "RGBA64_LE", "BGRA64_LE", "ARGB64_LE",
   "ABGR64_LE", "ARGB64", "A420", "A420_10LE", "A422_10LE", "A444_10LE",
-  "GBRA", "GBRA_10LE", "GBRA_12LE",
+  "GBRA", "GBRA_10LE", "GBRA_12LE", "v210",
 };
 
 /* golden case per scale */
@@ -148,7 +148,7 @@ GST_START_TEST (test_odd_sizes)
 {
   static const int sizes[][2] = { {1, 1}, {3, 5}, {1, 9}, {7, 2} };
   static const char *formats[] = { "RGB", "I420", "NV12", "Y444", "YUY2",
-    "AYUV64"
+    "AYUV64", "v210"
   };
   GstHarness *hr;
   GstPad *src;

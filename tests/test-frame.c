@@ -25,6 +25,12 @@ frame_alloc (EhatFrame *f, EhatPixelFormat format, int w, int h)
   }
 }
 
+static guint32
+read_le32 (const guint8 *p)
+{
+  return p[0] | p[1] << 8 | p[2] << 16 | (guint32) p[3] << 24;
+}
+
 static void
 frame_free (EhatFrame *f)
 {
@@ -312,6 +318,43 @@ test_packed_yuv (void)
       frame_free (&b);
     }
     g_rand_free (r);
+  }
+
+  /* v210: UYVY's samples three to a 32-bit word from bit 0, top bits
+   * zero; 8 pixels fill two groups of six, the second's padding written
+   * with the last pixel's luma and chroma clamped to the frame */
+  {
+    enum
+    { W = 940, B = 64, C = 512 };
+    static const guint32 want[8] = {
+      C | W << 10 | C << 20, W | C << 10 | W << 20,
+      C | W << 10 | C << 20, W | C << 10 | W << 20,
+      C | W << 10 | C << 20, B | C << 10 | B << 20,
+      C | B << 10 | C << 20, B | C << 10 | B << 20,
+    };
+    float img[3 * 8], back[3 * 8];
+    int stride, rows;
+    EhatFrame f;
+
+    for (int k = 0; k < 3 * 8; k++)
+      img[k] = k % 8 < 7 ? 1.0f : 0.0f;
+    frame_alloc (&f, EHAT_PIXEL_v210, 8, 1);
+    memset (f.data[0], 0xee, f.stride[0]);
+    g_assert_true (ehat_frame_write (img, NULL, &ci, &f, NULL));
+    for (int k = 0; k < 8; k++)
+      g_assert_cmphex (read_le32 (f.data[0] + 4 * k), ==, want[k]);
+    g_assert_true (ehat_frame_read (&f, &ci, back, NULL));
+    for (int k = 0; k < 3 * 8; k++)
+      g_assert_cmpfloat (back[k], ==, img[k]);
+    frame_free (&f);
+    /* whole groups of 16 bytes: GStreamer's 128-byte rows at 48 pixels */
+    for (int w = 1; w <= 48; w++) {
+      g_assert_true (ehat_frame_plane_size (EHAT_PIXEL_v210, w, 3, 0,
+              &stride, &rows));
+      g_assert_cmpint (stride, ==, (w + 5) / 6 * 16);
+      g_assert_cmpint (rows, ==, 3);
+    }
+    g_assert_cmpint (stride, ==, 128);
   }
 
   /* AYUV64: 16-bit alpha, luma and chroma */
