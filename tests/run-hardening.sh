@@ -91,10 +91,12 @@ if [ "${SKIP_ASAN:-0}" != 1 ]; then
     # tried once more.  So is, once, an ehat-remaster process killed by a
     # signal with no sanitizer report (CI saw one in /remaster/errors on
     # 2026-12-08 that no rerun here reproduced in 30 ASan and 600 plain
-    # runs): the test names the signal and the process's stderr, kept in
-    # the summary and in $asan.test-remaster.first.log.  A crash that
-    # repeats, or any report, fails; the main test run, without retries,
-    # runs the same cases.
+    # runs; the part of the log CI printed did not show the process's
+    # stderr, so the cause is not known).  The summary now names the
+    # signal, the case and that stderr ($asan.test-remaster.first.log
+    # keeps the whole log).
+    # A crash that repeats, or any report, fails; the main test run,
+    # without retries, runs the same cases.
     if meson introspect --tests "$asan" | grep -q '"name": "remaster"'; then
       for t in /remaster/single /remaster/errors; do
         for attempt in 1 2; do
