@@ -48,9 +48,9 @@ typedef struct
   int a;                        /* the alpha sample within a pixel's in
                                  * plane a_plane, −1: none */
   int a_plane;                  /* alpha's plane: 0 packed, 3 planar */
-  int x;                        /* packed 4-sample RGB without alpha: the
-                                 * sample written opaque (RGBx & co.), −1:
-                                 * none */
+  int x;                        /* packed 4-sample RGB or 4:4:4 Y'CbCr
+                                 * without alpha: the sample written opaque
+                                 * (RGBx & co., Y412_LE), −1: none */
   int sub_x, sub_y;             /* chroma subsampling shifts (0 or 1) */
   int cw, ch;                   /* chroma plane size */
   int u_plane, v_plane;         /* planes of U and V (packed: 0) */
@@ -61,8 +61,10 @@ typedef struct
                                  * v210 its groups' (a multiple of 3) */
   int depth;                    /* bits per sample */
   int shift;                    /* 16-bit samples: bits below the value */
-  int pack3;                    /* v210: samples three to a 32-bit LE
-                                 * word, 10 bits each from bit 0 */
+  int pack3;                    /* v210, Y410: samples three to a 32-bit
+                                 * LE word, 10 bits each from bit 0 */
+  int pack3_top;                /* those words' top two bits: v210 0, Y410
+                                 * 3 (unused alpha, opaque) */
   int cosited;                  /* left-sited subsampled chroma */
   /* Y'CbCr: luma weights and the code mapping of the matrix, range and
    * depth */
@@ -104,14 +106,15 @@ EHAT_FD_FN void
 ehat_fd_put (const EhatFrameDesc *d, unsigned char *row, int i, int code)
 {
   if (d->pack3) {
-    /* read-modify-write of the word: one writer per group of six pixels
-     * (the device's v210 threads each own one); its top two bits are
-     * zero */
+    /* read-modify-write of the word: one writer per word (the device's
+     * v210 threads each own a group of six pixels, Y410's a pixel); its
+     * top two bits are the format's */
     int bit;
     unsigned v = ehat_fd_word3 (row, i, &bit);
     unsigned char *w = row + 4 * (i / 3);
 
-    v = (v & ~(0x3ffu << bit) & 0x3fffffffu) | (unsigned) code << bit;
+    v = (v & ~(0x3ffu << bit) & 0x3fffffffu) | (unsigned) code << bit
+        | (unsigned) d->pack3_top << 30;
     w[0] = (unsigned char) (v & 0xff);
     w[1] = (unsigned char) (v >> 8 & 0xff);
     w[2] = (unsigned char) (v >> 16 & 0xff);

@@ -33,7 +33,8 @@ typedef struct
                                  * packed YUV: samples in a macropixel */
   int depth;                    /* bits per sample */
   int shift;                    /* 16-bit samples: bits below the value */
-  int pack3;                    /* v210's 32-bit words of three samples */
+  int pack3;                    /* 32-bit words of three 10-bit samples */
+  int top;                      /* and the words' top two bits */
 } FormatInfo;
 
 /* One row of the table per kind; 16-bit samples are LE words. */
@@ -54,9 +55,10 @@ typedef struct
   {n, EHAT_FD_PLANAR_YUV, 1, 0, 0, 0, 0, 0, sub_x, sub_y, 1, 2, depth, 0}
 #define PLANAR_RGBA(n, r, g, b, depth) \
   {n, EHAT_FD_PLANAR_RGB, 1, r, g, b, 0, 0, 0, 0, 0, 0, depth, 0}
-/* v210: UYVY's samples, three to a word */
-#define PACKED_YUV_10_IN_32(n) \
-  {n, EHAT_FD_PACKED_YUV, 2, 0, 0, 0, -1, 1, 1, 0, 0, 2, 10, 0, 1}
+/* U Y V in that order, three samples to a 32-bit word (v210: 4:2:2, Y0
+ * and Y1 alternating with U and V as in UYVY; Y410: 4:4:4) */
+#define PACKED_YUV_IN_32(n, spp, sub_x, top) \
+  {n, EHAT_FD_PACKED_YUV, spp, 0, 0, 0, -1, 1, sub_x, 0, 0, 2, 10, 0, 1, top}
 static const FormatInfo formats[EHAT_PIXEL_N_FORMATS] = {
   [EHAT_PIXEL_RGB] = PACKED_RGB ("RGB", 3, 0, 1, 2, -1, 8),
   [EHAT_PIXEL_BGR] = PACKED_RGB ("BGR", 3, 2, 1, 0, -1, 8),
@@ -115,7 +117,12 @@ static const FormatInfo formats[EHAT_PIXEL_N_FORMATS] = {
   [EHAT_PIXEL_GBRA] = PLANAR_RGBA ("GBRA", 2, 0, 1, 8),
   [EHAT_PIXEL_GBRA_10LE] = PLANAR_RGBA ("GBRA_10LE", 2, 0, 1, 10),
   [EHAT_PIXEL_GBRA_12LE] = PLANAR_RGBA ("GBRA_12LE", 2, 0, 1, 12),
-  [EHAT_PIXEL_v210] = PACKED_YUV_10_IN_32 ("v210"),
+  [EHAT_PIXEL_v210] = PACKED_YUV_IN_32 ("v210", 2, 1, 0),
+  [EHAT_PIXEL_NV24] = SEMI_YUV ("NV24", 0, 0, 0, 1, 8, 0),
+  [EHAT_PIXEL_NV61] = SEMI_YUV ("NV61", 1, 0, 1, 0, 8, 0),
+  [EHAT_PIXEL_VYUY] = PACKED_YUV ("VYUY", 2, 1, 1, 2, 0, -1, 8, 0),
+  [EHAT_PIXEL_Y410] = PACKED_YUV_IN_32 ("Y410", 3, 0, 3),
+  [EHAT_PIXEL_Y412_LE] = PACKED_YUV ("Y412_LE", 4, 0, 1, 0, 2, -1, 12, 4),
 };
 #undef PACKED_RGB
 #undef PLANAR_YUV
@@ -125,7 +132,7 @@ static const FormatInfo formats[EHAT_PIXEL_N_FORMATS] = {
 #undef PLANAR_RGB
 #undef PLANAR_YUVA
 #undef PLANAR_RGBA
-#undef PACKED_YUV_10_IN_32
+#undef PACKED_YUV_IN_32
 
 static const FormatInfo *
 get_info (EhatPixelFormat format)
@@ -196,8 +203,8 @@ ehat_frame_plane_size (EhatPixelFormat format, int width, int height,
   cw = (width + (1 << fi->sub_x) - 1) >> fi->sub_x;
   ch = (height + (1 << fi->sub_y) - 1) >> fi->sub_y;
   if (fi->pack3) {
-    /* groups of six pixels in 16 bytes */
-    *min_stride = (width + 5) / 6 * 16;
+    /* v210: groups of six pixels in 16 bytes; Y410: a word a pixel */
+    *min_stride = fi->sub_x ? (width + 5) / 6 * 16 : width * 4;
     *rows = height;
   } else if (fi->kind == EHAT_FD_PACKED_RGB
       || fi->kind == EHAT_FD_PACKED_YUV) {
@@ -319,14 +326,17 @@ ehat_frame_describe (const EhatFrame *frame, const EhatColorInfo *color,
   d->a = fi->a;
   d->a_plane = fi->a >= 0 && (fi->kind == EHAT_FD_PLANAR_YUV
       || fi->kind == EHAT_FD_PLANAR_RGB) ? 3 : 0;
-  /* the x byte of RGBx & co. is written opaque */
+  /* the x byte of RGBx & co. is written opaque, and Y412_LE's unused
+   * fourth sample */
   d->x = fi->kind == EHAT_FD_PACKED_RGB && fi->spp == 4 && fi->a < 0 ?
-      6 - fi->r - fi->g - fi->b : -1;
+      6 - fi->r - fi->g - fi->b : fi->kind == EHAT_FD_PACKED_YUV
+      && fi->spp == 4 && fi->a < 0 ? 6 - fi->y - fi->u_plane - fi->v_plane
+      : -1;
   d->sub_x = fi->sub_x;
   d->sub_y = fi->sub_y;
   d->cw = (frame->width + (1 << fi->sub_x) - 1) >> fi->sub_x;
   d->ch = (frame->height + (1 << fi->sub_y) - 1) >> fi->sub_y;
-  d->c_slots = fi->pack3 ? (frame->width + 5) / 6 * 3 : d->cw;
+  d->c_slots = fi->pack3 && fi->sub_x ? (frame->width + 5) / 6 * 3 : d->cw;
   if (fi->kind == EHAT_FD_SEMI_YUV) {
     d->u_plane = d->v_plane = 1;
     d->c_step = 2;
@@ -346,6 +356,7 @@ ehat_frame_describe (const EhatFrame *frame, const EhatColorInfo *color,
   d->depth = fi->depth;
   d->shift = fi->shift;
   d->pack3 = fi->pack3;
+  d->pack3_top = fi->top;
   d->cosited = color->siting == EHAT_CHROMA_LEFT;
   get_coeffs (color, fi->depth, d);
   return TRUE;
@@ -536,6 +547,8 @@ write_yuv (const float *rgb, const float *alpha, const EhatFrameDesc *d,
               rgb[o], rgb[plane + o], rgb[2 * plane + o]));
       if (d->a >= 0)
         ehat_fd_put (d, ar, x * d->spp + d->a, alpha_code (d, alpha, o));
+      else if (d->x >= 0)
+        ehat_fd_put (d, yr, x * d->spp + d->x, d->max_code);
     }
   }
 

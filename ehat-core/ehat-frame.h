@@ -95,6 +95,16 @@ typedef enum
    * 0–9, 10–19, 20–29), six pixels in four words, rows of whole groups
    * (a group past the width padded) */
   EHAT_PIXEL_v210,
+  /* semi-planar 4:4:4 and 4:2:2 with V first (hardware decoders, V4L2) */
+  EHAT_PIXEL_NV24,
+  EHAT_PIXEL_NV61,
+  EHAT_PIXEL_VYUY,              /* V Y0 U Y1 */
+  /* packed 4:4:4 of VA-API's HEVC 4:4:4 decoding, without alpha:
+   * Y410 U, Y, V in bits 0–9, 10–19, 20–29 of a 32-bit LE word (the top
+   * two written 3, as GStreamer writes them); Y412_LE U Y V and an unused
+   * sample (written opaque) in 16-bit LE words, 12 bits in the MSBs */
+  EHAT_PIXEL_Y410,
+  EHAT_PIXEL_Y412_LE,
   EHAT_PIXEL_N_FORMATS
 } EhatPixelFormat;
 

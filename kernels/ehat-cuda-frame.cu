@@ -200,11 +200,12 @@ frame_output_pixels (const T *x, int W, float m0, float m1, float m2,
 
 /* YUV: chroma samples a thread writes.  v210's three to a word: the
  * three of a group of six pixels, whose four words no other thread
- * touches (ehat_fd_put() reads and rewrites a word). */
+ * touches (ehat_fd_put() reads and rewrites a word; Y410's word is one
+ * pixel's). */
 static __host__ __device__ int
 chroma_per_thread (const EhatFrameDesc &d)
 {
-  return d.pack3 ? 3 : 1;
+  return d.pack3 && d.sub_x ? 3 : 1;
 }
 
 /* Chroma sample (cx, cy) and the luma (and alpha) of the pixels it covers
@@ -233,6 +234,8 @@ output_chroma_block (const T *x, int W, float m0, float m1, float m2,
       if (d.a >= 0)
         ehat_fd_put (&d, pl.p[d.a_plane] + (size_t) py * pl.stride[d.a_plane],
             px * d.spp + d.a, alpha_code (as, d, sx, py));
+      else if (d.x >= 0)
+        ehat_fd_put (&d, row, px * d.spp + d.x, d.max_code);
     }
   if (!d.sub_x && !d.sub_y) {
     out_pixel (x, W, cx, cy, m0, m1, m2, range, rgb);

@@ -1794,6 +1794,9 @@ test_frame_upscale (void)
     {EHAT_PIXEL_GBRA_12LE, EHAT_PIXEL_A420, 7, 5, 0, 0, TRUE},
     /* v210: 13 and 26 pixels, each ending in a part group of six */
     {EHAT_PIXEL_v210, EHAT_PIXEL_v210, 13, 5, 0, 0, TRUE},
+    /* Y410's and Y412_LE's opaque bits; V before U */
+    {EHAT_PIXEL_Y410, EHAT_PIXEL_Y412_LE, 7, 5, 0, 0, TRUE},
+    {EHAT_PIXEL_VYUY, EHAT_PIXEL_NV61, 9, 4, 0, 0, TRUE},
     {EHAT_PIXEL_I420, EHAT_PIXEL_I420, 12, 10, 0, 2, FALSE},
     {EHAT_PIXEL_I420, EHAT_PIXEL_NV12, 40, 24, 16, 0, FALSE},
   };

@@ -18,6 +18,7 @@ static const char *all_formats[] = {
   "AYUV", "VUYA", "AYUV64", "RGBA64_LE", "BGRA64_LE", "ARGB64_LE",
   "ABGR64_LE", "ARGB64", "A420", "A420_10LE", "A422_10LE", "A444_10LE",
   "GBRA", "GBRA_10LE", "GBRA_12LE", "v210",
+  "NV24", "NV61", "VYUY", "Y410", "Y412_LE",
 };
 
 /* golden case per scale */

@@ -357,6 +357,40 @@ test_packed_yuv (void)
     g_assert_cmpint (stride, ==, 128);
   }
 
+  /* 4:4:4 without alpha: Y410's top bits and Y412_LE's fourth sample
+   * written opaque, as GStreamer writes them; U Y V in that order */
+  {
+    enum
+    { W10 = 940, B10 = 64, C10 = 512 };
+    static const guint32 want410[2] = {
+      C10 | W10 << 10 | C10 << 20 | 3u << 30,
+      C10 | B10 << 10 | C10 << 20 | 3u << 30,
+    };
+    static const int want412[8] = { 32768, 60160, 32768, 65520, 32768, 4096,
+      32768, 65520
+    };
+    float img[6] = { 1, 0, 1, 0, 1, 0 }, back[6];
+    EhatFrame f;
+
+    frame_alloc (&f, EHAT_PIXEL_Y410, 2, 1);
+    g_assert_true (ehat_frame_write (img, NULL, &ci, &f, NULL));
+    for (int k = 0; k < 2; k++)
+      g_assert_cmphex (read_le32 (f.data[0] + 4 * k), ==, want410[k]);
+    g_assert_true (ehat_frame_read (&f, &ci, back, NULL));
+    g_assert_cmpmem (back, sizeof (back), img, sizeof (img));
+    frame_free (&f);
+    frame_alloc (&f, EHAT_PIXEL_Y412_LE, 2, 1);
+    memset (f.data[0], 0, f.stride[0]);
+    g_assert_true (ehat_frame_write (img, NULL, &ci, &f, NULL));
+    for (int k = 0; k < 8; k++)
+      g_assert_cmpint (f.data[0][2 * k] | f.data[0][2 * k + 1] << 8, ==,
+          want412[k]);
+    g_assert_true (ehat_frame_read (&f, &ci, back, NULL));
+    g_assert_cmpmem (back, sizeof (back), img, sizeof (img));
+    g_assert_false (ehat_pixel_format_has_alpha (EHAT_PIXEL_Y412_LE));
+    frame_free (&f);
+  }
+
   /* AYUV64: 16-bit alpha, luma and chroma */
   {
     static const int want[8] = { 32768, 60160, 32768, 32768, 65535, 4096,
@@ -371,6 +405,67 @@ test_packed_yuv (void)
       g_assert_cmpint (f.data[0][2 * k] | f.data[0][2 * k + 1] << 8, ==,
           want[k]);
     frame_free (&f);
+  }
+}
+
+/* Formats that differ from another only in the order of U and V (NV61 /
+ * NV16, VYUY / UYVY, NV21 / NV12, YVYU / YUY2), at odd sizes: the same
+ * coloured image written in both gives the same bytes with each U/V pair
+ * swapped, and reads back the same. */
+static void
+test_swapped_chroma (void)
+{
+  static const struct
+  {
+    EhatPixelFormat f, ref;
+    int plane, step, u;         /* chroma plane, its step, ref's U */
+  } pairs[] = {
+    {EHAT_PIXEL_NV61, EHAT_PIXEL_NV16, 1, 2, 0},
+    {EHAT_PIXEL_NV21, EHAT_PIXEL_NV12, 1, 2, 0},
+    {EHAT_PIXEL_VYUY, EHAT_PIXEL_UYVY, 0, 4, 0},
+    {EHAT_PIXEL_YVYU, EHAT_PIXEL_YUY2, 0, 4, 1},
+  };
+  const int w = 7, h = 3;
+  g_autofree float *img = g_new (float, 3 * w * h);
+  g_autofree float *back = g_new (float, 3 * w * h);
+  g_autofree float *want = g_new (float, 3 * w * h);
+  EhatColorInfo ci = { EHAT_MATRIX_BT709, EHAT_RANGE_LIMITED,
+    EHAT_CHROMA_LEFT
+  };
+
+  for (int k = 0; k < w * h; k++) {
+    img[k] = (k % w) / (w - 1.0f);
+    img[w * h + k] = 0.3f;
+    img[2 * w * h + k] = 1.0f - (k / w) / (h - 1.0f);
+  }
+  for (guint i = 0; i < G_N_ELEMENTS (pairs); i++) {
+    int stride, rows, other = pairs[i].step / 2;
+    EhatFrame f, r;
+
+    frame_alloc (&f, pairs[i].f, w, h);
+    frame_alloc (&r, pairs[i].ref, w, h);
+    g_assert_true (ehat_frame_write (img, NULL, &ci, &f, NULL));
+    g_assert_true (ehat_frame_write (img, NULL, &ci, &r, NULL));
+    ehat_frame_plane_size (pairs[i].f, w, h, pairs[i].plane, &stride, &rows);
+    for (int y = 0; y < rows; y++) {
+      const guint8 *a = f.data[pairs[i].plane] + y * f.stride[pairs[i].plane];
+      const guint8 *b = r.data[pairs[i].plane] + y * r.stride[pairs[i].plane];
+
+      for (int j = 0; j < stride / pairs[i].step; j++) {
+        int u = j * pairs[i].step + pairs[i].u, v = u + other;
+
+        /* the colour differences vary: a swap cannot pass unseen */
+        g_assert_cmpint (b[u], !=, b[v]);
+        g_assert_cmpint (a[u], ==, b[v]);
+        g_assert_cmpint (a[v], ==, b[u]);
+      }
+    }
+    g_assert_true (ehat_frame_read (&f, &ci, back, NULL));
+    g_assert_true (ehat_frame_read (&r, &ci, want, NULL));
+    g_assert_cmpmem (back, sizeof (float) * 3 * w * h, want,
+        sizeof (float) * 3 * w * h);
+    frame_free (&f);
+    frame_free (&r);
   }
 }
 
@@ -781,6 +876,7 @@ main (int argc, char **argv)
   g_test_add_func ("/frame/deep-layouts", test_deep_layouts);
   g_test_add_func ("/frame/422-rows", test_422_rows);
   g_test_add_func ("/frame/packed-yuv", test_packed_yuv);
+  g_test_add_func ("/frame/swapped-chroma", test_swapped_chroma);
   g_test_add_func ("/frame/chroma-upsampling", test_chroma_upsampling);
   g_test_add_func ("/frame/alpha-resize", test_alpha_resize);
   g_test_add_func ("/frame/clamp-round", test_clamp_round);
