@@ -73,7 +73,8 @@ typedef struct
   int max_code;
 } EhatFrameDesc;
 
-/* v210's word holding sample i, and the sample's first bit in it. */
+/* The 32-bit word of v210 or Y410 holding sample i, and the sample's
+ * first bit in it. */
 EHAT_FD_FN unsigned
 ehat_fd_word3 (const unsigned char *row, int i, int *bit)
 {
@@ -85,7 +86,7 @@ ehat_fd_word3 (const unsigned char *row, int i, int *bit)
 }
 
 /* Sample i of a row (16-bit words little-endian, value above `shift`;
- * v210: slot i % 3 of word i / 3). */
+ * v210, Y410: slot i % 3 of word i / 3). */
 EHAT_FD_FN int
 ehat_fd_get (const EhatFrameDesc *d, const unsigned char *row, int i)
 {
